@@ -1,0 +1,382 @@
+"""Manifest validation: every rule has a name, and every problem names the file, CSV line and rule.
+
+Errors make ``diffkd-study data validate`` exit non-zero; warnings are listed separately.
+
+Rules (errors unless marked warning):
+
+========================  =====================================================================
+missing-column            a required column is absent (nothing else is checked then)
+unknown-column            a ``cond_*`` column is not declared in the sidecar, or a declared one is absent
+empty-value               a required cell is empty
+duplicate-image-id        the same ``image_id`` on two rows
+label-outside-set         ``label`` is not in the declared ``label_set``
+condition-level           a categorical condition value outside its declared levels
+condition-value           a numeric condition that is not a number or lies outside [min, max]
+invalid-split             ``split`` not one of train/val/test/external
+invalid-synthetic         ``synthetic`` not 0 or 1
+missing-file              ``image_path`` / ``mask_path`` does not exist under the data root
+unreadable-image          the file exists but does not decode as an image
+mask-size                 the mask's width x height differs from the image's
+empty-mask                the mask has no foreground although the row declares a lesion
+invalid-box               a box that does not parse, or has a non-positive width/height
+box-outside-image         a box that extends outside the image
+patient-leakage           one ``patient_id`` in more than one split
+duplicate-pixels          two rows with identical pixels in different splits or with different
+                          labels (an error); in the same split with the same label (a warning)
+========================  =====================================================================
+
+A row "declares a lesion" when it has a ``mask_path`` and its label is not one of the labels passed
+as ``lesion_free_labels`` (``normal`` by default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from diffkd_study.data.schema import (
+    CONDITION_PREFIX,
+    REQUIRED_COLUMNS,
+    SPLITS,
+    Manifest,
+    row_boxes,
+)
+
+RULES: dict[str, str] = {
+    "missing-column": "the manifest must have the columns " + ", ".join(REQUIRED_COLUMNS),
+    "unknown-column": "cond_* columns and the sidecar's declared conditions must match",
+    "empty-value": "required columns must not have empty cells",
+    "duplicate-image-id": "image_id must be unique",
+    "label-outside-set": "label must be one of the declared label_set",
+    "condition-level": "categorical condition values must be declared levels (empty = missing)",
+    "condition-value": "numeric conditions must be numbers within the declared [min, max]",
+    "invalid-split": "split must be one of " + "/".join(SPLITS),
+    "invalid-synthetic": "synthetic must be 0 or 1",
+    "missing-file": "image_path and mask_path must exist under the data root",
+    "unreadable-image": "image and mask files must decode",
+    "mask-size": "a mask must have the same width x height as its image",
+    "empty-mask": "a mask must have foreground pixels where a lesion is declared",
+    "invalid-box": "boxes must parse as [x, y, w, h] with w > 0 and h > 0",
+    "box-outside-image": "boxes must lie inside the image",
+    "patient-leakage": "a patient must not appear in more than one split",
+    "duplicate-pixels": "identical images must not appear in different splits or with different labels",
+}
+
+DEFAULT_LESION_FREE_LABELS: tuple[str, ...] = ("normal",)
+
+
+@dataclass(frozen=True)
+class Problem:
+    severity: str  # "error" | "warning"
+    rule: str
+    message: str
+    file: str
+    line: int | None = None  # CSV line (1 = header); None for manifest-wide problems
+    image_id: str | None = None
+
+    def format(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        who = f" [image_id={self.image_id}]" if self.image_id else ""
+        return f"{where}{who} {self.severity} {self.rule}: {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    manifest: str
+    n_rows: int
+    problems: list[Problem] = field(default_factory=list)
+    image_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # image_id -> (w, h)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def rules_broken(self) -> set[str]:
+        return {p.rule for p in self.errors}
+
+    def summary(self) -> str:
+        return f"{self.manifest}: {self.n_rows} rows, {len(self.errors)} error(s), {len(self.warnings)} warning(s)"
+
+    def format(self) -> str:
+        lines = [self.summary()]
+        if self.errors:
+            lines.append("errors:")
+            lines.extend("  " + p.format() for p in self.errors)
+        if self.warnings:
+            lines.append("warnings:")
+            lines.extend("  " + p.format() for p in self.warnings)
+        return "\n".join(lines)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {"severity": p.severity, "rule": p.rule, "line": p.line, "image_id": p.image_id, "message": p.message}
+                for p in self.problems
+            ],
+            columns=["severity", "rule", "line", "image_id", "message"],
+        )
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA or value == ""
+
+
+@dataclass
+class _ImageInfo:
+    size: tuple[int, int] | None = None
+    pixel_hash: str | None = None
+    error: str | None = None
+    foreground: bool | None = None
+
+
+def _inspect_image(path: Path, want_hash: bool, want_foreground: bool) -> _ImageInfo:
+    if not path.is_file():
+        return _ImageInfo(error="missing")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            info = _ImageInfo(size=img.size)
+            if want_hash or want_foreground:
+                arr = np.asarray(img)
+                if want_hash:
+                    digest = hashlib.sha256(f"{img.mode}{img.size}".encode())
+                    digest.update(np.ascontiguousarray(arr).tobytes())
+                    info.pixel_hash = digest.hexdigest()
+                if want_foreground:
+                    info.foreground = bool(np.any(arr))
+            return info
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        return _ImageInfo(error=f"does not decode ({type(err).__name__}: {err})")
+
+
+class _Collector:
+    def __init__(self, manifest: Manifest, file: str) -> None:
+        self.manifest = manifest
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def add(self, severity: str, rule: str, message: str, index: Any = None) -> None:
+        line = None
+        image_id = None
+        if index is not None:
+            line = self.manifest.csv_line(index)
+            value = self.manifest.df.at[index, "image_id"] if "image_id" in self.manifest.df.columns else None
+            image_id = None if _is_missing(value) else str(value)
+        self.problems.append(Problem(severity, rule, message, self.file, line, image_id))
+
+    def error(self, rule: str, message: str, index: Any = None) -> None:
+        self.add("error", rule, message, index)
+
+    def warning(self, rule: str, message: str, index: Any = None) -> None:
+        self.add("warning", rule, message, index)
+
+
+def validate_manifest(
+    manifest: Manifest,
+    root: str | Path,
+    *,
+    check_files: bool = True,
+    lesion_free_labels: Sequence[str] = DEFAULT_LESION_FREE_LABELS,
+    workers: int = 4,
+    progress: bool = False,
+) -> ValidationReport:
+    """Check a manifest against its schema and the files under ``root``; never raises for bad rows."""
+    root = Path(root)
+    df = manifest.df
+    file = str(manifest.path) if manifest.path else "<manifest>"
+    out = _Collector(manifest, file)
+    report = ValidationReport(manifest=file, n_rows=len(df))
+
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        out.error("missing-column", f"required column(s) {missing} not found; columns are {list(df.columns)}")
+        report.problems = out.problems
+        return report
+
+    _check_columns_and_values(manifest, out)
+    _check_splits(manifest, out)
+    if check_files:
+        if not root.is_dir():
+            out.error("missing-file", f"data root {root} is not a directory")
+        else:
+            _check_files(manifest, root, out, report, lesion_free_labels, workers, progress)
+    report.problems = out.problems
+    return report
+
+
+def _check_columns_and_values(manifest: Manifest, out: _Collector) -> None:
+    df, schema = manifest.df, manifest.schema
+    for column in REQUIRED_COLUMNS:
+        for index in df.index[df[column].isna()]:
+            out.error("empty-value", f"column {column!r} is empty", index)
+
+    for index in df.index[df["image_id"].duplicated(keep="first") & df["image_id"].notna()]:
+        first = df.index[df["image_id"] == df.at[index, "image_id"]][0]
+        out.error("duplicate-image-id", f"image_id also on line {manifest.csv_line(first)}", index)
+
+    allowed = set(schema.label_set)
+    for index in df.index[df["label"].notna() & ~df["label"].isin(allowed)]:
+        out.error(
+            "label-outside-set", f"label {df.at[index, 'label']!r} is not in {list(schema.label_set)}", index
+        )
+
+    declared = set(schema.conditions)
+    present = {c for c in df.columns if c.startswith(CONDITION_PREFIX)}
+    for column in sorted(present - declared):
+        out.error("unknown-column", f"column {column!r} is not declared in the schema sidecar")
+    for column in sorted(declared - present):
+        out.error("unknown-column", f"declared condition {column!r} has no column in the CSV")
+
+    for column in sorted(present & declared):
+        spec = schema.conditions[column]
+        values = df[column]
+        if spec.type == "categorical":
+            levels = set(spec.levels or ())
+            bad = values.notna() & ~values.astype(str).isin(levels)
+            for index in df.index[bad]:
+                out.error(
+                    "condition-level",
+                    f"{column}={values[index]!r} is not a declared level {list(spec.levels or ())}",
+                    index,
+                )
+        else:
+            numeric = pd.to_numeric(values, errors="coerce")
+            for index in df.index[numeric.isna() & values.notna()]:
+                out.error("condition-value", f"{column}={values[index]!r} is not a number", index)
+            low = -math.inf if spec.min is None else spec.min
+            high = math.inf if spec.max is None else spec.max
+            for index in df.index[(numeric < low) | (numeric > high)]:
+                out.error("condition-value", f"{column}={numeric[index]:g} is outside [{spec.min}, {spec.max}]", index)
+
+    if "split" in df.columns:
+        for index in df.index[df["split"].notna() & ~df["split"].isin(SPLITS)]:
+            out.error("invalid-split", f"split {df.at[index, 'split']!r} is not one of {list(SPLITS)}", index)
+    if "synthetic" in df.columns:
+        for index in df.index[df["synthetic"].notna() & ~df["synthetic"].astype(str).isin({"0", "1"})]:
+            out.error("invalid-synthetic", f"synthetic {df.at[index, 'synthetic']!r} is not 0 or 1", index)
+
+
+def _check_splits(manifest: Manifest, out: _Collector) -> None:
+    df = manifest.df
+    if "split" not in df.columns:
+        return
+    assigned = df[df["split"].isin(SPLITS) & df["patient_id"].notna()]
+    splits_per_patient = assigned.groupby("patient_id")["split"].agg(lambda s: sorted(set(s)))
+    for patient, splits in splits_per_patient.items():
+        if len(splits) > 1:
+            rows = assigned.index[assigned["patient_id"] == patient]
+            lines = ", ".join(str(manifest.csv_line(i)) for i in rows)
+            out.error(
+                "patient-leakage", f"patient {patient!r} is in splits {splits} (lines {lines})", rows[0]
+            )
+
+
+def _check_files(
+    manifest: Manifest,
+    root: Path,
+    out: _Collector,
+    report: ValidationReport,
+    lesion_free_labels: Sequence[str],
+    workers: int,
+    progress: bool,
+) -> None:
+    df = manifest.df
+    has_masks = "mask_path" in df.columns
+    rows = list(df.index)
+
+    def job(index: Any) -> tuple[Any, _ImageInfo, _ImageInfo | None]:
+        image_path = df.at[index, "image_path"]
+        image = _ImageInfo(error="empty") if _is_missing(image_path) else _inspect_image(root / image_path, True, False)
+        mask = None
+        if has_masks and not _is_missing(df.at[index, "mask_path"]):
+            mask = _inspect_image(root / df.at[index, "mask_path"], False, True)
+        return index, image, mask
+
+    results: Iterable[tuple[Any, _ImageInfo, _ImageInfo | None]]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = pool.map(job, rows)
+        if progress:
+            from tqdm.auto import tqdm
+
+            results = tqdm(results, total=len(rows), desc="validate images", unit="img")
+        collected = list(results)
+
+    hashes: dict[str, list[Any]] = defaultdict(list)
+    for index, image, mask in collected:
+        label = df.at[index, "label"]
+        if image.error == "missing":
+            out.error("missing-file", f"image {root / df.at[index, 'image_path']} does not exist", index)
+        elif image.error and image.error != "empty":
+            out.error("unreadable-image", f"image {df.at[index, 'image_path']} {image.error}", index)
+        if image.size is not None:
+            report.image_sizes[str(df.at[index, "image_id"])] = image.size
+        if image.pixel_hash is not None:
+            hashes[image.pixel_hash].append(index)
+
+        if mask is not None:
+            mask_path = df.at[index, "mask_path"]
+            if mask.error == "missing":
+                out.error("missing-file", f"mask {root / mask_path} does not exist", index)
+            elif mask.error:
+                out.error("unreadable-image", f"mask {mask_path} {mask.error}", index)
+            else:
+                if image.size is not None and mask.size != image.size:
+                    out.error(
+                        "mask-size",
+                        f"mask {mask_path} is {mask.size[0]}x{mask.size[1]} but the image is "
+                        f"{image.size[0]}x{image.size[1]}",
+                        index,
+                    )
+                if not mask.foreground and label not in lesion_free_labels:
+                    out.error("empty-mask", f"mask {mask_path} is empty but label {label!r} declares a lesion", index)
+
+        try:
+            boxes = row_boxes(df.loc[index].to_dict())
+        except ValueError as err:
+            out.error("invalid-box", str(err), index)
+            continue
+        for x, y, w, h in boxes:
+            if w <= 0 or h <= 0:
+                out.error("invalid-box", f"box [{x:g}, {y:g}, {w:g}, {h:g}] has a non-positive size", index)
+            elif image.size is not None:
+                width, height = image.size
+                if x < 0 or y < 0 or x + w > width or y + h > height:
+                    out.error(
+                        "box-outside-image",
+                        f"box [{x:g}, {y:g}, {w:g}, {h:g}] extends outside the {width}x{height} image",
+                        index,
+                    )
+
+    has_split = "split" in df.columns
+    for indices in hashes.values():
+        if len(indices) < 2:
+            continue
+        ids = [str(df.at[i, "image_id"]) for i in indices]
+        labels = {str(df.at[i, "label"]) for i in indices}
+        splits = {str(df.at[i, "split"]) for i in indices} if has_split else set()
+        lines = ", ".join(str(manifest.csv_line(i)) for i in indices)
+        text = f"identical pixels in {len(indices)} rows {ids} (lines {lines})"
+        if len(labels) > 1:
+            out.error("duplicate-pixels", f"{text} with different labels {sorted(labels)}", indices[0])
+        elif len(splits) > 1:
+            out.error("duplicate-pixels", f"{text} in different splits {sorted(splits)}", indices[0])
+        else:
+            out.warning("duplicate-pixels", text, indices[0])

@@ -1,0 +1,49 @@
+"""Seeding and determinism helpers (in the spirit of MONAI's ``set_determinism``)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA); optionally ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        import torch
+    except ImportError:  # the data layer works without torch
+        return
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        # warn_only: some CUDA kernels have no deterministic variant; we want a warning, not a crash.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def rng(seed: int) -> np.random.Generator:
+    """A NumPy generator for one purpose; derive sub-seeds with ``derive_seed`` instead of sharing."""
+    return np.random.default_rng(seed)
+
+
+def derive_seed(seed: int, *keys: object) -> int:
+    """A stable 32-bit seed derived from a base seed and any keys (e.g. a center name and an index)."""
+    import hashlib
+
+    text = "|".join([str(seed), *map(str, keys)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader worker seeding: each worker gets a distinct, reproducible NumPy/Python seed."""
+    import torch
+
+    base = torch.initial_seed() % 2**32
+    np.random.seed((base + worker_id) % 2**32)
+    random.seed(base + worker_id)
