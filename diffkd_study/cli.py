@@ -1,0 +1,188 @@
+"""``diffkd-study`` command line.
+
+    diffkd-study run CONFIG [--data-root DIR]            run a study (papermill notebooks -> reports/NAME/)
+    diffkd-study data validate MANIFEST --root DIR       check a manifest; non-zero exit on errors
+    diffkd-study data build NAME --root DIR --out CSV    manifest from an official public release
+    diffkd-study data split MANIFEST --out CSV ...       patient-grouped (and external) split
+    diffkd-study data cache MANIFEST --root DIR ...      preprocessing cache at training resolution
+    diffkd-study phantom --out DIR                       the built-in simulated ultrasound cohort
+
+Exit codes: 0 success, 1 a stage or check failed, 2 bad input (missing file, invalid config/manifest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from diffkd_study.data.schema import read_manifest
+    from diffkd_study.data.validate import validate_manifest
+    from diffkd_study.io import write_json
+
+    manifest = read_manifest(args.manifest)
+    report = validate_manifest(
+        manifest, args.root, check_files=not args.no_files,
+        lesion_free_labels=tuple(args.lesion_free_labels), progress=not args.quiet,
+    )
+    print(report.format())
+    if args.json:
+        write_json(args.json, {"summary": report.summary(), "problems": [p.__dict__ for p in report.problems]})
+    return 0 if report.ok else 1
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from diffkd_study.data.builders import BUILDERS, build_manifest
+    from diffkd_study.data.schema import write_manifest
+
+    if args.name not in BUILDERS:
+        print(f"error: unknown dataset {args.name!r}; known: {', '.join(BUILDERS.names())}", file=sys.stderr)
+        return 2
+    manifest = build_manifest(args.name, Path(args.root))
+    path = write_manifest(manifest, args.out)
+    print(f"wrote {path} ({len(manifest.df)} rows) and its schema sidecar")
+    return 0
+
+
+def _parse_external(items: Sequence[str]) -> dict[str, list[str]]:
+    external: dict[str, list[str]] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--external expects COLUMN=VALUE[,VALUE...], got {item!r}")
+        column, values = item.split("=", 1)
+        external.setdefault(column, []).extend(v for v in values.split(",") if v)
+    return external
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    from diffkd_study.data.schema import Manifest, read_manifest, write_manifest
+    from diffkd_study.data.splits import external_split, grouped_stratified_split, split_table
+
+    manifest = read_manifest(args.manifest)
+    if args.exclude_labels:
+        keep = ~manifest.df["label"].isin(args.exclude_labels)
+        manifest = Manifest(manifest.df[keep].reset_index(drop=True), manifest.schema, manifest.path)
+    external = _parse_external(args.external)
+    if external:
+        result = external_split(manifest, external=external, val_frac=args.val_frac, test_frac=args.test_frac,
+                                seed=args.seed)
+    else:
+        result = grouped_stratified_split(manifest, val_frac=args.val_frac, test_frac=args.test_frac, seed=args.seed)
+    write_manifest(result, args.out)
+    print(split_table(result).to_string())
+    return 0
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from diffkd_study.data.cache import build_cache
+    from diffkd_study.data.schema import read_manifest
+
+    cache = build_cache(read_manifest(args.manifest), Path(args.root), size=args.size, mode=args.mode,
+                        resize_mode=args.resize_mode, cache_dir=args.cache_dir, progress=True)
+    print(f"cache ready: {cache.path}")
+    return 0
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from diffkd_study.data.phantom import generate_phantom_cohort
+
+    manifest = generate_phantom_cohort(Path(args.out), n_per_center=args.n_per_center, seed=args.seed,
+                                       image_size=args.size, progress=True)
+    print(f"wrote {len(manifest.df)} images and {manifest.path}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from diffkd_study.report import run_study
+
+    result = run_study(args.config, data_root=args.data_root, reports_dir=args.reports_dir, runs_dir=args.runs_dir)
+    failed = [s.stage for s in result.stages if s.status != "ok"]
+    if failed:
+        print(f"failed stage(s): {', '.join(failed)}; see {result.report_dir / 'index.html'}", file=sys.stderr)
+        return 1
+    print(f"{result.report_dir / 'index.html'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diffkd-study", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a study config (papermill notebooks -> reports/NAME/)")
+    run.add_argument("config", help="study config YAML, e.g. configs/demo.yaml")
+    run.add_argument("--data-root", help="folder holding the datasets named by the config's manifests")
+    run.add_argument("--reports-dir", default="reports")
+    run.add_argument("--runs-dir", default="runs", help="where run artifacts (data, checkpoints) go")
+    run.set_defaults(func=_cmd_run)
+
+    data = sub.add_parser("data", help="manifests: validate, build, split, cache")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+
+    validate = data_sub.add_parser("validate", help="check a manifest and its files")
+    validate.add_argument("manifest")
+    validate.add_argument("--root", required=True, help="data root the manifest's paths are relative to")
+    validate.add_argument("--no-files", action="store_true", help="check the table only, not the image files")
+    validate.add_argument("--lesion-free-labels", nargs="*", default=["normal"],
+                          help="labels whose masks may be empty (default: normal)")
+    validate.add_argument("--json", help="also write the problems as JSON to this file")
+    validate.add_argument("--quiet", action="store_true", help="no progress bar")
+    validate.set_defaults(func=_cmd_validate)
+
+    build = data_sub.add_parser("build", help="build a manifest from an official public release")
+    build.add_argument("name", help="bus-bra, breast-lesions-usg, busi, ham10000, mini-mias, bcs-dbt-slices")
+    build.add_argument("--root", required=True, help="the release's folder (official layout)")
+    build.add_argument("--out", required=True, help="output CSV; the schema sidecar is written next to it")
+    build.set_defaults(func=_cmd_build)
+
+    split = data_sub.add_parser("split", help="patient-grouped stratified split, optionally with external data")
+    split.add_argument("manifest")
+    split.add_argument("--out", required=True)
+    split.add_argument("--val-frac", type=float, default=0.15)
+    split.add_argument("--test-frac", type=float, default=0.2)
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--external", nargs="*", default=[], metavar="COLUMN=VALUES",
+                       help="rows to hold out as external, e.g. center=center_C or dataset=breast-lesions-usg")
+    split.add_argument("--exclude-labels", nargs="*", default=[], help="labels to drop, e.g. normal")
+    split.set_defaults(func=_cmd_split)
+
+    cache = data_sub.add_parser("cache", help="decode and resize once into a memory-mapped cache")
+    cache.add_argument("manifest")
+    cache.add_argument("--root", required=True)
+    cache.add_argument("--size", type=int, default=128)
+    cache.add_argument("--mode", choices=["L", "RGB"], default="L")
+    cache.add_argument("--resize-mode", choices=["stretch", "pad"], default="stretch")
+    cache.add_argument("--cache-dir", default=None)
+    cache.set_defaults(func=_cmd_cache)
+
+    phantom = sub.add_parser("phantom", help="generate the built-in simulated breast-ultrasound cohort")
+    phantom.add_argument("--out", required=True)
+    phantom.add_argument("--n-per-center", type=int, default=100)
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("--size", type=int, default=128)
+    phantom.set_defaults(func=_cmd_phantom)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from diffkd_study.config import ConfigError
+    from diffkd_study.data.schema import SchemaError
+    from diffkd_study.data.study import DataPreparationError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DataPreparationError as err:
+        print(f"error: the study data did not validate; nothing was written to the report folder.\n{err}",
+              file=sys.stderr)
+        return 2
+    except (ConfigError, SchemaError, FileNotFoundError, ValueError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,277 @@
+"""Run a study: prepare the data, execute each stage notebook with papermill, export HTML, build the index.
+
+Layout of one run (``NAME`` from the config)::
+
+    runs/NAME/data/          study manifest, validation report, generated phantom cohort
+    reports/NAME/            NN_stage.ipynb (executed), NN_stage.html (reviewer, with code),
+                             NN_stage.clinician.html (no code), figures/*.png|svg,
+                             NN_stage.metrics.json, provenance.json, index.html
+
+Every file is written under a temporary name and renamed when complete, and bad data stops the run
+before anything is written under ``reports/NAME``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffkd_study.config import STAGE_NOTEBOOKS, StudyConfig, load_config
+from diffkd_study.data.study import DataPreparationError, StudyData, prepare_study_data
+from diffkd_study.io import write_json, write_text
+from diffkd_study.provenance import now_iso, run_provenance
+
+CLINICIAN_REMOVED_TAGS = {"parameters", "injected-parameters", "reviewer-only"}
+
+
+@dataclass
+class StageResult:
+    stage: str
+    notebook: str
+    status: str  # "ok" | "failed"
+    wall_s: float
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "notebook": self.notebook, "status": self.status,
+                "wall_s": round(self.wall_s, 2), "error": self.error}
+
+
+@dataclass
+class RunResult:
+    name: str
+    report_dir: Path
+    stages: list[StageResult]
+    wall_s: float
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status == "ok" for s in self.stages)
+
+
+def log(message: str) -> None:
+    print(f"[diffkd-study {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def export_html(notebook_path: Path, out_path: Path, *, audience: str) -> None:
+    """Export an executed notebook: ``reviewer`` keeps the code, ``clinician`` shows results only."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
+
+    nb = nbformat.read(notebook_path, as_version=4)
+    exporter = HTMLExporter(template_name="lab")
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    if audience == "clinician":
+        exporter.exclude_input = True
+        remover = TagRemovePreprocessor(remove_cell_tags=CLINICIAN_REMOVED_TAGS, enabled=True)
+        nb, _ = remover.preprocess(nb, {})
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                # warnings and progress bars are for reviewers, not for clinical readers
+                cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    elif audience != "reviewer":
+        raise ValueError(f"audience must be 'clinician' or 'reviewer', got {audience!r}")
+    body, _ = exporter.from_notebook_node(nb)
+    write_text(out_path, body)
+
+
+def execute_stage(
+    stage: str, notebook_dir: Path, report_dir: Path, parameters: dict[str, Any], *, progress: bool = True
+) -> StageResult:
+    import papermill as pm
+
+    name = STAGE_NOTEBOOKS[stage]
+    source = notebook_dir / f"{name}.ipynb"
+    if not source.is_file():
+        raise FileNotFoundError(f"stage {stage}: notebook {source} not found")
+    executed = report_dir / f"{name}.ipynb"
+    running = report_dir / f".{name}.running.ipynb"
+    started = time.perf_counter()
+    error = None
+    try:
+        pm.execute_notebook(
+            str(source), str(running), parameters=parameters, kernel_name="python3",
+            progress_bar=progress, cwd=str(notebook_dir), language="python",
+        )
+    except pm.PapermillExecutionError as err:
+        error = f"{err.ename}: {err.evalue}"
+    finally:
+        # the executed notebook is kept even when a cell failed: it shows the error in context
+        if running.exists():
+            running.replace(executed)
+    wall = time.perf_counter() - started
+    metrics_path = Path(parameters.get("metrics_path", ""))
+    metrics = json.loads(metrics_path.read_text()) if error is None and metrics_path.is_file() else {}
+    for audience, suffix in (("reviewer", ".html"), ("clinician", ".clinician.html")):
+        export_html(executed, report_dir / f"{name}{suffix}", audience=audience)
+    return StageResult(stage, name, "failed" if error else "ok", wall, error, metrics)
+
+
+def stage_parameters(stage: str, config: StudyConfig, data: StudyData, report_dir: Path, run_dir: Path) -> dict[str, Any]:
+    name = STAGE_NOTEBOOKS[stage]
+    common = {
+        "run_dir": str(run_dir.resolve()),
+        "figures_dir": str((report_dir / "figures").resolve()),
+        "metrics_path": str((report_dir / f"{name}.metrics.json").resolve()),
+        "provenance_path": str((report_dir / "provenance.json").resolve()),
+        "seed": config.seed,
+    }
+    if stage == "data_audit":
+        return {
+            **common,
+            "manifest_path": str(data.manifest_path.resolve()),
+            "data_root": str(data.root.resolve()),
+            "validation_path": str((run_dir / "data" / "validation.json").resolve()),
+            "examples_per_group": config.data.audit_examples_per_group,
+        }
+    raise KeyError(stage)
+
+
+def run_study(
+    config_path: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    reports_dir: str | Path = "reports",
+    runs_dir: str | Path = "runs",
+    project_root: str | Path = ".",
+    progress: bool = True,
+) -> RunResult:
+    """Run every stage of a study config; raises ``DataPreparationError`` (nothing written) on bad data."""
+    started = time.perf_counter()
+    config = load_config(config_path)
+    project_root = Path(project_root)
+    run_dir = Path(runs_dir) / config.name
+    report_dir = Path(reports_dir) / config.name
+    log(f"study {config.name!r}: stages {', '.join(config.stages)}; run folder {run_dir}, reports {report_dir}")
+
+    log("preparing data (generate or read manifests, split, validate)")
+    data = prepare_study_data(config, run_dir, data_root=data_root, project_root=project_root, progress=progress)
+    log(f"data ready: {data.validation.summary()}")
+
+    (report_dir / "figures").mkdir(parents=True, exist_ok=True)
+    provenance = run_provenance(config.to_dict(), config.seed, data.inputs_sha256, repo=project_root)
+    provenance["config_path"] = str(config_path)
+    provenance["data_root"] = str(data.root.resolve())
+    write_json(report_dir / "provenance.json", provenance)
+
+    results: list[StageResult] = []
+    for i, stage in enumerate(config.stages, 1):
+        log(f"stage {i}/{len(config.stages)} {stage}: executing notebooks/{STAGE_NOTEBOOKS[stage]}.ipynb")
+        params = stage_parameters(stage, config, data, report_dir, run_dir)
+        try:
+            result = execute_stage(stage, project_root / "notebooks", report_dir, params, progress=progress)
+        except Exception as err:  # a broken stage is reported in the index, not hidden
+            result = StageResult(stage, STAGE_NOTEBOOKS[stage], "failed", 0.0, f"{type(err).__name__}: {err}")
+            log(traceback.format_exc())
+        results.append(result)
+        log(f"stage {stage}: {result.status} in {result.wall_s:.1f} s" + (f" ({result.error})" if result.error else ""))
+
+    wall = time.perf_counter() - started
+    provenance["finished"] = now_iso()
+    provenance["wall_s"] = round(wall, 2)
+    provenance["stages"] = [r.to_dict() for r in results]
+    write_json(report_dir / "provenance.json", provenance)
+    write_index(report_dir, config, provenance, results)
+    log(f"report: {report_dir / 'index.html'} ({wall:.1f} s)")
+    return RunResult(config.name, report_dir, results, wall)
+
+
+# -- index.html --------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em} th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+.ok{color:#1a7f37;font-weight:600} .failed{color:#c62828;font-weight:600}
+.prov{background:#f8f8f8;border:1px solid #e3e3e3;padding:.6em 1em;font-size:.85em}
+.caption{color:#555;font-size:.9em;max-width:900px} img{max-width:100%;border:1px solid #eee}
+.warn{background:#fff4e5;border-left:4px solid #f0a030;padding:.5em 1em}
+"""
+
+
+def _table_html(records: list[dict[str, Any]]) -> str:
+    if not records:
+        return "<p>(empty)</p>"
+    columns = list(records[0])
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape('' if r.get(c) is None else str(r.get(c)))}</td>" for c in columns) + "</tr>"
+        for r in records
+    )
+    return f"<table><tr>{head}</tr>{rows}</table>"
+
+
+def _provenance_html(provenance: dict[str, Any]) -> str:
+    git = provenance.get("git", {})
+    hw = provenance.get("hardware", {})
+    pk = provenance.get("packages", {})
+    dirty = {True: " (uncommitted changes)", False: "", None: ""}[git.get("dirty")]
+    items = [
+        ("config", provenance.get("config_path")),
+        ("seed", provenance.get("seed")),
+        ("git commit", f"{git.get('sha') or 'not a git checkout'}{dirty}"),
+        ("started / finished", f"{provenance.get('started')} / {provenance.get('finished', 'running')}"),
+        ("wall time", f"{provenance.get('wall_s', '?')} s"),
+        ("machine", f"{hw.get('platform')}, {hw.get('cpu_count')} CPUs, {hw.get('memory_gb')} GB RAM, "
+                    f"GPU: {', '.join(hw.get('gpus') or []) or 'none'}"),
+        ("packages", ", ".join(f"{k} {v}" for k, v in pk.items() if v)),
+        ("inputs sha256", "; ".join(f"{k}: {v[:16]}…" for k, v in provenance.get("inputs_sha256", {}).items())),
+    ]
+    rows = "".join(f"<div><b>{html.escape(k)}:</b> {html.escape(str(v))}</div>" for k, v in items)
+    return f'<div class="prov">{rows}<div>full record: <a href="provenance.json">provenance.json</a></div></div>'
+
+
+def write_index(report_dir: Path, config: StudyConfig, provenance: dict[str, Any], results: list[StageResult]) -> Path:
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>diffkd-study: {html.escape(config.name)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Study report: {html.escape(config.name)}</h1>",
+        f"<p>{html.escape(config.description)}</p>" if config.description else "",
+        _provenance_html(provenance),
+        "<h2>Stages</h2><table><tr><th>stage</th><th>status</th><th>time (s)</th>"
+        "<th>for clinicians (no code)</th><th>for reviewers (with code)</th><th>notebook</th></tr>",
+    ]
+    for r in results:
+        status = f'<span class="{r.status}">{r.status}</span>' + (
+            f"<br><small>{html.escape(r.error)}</small>" if r.error else "")
+        links = [f'<a href="{r.notebook}{s}">{r.notebook}{s}</a>' if (report_dir / f"{r.notebook}{s}").exists() else "-"
+                 for s in (".clinician.html", ".html", ".ipynb")]
+        parts.append(f"<tr><td>{r.stage}</td><td>{status}</td><td>{r.wall_s:.1f}</td><td>{links[0]}</td>"
+                     f"<td>{links[1]}</td><td>{links[2]}</td></tr>")
+    parts.append("</table>")
+
+    audit = next((r for r in results if r.stage == "data_audit" and r.status == "ok"), None)
+    if audit is not None:
+        m = audit.metrics
+        parts.append("<h2>Cohort</h2>")
+        parts.append(f"<p class='caption'>{html.escape(m.get('caption_cohort', ''))}</p>")
+        parts.append(_table_html(m.get("cohort_table", [])))
+        parts.append("<h3>Splits</h3>" + _table_html(m.get("split_table", [])))
+        validation = m.get("validation", {})
+        parts.append(
+            f"<p>Data validation: {validation.get('n_errors', '?')} error(s), {validation.get('n_warnings', '?')} "
+            f"warning(s) over {validation.get('n_rows', '?')} images.</p>")
+        for fig in m.get("headline_figures", []):
+            parts.append(f"<figure><img src='{html.escape(fig['png'])}' alt='{html.escape(fig['title'])}'>"
+                         f"<figcaption class='caption'>{html.escape(fig['caption'])}</figcaption></figure>")
+        if m.get("limitations"):
+            parts.append("<h2>Limitations</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in m["limitations"]) + "</ul>")
+    if any(r.status != "ok" for r in results):
+        parts.append("<p class='warn'>At least one stage failed: its executed notebook is linked above with the error.</p>")
+    parts.append("</body></html>")
+    path = report_dir / "index.html"
+    write_text(path, "\n".join(parts))
+    return path
+
+
+__all__ = ["DataPreparationError", "RunResult", "StageResult", "export_html", "run_study", "write_index"]
