@@ -271,11 +271,11 @@ def row_boxes(row: Mapping[str, Any]) -> list[tuple[float, float, float, float]]
     present = [v is not None and not (isinstance(v, float) and math.isnan(v)) and v != "" for v in values]
     if any(present):
         if not all(present):
-            raise ValueError(f"box columns must be all set or all empty, got {dict(zip(BOX_COLUMNS, values))}")
+            raise ValueError(f"box columns must be all set or all empty, got {dict(zip(BOX_COLUMNS, values, strict=True))}")
         try:
             boxes.append(tuple(float(v) for v in values))  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            raise ValueError(f"box columns are not numbers: {dict(zip(BOX_COLUMNS, values))}") from None
+            raise ValueError(f"box columns are not numbers: {dict(zip(BOX_COLUMNS, values, strict=True))}") from None
     return boxes
 
 

@@ -55,15 +55,16 @@ def _phantom_manifest(config: StudyConfig, data_dir: Path, progress: bool) -> tu
     return manifest, cohort_dir
 
 
-def _manifests_from_sources(config: StudyConfig, data_root: Path | None, project_root: Path) -> tuple[Manifest, Path, dict[str, str]]:
-    from diffkd_study.data.splits import combine_manifests
-
+def _manifests_from_sources(
+    config: StudyConfig, data_root: Path | None, project_root: Path
+) -> tuple[list[tuple[Manifest, str, Path]], dict[str, str]]:
+    """Read every manifest the config names: (manifest, its root relative to data_root, absolute root)."""
     if data_root is None:
         raise DataPreparationError(
             f"config {config.source_path or config.name} reads manifests: pass --data-root DIR, the folder that "
             f"holds {', '.join(repr(s.root) for s in config.data.manifests)}"
         )
-    parts: list[tuple[Manifest, str]] = []
+    parts: list[tuple[Manifest, str, Path]] = []
     hashes: dict[str, str] = {}
     for source in config.data.manifests:
         path = Path(source.path)
@@ -76,11 +77,9 @@ def _manifests_from_sources(config: StudyConfig, data_root: Path | None, project
         dataset_root = data_root / source.root
         if not dataset_root.is_dir():
             raise DataPreparationError(f"data root {dataset_root} for manifest {path} is not a directory")
-        parts.append((read_manifest(path), source.root))
+        parts.append((read_manifest(path), source.root, dataset_root))
         hashes[str(source.path)] = sha256_file(path)
-    if len(parts) == 1:
-        return parts[0][0], data_root / parts[0][1], hashes
-    return combine_manifests(parts), data_root, hashes
+    return parts, hashes
 
 
 def prepare_study_data(
@@ -92,7 +91,7 @@ def prepare_study_data(
     progress: bool = True,
 ) -> StudyData:
     """Build, split and validate the study manifest; raise ``DataPreparationError`` on any error."""
-    from diffkd_study.data.splits import external_split, grouped_stratified_split
+    from diffkd_study.data.splits import combine_manifests, external_split, grouped_stratified_split
 
     run_dir = Path(run_dir)
     data_dir = run_dir / "data"
@@ -100,11 +99,24 @@ def prepare_study_data(
     project_root = Path(project_root)
     if config.data.phantom is not None:
         manifest, root = _phantom_manifest(config, data_dir, progress)
+        sources = [(manifest, ".", root)]
         inputs: dict[str, str] = {}
     else:
-        manifest, root, inputs = _manifests_from_sources(
+        sources, inputs = _manifests_from_sources(
             config, None if data_root is None else Path(data_root), project_root
         )
+    # Pass 1: each input manifest against its own files, so that problems name the user's file and line.
+    for source_manifest, _, source_root in sources:
+        first = validate_manifest(
+            source_manifest, source_root, lesion_free_labels=config.data.lesion_free_labels, progress=progress
+        )
+        if not first.ok:
+            raise DataPreparationError(first.format())
+    if len(sources) == 1:
+        manifest, root = sources[0][0], sources[0][2]
+    else:
+        manifest = combine_manifests([(m, rel) for m, rel, _ in sources])
+        root = Path(data_root)  # type: ignore[arg-type]
 
     split = config.data.split
     if config.data.exclude_labels:
@@ -123,11 +135,12 @@ def prepare_study_data(
             manifest, val_frac=split.val_frac, test_frac=split.test_frac, seed=config.seed
         )
 
+    # Pass 2: the split study manifest (leakage across splits, duplicates across splits).
+    study_path = write_manifest(study, data_dir / "study.csv")
+    study.path = study_path
     report = validate_manifest(
         study, root, lesion_free_labels=config.data.lesion_free_labels, progress=progress
     )
-    study_path = write_manifest(study, data_dir / "study.csv")
-    study.path = study_path
     write_json(data_dir / "validation.json", _report_json(report))
     report.to_frame().to_csv(data_dir / "validation.csv", index=False)
     inputs["study.csv"] = sha256_file(study_path)

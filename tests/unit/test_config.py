@@ -1,0 +1,62 @@
+"""Study config parsing: valid configs load; each kind of mistake names the file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffkd_study.config import ConfigError, load_config, parse_config
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+MINIMAL = {"name": "t", "data": {"phantom": {"n_per_center": 8, "image_size": 64}}}
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "busbra.yaml"])
+def test_shipped_configs_load(name):
+    config = load_config(PROJECT / "configs" / name)
+    assert config.name == name.removesuffix(".yaml")
+    assert config.stages[0] == "data_audit"
+
+
+def test_defaults_and_round_trip():
+    config = parse_config(MINIMAL)
+    assert config.seed == 0 and config.data.split.val_frac == 0.15
+    assert parse_config(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"nmae": "x"}, "unknown key(s) ['nmae']"),
+        ({"name": "a b"}, "folder-safe"),
+        ({"seed": -1}, "seed: -1 is outside"),
+        ({"seed": "1"}, "seed: expected int"),
+        ({"stages": ["train"]}, "unknown stage 'train'"),
+        ({"data": {}}, "exactly one of 'phantom' or 'manifests'"),
+        ({"data": {"phantom": {}, "manifests": [{"path": "a.csv"}]}}, "exactly one of"),
+        ({"data": {"manifests": [{"root": "x"}]}}, "data.manifests[0]: required key(s) ['path']"),
+        ({"data": {"phantom": {"image_size": 16}}}, "data.phantom.image_size: 16 is outside"),
+        ({"data": {"phantom": {}, "split": {"val_frac": 0.9}}}, "data.split.val_frac: 0.9 is outside"),
+        ({"data": {"phantom": {}, "external": {"scanner": ["x"]}}}, "only 'center' or 'dataset'"),
+    ],
+)
+def test_errors_name_the_key(patch, message):
+    raw = {**MINIMAL, **patch}
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, origin="study.yaml")
+    assert message in str(info.value) and str(info.value).startswith("study.yaml")
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(MINIMAL))
+    assert load_config(good).source_path == str(good)
