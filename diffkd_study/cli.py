@@ -58,19 +58,17 @@ def _parse_external(items: Sequence[str]) -> dict[str, list[str]]:
 
 
 def _cmd_split(args: argparse.Namespace) -> int:
-    from diffkd_study.data.schema import Manifest, read_manifest, write_manifest
+    from diffkd_study.data.schema import read_manifest, write_manifest
     from diffkd_study.data.splits import external_split, grouped_stratified_split, split_table
 
     manifest = read_manifest(args.manifest)
-    if args.exclude_labels:
-        keep = ~manifest.df["label"].isin(args.exclude_labels)
-        manifest = Manifest(manifest.df[keep].reset_index(drop=True), manifest.schema, manifest.path)
+    options = {"val_frac": args.val_frac, "test_frac": args.test_frac, "seed": args.seed,
+               "exclude_labels": args.exclude_labels}
     external = _parse_external(args.external)
     if external:
-        result = external_split(manifest, external=external, val_frac=args.val_frac, test_frac=args.test_frac,
-                                seed=args.seed)
+        result = external_split(manifest, external=external, **options)
     else:
-        result = grouped_stratified_split(manifest, val_frac=args.val_frac, test_frac=args.test_frac, seed=args.seed)
+        result = grouped_stratified_split(manifest, **options)
     write_manifest(result, args.out)
     print(split_table(result).to_string())
     return 0

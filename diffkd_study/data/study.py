@@ -119,9 +119,6 @@ def prepare_study_data(
         root = Path(data_root)  # type: ignore[arg-type]
 
     split = config.data.split
-    if config.data.exclude_labels:
-        keep = ~manifest.df["label"].isin(config.data.exclude_labels)
-        manifest = Manifest(manifest.df[keep].reset_index(drop=True), manifest.schema, manifest.path)
     if config.data.external:
         study = external_split(
             manifest,
@@ -129,10 +126,12 @@ def prepare_study_data(
             val_frac=split.val_frac,
             test_frac=split.test_frac,
             seed=config.seed,
+            exclude_labels=config.data.exclude_labels,
         )
     else:
         study = grouped_stratified_split(
-            manifest, val_frac=split.val_frac, test_frac=split.test_frac, seed=config.seed
+            manifest, val_frac=split.val_frac, test_frac=split.test_frac, seed=config.seed,
+            exclude_labels=config.data.exclude_labels,
         )
 
     # Pass 2: the split study manifest (leakage across splits, duplicates across splits).

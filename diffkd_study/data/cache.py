@@ -1,0 +1,367 @@
+"""Preprocessing cache: every image (and mask) decoded and resized to the training resolution once.
+
+A cache is a folder holding
+
+- ``images.npy``: uint8, ``N x H x W`` (mode ``L``) or ``N x H x W x 3`` (mode ``RGB``);
+- ``masks.npy``: uint8 ``N x H x W`` (only when the manifest has masks; rows without one are 0);
+- ``index.json``: the image_ids in array order with the image and mask path each was read from, the
+  preprocessing parameters, the cache key, the sha256 of the manifest it was built from (a manifest
+  that differs only in labels or splits re-uses the cache: the key decides) and the package version.
+
+Arrays are opened memory-mapped (``np.load(mmap_mode="r")``), so a dataset of any size costs no RAM
+up front and DataLoader workers share the page cache.
+
+The folder is named by the cache key (its first 32 hex digits): the sha256 of what determines the
+pixels, namely the preprocessing parameters and, for every row sorted by ``image_id``, its
+``image_id``, ``image_path``, ``mask_path`` and the size and modification time of those files.
+Labels, splits and conditions are not part of the key, so re-splitting a study with another seed
+re-uses its cache; regenerating an image in place (a phantom cohort with a new seed) changes its
+modification time and therefore the key. Arrays are stored in ``image_id`` order, so the row order of
+the manifest does not matter either.
+
+Aspect ratio (``resize_mode``): ``stretch`` resizes to the target size regardless of aspect (what most
+classification papers do); ``pad`` letterboxes: the image is scaled to fit inside the target size and
+centred on a black (0) background, so shapes keep their proportions.
+
+Image resizing is bilinear with antialiasing (Pillow's resampling filter widens with the scale factor
+when downsampling); masks use nearest neighbour, so their values stay the values of the file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from diffkd_study import __version__
+from diffkd_study.data.schema import Manifest
+from diffkd_study.io import atomic_dir, sha256_bytes, write_json
+
+CACHE_FORMAT = 1
+CACHE_DIR_ENV = "DIFFKD_CACHE_DIR"
+MODES: tuple[str, ...] = ("L", "RGB")
+RESIZE_MODES: tuple[str, ...] = ("stretch", "pad")
+
+logger = logging.getLogger(__name__)
+
+
+class ImageDecodeError(ValueError):
+    """An image or mask named by a manifest row does not decode."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a file becomes an array: target ``size`` as (height, width), colour ``mode``, aspect handling."""
+
+    size: tuple[int, int]
+    mode: str = "L"
+    resize_mode: str = "stretch"
+
+    @classmethod
+    def make(cls, size: int | tuple[int, int] | list[int], mode: str = "L", resize_mode: str = "stretch") -> Preprocessing:
+        if isinstance(size, int):
+            size = (size, size)
+        size = tuple(int(v) for v in size)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"size must be a positive int or (height, width), got {size!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+        return cls(size=size, mode=mode, resize_mode=resize_mode)  # type: ignore[arg-type]
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return self.size if self.mode == "L" else (*self.size, 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["size"] = list(self.size)
+        return out
+
+
+def _resize(img: Image.Image, prep: Preprocessing, resample: Image.Resampling) -> np.ndarray:
+    height, width = prep.size
+    if prep.resize_mode == "stretch":
+        return np.array(img.resize((width, height), resample, reducing_gap=None))
+    scale = min(width / img.width, height / img.height)
+    new_w = min(width, max(1, round(img.width * scale)))
+    new_h = min(height, max(1, round(img.height * scale)))
+    canvas = Image.new(img.mode, (width, height), 0)
+    canvas.paste(img.resize((new_w, new_h), resample, reducing_gap=None), ((width - new_w) // 2, (height - new_h) // 2))
+    return np.array(canvas)
+
+
+def _decode(path: Path, mode: str) -> Image.Image:
+    with Image.open(path) as img:
+        img.load()
+        return img.convert(mode)
+
+
+def load_image(path: str | os.PathLike[str], prep: Preprocessing) -> np.ndarray:
+    """Decode an image file and preprocess it: the one function both the cache and the disk path use."""
+    return _resize(_decode(Path(path), prep.mode), prep, Image.Resampling.BILINEAR)
+
+
+def load_mask(path: str | os.PathLike[str], prep: Preprocessing) -> np.ndarray:
+    """Decode a mask as 8-bit grayscale and resize it with nearest neighbour."""
+    return _resize(_decode(Path(path), "L"), prep, Image.Resampling.NEAREST)
+
+
+def _has_value(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+class PixelSource(NamedTuple):
+    """The files of one manifest row, and where the row is (for error messages)."""
+
+    image_id: str
+    image_path: str
+    mask_path: str | None
+    where: str  # "data_manifests/bus-bra.csv:12 [image_id=bus_0011-l]"
+
+
+def pixel_sources(manifest: Manifest) -> list[PixelSource]:
+    """The pixel sources of every row, in row order (plain values: safe to share between threads)."""
+    df = manifest.df
+    name = str(manifest.path) if manifest.path is not None else "<manifest>"
+    masks = df["mask_path"] if "mask_path" in df.columns else [None] * len(df)
+    sources = []
+    for position, (image_id, image_path, mask_path) in enumerate(
+        zip(df["image_id"], df["image_path"], masks, strict=True)
+    ):
+        where = f"{name}:{position + 2} [image_id={image_id}]"
+        if not _has_value(image_path):
+            raise ValueError(f"{where}: image_path is empty")
+        sources.append(PixelSource(str(image_id), image_path, mask_path if _has_value(mask_path) else None, where))
+    return sources
+
+
+def load_source(source: PixelSource, root: Path, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray | None]:
+    """The preprocessed image and mask (or None) of one row; an error names the file and the row."""
+    arrays: list[np.ndarray | None] = []
+    for column, value, loader in (("image_path", source.image_path, load_image),
+                                  ("mask_path", source.mask_path, load_mask)):
+        if value is None:
+            arrays.append(None)
+            continue
+        path = root / value
+        try:
+            arrays.append(loader(path, prep))
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+            raise ImageDecodeError(f"{source.where}: {column} {path} does not decode: {err}") from err
+    image, mask = arrays
+    assert image is not None
+    return image, mask
+
+
+# -- cache key and location -----------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """``$DIFFKD_CACHE_DIR``, else ``.cache/diffkd_study`` in the project (the source checkout holding the
+    package), else in the current directory."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    checkout = Path(__file__).resolve().parents[2]
+    base = checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+    return base / ".cache" / "diffkd_study"
+
+
+def _file_signature(path: Path) -> list[int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None  # a missing file is reported by the build with its row
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _sorted_sources(manifest: Manifest) -> list[PixelSource]:
+    return sorted(pixel_sources(manifest), key=lambda source: source.image_id)
+
+
+def cache_key(manifest: Manifest, root: str | os.PathLike[str], prep: Preprocessing) -> str:
+    """sha256 of the preprocessing parameters and the pixel sources of every row (see the module doc)."""
+    root = Path(root)
+    rows = [
+        [s.image_id, s.image_path, _file_signature(root / s.image_path),
+         s.mask_path, None if s.mask_path is None else _file_signature(root / s.mask_path)]
+        for s in _sorted_sources(manifest)
+    ]
+    payload = {"format": CACHE_FORMAT, "preprocessing": prep.to_dict(), "rows": rows}
+    return sha256_bytes(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
+
+
+# -- the cache ------------------------------------------------------------------------------------
+
+
+class ImageCache:
+    """A built cache folder, opened memory-mapped. Pickles as its path (cheap to send to workers)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        index_file = self.path / "index.json"
+        if not index_file.is_file():
+            raise FileNotFoundError(f"{self.path} is not an image cache: index.json is missing")
+        self.index: dict[str, Any] = json.loads(index_file.read_text(encoding="utf-8"))
+        if self.index.get("format") != CACHE_FORMAT:
+            raise ValueError(
+                f"{self.path}: cache format {self.index.get('format')!r}, this version reads {CACHE_FORMAT}; "
+                f"delete the folder to rebuild it"
+            )
+        self.preprocessing = Preprocessing.make(**self.index["preprocessing"])
+        self.image_ids: list[str] = list(self.index["image_ids"])
+        self._positions = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        self.images: np.ndarray = np.load(self.path / "images.npy", mmap_mode="r")
+        self.masks: np.ndarray | None = (
+            np.load(self.path / "masks.npy", mmap_mode="r") if (self.path / "masks.npy").is_file() else None
+        )
+        self.has_mask = np.asarray(self.index["has_mask"], dtype=bool)
+        expected = (len(self.image_ids), *self.preprocessing.image_shape)
+        if self.images.shape != expected:
+            raise ValueError(f"{self.path}/images.npy has shape {self.images.shape}, index.json says {expected}")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> ImageCache:
+        return cls(path)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": str(self.path)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])  # type: ignore[misc]
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self._positions
+
+    def __repr__(self) -> str:
+        return f"ImageCache({str(self.path)!r}, n={len(self)}, {self.preprocessing})"
+
+    def index_of(self, image_id: str) -> int:
+        try:
+            return self._positions[str(image_id)]
+        except KeyError:
+            raise KeyError(
+                f"image_id {image_id!r} is not in the cache {self.path} (built from another manifest?)"
+            ) from None
+
+    def positions(self, sources: Sequence[PixelSource]) -> np.ndarray:
+        """Array positions of manifest rows, checking that each row names the files the cache was built
+        from (an image_id that now points to another file must not silently read stale pixels)."""
+        absent = [s.image_id for s in sources if s.image_id not in self._positions]
+        if absent:
+            raise KeyError(
+                f"{len(absent)} image_id(s) are not in the cache {self.path}, e.g. {absent[:5]}; "
+                f"build the cache from the same manifest"
+            )
+        positions = np.fromiter((self._positions[s.image_id] for s in sources), dtype=np.int64, count=len(sources))
+        for source, position in zip(sources, positions, strict=True):
+            cached = (self.index["image_paths"][position], self.index["mask_paths"][position])
+            if (source.image_path, source.mask_path) != cached:
+                raise ValueError(
+                    f"{source.where}: the row names image {source.image_path!r} and mask {source.mask_path!r}, "
+                    f"but the cache {self.path} holds {cached[0]!r} and {cached[1]!r}; build the cache from this manifest"
+                )
+        return positions
+
+
+def _default_workers() -> int:
+    return min(8, os.cpu_count() or 1)
+
+
+def build_cache(
+    manifest: Manifest,
+    root: str | os.PathLike[str],
+    *,
+    size: int | tuple[int, int],
+    mode: str = "L",
+    resize_mode: str = "stretch",
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> ImageCache:
+    """Build (or re-use) the cache of ``manifest``'s images under ``root`` at ``size`` (height, width).
+
+    The folder is ``cache_dir / <key>``; when it exists it is opened without decoding anything. A build
+    writes into a temporary folder that is renamed into place only when every image has decoded, so an
+    error or an interruption leaves no partial cache. Decoding runs on ``workers`` threads (default: up
+    to 8, one per core); Pillow releases the GIL while resizing but holds it for much of PNG decoding,
+    so expect well under linear scaling.
+    """
+    prep = Preprocessing.make(size, mode, resize_mode)
+    root = Path(root)
+    if manifest.df.empty:
+        raise ValueError("the manifest has no rows to cache")
+    sources = _sorted_sources(manifest)
+    for before, source in itertools.pairwise(sources):
+        if before.image_id == source.image_id:
+            raise ValueError(f"{source.where}: duplicate image_id (also at {before.where})")
+    key = cache_key(manifest, root, prep)
+    target = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = target / key[:32]
+    if (folder / "index.json").is_file():
+        try:
+            cache = ImageCache.open(folder)
+        except (OSError, ValueError, KeyError) as err:  # damaged by hand, or an older format
+            logger.warning("rebuilding the cache %s: it does not open (%s)", folder, err)
+        else:
+            if cache.index.get("key") == key:
+                return cache
+
+    has_mask = [source.mask_path is not None for source in sources]
+    started = time.perf_counter()
+    with atomic_dir(folder) as tmp:
+        images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
+                                           shape=(len(sources), *prep.image_shape))
+        masks = (
+            np.lib.format.open_memmap(tmp / "masks.npy", mode="w+", dtype=np.uint8, shape=(len(sources), *prep.size))
+            if any(has_mask) else None
+        )
+
+        def fill(position: int) -> None:
+            image, mask = load_source(sources[position], root, prep)
+            images[position] = image
+            if masks is not None and mask is not None:
+                masks[position] = mask
+
+        pool = ThreadPoolExecutor(max_workers=workers or _default_workers())
+        try:
+            jobs = pool.map(fill, range(len(sources)))  # yields in order, re-raises the first error
+            for _ in tqdm(jobs, total=len(sources), unit="img", disable=not progress,
+                          desc=f"caching {len(sources)} images at {prep.size[0]}x{prep.size[1]}"):
+                pass
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # on error, do not decode the rest
+        images.flush()
+        if masks is not None:
+            masks.flush()
+        write_json(tmp / "index.json", {
+            "format": CACHE_FORMAT,
+            "key": key,
+            "image_ids": [source.image_id for source in sources],
+            "image_paths": [source.image_path for source in sources],
+            "mask_paths": [source.mask_path for source in sources],
+            "has_mask": has_mask,
+            "preprocessing": prep.to_dict(),
+            "manifest_sha256": manifest.sha256(),
+            "manifest_path": None if manifest.path is None else str(manifest.path),
+            "root": str(root.resolve()),
+            "package_version": __version__,
+            "build_seconds": round(time.perf_counter() - started, 3),
+        })
+    return ImageCache.open(folder)
+
