@@ -4,6 +4,7 @@
     diffkd-study data validate MANIFEST --root DIR       check a manifest; non-zero exit on errors
     diffkd-study data build NAME --root DIR --out CSV    manifest from an official public release
     diffkd-study data split MANIFEST --out CSV ...       patient-grouped (and external) split
+    diffkd-study data combine A.csv=dirA B.csv=dirB --out CSV   one multi-center manifest
     diffkd-study data cache MANIFEST --root DIR ...      preprocessing cache at training resolution
     diffkd-study phantom --out DIR                       the built-in simulated ultrasound cohort
 
@@ -72,6 +73,33 @@ def _cmd_split(args: argparse.Namespace) -> int:
     write_manifest(result, args.out)
     print(split_table(result).to_string())
     return 0
+
+
+def _cmd_combine(args: argparse.Namespace) -> int:
+    from diffkd_study.data.schema import read_manifest, write_manifest
+    from diffkd_study.data.splits import combine_manifests
+
+    parts = []
+    for item in args.parts:
+        if "=" not in item:
+            raise ValueError(f"expected MANIFEST=SUBFOLDER (the dataset's folder under the common root), got {item!r}")
+        path, folder = item.split("=", 1)
+        parts.append((read_manifest(path), folder))
+    renames = dict(_parse_pairs(args.rename_condition, "--rename-condition"))
+    combined = combine_manifests(parts, rename_conditions=renames or None, dataset=args.dataset)
+    write_manifest(combined, args.out)
+    print(f"wrote {args.out}: {len(combined.df)} rows from {len(parts)} manifests")
+    return 0
+
+
+def _parse_pairs(items: Sequence[str], option: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"{option} expects OLD=NEW, got {item!r}")
+        old, new = item.split("=", 1)
+        pairs.append((old, new))
+    return pairs
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
@@ -145,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="rows to hold out as external, e.g. center=center_C or dataset=breast-lesions-usg")
     split.add_argument("--exclude-labels", nargs="*", default=[], help="labels to drop, e.g. normal")
     split.set_defaults(func=_cmd_split)
+
+    combine = data_sub.add_parser("combine", help="combine manifests into one multi-center manifest")
+    combine.add_argument("parts", nargs="+", metavar="MANIFEST=SUBFOLDER",
+                         help="each manifest with its dataset folder under the common data root")
+    combine.add_argument("--out", required=True)
+    combine.add_argument("--dataset", default=None, help="name of the combined dataset (default: joined names)")
+    combine.add_argument("--rename-condition", nargs="*", default=[], metavar="OLD=NEW",
+                         help="merge differently named conditions, e.g. cond_bi_rads=cond_birads")
+    combine.set_defaults(func=_cmd_combine)
 
     cache = data_sub.add_parser("cache", help="decode and resize once into a memory-mapped cache")
     cache.add_argument("manifest")
