@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from diffkd_study.data.schema import Manifest, row_boxes
+from diffkd_study.eval.plots import save_figure  # noqa: F401  (re-exported for the notebooks)
 
 GROUP_COLUMNS: tuple[str, str] = ("dataset", "center")
 
@@ -163,13 +164,3 @@ def plot_examples(manifest: Manifest, root: str | Path, per_group: int = 4, seed
     fig.suptitle(f"Example images per {group_col} (mask outline green, boxes yellow)", fontsize=9)
     fig.tight_layout()
     return fig
-
-
-def save_figure(fig: Figure, figures_dir: str | Path, name: str) -> Path:
-    """Save as PNG and SVG; returns the PNG path."""
-    figures_dir = Path(figures_dir)
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    png = figures_dir / f"{name}.png"
-    fig.savefig(png, dpi=120, bbox_inches="tight")
-    fig.savefig(figures_dir / f"{name}.svg", bbox_inches="tight")
-    return png
