@@ -1,0 +1,329 @@
+"""Knowledge-distillation losses, each an ``nn.Module`` registered by name in :data:`LOSSES`.
+
+Conventions shared by every loss here (and in :mod:`~diffkd_study.distill.ssd` and
+:mod:`~diffkd_study.distill.lesion`, which register into the same registry):
+
+* ``forward`` returns a scalar tensor. Losses made of several parts subclass :class:`MultiTermLoss`:
+  their ``terms(...)`` returns ``{part: weighted tensor}`` and ``forward`` is the sum, so
+  :class:`~diffkd_study.distill.composite.CompositeLoss` can log every part (mdistiller: "report
+  every term").
+* Argument names are shared so a composite can route one context dict to every term:
+  ``student_logits``, ``teacher_logits``, ``target``, ``student_feature``, ``teacher_feature``,
+  ``student_embedding``, ``teacher_embedding``.
+* Teacher inputs are detached inside every loss, so no gradient can reach a teacher even when the
+  caller forgot ``torch.no_grad()``.
+* Losses with trainable parts (adapters, projections) own them; put the loss's (or the composite's)
+  parameters in the student optimiser.
+* Diagnostics that are not losses (row counts, flags) go to ``last_stats`` (floats).
+
+Registered here: ``ce`` (weighted cross-entropy), ``kd`` (Hinton et al. 2015), ``dkd`` (Zhao et al.,
+CVPR 2022, as in mdistiller), ``fitnet`` (Romero et al., ICLR 2015, as in mdistiller/RepDistiller),
+``at`` (Zagoruyko & Komodakis, ICLR 2017, as in the authors' code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffkd_study.distill.hooks import Adapter
+from diffkd_study.registry import Registry
+
+__all__ = [
+    "LOSSES",
+    "AttentionTransferLoss",
+    "CrossEntropyLoss",
+    "DKDLoss",
+    "FitNetLoss",
+    "KDLoss",
+    "MultiTermLoss",
+    "attention_map",
+    "dkd_terms",
+    "kd_loss",
+    "softened_kl",
+]
+
+LOSSES: Registry[type[nn.Module]] = Registry("loss")
+
+
+class MultiTermLoss(nn.Module):
+    """A loss made of named parts: subclasses implement ``terms``; ``forward`` sums them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_stats: dict[str, float] = {}
+
+    def terms(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        parts = self.terms(*args, **kwargs)
+        return torch.stack(list(parts.values())).sum()
+
+
+def softened_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """``KL(softmax(t/T) || softmax(s/T))`` over dim 1, summed and divided by ``len(student_logits)``.
+
+    This is ``KLDivLoss(reduction='batchmean')`` (= ``size_average=False`` divided by the batch), with
+    no ``T**2`` factor. The teacher is detached.
+    """
+    log_p_student = F.log_softmax(student_logits / temperature, dim=1)
+    p_teacher = F.softmax(teacher_logits.detach() / temperature, dim=1)
+    return F.kl_div(log_p_student, p_teacher, reduction="batchmean")
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton KD: ``T**2 * KL(softmax(t/T) || softmax(s/T))``, batch mean (mdistiller's ``kd_loss``)."""
+    return softened_kl(student_logits, teacher_logits, temperature) * temperature**2
+
+
+def _check_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
+    if student_logits.shape != teacher_logits.shape or student_logits.ndim != 2:
+        raise ValueError(
+            "student and teacher logits must both be (batch, classes); got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+
+
+@LOSSES.register("ce")
+class CrossEntropyLoss(nn.Module):
+    """Cross-entropy on the student logits, optionally class-weighted.
+
+    Args:
+        class_weights: one weight per class (``None``: unweighted). With weights the mean is
+            ``sum_i w[y_i] * nll_i / sum_i w[y_i]`` (PyTorch's ``weight=`` semantics, SSD-KD's WCE).
+        label_smoothing: as in ``F.cross_entropy`` (default 0).
+    """
+
+    def __init__(
+        self, class_weights: Sequence[float] | torch.Tensor | None = None, label_smoothing: float = 0.0
+    ):
+        super().__init__()
+        weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", weights)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weight = None if self.class_weights is None else self.class_weights.to(student_logits.dtype)
+        return F.cross_entropy(student_logits, target, weight=weight, label_smoothing=self.label_smoothing)
+
+
+@LOSSES.register("kd")
+class KDLoss(nn.Module):
+    """Hinton et al. (2015) distillation of softened outputs.
+
+    ``weight * T**2 * KL(softmax(z_t/T) || softmax(z_s/T))`` with ``batchmean`` reduction.
+
+    Args:
+        temperature: softening temperature T (default 4.0, mdistiller's CIFAR setting).
+        weight: multiplier (default 1.0; mdistiller uses 0.9 with CE weight 0.1).
+    """
+
+    def __init__(self, temperature: float = 4.0, weight: float = 1.0):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        self.temperature = temperature
+        self.weight = weight
+
+    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        _check_logits(student_logits, teacher_logits)
+        return self.weight * kd_loss(student_logits, teacher_logits, self.temperature)
+
+
+def dkd_terms(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    target: torch.Tensor,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unweighted (TCKD, NCKD) of decoupled KD, each ``T**2 * KL`` with batch-mean reduction.
+
+    TCKD compares the binary distributions ``[p_target, 1 - p_target]``; NCKD compares the
+    distributions over the non-target classes only (mdistiller masks the target logit with -1000).
+    """
+    _check_logits(student_logits, teacher_logits)
+    teacher_logits = teacher_logits.detach()
+    gt_mask = F.one_hot(target, student_logits.shape[1]).to(torch.bool)
+    p_student = F.softmax(student_logits / temperature, dim=1)
+    p_teacher = F.softmax(teacher_logits / temperature, dim=1)
+
+    def binary(p: torch.Tensor) -> torch.Tensor:
+        p_target = (p * gt_mask).sum(1, keepdim=True)
+        return torch.cat([p_target, (p * ~gt_mask).sum(1, keepdim=True)], dim=1)
+
+    batch = target.shape[0]
+    tckd = F.kl_div(torch.log(binary(p_student)), binary(p_teacher), reduction="sum") / batch
+    masked_student = student_logits / temperature - 1000.0 * gt_mask
+    masked_teacher = teacher_logits / temperature - 1000.0 * gt_mask
+    nckd = (
+        F.kl_div(F.log_softmax(masked_student, dim=1), F.softmax(masked_teacher, dim=1), reduction="sum")
+        / batch
+    )
+    return tckd * temperature**2, nckd * temperature**2
+
+
+@LOSSES.register("dkd")
+class DKDLoss(MultiTermLoss):
+    """Decoupled KD (Zhao et al., CVPR 2022), as in mdistiller's ``DKD`` distiller.
+
+    ``warmup * (alpha * TCKD + beta * NCKD)`` with ``warmup = min(epoch / warmup_epochs, 1)``.
+    Terms: ``tckd``, ``nckd`` (both weighted and warmed up).
+
+    Args:
+        alpha: TCKD weight (default 1.0, mdistiller CIFAR).
+        beta: NCKD weight (default 8.0, mdistiller CIFAR; 0.5 for ImageNet).
+        temperature: T (default 4.0; 1.0 for ImageNet).
+        warmup_epochs: linear warm-up length in epochs (default 20); it applies only when
+            ``epoch`` is passed to ``forward`` (without it the factor is 1).
+    """
+
+    def __init__(
+        self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, warmup_epochs: float = 20
+    ):
+        super().__init__()
+        self.alpha = alpha
+        self.beta = beta
+        self.temperature = temperature
+        self.warmup_epochs = warmup_epochs
+
+    def terms(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        target: torch.Tensor,
+        epoch: float | None = None,
+    ) -> dict[str, torch.Tensor]:
+        tckd, nckd = dkd_terms(student_logits, teacher_logits, target, self.temperature)
+        factor = 1.0
+        if epoch is not None and self.warmup_epochs > 0:
+            factor = min(float(epoch) / self.warmup_epochs, 1.0)
+        self.last_stats = {"warmup": factor}
+        return {"tckd": factor * self.alpha * tckd, "nckd": factor * self.beta * nckd}
+
+
+def make_adapter(
+    adapter: nn.Module | None,
+    student_channels: int | None,
+    teacher_channels: int | None,
+    use_relu: bool,
+) -> nn.Module:
+    """The given adapter, a 1x1 :class:`Adapter` built from channel counts, or the identity."""
+    if adapter is not None:
+        if student_channels is not None or teacher_channels is not None:
+            raise ValueError("give either an adapter module or student/teacher channel counts, not both")
+        return adapter
+    if (student_channels is None) != (teacher_channels is None):
+        raise ValueError("student_channels and teacher_channels must be given together")
+    if student_channels is None:
+        return nn.Identity()
+    return Adapter(student_channels, teacher_channels, use_relu=use_relu)
+
+
+@LOSSES.register("fitnet")
+class FitNetLoss(nn.Module):
+    """FitNets hint loss: ``weight * MSE(adapter(F_s), F_t)`` (mean over all elements).
+
+    Args:
+        student_channels, teacher_channels: build a 1x1 :class:`Adapter` (conv + BN + ReLU, as
+            mdistiller's ``ConvReg``); for maps of different sizes pass an ``adapter`` from
+            :func:`~diffkd_study.distill.hooks.build_adapter` instead.
+        use_relu: ReLU at the end of the built adapter (default True, ConvReg's default).
+        adapter: a ready adapter module (trained with the student).
+        weight: multiplier (default 1.0; mdistiller's CIFAR FitNet uses 100).
+
+    Without channels or adapter the student map is compared as is (identity adapter).
+    """
+
+    def __init__(
+        self,
+        student_channels: int | None = None,
+        teacher_channels: int | None = None,
+        use_relu: bool = True,
+        adapter: nn.Module | None = None,
+        weight: float = 1.0,
+    ):
+        super().__init__()
+        self.adapter = make_adapter(adapter, student_channels, teacher_channels, use_relu)
+        self.weight = weight
+
+    def forward(self, student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+        adapted = self.adapter(student_feature)
+        if adapted.shape != teacher_feature.shape:
+            raise ValueError(
+                f"adapted student feature {tuple(adapted.shape)} does not match teacher feature "
+                f"{tuple(teacher_feature.shape)}; configure the adapter (student/teacher channels or build_adapter)"
+            )
+        return self.weight * F.mse_loss(adapted, teacher_feature.detach())
+
+
+def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """Zagoruyko's spatial attention: ``sum_c |A_c|**p`` per position, flattened and L2-normalised, (B, HW)."""
+    if feature.ndim != 4:
+        raise ValueError(f"attention maps need (B, C, H, W) features; got {tuple(feature.shape)}")
+    return F.normalize(feature.abs().pow(p).sum(1).flatten(1), dim=1)
+
+
+@LOSSES.register("at")
+class AttentionTransferLoss(nn.Module):
+    """Attention transfer (Zagoruyko & Komodakis, ICLR 2017), as in the authors' code.
+
+    For each layer pair, ``Q = vec(sum_c |A_c|**p) / ||vec(sum_c |A_c|**p)||_2`` and the loss is
+    ``beta / 2 * sum_layers mean_{b, positions} (Q_s - Q_t)**2``.
+
+    The paper writes ``beta/2 * sum_j || Q_s^j - Q_t^j ||_p`` and sets "beta = 10**3 divided by the
+    number of elements in the attention map and the batch size"; the authors' code
+    (szagoruyko/attention-transfer ``utils.at_loss``) realises that normalisation with a mean over
+    batch and positions of the squared difference, which is what this computes. (mdistiller
+    multiplies the same mean by 1000 without the 1/2.) When the spatial sizes of a pair differ, the
+    larger map is average-pooled to the smaller size (mdistiller).
+
+    Args:
+        p: exponent of the attention map (default 2).
+        beta: weight (default 1000).
+
+    ``forward`` takes one feature map per side or sequences of maps (one per layer pair).
+    """
+
+    def __init__(self, p: float = 2.0, beta: float = 1000.0):
+        super().__init__()
+        self.p = p
+        self.beta = beta
+
+    def forward(
+        self,
+        student_feature: torch.Tensor | Sequence[torch.Tensor],
+        teacher_feature: torch.Tensor | Sequence[torch.Tensor],
+    ) -> torch.Tensor:
+        student_maps = (
+            [student_feature] if isinstance(student_feature, torch.Tensor) else list(student_feature)
+        )
+        teacher_maps = (
+            [teacher_feature] if isinstance(teacher_feature, torch.Tensor) else list(teacher_feature)
+        )
+        if len(student_maps) != len(teacher_maps) or not student_maps:
+            raise ValueError(
+                f"attention transfer needs as many student as teacher maps; got {len(student_maps)} and {len(teacher_maps)}"
+            )
+        total = student_maps[0].new_zeros(())
+        for f_s, f_t in zip(student_maps, teacher_maps, strict=True):
+            f_t = f_t.detach()
+            s_size, t_size = tuple(f_s.shape[2:]), tuple(f_t.shape[2:])
+            if s_size != t_size:
+                if f_s.shape[2] > f_t.shape[2]:
+                    f_s = F.adaptive_avg_pool2d(f_s, t_size)
+                else:
+                    f_t = F.adaptive_avg_pool2d(f_t, s_size)
+            total = total + (attention_map(f_s, self.p) - attention_map(f_t, self.p)).pow(2).mean()
+        return self.beta / 2 * total
+
+
+# The SSD-KD and CoMoTo losses register into LOSSES from their own modules, which import LOSSES from
+# here; importing them at the end makes the registry complete for anyone who imports this module.
+from diffkd_study.distill import lesion as _lesion  # noqa: E402, F401
+from diffkd_study.distill import ssd as _ssd  # noqa: E402, F401
