@@ -70,7 +70,7 @@ def test_provenance_and_metrics(demo_run):
     assert len(prov["inputs_sha256"]["study.csv"]) == 64
     metrics = json.loads((report / "00_data_audit.metrics.json").read_text())
     assert metrics["n_images"] == 24 and metrics["validation"]["n_errors"] == 0
-    assert {row["split"] for row in metrics["split_table"]} == {"train", "val", "test", "external"}
+    assert {row["split"] for row in metrics["split_table"]} == {"train", "val", "test", "external", "total"}
     index = (report / "index.html").read_text()
     assert "00_data_audit.clinician.html" in index and "figures/examples_per_center.png" in index
     study = read_manifest(tmp_path / "runs" / "smoke" / "data" / "study.csv")
