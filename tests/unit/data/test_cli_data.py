@@ -55,3 +55,23 @@ def test_cache_command(make_cohort, tmp_path, capsys):
     assert main(["data", "cache", str(path), "--root", str(root), "--size", "16",
                  "--cache-dir", str(tmp_path / "cache")]) == 0
     assert "cache ready" in capsys.readouterr().out
+
+
+def test_phantom_command_writes_a_valid_cohort(tmp_path, capsys):
+    out = tmp_path / "ph"
+    assert main(["phantom", "--out", str(out), "--n-per-center", "3", "--size", "48", "--seed", "5"]) == 0
+    assert "wrote 9 images" in capsys.readouterr().out
+    assert main(["data", "validate", str(out / "phantom.csv"), "--root", str(out), "--quiet"]) == 0
+
+
+def test_build_unknown_dataset_is_exit_2(tmp_path, capsys):
+    assert main(["data", "build", "no-such-data", "--root", str(tmp_path), "--out", str(tmp_path / "x.csv")]) == 2
+    assert "unknown dataset 'no-such-data'" in capsys.readouterr().err
+
+
+def test_build_from_incomplete_release_names_the_file(tmp_path, capsys):
+    (tmp_path / "bus-bra").mkdir()
+    assert main(["data", "build", "bus-bra", "--root", str(tmp_path / "bus-bra"),
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert "bus_data.csv" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
