@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import pandas as pd
+
 from diffkd_study.data.schema import Manifest
 from diffkd_study.registry import Registry
 
@@ -20,6 +22,27 @@ _MODULES = ("bus_bra", "breast_lesions_usg", "busi", "ham10000", "mini_mias", "b
 
 class BuildError(ValueError):
     """The release folder does not have the expected official layout or content."""
+
+
+def read_release_csv(
+    path: Path, columns: tuple[str, ...], *, release: str, empty_as_missing: bool = True
+) -> pd.DataFrame:
+    """Read an official CSV as text, columns stripped; ``BuildError`` naming the file when it is absent,
+    unreadable, empty or lacks one of ``columns``. Empty cells are NaN unless ``empty_as_missing`` is
+    False (then they stay ``""`` for builders that map them explicitly)."""
+    if not path.is_file():
+        raise BuildError(f"{path}: file not found (expected the official {release} layout)")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""] if empty_as_missing else None)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise BuildError(f"{path}: not a readable CSV: {err}") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise BuildError(f"{path}: column(s) {missing} not found; columns are {list(df.columns)}")
+    if df.empty:
+        raise BuildError(f"{path}: no rows")
+    return df
 
 
 def _load_all() -> None:

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from diffkd_study.data.builders import BUILDERS, BuildError
+from diffkd_study.data.builders import BUILDERS, BuildError, read_release_csv
 from diffkd_study.data.schema import ConditionSpec, Manifest, ManifestSchema, boxes_to_json
 
 DATASET = "bcs-dbt-slices"
@@ -98,18 +98,7 @@ def _number(value: str, what: str, where: str) -> float:
 def build(root: Path) -> Manifest:
     root = Path(root)
     table_path = root / TABLE
-    if not table_path.is_file():
-        raise BuildError(f"{table_path}: slices.csv not found (expected the BCS-DBT slice export layout)")
-    try:
-        table = pd.read_csv(table_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise BuildError(f"{table_path}: not a readable CSV: {err}") from None
-    table.columns = [c.strip() for c in table.columns]
-    missing = [c for c in COLUMNS if c not in table.columns]
-    if missing:
-        raise BuildError(f"{table_path}: column(s) {missing} not found; columns are {list(table.columns)}")
-    if table.empty:
-        raise BuildError(f"{table_path}: no rows")
+    table = read_release_csv(table_path, COLUMNS, release="BCS-DBT slice export", empty_as_missing=False)
     table = table.apply(lambda s: s.str.strip())
     has_scale = "scale" in table.columns
 

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from diffkd_study.data.builders import BUILDERS, BuildError
+from diffkd_study.data.builders import BUILDERS, BuildError, read_release_csv
 from diffkd_study.data.schema import ConditionSpec, Manifest, ManifestSchema, boxes_to_json
 
 DATASET = "bus-bra"
@@ -61,21 +61,6 @@ SOURCE = (
     "Coelho de Albuquerque Pereira W. BUS-BRA: A breast ultrasound dataset for assessing computer-aided "
     "diagnosis systems. Med Phys 51(4):3110-3123, 2024. doi:10.1002/mp.16812"
 )
-
-
-def read_csv_checked(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    """Read an official CSV as text; ``BuildError`` naming the file when it is absent or lacks a column."""
-    if not path.is_file():
-        raise BuildError(f"{path}: file not found (incomplete {DATASET} release?)")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-        raise BuildError(f"{path}: not a readable CSV: {err}") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise BuildError(f"{path}: missing column(s) {missing}; columns are {list(df.columns)}")
-    return df
 
 
 def mask_box(path: Path) -> tuple[tuple[int, int] | None, list[int] | None]:
@@ -120,7 +105,7 @@ def _check_levels(table: pd.DataFrame, column: str, levels: tuple[str, ...], pat
 def build(root: Path) -> Manifest:
     root = Path(root)
     table_path = root / "bus_data.csv"
-    table = read_csv_checked(table_path, TABLE_COLUMNS)
+    table = read_release_csv(table_path, TABLE_COLUMNS, release=DATASET)
     for column in TABLE_COLUMNS:
         table[column] = table[column].str.strip()
     for column in ("ID", "Case", "Pathology"):
@@ -141,7 +126,7 @@ def build(root: Path) -> Manifest:
     ids = set(table["ID"])
     for column, name in FOLD_FILES.items():
         fold_path = root / name
-        fold = read_csv_checked(fold_path, ("ID", "kFold"))
+        fold = read_release_csv(fold_path, ("ID", "kFold"), release=DATASET)
         fold["ID"] = fold["ID"].str.strip()
         if set(fold["ID"]) != ids:
             extra = sorted(set(fold["ID"]) - ids)[:5]

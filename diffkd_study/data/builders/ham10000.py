@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from diffkd_study.data.builders import BUILDERS, BuildError
+from diffkd_study.data.builders import BUILDERS, BuildError, read_release_csv
 from diffkd_study.data.schema import ConditionSpec, Manifest, ManifestSchema
 
 DATASET = "ham10000"
@@ -105,16 +105,7 @@ def _schema(centers: list[str]) -> ManifestSchema:
 def build(root: Path) -> Manifest:
     root = Path(root)
     meta_path = root / METADATA
-    if not meta_path.is_file():
-        raise BuildError(f"{meta_path}: metadata CSV not found (expected the official HAM10000 layout)")
-    try:
-        meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise BuildError(f"{meta_path}: not a readable CSV: {err}") from None
-    meta.columns = [c.strip() for c in meta.columns]
-    missing = [c for c in COLUMNS if c not in meta.columns]
-    if missing:
-        raise BuildError(f"{meta_path}: column(s) {missing} not found; columns are {list(meta.columns)}")
+    meta = read_release_csv(meta_path, COLUMNS, release="HAM10000", empty_as_missing=False)
     meta = meta.apply(lambda s: s.str.strip())
 
     images = _index_files(root, IMAGE_DIRS, IMAGE_SUFFIXES)

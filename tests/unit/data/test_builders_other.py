@@ -106,7 +106,7 @@ def test_ham10000_dataset_column_is_center(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("case", "match"),
     [
-        ("no-csv", r"HAM10000_metadata\.csv: metadata CSV not found"),
+        ("no-csv", r"HAM10000_metadata\.csv: file not found \(expected the official HAM10000 layout\)"),
         ("no-column", r"HAM10000_metadata\.csv: column\(s\) \['dx'\] not found"),
         ("bad-label", r"HAM10000_metadata\.csv:3 \[image_id=ISIC_2\]: unknown dx 'scc'"),
         ("no-image", r"HAM10000_metadata\.csv:3 \[image_id=ISIC_2\]: image ISIC_2\.jpg not found"),
@@ -274,7 +274,7 @@ def test_bcs_dbt_slices_layout(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("case", "match"),
     [
-        ("no-csv", r"slices\.csv: slices\.csv not found"),
+        ("no-csv", r"slices\.csv: file not found \(expected the official BCS-DBT slice export layout\)"),
         ("no-column", r"slices\.csv: column\(s\) \['Class'\] not found"),
         ("bad-label", r"slices\.csv:3 \[slices/b\.png\]: unknown Class 'actionable'"),
         ("no-image", r"slices\.csv:3: image .*slices/b\.png not found"),
