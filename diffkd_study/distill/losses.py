@@ -225,20 +225,9 @@ def make_adapter(
     return Adapter(student_channels, teacher_channels, use_relu=use_relu)
 
 
-@LOSSES.register("fitnet")
-class FitNetLoss(nn.Module):
-    """FitNets hint loss: ``weight * MSE(adapter(F_s), F_t)`` (mean over all elements).
-
-    Args:
-        student_channels, teacher_channels: build a 1x1 :class:`Adapter` (conv + BN + ReLU, as
-            mdistiller's ``ConvReg``); for maps of different sizes pass an ``adapter`` from
-            :func:`~diffkd_study.distill.hooks.build_adapter` instead.
-        use_relu: ReLU at the end of the built adapter (default True, ConvReg's default).
-        adapter: a ready adapter module (trained with the student).
-        weight: multiplier (default 1.0; mdistiller's CIFAR FitNet uses 100).
-
-    Without channels or adapter the student map is compared as is (identity adapter).
-    """
+class AdaptedFeatureLoss(nn.Module):
+    """Base of the losses that compare an adapted student map with a teacher map: holds the adapter
+    (built from channels, given ready, or identity) and the weight."""
 
     def __init__(
         self,
@@ -251,6 +240,22 @@ class FitNetLoss(nn.Module):
         super().__init__()
         self.adapter = make_adapter(adapter, student_channels, teacher_channels, use_relu)
         self.weight = weight
+
+
+@LOSSES.register("fitnet")
+class FitNetLoss(AdaptedFeatureLoss):
+    """FitNets hint loss: ``weight * MSE(adapter(F_s), F_t)`` (mean over all elements).
+
+    Args:
+        student_channels, teacher_channels: build a 1x1 :class:`Adapter` (conv + BN + ReLU, as
+            mdistiller's ``ConvReg``); for maps of different sizes pass an ``adapter`` from
+            :func:`~diffkd_study.distill.hooks.build_adapter` instead.
+        use_relu: ReLU at the end of the built adapter (default True, ConvReg's default).
+        adapter: a ready adapter module (trained with the student).
+        weight: multiplier (default 1.0; mdistiller's CIFAR FitNet uses 100).
+
+    Without channels or adapter the student map is compared as is (identity adapter).
+    """
 
     def forward(self, student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
         adapted = self.adapter(student_feature)

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from numpy.typing import ArrayLike
 from torch import nn
 
-from diffkd_study.distill.losses import LOSSES, MultiTermLoss, make_adapter, softened_kl
+from diffkd_study.distill.losses import LOSSES, AdaptedFeatureLoss, MultiTermLoss, make_adapter, softened_kl
 
 __all__ = [
     "ChannelRelationLoss",
@@ -292,7 +292,7 @@ class RKDLoss(MultiTermLoss):
 
 
 @LOSSES.register("crkd")
-class ChannelRelationLoss(nn.Module):
+class ChannelRelationLoss(AdaptedFeatureLoss):
     """SSD-KD's intra-instance relation ``weight * sqrt(MSE(G(adapter(F_s)), G(F_t)))``.
 
     Args:
@@ -301,18 +301,6 @@ class ChannelRelationLoss(nn.Module):
         adapter: a ready adapter module.
         weight: multiplier (default 1.0; the official lambda_crkd is 1000, see ``d_kd``).
     """
-
-    def __init__(
-        self,
-        student_channels: int | None = None,
-        teacher_channels: int | None = None,
-        use_relu: bool = True,
-        adapter: nn.Module | None = None,
-        weight: float = 1.0,
-    ):
-        super().__init__()
-        self.adapter = make_adapter(adapter, student_channels, teacher_channels, use_relu)
-        self.weight = weight
 
     def forward(self, student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
         return self.weight * crkd_loss(self.adapter(student_feature), teacher_feature)
