@@ -36,13 +36,19 @@ expected prevalence equals ``CenterSpec.prevalence``. ``true_risk`` is stored as
 
 B-mode formation (vectorised, at the target size)
 -------------------------------------------------
-An echogenicity map (gel, bright skin line, subcutaneous fat with lobules, Cooper's ligaments as bright
-curved lines, heterogeneous fibroglandular tissue, retromammary fat, striated pectoral muscle, lesion)
-scales a complex (IQ) Gaussian scatterer field; point reflectors add calcifications. The field is blurred
-by a Gaussian PSF: axial sigma from the wavelength (``1540 m/s / f``), lateral sigma smallest at the focal
-depth and growing away from it (three depth bands, blended linearly). Envelope = magnitude; then log
-compression, posterior shadowing/enhancement and attenuation with imperfect time-gain compensation in dB,
-the center's gain and dynamic range map to 8 bits, and the overlay is burned in.
+An echogenicity map (bright skin line, subcutaneous fat with lobules, Cooper's ligaments as bright curved
+lines, heterogeneous fibroglandular tissue, retromammary fat under a smooth fascia, pectoral muscle with
+interrupted oblique striations, dark chest wall, lesion with a capsule or echogenic halo) scales a
+complex (IQ) Gaussian scatterer field; point reflectors add calcifications. The field is blurred by a
+Gaussian PSF: axial sigma from the wavelength (``1540 m/s / f``), lateral sigma smallest at the focal
+depth and growing away from it (three depth bands, blended linearly). Scanners with spatial compounding
+(``CenterSpec.compounding_looks``) average the intensity of steered looks (each look sees the scatterers
+with its own lateral phase ramp): smoother speckle with the same grain. Envelope = magnitude; then log
+compression; posterior shadowing/enhancement grows with the beam's path length through the lesion (so it
+starts inside the lesion and follows its outline, blurred by the beam width), smooth round lesions may
+cast thin refraction shadows from their lateral walls; attenuation with imperfect time-gain compensation
+acts in dB; the center's gain and dynamic range map to 8 bits, and the center's overlay (vendor logo box,
+scanner name, depth and gain, depth scale, focus marker, sometimes calipers) is burned in.
 
 The physical PSF is widened (``PSF_SCALE``) so the speckle grain stays visible at 64-256 pixels; speckle
 size still scales with wavelength and pixel size, so a lower-frequency probe gives coarser speckle.
@@ -67,8 +73,8 @@ from diffkd_study.io import atomic_dir
 from diffkd_study.repro import derive_seed
 
 SPEED_OF_SOUND_MM_PER_US = 1.54
-PSF_SCALE_AXIAL = 1.3  # axial sigma = PSF_SCALE_AXIAL * wavelength
-PSF_SCALE_LATERAL = 2.0  # lateral sigma at the focus = PSF_SCALE_LATERAL * wavelength
+PSF_SCALE_AXIAL = 2.0  # axial sigma = PSF_SCALE_AXIAL * wavelength
+PSF_SCALE_LATERAL = 3.0  # lateral sigma at the focus = PSF_SCALE_LATERAL * wavelength
 ATTENUATION_DB_PER_CM_MHZ = 0.5  # one way; breast tissue is ~0.5-0.75
 ECHO_REFERENCE_DB = 18.0  # log-envelope level shown white at zero gain
 MISSING_FRACTION = 0.10  # of age and palpability, each independently
@@ -97,12 +103,21 @@ class CenterSpec:
     prevalence: float  # expected fraction malignant
     age_mean: float
     age_sd: float
+    compounding_looks: int = 1  # spatial compounding: steered looks averaged (smoother speckle, same grain)
+    logo: str = ""  # vendor mark burned into a box
+    overlay_layout: tuple[str, str, str] = ("tl", "bl", "right")  # logo corner, text corner, depth-scale side
 
 
 CENTERS: dict[str, CenterSpec] = {
-    "center_A": CenterSpec("Aurora L14-5", 14.0, 0.0, 60.0, 35.0, 0.92, 0.6, 0.35, 52.0, 12.0),
-    "center_B": CenterSpec("Borealis L7-3", 7.0, 4.0, 50.0, 45.0, 0.80, 0.0, 0.45, 57.0, 13.0),
-    "center_C": CenterSpec("Cirrus L12-4", 10.0, -3.0, 55.0, 40.0, 0.88, 0.4, 0.25, 47.0, 11.0),
+    "center_A": CenterSpec("Aurora L14-5", frequency_mhz=14.0, gain_db=0.0, dynamic_range_db=60.0, depth_mm=35.0,
+                           tgc_compensation=0.92, calipers=0.6, prevalence=0.35, age_mean=52.0, age_sd=12.0,
+                           compounding_looks=3, logo="AURORA", overlay_layout=("tl", "bl", "right")),
+    "center_B": CenterSpec("Borealis L7-3", frequency_mhz=7.0, gain_db=4.0, dynamic_range_db=50.0, depth_mm=45.0,
+                           tgc_compensation=0.80, calipers=0.0, prevalence=0.45, age_mean=57.0, age_sd=13.0,
+                           compounding_looks=1, logo="BOREALIS", overlay_layout=("tr", "bl", "left")),
+    "center_C": CenterSpec("Cirrus L12-4", frequency_mhz=10.0, gain_db=-3.0, dynamic_range_db=55.0, depth_mm=40.0,
+                           tgc_compensation=0.88, calipers=0.4, prevalence=0.25, age_mean=47.0, age_sd=11.0,
+                           compounding_looks=2, logo="cirrus", overlay_layout=("br", "bl", "right")),
 }
 DEFAULT_EXTERNAL_CENTER = "center_C"
 
@@ -242,13 +257,22 @@ def _reader_birads(r: np.random.Generator, f: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------
 # Image formation
 # ------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _interpolation_matrix(n: int, cells: int) -> np.ndarray:
+    """(n, cells + 3) Gaussian weights from a coarse grid (spacing n / cells) to n pixels, rows with unit
+    L2 norm so that white coarse noise becomes a unit-variance smooth field."""
+    spacing = n / cells
+    nodes = (np.arange(cells + 3) - 1.0) * spacing
+    weights = np.exp(-0.5 * ((np.arange(n)[:, None] + 0.5 - nodes[None, :]) / (0.6 * spacing)) ** 2)
+    weights /= np.sqrt((weights**2).sum(axis=1, keepdims=True))
+    weights.flags.writeable = False
+    return weights.astype(np.float32)
+
+
 def _smooth_noise(r: np.random.Generator, n: int, cells: int) -> np.ndarray:
     """Zero-mean, unit-SD smooth random field (n x n) with about ``cells`` blobs across."""
-    coarse = r.standard_normal((cells + 2, cells + 2)).astype(np.float32)
-    size = round((cells + 2) * n / cells)
-    field = np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.Resampling.BICUBIC))
-    offset = (size - n) // 2
-    field = field[offset:offset + n, offset:offset + n]
+    weights = _interpolation_matrix(n, cells)
+    field = weights @ r.standard_normal((cells + 3, cells + 3), dtype=np.float32) @ weights.T
     return (field - field.mean()) / (field.std() + 1e-6)
 
 
@@ -302,14 +326,22 @@ def _lesion_echo(r: np.random.Generator, f: Mapping[str, Any], n: int) -> np.nda
     elif pattern == "hypoechoic":
         base = 0.05 * np.exp(0.25 * _smooth_noise(r, n, 6))
     elif pattern == "isoechoic":
-        base = 0.7 * np.exp(0.3 * _smooth_noise(r, n, 6))
+        base = 0.22 * np.exp(0.3 * _smooth_noise(r, n, 6))  # BI-RADS: as echogenic as subcutaneous fat
     elif pattern == "complex":
         base = np.where(_smooth_noise(r, n, 5) > 0.2, 0.008, 0.30).astype(np.float32)
     else:  # heterogeneous
         base = 0.10 * np.exp(0.8 * _smooth_noise(r, n, 10))
     # Microstructure heterogeneity (unrecorded): fine-grained mottling of the internal echoes.
-    mottle_sd = 0.9 * _sigmoid(1.6 * f["heterogeneity"] - 0.5)
+    mottle_sd = 1.2 * _sigmoid(2.0 * f["heterogeneity"] - 0.5)
     return (base * np.exp(mottle_sd * _smooth_noise(r, n, max(8, n // 5)))).astype(np.float32)
+
+
+def _undulation(r: np.random.Generator, x: np.ndarray, amplitude: float, period: float) -> np.ndarray:
+    """A smooth, irregular 1-D profile (three incommensurate cosines) for a tissue boundary."""
+    out = np.zeros_like(x)
+    for k in (1.0, 1.7, 2.9):
+        out += amplitude / k * np.cos(2 * np.pi * k * x / (period * r.uniform(0.7, 1.4)) + r.uniform(0, 2 * np.pi))
+    return out
 
 
 def _anatomy(r: np.random.Generator, f: Mapping[str, Any], n: int, y: np.ndarray, x: np.ndarray,
@@ -318,22 +350,31 @@ def _anatomy(r: np.random.Generator, f: Mapping[str, Any], n: int, y: np.ndarray
     xs = x[0]
     age_factor = (f["age"] - 50.0) / 20.0
     skin = r.uniform(1.2, 2.0)
-    fat_bottom = (skin + r.uniform(4.0, 9.0) + 2.0 * age_factor
-                  + r.uniform(1.0, 2.5) * np.sin(2 * np.pi * xs / r.uniform(15, 30) + r.uniform(0, 6.3)))
-    gland_bottom = fat_bottom + max(4.0, r.uniform(9.0, 15.0) - 3.0 * age_factor) \
-        + 1.5 * np.sin(2 * np.pi * xs / r.uniform(20, 40) + r.uniform(0, 6.3))
-    muscle_top = gland_bottom + r.uniform(1.0, 2.5)
+    fat_bottom = skin + r.uniform(4.0, 9.0) + 2.0 * age_factor + _undulation(r, xs, r.uniform(1.0, 2.5), 22.0)
+    gland_bottom = fat_bottom + max(4.0, r.uniform(9.0, 15.0) - 3.0 * age_factor) + _undulation(r, xs, 1.5, 30.0)
+    # The fascia is smoother than the gland: retromammary fat fills the space between them.
+    fascia = ndimage.gaussian_filter1d(gland_bottom, 10.0 / (xs[1] - xs[0]), mode="nearest")
+    muscle_top = fascia + np.max(gland_bottom - fascia) + r.uniform(0.8, 2.0) + 0.02 * r.uniform(-1, 1) * xs
     lobules = _smooth_noise(r, n, max(6, int(depth_mm / 4)))
     fat = 0.2 * np.exp(0.35 * lobules)
     gland_texture = _smooth_noise(r, n, max(8, int(depth_mm / 3)))
     gland = np.where(gland_texture < -0.9, 0.3, 1.0 * np.exp(0.35 * gland_texture))
+    # Pectoral muscle: hypoechoic with oblique, interrupted bright striations (fibro-fatty septa); below
+    # it the chest wall, dark and mottled, under a bright fascia line.
+    muscle_bottom = muscle_top + r.uniform(6.0, 11.0)
     slope = r.uniform(-0.15, 0.15)
-    along = y - slope * x + 0.6 * np.sin(2 * np.pi * x / r.uniform(18, 35))
-    striation = np.maximum(np.cos(2 * np.pi * along / r.uniform(1.3, 2.2)), 0.0) ** 4
-    muscle = 0.35 * (1.0 + 2.5 * striation)
-    echo = np.where(y < fat_bottom, fat, np.where(y < gland_bottom, gland, np.where(y < muscle_top, fat, muscle)))
+    # (the fat and gland fields are re-used for the muscle: the layers do not overlap)
+    along = y - slope * x + 0.6 * np.sin(2 * np.pi * x / r.uniform(18, 35)) + 0.5 * lobules
+    patchy = 1.0 / (1.0 + np.exp(-2.0 * gland_texture))
+    striation = np.maximum(np.cos(2 * np.pi * along / r.uniform(1.4, 2.2)), 0.0) ** 4 * patchy
+    muscle = 0.2 * (1.0 + 5.0 * striation)
+    chest_wall = 0.07 * np.exp(0.4 * gland_texture)
+    echo = np.where(y < fat_bottom, fat, np.where(y < gland_bottom, gland, np.where(y < muscle_top, fat,
+                    np.where(y < muscle_bottom, muscle, chest_wall))))
     echo = np.where(y < skin - 0.8, 0.015, echo)
-    echo = echo + 2.5 * np.exp(-0.5 * ((y - skin) / 0.35) ** 2) + 1.2 * np.exp(-0.5 * ((y - muscle_top) / 0.35) ** 2)
+    echo = (echo + 2.5 * np.exp(-0.5 * ((y[:, :1] - skin) / 0.35) ** 2)
+            + 1.2 * np.exp(-0.5 * ((y - muscle_top) / 0.35) ** 2)
+            + 1.0 * np.exp(-0.5 * ((y - muscle_bottom) / 0.45) ** 2))
     # Cooper's ligaments: thin bright curved lines crossing the fat from the skin down to the gland.
     band = (y > skin) & (y < gland_bottom + 1.0)
     for _ in range(int(r.integers(2, 5))):
@@ -344,25 +385,37 @@ def _anatomy(r: np.random.Generator, f: Mapping[str, Any], n: int, y: np.ndarray
     return echo.astype(np.float32), float(np.mean(muscle_top))
 
 
-def _posterior_db(r: np.random.Generator, kind: str, mask: np.ndarray, sigma_px: float) -> np.ndarray:
-    """dB offsets below the lesion: shadowing (negative), enhancement (positive), or both side by side."""
+def _posterior_db(r: np.random.Generator, kind: str, mask: np.ndarray, sigma_px: float,
+                  edge_shadows: bool) -> np.ndarray:
+    """dB offsets from the lesion's attenuation: shadowing (negative), enhancement (positive), or both
+    side by side. The offset grows with the path length through the lesion along each beam line (so it
+    starts inside the lesion and follows its outline), and is blurred laterally by the beam width.
+    ``edge_shadows``: thin refraction shadows below the lateral walls of a smooth, rounded lesion."""
     n = mask.shape[0]
-    if kind == "none":
-        return np.zeros(mask.shape, np.float32)
-    cols = mask.any(axis=0)
-    bottom = np.where(cols, n - 1 - np.argmax(mask[::-1], axis=0), n)
-    rows = np.arange(n)[:, None]
-    below = np.clip((rows - bottom[None, :]) / max(1.5, 0.06 * n), 0.0, 1.0)
-    profile = ndimage.gaussian_filter1d(cols.astype(np.float32), max(1.5, sigma_px, 0.03 * n))
-    if kind == "shadowing":
-        amplitude = -r.uniform(12.0, 20.0) * np.ones(n)
-    elif kind == "enhancement":
-        amplitude = r.uniform(6.0, 10.0) * np.ones(n)
-    else:
-        split = np.mean(np.nonzero(cols)[0]) if cols.any() else n / 2
-        amplitude = np.where(np.arange(n) < split, -r.uniform(10.0, 16.0), r.uniform(6.0, 9.0))
-        amplitude = ndimage.gaussian_filter1d(amplitude, 1.5)
-    return (below * (profile * amplitude)[None, :]).astype(np.float32)
+    offset = np.zeros(mask.shape, np.float32)
+    if not mask.any():
+        return offset
+    cols = np.nonzero(mask.any(axis=0))[0]
+    beam = max(1.0, sigma_px, 0.02 * n)
+    if kind != "none":
+        path = np.cumsum(mask, axis=0, dtype=np.float32)
+        path = np.sqrt(path / max(float(path[-1].max()), 1.0))
+        if kind == "shadowing":
+            amplitude = -r.uniform(12.0, 20.0) * np.ones(n)
+        elif kind == "enhancement":
+            amplitude = r.uniform(6.0, 10.0) * np.ones(n)
+        else:
+            amplitude = np.where(np.arange(n) < cols.mean(), -r.uniform(10.0, 16.0), r.uniform(6.0, 9.0))
+            if r.random() < 0.5:
+                amplitude = amplitude[::-1]
+        offset += ndimage.gaussian_filter1d(path * amplitude[None, :].astype(np.float32), beam, axis=1)
+    if edge_shadows:
+        rows = np.nonzero(mask.any(axis=1))[0]
+        start = np.clip((np.arange(n) - rows.mean()) / max(1.0, 0.25 * (rows[-1] - rows[0])), 0, 1)[:, None]
+        x = np.arange(n)[None, :]
+        lines = sum(np.exp(-0.5 * ((x - edge) / max(0.7, 0.5 * beam)) ** 2) for edge in (cols[0], cols[-1]))
+        offset -= (r.uniform(6.0, 10.0) * start * lines).astype(np.float32)
+    return offset
 
 
 @functools.lru_cache(maxsize=8)
@@ -374,35 +427,60 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 @functools.lru_cache(maxsize=32)
-def _static_overlay(center: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Scanner name, depth and gain, and a depth scale with 5 mm ticks, drawn at >= 256 px and resampled
-    to ``n``: returns read-only (value, alpha), float32 in [0, 1]."""
-    spec = CENTERS[center]
+def _static_overlay(spec: CenterSpec, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vendor logo box, scanner name, depth and gain, a depth scale with 5 mm ticks and the focus marker,
+    drawn at >= 256 px and resampled to ``n``: returns read-only (value, alpha), float32 in [0, 1].
+    Each center has its own layout (``CenterSpec.overlay_layout``)."""
+    logo_corner, text_corner, scale_side = spec.overlay_layout
     canvas = max(256, 2 * n)
     value, alpha = Image.new("L", (canvas, canvas), 0), Image.new("L", (canvas, canvas), 0)
     font = _font(max(10, canvas // 14))
-    texts = (((4, 4), spec.scanner),
-             ((4, canvas - canvas // 12), f"D {spec.depth_mm / 10:.1f} cm  G {50 + spec.gain_db:.0f}%"))
-    lines = [((canvas - 6, 0), (canvas - 6, canvas - 1))]
+    pad = canvas // 64
+    lines = [spec.scanner, f"D {spec.depth_mm / 10:.1f} cm  G {50 + spec.gain_db:.0f}%"]
+    if text_corner[0] == logo_corner[0]:  # logo and text share the top or bottom edge: stack them
+        lines = lines[1:]
+    probe = ImageDraw.Draw(value)
+    text = "\n".join(lines)
+    left, top, right, bottom = probe.multiline_textbbox((0, 0), text, font=font, spacing=pad)
+    text_xy = (pad if text_corner[1] == "l" else canvas - (right - left) - 4 * pad,
+               pad if text_corner[0] == "t" else canvas - (bottom - top) - 2 * pad)
+    logo_font = _font(max(10, canvas // 12))
+    left, top, right, bottom = probe.textbbox((0, 0), spec.logo, font=logo_font)
+    box_w, box_h = right - left + 3 * pad, bottom - top + 2 * pad
+    box_x = pad if logo_corner[1] == "l" else canvas - box_w - 4 * pad
+    box_y = pad if logo_corner[0] == "t" else canvas - box_h - pad
+    if text_corner[0] == logo_corner[0] and text_corner[1] == logo_corner[1]:
+        text_xy = (text_xy[0], box_y + box_h + pad if logo_corner[0] == "t" else box_y - (bottom - top) - 3 * pad)
+    x_scale = canvas - 2 * pad if scale_side == "right" else 2 * pad
+    direction = -1 if scale_side == "right" else 1
+    ticks = [((x_scale, 0), (x_scale, canvas - 1))]
     for mm in range(0, int(spec.depth_mm) + 1, 5):
         y = mm / spec.depth_mm * (canvas - 1)
-        lines.append(((canvas - 6 - (12 if mm % 10 == 0 else 5) * canvas / 256, y), (canvas - 6, y)))
+        ticks.append(((x_scale + direction * (14 if mm % 10 == 0 else 7) * canvas / 256, y), (x_scale, y)))
+    focus_y = 0.45 * canvas
+    arrow = [(x_scale + direction * 18 * canvas / 256, focus_y),
+             (x_scale + direction * 28 * canvas / 256, focus_y - 6 * canvas / 256),
+             (x_scale + direction * 28 * canvas / 256, focus_y + 6 * canvas / 256)]
     for layer, outline in ((value, 0), (alpha, 255)):  # text outlined in black for legibility
         draw = ImageDraw.Draw(layer)
-        for xy, text in texts:
-            draw.text(xy, text, fill=255, font=font, stroke_width=max(1, canvas // 256), stroke_fill=outline)
-        for a, b in lines:
-            draw.line([a, b], fill=255, width=max(1, canvas // 200))
+        draw.rectangle((box_x, box_y, box_x + box_w, box_y + box_h), fill=40 if outline == 0 else 255,
+                       outline=255, width=max(1, canvas // 200))
+        draw.text((box_x + 1.5 * pad, box_y + pad - top), spec.logo, fill=255, font=logo_font)
+        draw.multiline_text(text_xy, text, fill=255, font=font, spacing=pad, stroke_width=max(1, canvas // 256),
+                            stroke_fill=outline)
+        for a, b in ticks:
+            draw.line([a, b], fill=255, width=max(2, canvas // 128))
+        draw.polygon(arrow, fill=255)
     value, alpha = (np.asarray(im.resize((n, n), Image.Resampling.BOX), np.float32) / 255.0 for im in (value, alpha))
     value.flags.writeable = alpha.flags.writeable = False
     return value, alpha
 
 
-def _burn_in(image: np.ndarray, r: np.random.Generator, center: str, lesion_box: tuple[int, int, int, int],
+def _burn_in(image: np.ndarray, r: np.random.Generator, spec: CenterSpec, lesion_box: tuple[int, int, int, int],
              calipers: bool) -> np.ndarray:
     """Blend the overlay into the 0..255 float image; calipers: '+' markers at the lesion's lateral ends."""
     n = image.shape[0]
-    value, alpha = _static_overlay(center, n)
+    value, alpha = _static_overlay(spec, n)
     if calipers:
         value, alpha = value.copy(), alpha.copy()
         x0, y0, x1, y1 = lesion_box
@@ -433,7 +511,9 @@ def _render(r: np.random.Generator, f: Mapping[str, Any], center: str, n: int) -
         aspect = r.uniform(1.15, 1.5)
     half_width = 0.5 * f["size_mm"] / max(1.0, aspect) / mm_per_px
     half_height = half_width * aspect
-    cy_px = float(np.clip(f["lesion_depth_frac"] * n, half_height + 0.12 * n, n - half_height - 0.1 * n))
+    # lesion_depth_frac: relative depth between the skin and the pectoral fascia (the lesion is in the breast)
+    cy_px = float(np.clip(f["lesion_depth_frac"] * muscle_top / mm_per_px, half_height + 0.12 * n,
+                          n - half_height - 0.1 * n))
     cx_px = r.uniform(0.35, 0.65) * n
     tilt = r.uniform(-0.25, 0.25)
     px = np.arange(n, dtype=np.float32) + 0.5
@@ -474,14 +554,30 @@ def _render(r: np.random.Generator, f: Mapping[str, Any], center: str, n: int) -
     field = _blur(field, max(0.3, sigma_axial), axis=1)
     t_near = np.clip((focus - coords) / focus, 0, 1)[:, None]
     t_far = np.clip((coords - focus) / (depth - focus), 0, 1)[:, None]
-    blurred = (t_near * _blur(field, max(0.3, 2.0 * sigma_focus), axis=2)
-               + (1 - t_near - t_far) * _blur(field, max(0.3, sigma_focus), axis=2)
-               + t_far * _blur(field, max(0.3, 2.4 * sigma_focus), axis=2))
-    envelope = np.hypot(blurred[0], blurred[1])
+    focus_row = int(np.searchsorted(coords, focus))
+    # Spatial compounding: beams steered by different angles see the same scatterers with a different
+    # lateral phase ramp, so each look has its own speckle with the same grain; looks add in intensity.
+    intensity = np.zeros((n, n), np.float32)
+    ramp = np.arange(n, dtype=np.float32)[None, :] * (2.0 / max(0.3, sigma_focus))
+    for look in range(spec.compounding_looks):
+        steer = look - 0.5 * (spec.compounding_looks - 1)
+        if steer:
+            cos, sin = np.cos(steer * ramp), np.sin(steer * ramp)
+            look_field = np.stack([field[0] * cos + field[1] * sin, field[1] * cos - field[0] * sin])
+        else:
+            look_field = field
+        # lateral blur per depth band (rows are independent, so each band blurs only its own rows)
+        blurred = (1 - t_near - t_far) * _blur(look_field, max(0.3, sigma_focus), axis=2)
+        blurred[:, :focus_row] += t_near[:focus_row] * _blur(look_field[:, :focus_row], max(0.3, 1.5 * sigma_focus), 2)
+        blurred[:, focus_row:] += t_far[focus_row:] * _blur(look_field[:, focus_row:], max(0.3, 1.8 * sigma_focus), 2)
+        intensity += blurred[0] ** 2 + blurred[1] ** 2
+    envelope = np.sqrt(intensity / spec.compounding_looks)
 
     # Log compression; posterior features and attenuation with imperfect TGC act in dB.
     db = 20.0 * np.log10(envelope + 1e-4)
-    db += _posterior_db(r, f["posterior"], mask, sigma_focus)
+    edge_shadows = (f["margin"] == "circumscribed" and f["shape"] != "irregular"
+                    and f["echo_pattern"] != "isoechoic" and r.random() < 0.5)
+    db += _posterior_db(r, f["posterior"], mask, sigma_focus, edge_shadows)
     attenuation = 2.0 * ATTENUATION_DB_PER_CM_MHZ * spec.frequency_mhz * coords / 10.0
     knobs = np.interp(coords, np.linspace(0, depth, 8), r.normal(0, 1.5, 8))
     db += (-(1.0 - spec.tgc_compensation) * attenuation + knobs)[:, None]
@@ -490,7 +586,7 @@ def _render(r: np.random.Generator, f: Mapping[str, Any], center: str, n: int) -
 
     rows, cols = np.nonzero(mask)
     box = (int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max()))
-    image = _burn_in(image, r, center, box, calipers=r.random() < spec.calipers)
+    image = _burn_in(image, r, spec, box, calipers=r.random() < spec.calipers)
     return image.astype(np.uint8), (mask.astype(np.uint8) * 255)
 
 

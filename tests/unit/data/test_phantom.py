@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -129,25 +130,57 @@ def test_true_risk_follows_the_documented_model() -> None:
 
 
 def _grain(image: np.ndarray) -> float:
-    """Lag-1 lateral autocorrelation of the speckle (high-pass) inside the tissue, away from the overlay."""
+    """Lateral autocorrelation at a 3-pixel lag of the detrended image inside the tissue, away from the
+    overlay: higher for a coarser speckle grain."""
     n = image.shape[0]
     tissue = image[n // 5: n - n // 6, n // 10: n - n // 8].astype(np.float64)
-    residual = tissue - ndimage.uniform_filter(tissue, 7)
-    return float(np.corrcoef(residual[:, :-1].ravel(), residual[:, 1:].ravel())[0, 1])
+    residual = tissue - ndimage.uniform_filter(tissue, 15)
+    return float(np.corrcoef(residual[:, :-3].ravel(), residual[:, 3:].ravel())[0, 1])
 
 
-def test_center_effects_speckle_grain_and_gain() -> None:
-    by_freq = sorted(CENTERS, key=lambda c: CENTERS[c].frequency_mhz)
-    low, high = by_freq[0], by_freq[-1]
-    sims = {c: [simulate_case(derive_seed(5, c, i), c, 128) for i in range(20)] for c in (low, high)}
-    grain = {c: np.median([_grain(s.image) for s in sims[c]]) for c in sims}
-    assert grain[low] > grain[high] + 0.1, grain
+def _with(monkeypatch: pytest.MonkeyPatch, center: str, **changes) -> None:
+    monkeypatch.setitem(phantom.CENTERS, center, dataclasses.replace(CENTERS[center], **changes))
 
-    by_gain = sorted(CENTERS, key=lambda c: CENTERS[c].gain_db)
-    dim, bright = by_gain[0], by_gain[-1]
-    mean = {c: np.mean([simulate_case(derive_seed(6, c, i), c, 64).image.mean() for i in range(40)])
-            for c in (dim, bright)}
-    assert mean[bright] > mean[dim] + 10, mean
+
+@pytest.mark.parametrize("center", ["center_A", "center_B"])
+def test_lower_frequency_gives_coarser_speckle(center: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same patients, same scanner except the transducer frequency: the speckle grain follows 1 / f."""
+    spec = CENTERS[center]
+    seeds = [derive_seed(5, center, i) for i in range(8)]
+    grain = {}
+    for frequency in (spec.frequency_mhz, spec.frequency_mhz / 2):
+        _with(monkeypatch, center, frequency_mhz=frequency)
+        grain[frequency] = np.median([_grain(simulate_case(s, center, 128).image) for s in seeds])
+    assert grain[spec.frequency_mhz / 2] > grain[spec.frequency_mhz] + 0.1, grain
+
+
+def test_gain_brightens_and_dynamic_range_flattens(monkeypatch: pytest.MonkeyPatch) -> None:
+    seeds = [derive_seed(6, "center_C", i) for i in range(10)]
+
+    def images(**changes) -> np.ndarray:
+        _with(monkeypatch, "center_C", **changes)
+        return np.array([simulate_case(s, "center_C", 64).image for s in seeds], dtype=np.float64)
+
+    base, brighter = images(), images(gain_db=CENTERS["center_C"].gain_db + 6)
+    wide = images(dynamic_range_db=CENTERS["center_C"].dynamic_range_db + 20)
+    assert brighter.mean() > base.mean() + 10
+    assert wide.std() < base.std() - 5  # a wider dynamic range compresses the gray levels
+
+
+def test_centers_differ_enough_to_be_told_apart(cases) -> None:
+    """Scanner and overlay make a domain shift: simple image statistics identify the center."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    def stats(image: np.ndarray) -> list[float]:
+        n = image.shape[0]
+        corners = [image[: n // 8, : n // 3], image[: n // 8, -n // 3:], image[-n // 8:, : n // 3],
+                   image[-n // 8:, -n // 3:]]
+        return [image.mean(), image.std(), (image < 8).mean(), _grain(image), *(c.mean() for c in corners)]
+
+    x = np.array([stats(c.image) for _, c in cases])
+    y = np.array([center for center, _ in cases])
+    assert cross_val_score(LogisticRegression(max_iter=2000), x, y, cv=5).mean() > 0.9
 
 
 def _image_features(image: np.ndarray, mask: np.ndarray) -> list[float]:
@@ -201,8 +234,9 @@ def test_unrecorded_heterogeneity_is_visible_in_texture(cases) -> None:
     for _, c in cases:
         if c.conditions["cond_echo_pattern"] == "hypoechoic" and (c.mask > 0).sum() > 100:
             inside = ndimage.binary_erosion(c.mask > 0, iterations=2)
+            despeckled = ndimage.gaussian_filter(np.log(c.image.astype(np.float64) + 8), 1.0)
             h.append(c.microstructure_heterogeneity)
-            texture.append(np.log(c.image[inside].astype(np.float64) + 8).std())
+            texture.append(despeckled[inside].std())
     assert len(h) > 30 and spearmanr(h, texture).statistic > 0.3
 
 
