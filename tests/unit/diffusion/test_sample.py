@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from diffkd_study.data.cache import Preprocessing, load_mask
+from diffkd_study.data.schema import read_manifest
+from diffkd_study.diffusion.sample import SAMPLERS, draw_conditions, generate_synthetic, make_sampler
+from diffkd_study.diffusion.train import checkpoint_sha256, train_diffusion, train_profile
+
+from .conftest import SMOKE_CONDITIONS
+
+
+@pytest.fixture(scope="module")
+def checkpoint(phantom_cohort, tmp_path_factory):
+    manifest, root = phantom_cohort
+    config = train_profile("smoke", conditions=SMOKE_CONDITIONS, mask_conditioning=True, max_steps=2)
+    return train_diffusion(manifest, tmp_path_factory.mktemp("ckpt"), config, root=root, progress=False).checkpoint
+
+
+def _images(folder):
+    return [np.asarray(Image.open(folder / "images" / f"syn_{i:05d}.png")) for i in range(3)]
+
+
+def test_same_seed_gives_identical_images(phantom_cohort, checkpoint, tmp_path):
+    manifest, root = phantom_cohort
+    kwargs = dict(root=root, n=3, sampler="ddim", steps=3, guidance_scale=2.0, batch_size=2, progress=False)
+    generate_synthetic(checkpoint, manifest, tmp_path / "a", seed=7, **kwargs)
+    generate_synthetic(checkpoint, manifest, tmp_path / "b", seed=7, **kwargs)
+    generate_synthetic(checkpoint, manifest, tmp_path / "c", seed=8, **kwargs)
+    a, b, c = (_images(tmp_path / x) for x in "abc")
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+    assert a[0].dtype == np.uint8 and a[0].shape == (32, 32)
+
+
+def test_mask_conditioned_sample_keeps_the_mask_and_writes_a_manifest(phantom_cohort, checkpoint, tmp_path):
+    manifest, root = phantom_cohort
+    out = generate_synthetic(checkpoint, manifest, tmp_path / "syn", root=root, per_class={"benign": 2, "malignant": 1},
+                             sampler="dpmsolver++", steps=2, guidance_scale=3.0, seed=1, progress=False)
+    df = read_manifest(tmp_path / "syn" / "synthetic.csv").df
+    assert df["label"].tolist() == ["benign", "benign", "malignant"]
+    assert set(df["synthetic"]) == {"1"} and set(df["sampler"]) == {"dpmsolver++"}
+    assert set(df["checkpoint_sha256"]) == {checkpoint_sha256(checkpoint)}
+    assert set(SMOKE_CONDITIONS) <= set(df.columns) and set(out.schema.conditions) == set(SMOKE_CONDITIONS)
+    source = manifest.df.set_index("image_id")
+    prep = Preprocessing.make(32)
+    for _, row in df.iterrows():
+        written = np.asarray(Image.open(tmp_path / "syn" / row["mask_path"]))
+        conditioning = load_mask(root / source.loc[row["source_image_id"], "mask_path"], prep)
+        assert np.array_equal(written > 0, conditioning > 0)
+        for column in ("cond_birads", "cond_shape"):
+            assert str(row[column]) == str(source.loc[row["source_image_id"], column]) or (
+                pd.isna(row[column]) and pd.isna(source.loc[row["source_image_id"], column]))
+
+
+def test_ddpm_sampler_and_user_table(phantom_cohort, checkpoint, tmp_path):
+    manifest, root = phantom_cohort
+    table = manifest.df.iloc[:2][["image_id", "label", "mask_path", *SMOKE_CONDITIONS]]
+    out = generate_synthetic(checkpoint, manifest, tmp_path / "t", root=root, table=table, sampler="ddpm", steps=2,
+                             guidance_scale=1.0, progress=False)
+    assert out.df["source_image_id"].tolist() == table["image_id"].tolist()
+
+
+def test_draw_conditions_and_sampler_errors(phantom_cohort):
+    manifest, _ = phantom_cohort
+    drawn = draw_conditions(manifest, n=20, seed=3)
+    assert len(drawn) == 20 and set(drawn["image_id"]) <= set(manifest.df["image_id"])
+    assert drawn.equals(draw_conditions(manifest, n=20, seed=3))
+    with pytest.raises(ValueError, match="exactly one"):
+        draw_conditions(manifest)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        make_sampler("euler", {"num_train_timesteps": 1000}, 10)
+    assert SAMPLERS == ("ddpm", "ddim", "dpmsolver++")

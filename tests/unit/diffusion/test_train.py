@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from diffkd_study.diffusion.train import (
+    TrainConfig,
+    batch_indices,
+    list_checkpoints,
+    load_model,
+    train_diffusion,
+    train_profile,
+)
+from diffkd_study.models.conditioning import ConditionDropout
+
+from .conftest import SMOKE_CONDITIONS
+
+
+def smoke_config(**overrides) -> TrainConfig:
+    return train_profile("smoke", conditions=SMOKE_CONDITIONS, **overrides)
+
+
+def test_one_step_runs_and_returns_a_finite_loss(phantom_cohort, tmp_path):
+    manifest, root = phantom_cohort
+    config = smoke_config(max_steps=1, prediction_type="v_prediction", beta_schedule="linear")
+    result = train_diffusion(manifest, tmp_path, config, root=root, progress=False)
+    assert len(result.losses) == 1 and math.isfinite(result.losses[0])
+    assert result.checkpoint.name == "checkpoint-000001"
+    saved = json.loads((result.checkpoint / "config.json").read_text())
+    assert saved["noise_scheduler"]["prediction_type"] == "v_prediction"
+    assert saved["model"]["encoder"]["numeric"]["cond_age"]["sd"] > 0  # normalisation stats travel along
+    model, _ = load_model(result.checkpoint)
+    assert model.encoder.categorical_names == ["cond_birads", "cond_shape"]
+
+
+def test_resume_reproduces_the_uninterrupted_run_exactly(phantom_cohort, tmp_path):
+    manifest, root = phantom_cohort
+    config = smoke_config(max_steps=6, checkpoint_every=3, mask_conditioning=True,
+                          dropout=ConditionDropout(0.3, 0.3, 0.3, 0.3), warmup_steps=2)
+    full = train_diffusion(manifest, tmp_path / "full", config, root=root, progress=False)
+    assert [p.name for p in list_checkpoints(tmp_path / "full")] == ["checkpoint-000003", "checkpoint-000006"]
+
+    # an interrupted run: only the step-3 checkpoint survived
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    shutil.rmtree(tmp_path / "cut" / "checkpoint-000006")
+    resumed = train_diffusion(manifest, tmp_path / "cut", config, root=root, resume="latest", progress=False)
+
+    assert len(full.losses) == 6
+    assert resumed.losses == full.losses  # bit for bit, steps 4-6 included
+    for name in ("model", "ema"):
+        a, b = (load_model(run.checkpoint, ema=name == "ema")[0].state_dict() for run in (full, resumed))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_another_configuration_is_refused(phantom_cohort, tmp_path):
+    manifest, root = phantom_cohort
+    train_diffusion(manifest, tmp_path, smoke_config(max_steps=1), root=root, progress=False)
+    with pytest.raises(ValueError, match="another configuration"):
+        train_diffusion(manifest, tmp_path, smoke_config(max_steps=2, learning_rate=1e-3), root=root,
+                        resume="latest", progress=False)
+
+
+def test_batches_cover_each_epoch_once():
+    rows = [batch_indices(10, 3, seed=1, step=s) for s in range(3)]
+    flat = sorted(int(i) for r in rows for i in r)
+    assert len(flat) == 9 and len(set(flat)) == 9
+    assert (batch_indices(10, 3, 1, 0) == rows[0]).all()  # a function of (seed, step) only
+    next_epoch = [int(i) for s in range(3, 6) for i in batch_indices(10, 3, 1, s)]
+    assert len(set(next_epoch)) == 9 and next_epoch != [int(i) for r in rows for i in r]
+
+
+def test_profiles_and_config_round_trip():
+    for name in ("smoke", "demo", "full"):
+        config = train_profile(name)
+        assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="prediction_type"):
+        smoke_config(prediction_type="x0")

