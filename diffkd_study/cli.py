@@ -125,7 +125,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from diffkd_study.report import run_study
 
     result = run_study(args.config, data_root=args.data_root, reports_dir=args.reports_dir, runs_dir=args.runs_dir)
-    failed = [s.stage for s in result.stages if s.status != "ok"]
+    failed = [s.stage for s in result.stages if s.status == "failed"]
     if failed:
         print(f"failed stage(s): {', '.join(failed)}; see {result.report_dir / 'index.html'}", file=sys.stderr)
         return 1

@@ -10,7 +10,12 @@ stages to run. Example (``configs/demo.yaml``)::
       phantom: {n_per_center: 60, image_size: 128}
       external: {center: [center_C]}
       split: {val_frac: 0.15, test_frac: 0.2}
-    stages: [data_audit]
+    stages: [data_audit, baselines, evaluation, reader_study]
+    baselines: {models: [clinical, image_features]}
+    evaluation: {bootstrap: 2000, band_resamples: 500}
+    reader_study: {simulate: {n_junior: 4, n_senior: 4}}   # phantom only; real data: {reads: reads.csv}
+
+Stages run in the order of ``KNOWN_STAGES``; each reads only what earlier stages wrote.
 """
 
 from __future__ import annotations
@@ -23,8 +28,15 @@ from typing import Any
 
 import yaml
 
-KNOWN_STAGES: tuple[str, ...] = ("data_audit",)
-STAGE_NOTEBOOKS: dict[str, str] = {"data_audit": "00_data_audit"}
+KNOWN_STAGES: tuple[str, ...] = ("data_audit", "baselines", "evaluation", "reader_study")
+STAGE_NOTEBOOKS: dict[str, str] = {
+    "data_audit": "00_data_audit",
+    "baselines": "40_baselines",
+    "evaluation": "50_evaluation",
+    "reader_study": "60_reader_study",
+}
+BASELINE_MODELS: tuple[str, ...] = ("clinical", "image_features")  # diffkd_study.eval.baselines.BASELINES
+DEFAULT_MANIFEST_IMAGE_SIZE = 224
 
 
 class ConfigError(ValueError):
@@ -50,6 +62,43 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class BaselinesConfig:
+    models: tuple[str, ...] = BASELINE_MODELS
+    clinical_conditions: tuple[str, ...] = ()  # empty: every condition recorded in the training split
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    models: tuple[str, ...] = ()  # empty: every prediction table in runs/NAME/predictions
+    bootstrap: int = 2000  # resamples of the bootstrap AUC intervals (sensitivity analysis to DeLong)
+    band_resamples: int = 500  # resamples of the pointwise ROC bands
+    subgroups: tuple[str, ...] = ("center", "cond_birads", "age_band")
+    sensitivity_target: float = 0.9
+    specificity_target: float = 0.9
+    efficiency_runs: int = 30
+    efficiency_threads: int = 1
+
+
+@dataclass(frozen=True)
+class ReaderSimulation:
+    n_junior: int = 4
+    n_senior: int = 4
+
+
+@dataclass(frozen=True)
+class ReaderStudyConfig:
+    simulate: ReaderSimulation | None = None  # simulated readers: phantom cohort only
+    reads: str | None = None  # a read table (CSV) of real readers, relative to the project root or absolute
+    model: str | None = None  # the model compared with the readers; default: best baseline by validation AUC
+
+    def skip_reason(self) -> str | None:
+        if self.simulate is None and self.reads is None:
+            return ("no read table given (reader_study.reads): the reader study needs real readers' reads "
+                    "for this data; readers are simulated only for the phantom cohort")
+        return None
+
+
+@dataclass(frozen=True)
 class DataConfig:
     phantom: PhantomSource | None = None
     manifests: tuple[ManifestSource, ...] = ()
@@ -58,6 +107,13 @@ class DataConfig:
     lesion_free_labels: tuple[str, ...] = ("normal",)
     split: SplitConfig = field(default_factory=SplitConfig)
     audit_examples_per_group: int = 4
+    image_size: int | None = None  # study (training) resolution; default: the phantom's, else 224
+
+    @property
+    def resolution(self) -> int:
+        if self.image_size is not None:
+            return self.image_size
+        return self.phantom.image_size if self.phantom is not None else DEFAULT_MANIFEST_IMAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -67,6 +123,9 @@ class StudyConfig:
     seed: int = 0
     stages: tuple[str, ...] = ("data_audit",)
     description: str = ""
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    reader_study: ReaderStudyConfig = field(default_factory=ReaderStudyConfig)
     source_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,7 +172,11 @@ def _str_list(value: Any, where: str) -> tuple[str, ...]:
 
 
 def parse_config(raw: Any, origin: str = "<config>") -> StudyConfig:
-    top = _expect(raw, origin, {"name", "seed", "data", "stages", "description"}, {"name", "data"})
+    top = _expect(
+        raw, origin,
+        {"name", "seed", "data", "stages", "description", "baselines", "evaluation", "reader_study"},
+        {"name", "data"},
+    )
     name = top["name"]
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"{origin}: name must be a folder-safe string (letters, digits, _ . -), got {name!r}")
@@ -122,7 +185,8 @@ def parse_config(raw: Any, origin: str = "<config>") -> StudyConfig:
     data_raw = _expect(
         top["data"],
         f"{origin}: data",
-        {"phantom", "manifests", "external", "exclude_labels", "lesion_free_labels", "split", "audit_examples_per_group"},
+        {"phantom", "manifests", "external", "exclude_labels", "lesion_free_labels", "split", "audit_examples_per_group",
+         "image_size"},
     )
     phantom = None
     if "phantom" in data_raw:
@@ -161,19 +225,87 @@ def parse_config(raw: Any, origin: str = "<config>") -> StudyConfig:
         audit_examples_per_group=_number(
             data_raw.get("audit_examples_per_group", 4), f"{origin}: data.audit_examples_per_group", int, 1, 32
         ),
+        image_size=None if data_raw.get("image_size") is None
+        else _number(data_raw["image_size"], f"{origin}: data.image_size", int, 32, 1024),
     )
     stages = _str_list(top.get("stages", ["data_audit"]), f"{origin}: stages")
     for stage in stages:
         if stage not in KNOWN_STAGES:
             raise ConfigError(f"{origin}: stages: unknown stage {stage!r}; known: {list(KNOWN_STAGES)}")
+    if len(set(stages)) != len(stages) or list(stages) != sorted(stages, key=KNOWN_STAGES.index):
+        raise ConfigError(f"{origin}: stages: list each stage once, in the order {list(KNOWN_STAGES)} "
+                          f"(a stage reads what the earlier ones wrote); got {list(stages)}")
     return StudyConfig(
         name=name,
         data=data,
         seed=seed,
         stages=stages,
         description=str(top.get("description", "")),
+        baselines=_parse_baselines(top.get("baselines"), origin),
+        evaluation=_parse_evaluation(top.get("evaluation"), origin),
+        reader_study=_parse_reader_study(top.get("reader_study"), origin, phantom=phantom is not None),
         source_path=None if origin == "<config>" else origin,
     )
+
+
+def _parse_baselines(raw: Any, origin: str) -> BaselinesConfig:
+    b = _expect(raw or {}, f"{origin}: baselines", {"models", "clinical_conditions"})
+    models = _str_list(b.get("models", list(BASELINE_MODELS)), f"{origin}: baselines.models")
+    for model in models:
+        if model not in BASELINE_MODELS:
+            raise ConfigError(f"{origin}: baselines.models: unknown baseline {model!r}; known: {list(BASELINE_MODELS)}")
+    if not models:
+        raise ConfigError(f"{origin}: baselines.models: name at least one baseline")
+    conditions = _str_list(b.get("clinical_conditions", []), f"{origin}: baselines.clinical_conditions")
+    bad = [c for c in conditions if not c.startswith("cond_")]
+    if bad:
+        raise ConfigError(f"{origin}: baselines.clinical_conditions: {bad} are not condition columns (cond_*)")
+    return BaselinesConfig(models=models, clinical_conditions=conditions)
+
+
+def _parse_evaluation(raw: Any, origin: str) -> EvaluationConfig:
+    where = f"{origin}: evaluation"
+    e = _expect(raw or {}, where, {f.name for f in fields(EvaluationConfig)})
+    d = EvaluationConfig()
+    return EvaluationConfig(
+        models=_str_list(e.get("models", []), f"{where}.models"),
+        bootstrap=_number(e.get("bootstrap", d.bootstrap), f"{where}.bootstrap", int, 100, 100_000),
+        band_resamples=_number(e.get("band_resamples", d.band_resamples), f"{where}.band_resamples", int, 100, 100_000),
+        subgroups=_str_list(e.get("subgroups", list(d.subgroups)), f"{where}.subgroups"),
+        sensitivity_target=_number(e.get("sensitivity_target", d.sensitivity_target), f"{where}.sensitivity_target",
+                                   float, 0.5, 1.0),
+        specificity_target=_number(e.get("specificity_target", d.specificity_target), f"{where}.specificity_target",
+                                   float, 0.5, 1.0),
+        efficiency_runs=_number(e.get("efficiency_runs", d.efficiency_runs), f"{where}.efficiency_runs", int, 2, 1000),
+        efficiency_threads=_number(e.get("efficiency_threads", d.efficiency_threads), f"{where}.efficiency_threads",
+                                   int, 1, 256),
+    )
+
+
+def _parse_reader_study(raw: Any, origin: str, *, phantom: bool) -> ReaderStudyConfig:
+    where = f"{origin}: reader_study"
+    r = {k: v for k, v in _expect(raw or {}, where, {"simulate", "reads", "model"}).items() if v is not None}
+    if "simulate" in r and "reads" in r:
+        raise ConfigError(f"{where}: give either 'simulate' (phantom cohort) or 'reads' (a read table), not both")
+    simulate = None
+    if "simulate" in r:
+        if not phantom:
+            raise ConfigError(f"{where}.simulate: readers are simulated only for the phantom cohort; for real "
+                              "data give reader_study.reads (a read table of real readers) or leave the stage out")
+        s = _expect(r["simulate"] or {}, f"{where}.simulate", {"n_junior", "n_senior"})
+        simulate = ReaderSimulation(
+            n_junior=_number(s.get("n_junior", 4), f"{where}.simulate.n_junior", int, 1, 50),
+            n_senior=_number(s.get("n_senior", 4), f"{where}.simulate.n_senior", int, 1, 50),
+        )
+        if simulate.n_junior + simulate.n_senior < 2:
+            raise ConfigError(f"{where}.simulate: the ORH analysis needs at least 2 readers")
+    reads = r.get("reads")
+    if reads is not None and (not isinstance(reads, str) or not reads.strip()):
+        raise ConfigError(f"{where}.reads: expected the path of a read-table CSV, got {reads!r}")
+    model = r.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ConfigError(f"{where}.model: expected a model name, got {model!r}")
+    return ReaderStudyConfig(simulate=simulate, reads=reads, model=model)
 
 
 def load_config(path: str | Path) -> StudyConfig:

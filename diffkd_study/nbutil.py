@@ -41,8 +41,14 @@ def provenance_markdown(path: str | Path) -> str:
 
 
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """A DataFrame (index included) as JSON-friendly records for metrics files and the index page."""
-    flat = df.reset_index()
+    """A DataFrame as JSON-friendly records for metrics files and the index page.
+
+    A named index (every level named) becomes columns; an unnamed one is a row position (a
+    RangeIndex or what is left of one after filtering) and is dropped rather than written as a
+    spurious ``index`` key.
+    """
+    unnamed = all(name is None for name in df.index.names)
+    flat = df.reset_index(drop=unnamed)
     flat.columns = [" ".join(map(str, c)).strip() if isinstance(c, tuple) else str(c) for c in flat.columns]
     return json.loads(flat.to_json(orient="records"))
 

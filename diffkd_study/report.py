@@ -34,7 +34,7 @@ CLINICIAN_REMOVED_TAGS = {"parameters", "injected-parameters", "reviewer-only"}
 class StageResult:
     stage: str
     notebook: str
-    status: str  # "ok" | "failed"
+    status: str  # "ok" | "failed" | "skipped" (error then says why)
     wall_s: float
     error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -53,7 +53,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return all(s.status == "ok" for s in self.stages)
+        return all(s.status != "failed" for s in self.stages)
 
 
 def log(message: str) -> None:
@@ -116,7 +116,9 @@ def execute_stage(
     return StageResult(stage, name, "failed" if error else "ok", wall, error, metrics)
 
 
-def stage_parameters(stage: str, config: StudyConfig, data: StudyData, report_dir: Path, run_dir: Path) -> dict[str, Any]:
+def stage_parameters(
+    stage: str, config: StudyConfig, data: StudyData, report_dir: Path, run_dir: Path, project_root: Path = Path(".")
+) -> dict[str, Any]:
     name = STAGE_NOTEBOOKS[stage]
     common = {
         "run_dir": str(run_dir.resolve()),
@@ -132,6 +134,45 @@ def stage_parameters(stage: str, config: StudyConfig, data: StudyData, report_di
             "data_root": str(data.root.resolve()),
             "validation_path": str((run_dir / "data" / "validation.json").resolve()),
             "examples_per_group": config.data.audit_examples_per_group,
+        }
+    manifest = {"manifest_path": str(data.manifest_path.resolve()),
+                "predictions_dir": str((run_dir / "predictions").resolve())}
+    if stage == "baselines":
+        return {
+            **common, **manifest,
+            "data_root": str(data.root.resolve()),
+            "models": list(config.baselines.models),
+            "clinical_conditions": list(config.baselines.clinical_conditions),
+            "image_size": config.data.resolution,
+        }
+    if stage == "evaluation":
+        ev = config.evaluation
+        return {
+            **common, **manifest,
+            "models": list(ev.models),
+            "bootstrap": ev.bootstrap,
+            "band_resamples": ev.band_resamples,
+            "subgroups": list(ev.subgroups),
+            "sensitivity_target": ev.sensitivity_target,
+            "specificity_target": ev.specificity_target,
+            "image_size": config.data.resolution,
+            "efficiency_runs": ev.efficiency_runs,
+            "efficiency_threads": ev.efficiency_threads,
+        }
+    if stage == "reader_study":
+        rs = config.reader_study
+        reads = ""
+        if rs.reads is not None:
+            reads_path = Path(rs.reads)
+            reads = str((reads_path if reads_path.is_absolute() else Path(project_root) / reads_path).resolve())
+        return {
+            **common, **manifest,
+            "reads_path": reads,
+            "simulate": rs.simulate is not None,
+            "n_junior": rs.simulate.n_junior if rs.simulate else 0,
+            "n_senior": rs.simulate.n_senior if rs.simulate else 0,
+            "model": rs.model or "",
+            "reader_study_dir": str((run_dir / "reader_study").resolve()),
         }
     raise KeyError(stage)
 
@@ -165,8 +206,13 @@ def run_study(
 
     results: list[StageResult] = []
     for i, stage in enumerate(config.stages, 1):
+        skip = config.reader_study.skip_reason() if stage == "reader_study" else None
+        if skip is not None:
+            results.append(StageResult(stage, STAGE_NOTEBOOKS[stage], "skipped", 0.0, skip))
+            log(f"stage {i}/{len(config.stages)} {stage}: skipped ({skip})")
+            continue
         log(f"stage {i}/{len(config.stages)} {stage}: executing notebooks/{STAGE_NOTEBOOKS[stage]}.ipynb")
-        params = stage_parameters(stage, config, data, report_dir, run_dir)
+        params = stage_parameters(stage, config, data, report_dir, run_dir, project_root)
         try:
             result = execute_stage(stage, project_root / "notebooks", report_dir, params, progress=progress)
         except Exception as err:  # a broken stage is reported in the index, not hidden
@@ -192,7 +238,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:11
 h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em} th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
-.ok{color:#1a7f37;font-weight:600} .failed{color:#c62828;font-weight:600}
+.ok{color:#1a7f37;font-weight:600} .failed{color:#c62828;font-weight:600} .skipped{color:#8a6d00;font-weight:600}
 .prov{background:#f8f8f8;border:1px solid #e3e3e3;padding:.6em 1em;font-size:.85em}
 .caption{color:#555;font-size:.9em;max-width:900px} img{max-width:100%;border:1px solid #eee}
 .warn{background:#fff4e5;border-left:4px solid #f0a030;padding:.5em 1em}
@@ -231,6 +277,26 @@ def _provenance_html(provenance: dict[str, Any]) -> str:
     return f'<div class="prov">{rows}<div>full record: <a href="provenance.json">provenance.json</a></div></div>'
 
 
+def _section_html(section: dict[str, Any]) -> str:
+    """A stage's part of the index, as its notebook wrote it in the metrics JSON under ``index_section``:
+    ``title``, ``text`` (paragraphs), ``tables`` [{title, caption, records}], ``figures`` [{png, title, caption}],
+    ``limitations``."""
+    parts = [f"<h2>{html.escape(section.get('title', ''))}</h2>"]
+    parts += [f"<p>{html.escape(p)}</p>" for p in section.get("text", [])]
+    for table in section.get("tables", []):
+        parts.append(f"<h3>{html.escape(table.get('title', ''))}</h3>")
+        if table.get("caption"):
+            parts.append(f"<p class='caption'>{html.escape(table['caption'])}</p>")
+        parts.append(_table_html(table.get("records", [])))
+    for fig in section.get("figures", []):
+        parts.append(f"<figure><img src='{html.escape(fig['png'])}' alt='{html.escape(fig['title'])}'>"
+                     f"<figcaption class='caption'>{html.escape(fig['caption'])}</figcaption></figure>")
+    if section.get("limitations"):
+        parts.append("<h3>Limitations</h3><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in section["limitations"])
+                     + "</ul>")
+    return "\n".join(parts)
+
+
 def write_index(report_dir: Path, config: StudyConfig, provenance: dict[str, Any], results: list[StageResult]) -> Path:
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -266,7 +332,13 @@ def write_index(report_dir: Path, config: StudyConfig, provenance: dict[str, Any
                          f"<figcaption class='caption'>{html.escape(fig['caption'])}</figcaption></figure>")
         if m.get("limitations"):
             parts.append("<h2>Limitations</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in m["limitations"]) + "</ul>")
-    if any(r.status != "ok" for r in results):
+    for r in results:
+        if r.status == "ok" and r.stage != "data_audit" and r.metrics.get("index_section"):
+            parts.append(_section_html(r.metrics["index_section"]))
+        elif r.status == "skipped":
+            parts.append(f"<h2>{html.escape(r.stage.replace('_', ' ').capitalize())}</h2>"
+                         f"<p class='warn'>Not run: {html.escape(r.error or '')}</p>")
+    if any(r.status == "failed" for r in results):
         parts.append("<p class='warn'>At least one stage failed: its executed notebook is linked above with the error.</p>")
     parts.append("</body></html>")
     path = report_dir / "index.html"

@@ -35,11 +35,11 @@ examples_per_group = 4
 seed = 0
 
 # %% tags=["reviewer-only"]
-from diffkd_study.data.splits import split_table
 from IPython.display import Markdown, display
 
 from diffkd_study.data import audit
 from diffkd_study.data.schema import read_manifest
+from diffkd_study.data.splits import split_table
 from diffkd_study.nbutil import provenance_markdown, records, require_paths, write_metrics
 
 paths = require_paths(manifest_path=manifest_path, data_root=data_root, validation_path=validation_path)

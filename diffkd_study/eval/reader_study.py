@@ -465,9 +465,25 @@ def _empirical_auc(y: np.ndarray, s: np.ndarray) -> float:
     return float(v10.mean())
 
 
-def reader_operating_points(study: ReaderStudy, level: float = 0.95) -> pd.DataFrame:
+def _simulated_flag(reads: pd.DataFrame) -> int | None:
+    """1 when the read table marks its reads as simulated, 0 when it marks them real, None without the column."""
+    if "simulated" not in reads.columns:
+        return None
+    return int(pd.to_numeric(reads["simulated"], errors="coerce").fillna(0).astype(bool).any())
+
+
+def reader_operating_points(
+    study: ReaderStudy, level: float = 0.95, auc_ci: bool = False
+) -> pd.DataFrame:
     """Each reader's sensitivity and specificity (and FPR = 1 - specificity) from the calls, with
-    Wilson intervals and counts, plus the empirical AUC of the scores; one row per treatment x reader."""
+    Wilson intervals and counts, plus the empirical AUC of the scores; one row per treatment x reader.
+
+    ``auc_ci=True`` adds ``auc_ci_low``/``auc_ci_high``: the DeLong interval (logit scale) of each
+    reader's AUC. When the read table has a ``simulated`` column it is carried over (1 when any of the
+    reader's reads is simulated), so figures and tables can label simulated readers.
+    """
+    from diffkd_study.eval.roc import auc_delong
+
     rows = []
     for (trt, reader), part in study.reads.groupby(["treatment", "reader_id"], sort=False):
         y = part["truth"].to_numpy() == 1
@@ -497,6 +513,16 @@ def reader_operating_points(study: ReaderStudy, level: float = 0.95) -> pd.DataF
                 "auc": _empirical_auc(y, part["score"].to_numpy(dtype=float)),
             }
         )
+        if auc_ci:
+            ci = (
+                auc_delong(y, part["score"].to_numpy(dtype=float), level)
+                if min(y.sum(), (~y).sum()) >= 2 else None
+            )
+            rows[-1]["auc_ci_low"] = ci.ci_low if ci else math.nan
+            rows[-1]["auc_ci_high"] = ci.ci_high if ci else math.nan
+        flag = _simulated_flag(part)
+        if flag is not None:
+            rows[-1]["simulated"] = flag
     return pd.DataFrame(rows)
 
 
@@ -1125,6 +1151,8 @@ def reader_group_summary(
         for group in [*sorted(ops_t["reader_group"].unique()), "all"]:
             part = ops_t if group == "all" else ops_t[ops_t["reader_group"] == group]
             row: dict[str, Any] = {"treatment": trt, "reader_group": group, "n_readers": len(part)}
+            if "simulated" in part.columns:
+                row["simulated"] = int(part["simulated"].any())
             for metric in ("sensitivity", "specificity", "auc"):
                 values = part[metric].to_numpy(dtype=float)
                 row[f"mean_{metric}"] = float(values.mean())

@@ -60,3 +60,36 @@ def test_missing_and_malformed_files(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump(MINIMAL))
     assert load_config(good).source_path == str(good)
+
+
+def test_evaluation_stage_keys_parse_and_round_trip():
+    raw = {**MINIMAL, "stages": ["data_audit", "baselines", "evaluation", "reader_study"],
+           "baselines": {"models": ["clinical"], "clinical_conditions": ["cond_birads"]},
+           "evaluation": {"bootstrap": 500, "subgroups": ["center"]},
+           "reader_study": {"simulate": {"n_junior": 2, "n_senior": 3}}}
+    config = parse_config(raw)
+    assert config.baselines.models == ("clinical",) and config.evaluation.bootstrap == 500
+    assert config.reader_study.simulate.n_senior == 3 and config.reader_study.skip_reason() is None
+    assert config.data.resolution == 64
+    assert parse_config(config.to_dict()) == config
+    assert "no read table" in parse_config(MINIMAL).reader_study.skip_reason()
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"stages": ["evaluation", "baselines"]}, "in the order"),
+        ({"baselines": {"models": ["cnn"]}}, "baselines.models: unknown baseline 'cnn'"),
+        ({"baselines": {"clinical_conditions": ["age"]}}, "not condition columns"),
+        ({"evaluation": {"bootstrap": 10}}, "evaluation.bootstrap: 10 is outside"),
+        ({"evaluation": {"boot": 10}}, "evaluation: unknown key(s) ['boot']"),
+        ({"reader_study": {"simulate": {}, "reads": "r.csv"}}, "not both"),
+        ({"reader_study": {"simulate": {"n_junior": 1, "n_senior": 0}}}, "n_senior: 0 is outside"),
+        ({"data": {"manifests": [{"path": "a.csv"}]}, "reader_study": {"simulate": {}}},
+         "readers are simulated only for the phantom cohort"),
+    ],
+)
+def test_evaluation_stage_errors_name_the_key(patch, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config({**MINIMAL, **patch}, origin="study.yaml")
+    assert message in str(info.value) and str(info.value).startswith("study.yaml")

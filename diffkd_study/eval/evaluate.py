@@ -1,0 +1,228 @@
+"""Study-level evaluation of prediction tables: the tables of the evaluation report, one function each.
+
+Every function takes a validated prediction table (``predictions.read_predictions``) and composes the
+statistics of ``roc``, ``operating_points``, ``calibration`` and ``tables``; nothing is re-derived
+here. Test sets are the internal test split (``internal test``) and each external center
+(``external: <center>``); the validation split is used only to choose thresholds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from diffkd_study.data.schema import Manifest
+from diffkd_study.eval.calibration import brier_score, calibration_intercept_slope
+from diffkd_study.eval.operating_points import Threshold, choose_threshold, operating_point
+from diffkd_study.eval.predictions import INTERNAL_TEST, label_test_sets, ordered_test_sets
+from diffkd_study.eval.roc import auc_bootstrap, delong_test
+from diffkd_study.eval.tables import metrics_by_group
+
+AGE_BANDS: tuple[tuple[float, float, str], ...] = (
+    (0, 40, "<40"), (40, 50, "40-49"), (50, 60, "50-59"), (60, 70, "60-69"), (70, 200, ">=70"),
+)
+MISSING = "missing"
+
+
+def age_band(age: pd.Series) -> pd.Series:
+    """Age in years -> band label (``AGE_BANDS``); ``missing`` where not recorded."""
+    years = pd.to_numeric(age, errors="coerce")
+    out = pd.Series(MISSING, index=age.index, dtype=object)
+    for low, high, label in AGE_BANDS:
+        out[(years >= low) & (years < high)] = label
+    return out
+
+
+def evaluation_rows(pred: pd.DataFrame, models: Sequence[str] | None = None) -> pd.DataFrame:
+    """The test-set rows (internal test and external) with a ``test_set`` column, models in the given order.
+
+    Raises when a model has predictions of several seeds (aggregate them with ``tables.aggregate_seeds``).
+    """
+    seeds = pred.groupby("model")["seed"].nunique()
+    if (seeds > 1).any():
+        raise ValueError(f"model(s) {list(seeds[seeds > 1].index)} have several seeds; this report evaluates one "
+                         "seed per model (aggregate seeds with tables.aggregate_seeds)")
+    chosen = list(models) if models else list(pd.unique(pred["model"]))
+    unknown = [m for m in chosen if m not in set(pred["model"])]
+    if unknown:
+        raise ValueError(f"no predictions for model(s) {unknown}; the tables hold {sorted(set(pred['model']))}")
+    out = pred[pred["model"].isin(chosen)].assign(test_set=label_test_sets(pred)).dropna(subset=["test_set"])
+    order = {name: k for k, name in enumerate(ordered_test_sets(out))}
+    rank = {m: k for k, m in enumerate(chosen)}
+    return out.sort_values(["test_set", "model"], key=lambda c: c.map(order if c.name == "test_set" else rank),
+                           kind="stable").reset_index(drop=True)
+
+
+def auc_table(tests: pd.DataFrame, *, bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """AUC with DeLong CI (logit scale) per model and test set, with n, n_pos and a bootstrap CI beside it."""
+    table = metrics_by_group(tests, ["test_set", "model"])
+    order = {name: k for k, name in enumerate(pd.unique(tests["test_set"]))}
+    rank = {m: k for k, m in enumerate(pd.unique(tests["model"]))}
+    table = table.sort_values(["test_set", "model"], key=lambda c: c.map(order if c.name == "test_set" else rank))
+    boot_low, boot_high = [], []
+    for _, row in table.iterrows():
+        part = tests[(tests["test_set"] == row["test_set"]) & (tests["model"] == row["model"])]
+        if np.isnan(row["auc"]):
+            boot_low.append(np.nan)
+            boot_high.append(np.nan)
+            continue
+        res = auc_bootstrap(part["y_true"], part["y_score"], n_resamples=bootstrap, seed=seed)
+        boot_low.append(res.ci_low)
+        boot_high.append(res.ci_high)
+    table["bootstrap_ci_low"], table["bootstrap_ci_high"] = boot_low, boot_high
+    return table[["model", "test_set", "n", "n_pos", "n_neg", "auc", "ci_low", "ci_high",
+                  "bootstrap_ci_low", "bootstrap_ci_high", "se", "note"]].reset_index(drop=True)
+
+
+def _paired(tests: pd.DataFrame, test_set: str, a: str, b: str) -> pd.DataFrame:
+    part = tests[tests["test_set"] == test_set]
+    left = part[part["model"] == a].set_index("image_id")
+    right = part[part["model"] == b].set_index("image_id")
+    return left[["y_true", "y_score"]].join(right[["y_score"]], rsuffix="_b", how="inner")
+
+
+def paired_delong_tests(tests: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:
+    """DeLong paired test of every pair of models on each test set (on the images both models scored)."""
+    rows = []
+    for test_set in pd.unique(tests["test_set"]):
+        models = list(pd.unique(tests.loc[tests["test_set"] == test_set, "model"]))
+        for a, b in combinations(models, 2):
+            both = _paired(tests, test_set, a, b)
+            row = {"test_set": test_set, "model_a": a, "model_b": b, "n": len(both), "n_pos": int(both["y_true"].sum())}
+            if min(row["n_pos"], row["n"] - row["n_pos"]) < 2:
+                rows.append({**row, "note": "fewer than 2 cases of a class"})
+                continue
+            t = delong_test(both["y_true"], both["y_score"], both["y_score_b"], level=level)
+            rows.append({**row, "auc_a": t.auc_a, "auc_b": t.auc_b, "difference": t.difference,
+                         "ci_low": t.ci_low, "ci_high": t.ci_high, "z": t.z, "p_value": t.p_value,
+                         "correlation": t.correlation, "note": ""})
+    columns = ["test_set", "model_a", "model_b", "n", "n_pos", "auc_a", "auc_b", "difference", "ci_low", "ci_high",
+               "z", "p_value", "correlation", "note"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def calibration_table(tests: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:
+    """Calibration intercept and slope (Wald CIs), Brier and scaled Brier per model and test set."""
+    rows = []
+    for (test_set, model), part in tests.groupby(["test_set", "model"], sort=False):
+        y, p = part["y_true"].to_numpy(), part["y_score"].to_numpy()
+        row = {"model": model, "test_set": test_set, "n": len(part), "n_pos": int(y.sum())}
+        if min(row["n_pos"], row["n"] - row["n_pos"]) < 1:
+            rows.append({**row, "note": "only one class"})
+            continue
+        cal = calibration_intercept_slope(y, p, level=level)
+        brier = brier_score(y, p)
+        rows.append({**row, "intercept": cal.intercept, "intercept_ci_low": cal.intercept_ci[0],
+                     "intercept_ci_high": cal.intercept_ci[1], "slope": cal.slope, "slope_ci_low": cal.slope_ci[0],
+                     "slope_ci_high": cal.slope_ci[1], "brier": brier.brier, "scaled_brier": brier.scaled_brier,
+                     "note": cal.note})
+    columns = ["model", "test_set", "n", "n_pos", "intercept", "intercept_ci_low", "intercept_ci_high", "slope",
+               "slope_ci_low", "slope_ci_high", "brier", "scaled_brier", "note"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def validation_thresholds(
+    pred: pd.DataFrame, models: Sequence[str], *, sensitivity_target: float = 0.9, specificity_target: float = 0.9
+) -> dict[str, dict[str, Threshold]]:
+    """Per model, thresholds chosen on the validation split only: Youden, sensitivity >= target, specificity >= target."""
+    out: dict[str, dict[str, Threshold]] = {}
+    for model in models:
+        val = pred[(pred["model"] == model) & (pred["split"] == "val")]
+        if val.empty:
+            raise ValueError(f"model {model!r} has no validation predictions: thresholds come from validation data only")
+        y, s = val["y_true"].to_numpy(), val["y_score"].to_numpy()
+        out[model] = {
+            "Youden (validation)": choose_threshold(y, s, "youden"),
+            f"sensitivity >= {sensitivity_target:.0%} (validation)": choose_threshold(y, s, "sensitivity", sensitivity_target),
+            f"specificity >= {specificity_target:.0%} (validation)": choose_threshold(y, s, "specificity", specificity_target),
+        }
+    return out
+
+
+def threshold_table(thresholds: dict[str, dict[str, Threshold]]) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"model": model, "rule": rule, "threshold": t.value, "validation_sensitivity": t.validation_sensitivity,
+         "validation_specificity": t.validation_specificity, "validation_n": t.n_pos + t.n_neg, "validation_n_pos": t.n_pos}
+        for model, rules in thresholds.items() for rule, t in rules.items()
+    ])
+
+
+def operating_point_table(tests: pd.DataFrame, thresholds: dict[str, dict[str, Threshold]],
+                          *, level: float = 0.95) -> pd.DataFrame:
+    """Sensitivity, specificity, PPV and NPV (Wilson CIs, numerator/denominator) at each validation threshold."""
+    rows = []
+    for (test_set, model), part in tests.groupby(["test_set", "model"], sort=False):
+        for rule, thr in thresholds[model].items():
+            op = operating_point(part["y_true"].to_numpy(), part["y_score"].to_numpy(), thr.value, level)
+            row = {"model": model, "test_set": test_set, "rule": rule, "threshold": thr.value, "n": op.n}
+            for metric in ("sensitivity", "specificity", "ppv", "npv"):
+                p = getattr(op, metric)
+                row[metric] = p.estimate
+                row[f"{metric}_ci"] = f"{p.ci_low:.2f}-{p.ci_high:.2f}" if p.denominator else "n/a"
+                row[f"{metric}_n"] = f"{p.numerator}/{p.denominator}"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def add_subgroups(tests: pd.DataFrame, manifest: Manifest, columns: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Join the subgroup columns the manifest has (``age_band`` from ``cond_age``); return (table, columns used)."""
+    ref = manifest.df.assign(image_id=manifest.df["image_id"].astype(str)).set_index("image_id")
+    if "cond_age" in ref.columns:
+        ref = ref.assign(age_band=age_band(ref["cond_age"]))
+    used = [c for c in columns if c in ref.columns and c not in ("center",) and ref[c].notna().any()]
+    out = tests.copy()
+    for col in used:
+        out[col] = ref[col].reindex(out["image_id"]).fillna(MISSING).astype(str).to_numpy()
+    return out, (["center"] if "center" in columns else []) + used
+
+
+def subgroup_table(tests: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """AUC with DeLong CI and counts per model, test set and level of each subgroup column (long format)."""
+    frames = []
+    for col in columns:
+        table = metrics_by_group(tests, ["test_set", "model", col]).rename(columns={col: "level"})
+        table.insert(2, "subgroup", col.removeprefix("cond_"))
+        table["level"] = table["level"].astype(str)
+        frames.append(table)
+    if not frames:
+        return pd.DataFrame()
+    order = {name: k for k, name in enumerate(pd.unique(tests["test_set"]))}
+    rank = {m: k for k, m in enumerate(pd.unique(tests["model"]))}
+    table = pd.concat(frames, ignore_index=True)
+    table = table.assign(_t=table["test_set"].map(order), _m=table["model"].map(rank), _s=table["subgroup"])
+    table = table.sort_values(["_t", "_s", "_m"], kind="stable")
+    return table.reset_index(drop=True)[
+        ["model", "test_set", "subgroup", "level", "n", "n_pos", "n_neg", "auc", "ci_low", "ci_high", "note"]]
+
+
+def format_auc(row: pd.Series | dict) -> str:
+    """'0.873 (0.821-0.912)' or 'n/a' when not estimable."""
+    if row["auc"] is None or np.isnan(row["auc"]):
+        return "n/a"
+    return f"{row['auc']:.3f} ({row['ci_low']:.3f}-{row['ci_high']:.3f})"
+
+
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a test-set or model name: 'external: center_C' -> 'external_center_C'."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+
+
+def describe_test_set(name: str) -> str:
+    """Plain-language name of a test set for captions."""
+    if name == INTERNAL_TEST:
+        return "the internal test set (new patients from the training centres)"
+    return f"the external test set of {name.removeprefix('external: ')} (a centre never used for training)"
+
+
+__all__ = [
+    "AGE_BANDS", "add_subgroups", "age_band", "auc_table", "calibration_table", "describe_test_set", "format_auc",
+    "operating_point_table", "slug",
+    "paired_delong_tests", "subgroup_table", "evaluation_rows", "threshold_table", "validation_thresholds",
+]

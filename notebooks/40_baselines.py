@@ -1,0 +1,124 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 40 · Baselines
+#
+# Before any deep network is trained, two simple models set the bar it has to clear. Both are
+# logistic regressions fitted on the training patients only; their settings are chosen on the
+# validation patients only, and they then predict the validation, internal test and external test
+# images. The prediction tables they write are what the evaluation and reader-study stages read.
+#
+# * **clinical**: the recorded clinical and imaging conditions (for example BI-RADS category, age,
+#   lesion descriptors). Where a BI-RADS category is recorded this is the "radiologist category"
+#   reference: how well the radiologist's own assessment separates benign from malignant lesions.
+# * **image features**: a handful of measurements of the lesion in the image and its outline (mask):
+#   brightness and its variation, contrast to the surrounding tissue, darkening or brightening
+#   behind the lesion, size, irregularity of the outline, taller-than-wide shape and texture.
+
+# %% tags=["parameters"]
+manifest_path = ""
+data_root = ""
+predictions_dir = ""
+figures_dir = "figures"
+metrics_path = "40_baselines.metrics.json"
+provenance_path = ""
+run_dir = ""
+models = ["clinical", "image_features"]
+clinical_conditions = []
+image_size = 128
+seed = 0
+
+# %% tags=["reviewer-only"]
+import pandas as pd
+from IPython.display import Markdown, display
+
+from diffkd_study.data.schema import read_manifest
+from diffkd_study.eval import baselines
+from diffkd_study.io import write_json
+from diffkd_study.nbutil import (
+    NotebookParameterError,
+    provenance_markdown,
+    records,
+    require_paths,
+    write_metrics,
+)
+
+paths = require_paths(manifest_path=manifest_path, data_root=data_root, run_dir=run_dir)
+unknown = [m for m in models if m not in baselines.BASELINES]
+if unknown or not models:
+    raise NotebookParameterError(f"models must be a non-empty list of {list(baselines.BASELINES)}; got {models!r}")
+manifest = read_manifest(paths["manifest_path"])
+
+# %%
+display(Markdown(provenance_markdown(provenance_path)))
+
+# %% [markdown]
+# ## Fitting
+# Each model is fitted on the training split; the strength of its regularisation is chosen from a
+# small grid by the area under the ROC curve (AUC) on the validation split.
+
+# %%
+fits, skipped = baselines.run_baselines(
+    manifest, predictions_dir, models=models, root=paths["data_root"], clinical_conditions=clinical_conditions or None,
+    image_size=image_size, seed=seed)
+best = baselines.best_by_validation(fits)
+summary = pd.DataFrame([fit.summary() for fit in fits.values()]).set_index("model")
+summary[["n_train", "n_features", "penalty_C", "val_auc"]]
+
+# %%
+for name, reason in skipped.items():
+    display(Markdown(f"**{name} was not fitted:** {reason}"))
+for name, fit in fits.items():
+    for note in fit.notes:
+        display(Markdown(f"*{name}:* {note}"))
+display(Markdown(
+    f"The model with the highest validation AUC, **{best}**, is used as *the model* in the reader study "
+    "until the teacher and student networks exist."))
+
+# %% [markdown]
+# ## What the models learnt
+# Coefficients per standard deviation of each input (positive = higher risk of malignancy). They
+# describe these simple models, not causes of disease.
+
+# %%
+for name, fit in fits.items():
+    display(Markdown(f"**{name}**"))
+    display(fit.coefficients.sort_values(key=abs, ascending=False).head(15).to_frame())
+
+# %% [markdown]
+# ## Predictions written
+# One row per image of the validation, internal test and external test sets; training images are
+# never scored (that would be leakage).
+
+# %%
+counts = pd.concat([fit.predictions for fit in fits.values()]).groupby(["model", "split"]).size().unstack()
+counts
+
+# %% tags=["reviewer-only"]
+write_json(f"{predictions_dir}/summary.json", {
+    "best_model": best, "selection": "highest validation AUC", "models": {n: f.summary() for n, f in fits.items()},
+    "skipped": skipped})
+write_metrics(metrics_path, {
+    "models": {n: f.summary() for n, f in fits.items()},
+    "skipped": skipped,
+    "best_model": best,
+    "index_section": {
+        "title": "Baselines",
+        "text": [f"Simple logistic-regression baselines fitted on the training split, tuned on validation only. "
+                 f"Best by validation AUC: {best}."] + [f"{n} not fitted: {r}" for n, r in skipped.items()],
+        "tables": [{"title": "Validation AUC", "records": records(summary[["n_train", "n_features", "val_auc"]].round(3))}],
+    },
+})

@@ -1,0 +1,262 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 50 · Evaluation
+#
+# How well do the models separate malignant from benign lesions on patients they have never seen,
+# and does that hold at other centres? This report reads the prediction tables written by the
+# earlier stages and shows, for every test set (the internal test set and each external centre):
+# the area under the ROC curve (AUC) with its 95% confidence interval, paired comparisons of the
+# models, calibration (do predicted risks match observed frequencies?), decision curves (is acting
+# on the model worthwhile?), and sensitivity, specificity, PPV and NPV at decision thresholds that
+# were fixed on the validation patients before the test sets were looked at.
+
+# %% tags=["parameters"]
+manifest_path = ""
+predictions_dir = ""
+figures_dir = "figures"
+metrics_path = "50_evaluation.metrics.json"
+provenance_path = ""
+run_dir = ""
+models = []
+bootstrap = 2000
+band_resamples = 500
+subgroups = ["center", "cond_birads", "age_band"]
+sensitivity_target = 0.9
+specificity_target = 0.9
+image_size = 128
+efficiency_runs = 30
+efficiency_threads = 1
+seed = 0
+
+# %% tags=["reviewer-only"]
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+
+from diffkd_study.data.schema import read_manifest
+from diffkd_study.eval import dca, plots
+from diffkd_study.eval import evaluate as ev
+from diffkd_study.eval.predictions import read_predictions
+from diffkd_study.nbutil import (
+    NotebookParameterError,
+    provenance_markdown,
+    records,
+    require_paths,
+    write_metrics,
+)
+
+paths = require_paths(manifest_path=manifest_path, predictions_dir=predictions_dir)
+if bootstrap < 100 or band_resamples < 100:
+    raise NotebookParameterError(f"bootstrap and band_resamples must be >= 100; got {bootstrap}, {band_resamples}")
+tables = sorted(Path(predictions_dir).glob("*.csv"))
+if not tables:
+    raise NotebookParameterError(f"no prediction tables in {predictions_dir}: run the baselines (or training) stage first")
+manifest = read_manifest(paths["manifest_path"])
+predictions = read_predictions(tables, manifest=manifest)
+tests = ev.evaluation_rows(predictions, models)
+model_names = list(dict.fromkeys(tests["model"]))
+test_sets = list(dict.fromkeys(tests["test_set"]))
+condition = f"{manifest.schema.positive_class} lesions"
+negative = next(label for label in manifest.schema.label_set if label != manifest.schema.positive_class)
+
+# %%
+display(Markdown(provenance_markdown(provenance_path)))
+display(Markdown(f"Models: {', '.join(f'**{m}**' for m in model_names)}. Test sets: {', '.join(test_sets)}."))
+
+# %% [markdown]
+# ## AUC per test set
+# AUC with its 95% confidence interval by DeLong's method (on the logit scale, so it stays between 0
+# and 1), and beside it a stratified bootstrap interval as a check; n is the number of images,
+# n_pos those with a malignant lesion.
+
+# %%
+auc = ev.auc_table(tests, bootstrap=bootstrap, seed=seed)
+auc.round(3)
+
+# %%
+fig = plots.plot_auc_forest(auc)
+plots.save_figure(fig, figures_dir, "auc_forest")
+display(Markdown(plots.caption("auc_forest", condition=condition)))
+
+# %% [markdown]
+# ## ROC curves
+# One figure per test set. The shaded bands are pointwise bootstrap bands (resamples as stated in
+# the caption's method note below).
+
+# %%
+roc_captions = {}
+for test_set in test_sets:
+    part = tests[tests["test_set"] == test_set]
+    curves = {m: (g["y_true"].to_numpy(), g["y_score"].to_numpy()) for m, g in part.groupby("model", sort=False)}
+    fig = plots.plot_roc(curves, n_resamples=band_resamples, seed=seed, title=f"ROC curves: {test_set}")
+    plots.save_figure(fig, figures_dir, f"roc_{ev.slug(test_set)}")
+    plt.show()
+    first = next(iter(curves.values()))[0]
+    roc_captions[test_set] = plots.caption("roc", test_set=ev.describe_test_set(test_set), n=len(first),
+                                           n_pos=int(first.sum()), condition=condition)
+    display(Markdown(roc_captions[test_set] + f" (Bands: {band_resamples} bootstrap resamples.)"))
+
+# %% [markdown]
+# ## Paired comparison of the models
+# DeLong's test of the difference between two models' AUCs on the same images (the difference and
+# its 95% confidence interval; p < 0.05 is conventionally called significant).
+
+# %%
+paired = ev.paired_delong_tests(tests)
+paired.round(4)
+
+# %% [markdown]
+# ## Calibration
+
+# %%
+calibration = ev.calibration_table(tests)
+calibration.round(3)
+
+# %%
+for test_set in test_sets:
+    part = tests[tests["test_set"] == test_set]
+    probs = {m: g["y_score"].to_numpy() for m, g in part.groupby("model", sort=False)}
+    y = part[part["model"] == model_names[0]]["y_true"].to_numpy()
+    fig = plots.plot_calibration(y, probs, title=f"Calibration: {test_set}")
+    plots.save_figure(fig, figures_dir, f"calibration_{ev.slug(test_set)}")
+    plt.show()
+    display(Markdown(plots.caption("calibration", test_set=ev.describe_test_set(test_set), n=len(y),
+                                   n_pos=int(y.sum()), condition=condition)))
+
+# %% [markdown]
+# ## Decision curves
+
+# %%
+for test_set in test_sets:
+    part = tests[tests["test_set"] == test_set]
+    probs = {m: g["y_score"].to_numpy() for m, g in part.groupby("model", sort=False)}
+    y = part[part["model"] == model_names[0]]["y_true"].to_numpy()
+    fig = plots.plot_decision_curves(dca.decision_curves(y, probs), title=f"Decision curves: {test_set}")
+    plots.save_figure(fig, figures_dir, f"decision_curves_{ev.slug(test_set)}")
+    plt.show()
+    display(Markdown(plots.caption("decision_curves", test_set=ev.describe_test_set(test_set), n=len(y),
+                                   n_pos=int(y.sum()), condition=condition)))
+
+# %% [markdown]
+# ## Operating points
+# Decision thresholds are chosen on the validation patients only (three rules: the Youden index,
+# which balances sensitivity and specificity, and the thresholds meeting a target sensitivity or
+# specificity), then applied unchanged to each test set. Each proportion has a 95% Wilson
+# confidence interval and its numerator/denominator.
+
+# %%
+thresholds = ev.validation_thresholds(predictions, model_names, sensitivity_target=sensitivity_target,
+                                      specificity_target=specificity_target)
+ev.threshold_table(thresholds).round(3)
+
+# %%
+operating = ev.operating_point_table(tests, thresholds)
+operating.round(3)
+
+# %%
+fig, axes = plt.subplots(len(model_names), len(test_sets), squeeze=False, layout="constrained",
+                         figsize=(4.2 * len(test_sets), 3.6 * len(model_names)))
+for i, model in enumerate(model_names):
+    threshold = next(iter(thresholds[model].values()))
+    for j, test_set in enumerate(test_sets):
+        part = tests[(tests["test_set"] == test_set) & (tests["model"] == model)]
+        calls = (part["y_score"] >= threshold.value).astype(int)
+        plots.plot_confusion(part["y_true"], calls, {0: negative, 1: manifest.schema.positive_class},
+                             title=f"{model}\n{test_set}", ax=axes[i, j])
+plots.save_figure(fig, figures_dir, "confusion_matrices")
+plt.show()
+display(Markdown(plots.caption("confusion", model="each model", test_set="each test set", n="all",
+                               condition=condition) + " Threshold: Youden index on validation."))
+
+# %% [markdown]
+# ## Centres and subgroups
+# AUC per centre and per subgroup recorded in the manifest, with counts. Subgroups with fewer than
+# two cases of a class have no AUC; small subgroups have wide intervals and are descriptive only.
+
+# %%
+with_groups, subgroup_columns = ev.add_subgroups(tests, manifest, subgroups)
+subgroup = ev.subgroup_table(with_groups, subgroup_columns)
+subgroup.round(3)
+
+# %% [markdown]
+# ## Efficiency of the networks the training stage will use
+# Size and speed of the teacher and student architectures at the study resolution (untrained
+# weights: size and speed do not depend on them). CPU latency is the median of repeated single-image
+# forward passes on one thread.
+
+# %% tags=["reviewer-only"]
+import torch
+
+from diffkd_study.eval.efficiency import compare_models
+from diffkd_study.models.classifier import DEFAULT_STUDENT, DEFAULT_TEACHER, create_classifier
+
+torch.manual_seed(seed)
+teacher = create_classifier(DEFAULT_TEACHER, num_classes=2, in_chans=1, pretrained="none")
+student = create_classifier(DEFAULT_STUDENT, num_classes=2, in_chans=1, pretrained="none")
+
+# %%
+efficiency = compare_models(teacher, student, (1, 1, image_size, image_size), threads=efficiency_threads,
+                            warmup=5, runs=efficiency_runs)
+display(Markdown(f"Teacher **{DEFAULT_TEACHER}**, student **{DEFAULT_STUDENT}**, input 1 x {image_size} x "
+                 f"{image_size} pixels, {efficiency_threads} CPU thread(s), {efficiency_runs} timed runs."))
+efficiency.round(3)
+
+# %% tags=["reviewer-only"]
+headline = auc.assign(auc_95ci=auc.apply(ev.format_auc, axis=1))
+limitations = [
+    "The models are simple baselines (logistic regressions), not the teacher and student networks; "
+    "the training stage will add those to the same tables.",
+    f"ROC bands use {band_resamples} bootstrap resamples, bootstrap AUC intervals {bootstrap}.",
+]
+if "phantom" in set(manifest.df["dataset"]):
+    limitations.insert(0, "The data are simulated (phantom cohort): the numbers show that the evaluation works, "
+                          "not how a model performs on patients.")
+for _, row in auc.iterrows():
+    if row["n_pos"] < 30:
+        limitations.append(f"{row['test_set']} has only {row['n_pos']} malignant case(s): intervals are wide.")
+        break
+write_metrics(metrics_path, {
+    "auc": records(auc),
+    "paired_delong": records(paired),
+    "calibration": records(calibration),
+    "thresholds": records(ev.threshold_table(thresholds)),
+    "operating_points": records(operating),
+    "subgroups": records(subgroup),
+    "efficiency": records(efficiency),
+    "bootstrap": bootstrap,
+    "band_resamples": band_resamples,
+    "index_section": {
+        "title": "Diagnostic performance",
+        "text": ["AUC with 95% DeLong confidence interval per model and test set; thresholds for sensitivity and "
+                 "specificity were fixed on validation data. Full tables in 50_evaluation."],
+        "tables": [
+            {"title": "AUC per test set", "records": records(
+                headline[["model", "test_set", "n", "n_pos", "auc_95ci"]].set_index(["model", "test_set"]))},
+            {"title": "Paired DeLong tests", "records": records(
+                paired[["test_set", "model_a", "model_b", "n", "difference", "ci_low", "ci_high", "p_value"]]
+                .round(4).set_index("test_set"))},
+        ],
+        "figures": [
+            {"png": f"figures/roc_{ev.slug(test_sets[0])}.png", "title": f"ROC curves: {test_sets[0]}",
+             "caption": roc_captions[test_sets[0]]},
+            {"png": "figures/auc_forest.png", "title": "AUC by test set",
+             "caption": plots.caption("auc_forest", condition=condition)},
+        ],
+        "limitations": limitations,
+    },
+})
