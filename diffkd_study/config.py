@@ -28,10 +28,16 @@ from typing import Any
 
 import yaml
 
-KNOWN_STAGES: tuple[str, ...] = ("data_audit", "baselines", "evaluation", "reader_study")
+KNOWN_STAGES: tuple[str, ...] = (
+    "data_audit", "diffusion", "synthetic_quality", "teacher", "student", "baselines", "evaluation", "reader_study",
+)
 STAGE_NOTEBOOKS: dict[str, str] = {
     "data_audit": "00_data_audit",
-    "baselines": "40_baselines",
+    "diffusion": "10_diffusion",
+    "synthetic_quality": "20_synthetic_quality",
+    "teacher": "30_teacher",
+    "student": "40_student",
+    "baselines": "45_baselines",
     "evaluation": "50_evaluation",
     "reader_study": "60_reader_study",
 }

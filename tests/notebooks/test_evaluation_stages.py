@@ -48,7 +48,7 @@ def test_all_stages_run_and_write_html(study_run):
     prov = json.loads((report / "provenance.json").read_text())
     assert [s["status"] for s in prov["stages"]] == ["ok"] * 4, prov["stages"]
     assert code == 0
-    for name in ("40_baselines", "50_evaluation", "60_reader_study"):
+    for name in ("45_baselines", "50_evaluation", "60_reader_study"):
         for suffix in (".html", ".clinician.html", ".metrics.json", ".ipynb"):
             assert (report / f"{name}{suffix}").is_file(), name + suffix
     for figure in ("roc_internal_test", "roc_external_center_C", "auc_forest", "calibration_internal_test",
