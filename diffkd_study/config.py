@@ -20,7 +20,10 @@ Stages run in the order of ``KNOWN_STAGES``; each reads only what earlier stages
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,19 +31,35 @@ from typing import Any
 
 import yaml
 
-KNOWN_STAGES: tuple[str, ...] = (
-    "data_audit", "diffusion", "synthetic_quality", "teacher", "student", "baselines", "evaluation", "reader_study",
-)
-STAGE_NOTEBOOKS: dict[str, str] = {
-    "data_audit": "00_data_audit",
-    "diffusion": "10_diffusion",
-    "synthetic_quality": "20_synthetic_quality",
-    "teacher": "30_teacher",
-    "student": "40_student",
-    "baselines": "45_baselines",
-    "evaluation": "50_evaluation",
-    "reader_study": "60_reader_study",
-}
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage: its notebook and, for stages configured by a section of their own, the section's dataclass.
+
+    The section (the YAML key named like the stage) is parsed by :func:`parse_section` into an instance
+    of ``section``; every field becomes a notebook parameter of the same name (tuples as lists).
+    ``baselines``, ``evaluation`` and ``reader_study`` keep their hand-written parsers (``section=None``).
+    """
+
+    notebook: str
+    section: type | None = None
+
+
+def _stage_table() -> dict[str, StageSpec]:
+    # Stage parameter dataclasses live in light modules (no torch import), one per area.
+    return {
+        "data_audit": StageSpec("00_data_audit"),
+        "baselines": StageSpec("45_baselines"),
+        "evaluation": StageSpec("50_evaluation"),
+        "reader_study": StageSpec("60_reader_study"),
+    }
+
+
+STAGES: dict[str, StageSpec] = _stage_table()
+#: The order stages run in (each reads only what earlier stages wrote): by notebook number.
+KNOWN_STAGES: tuple[str, ...] = tuple(sorted(STAGES, key=lambda s: STAGES[s].notebook))
+STAGE_NOTEBOOKS: dict[str, str] = {name: spec.notebook for name, spec in STAGES.items()}
+
 BASELINE_MODELS: tuple[str, ...] = ("clinical", "image_features")  # diffkd_study.eval.baselines.BASELINES
 DEFAULT_MANIFEST_IMAGE_SIZE = 224
 
@@ -132,7 +151,13 @@ class StudyConfig:
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     reader_study: ReaderStudyConfig = field(default_factory=ReaderStudyConfig)
+    # stage name -> its section (an instance of STAGES[stage].section), for every stage that has one
+    stage_params: Mapping[str, Any] = field(default_factory=dict)
     source_path: str | None = None
+
+    def section(self, stage: str) -> Any:
+        """The parsed section of ``stage`` (its defaults when the YAML has none)."""
+        return self.stage_params[stage]
 
     def to_dict(self) -> dict[str, Any]:
         def convert(value: Any) -> Any:
@@ -146,6 +171,7 @@ class StudyConfig:
 
         out = convert(self)
         out.pop("source_path", None)
+        out.update(out.pop("stage_params"))
         return out
 
 
@@ -178,9 +204,10 @@ def _str_list(value: Any, where: str) -> tuple[str, ...]:
 
 
 def parse_config(raw: Any, origin: str = "<config>") -> StudyConfig:
+    sectioned = {name for name, spec in STAGES.items() if spec.section is not None}
     top = _expect(
         raw, origin,
-        {"name", "seed", "data", "stages", "description", "baselines", "evaluation", "reader_study"},
+        {"name", "seed", "data", "stages", "description", "baselines", "evaluation", "reader_study"} | sectioned,
         {"name", "data"},
     )
     name = top["name"]
@@ -250,8 +277,64 @@ def parse_config(raw: Any, origin: str = "<config>") -> StudyConfig:
         baselines=_parse_baselines(top.get("baselines"), origin),
         evaluation=_parse_evaluation(top.get("evaluation"), origin),
         reader_study=_parse_reader_study(top.get("reader_study"), origin, phantom=phantom is not None),
+        stage_params={name: parse_section(top.get(name), STAGES[name].section, f"{origin}: {name}")
+                      for name in sorted(sectioned, key=KNOWN_STAGES.index)},
         source_path=None if origin == "<config>" else origin,
     )
+
+
+def _check_value(value: Any, hint: Any, where: str) -> Any:
+    """``value`` (from YAML) checked against the type annotation ``hint``; tuples from lists."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(f"{where}: a value is required")
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _check_value(value, option, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {hint}")
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and args[0] is str:
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_check_value(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint in (int, float):
+        return _number(value, where, hint)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    if dataclasses.is_dataclass(hint):
+        return parse_section(value, hint, where)
+    raise TypeError(f"{where}: unsupported field type {hint!r} in a stage section")  # a programming error
+
+
+def parse_section(raw: Any, cls: type, where: str) -> Any:
+    """A stage section (a YAML mapping) as an instance of the dataclass ``cls``.
+
+    Unknown keys, wrong types and the dataclass's own ``__post_init__`` checks (``ValueError``) all
+    become a :class:`ConfigError` that names the file and the key; missing keys take the defaults.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    mapping = _expect(raw or {}, where, names)
+    values = {name: _check_value(value, hints[name], f"{where}.{name}") for name, value in mapping.items()}
+    try:
+        return cls(**values)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def _parse_baselines(raw: Any, origin: str) -> BaselinesConfig:

@@ -13,6 +13,7 @@ before anything is written under ``reports/NAME``.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import sys
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffkd_study.config import STAGE_NOTEBOOKS, StudyConfig, load_config
+from diffkd_study.config import STAGE_NOTEBOOKS, STAGES, StudyConfig, load_config
 from diffkd_study.data.study import DataPreparationError, StudyData, prepare_study_data
 from diffkd_study.io import write_json, write_text
 from diffkd_study.provenance import now_iso, run_provenance
@@ -116,9 +117,29 @@ def execute_stage(
     return StageResult(stage, name, "failed" if error else "ok", wall, error, metrics)
 
 
+def section_parameters(section: Any) -> dict[str, Any]:
+    """A stage section's fields as notebook parameters: literal values only, tuples as lists."""
+    def literal(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return section_parameters(value)
+        return [literal(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+    return {f.name: literal(getattr(section, f.name)) for f in dataclasses.fields(section)}
+
+
 def stage_parameters(
-    stage: str, config: StudyConfig, data: StudyData, report_dir: Path, run_dir: Path, project_root: Path = Path(".")
+    stage: str, config: StudyConfig, data: StudyData, report_dir: Path, run_dir: Path, project_root: Path = Path("."),
+    data_root_base: str | Path | None = None,
 ) -> dict[str, Any]:
+    """The papermill parameters of ``stage``: the common ones, the data, and the stage's own section.
+
+    Every stage gets ``run_dir``, ``figures_dir``, ``metrics_path``, ``provenance_path`` and ``seed``;
+    stages configured by a section (``STAGES[stage].section``) also get ``manifest_path`` (the split
+    study manifest), ``data_root`` (the folder its paths are relative to), ``predictions_dir``,
+    ``project_root``, ``data_root_base`` (``--data-root``, empty for the phantom cohort),
+    ``image_size`` (the study resolution, unless the section sets its own) and every field of the
+    section.
+    """
     name = STAGE_NOTEBOOKS[stage]
     common = {
         "run_dir": str(run_dir.resolve()),
@@ -174,6 +195,15 @@ def stage_parameters(
             "model": rs.model or "",
             "reader_study_dir": str((run_dir / "reader_study").resolve()),
         }
+    if STAGES[stage].section is not None:
+        return {
+            **common, **manifest,
+            "data_root": str(data.root.resolve()),
+            "project_root": str(Path(project_root).resolve()),
+            "data_root_base": "" if data_root_base is None else str(Path(data_root_base).resolve()),
+            "image_size": config.data.resolution,
+            **section_parameters(config.section(stage)),
+        }
     raise KeyError(stage)
 
 
@@ -212,7 +242,7 @@ def run_study(
             log(f"stage {i}/{len(config.stages)} {stage}: skipped ({skip})")
             continue
         log(f"stage {i}/{len(config.stages)} {stage}: executing notebooks/{STAGE_NOTEBOOKS[stage]}.ipynb")
-        params = stage_parameters(stage, config, data, report_dir, run_dir, project_root)
+        params = stage_parameters(stage, config, data, report_dir, run_dir, project_root, data_root)
         try:
             result = execute_stage(stage, project_root / "notebooks", report_dir, params, progress=progress)
         except Exception as err:  # a broken stage is reported in the index, not hidden

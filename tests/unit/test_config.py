@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
 
-from diffkd_study.config import ConfigError, load_config, parse_config
+from diffkd_study.config import ConfigError, load_config, parse_config, parse_section
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -93,3 +94,51 @@ def test_evaluation_stage_errors_name_the_key(patch, message):
     with pytest.raises(ConfigError) as info:
         parse_config({**MINIMAL, **patch}, origin="study.yaml")
     assert message in str(info.value) and str(info.value).startswith("study.yaml")
+
+
+# -- stage sections ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Inner:
+    steps: int = 2
+
+
+@dataclass(frozen=True)
+class _Section:
+    rate: float = 0.1
+    steps: int = 3
+    name: str = "a"
+    flag: bool = False
+    names: tuple[str, ...] = ("x",)
+    limit: int | None = None
+    inner: _Inner = field(default_factory=_Inner)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError("steps must be >= 1")
+
+
+def test_section_parses_types_and_defaults():
+    section = parse_section({"rate": 1, "names": ["p", "q"], "limit": 5, "inner": {"steps": 4}}, _Section, "f.yaml: s")
+    assert section == _Section(rate=1.0, names=("p", "q"), limit=5, inner=_Inner(4))
+    assert isinstance(section.rate, float)
+    assert parse_section(None, _Section, "w") == _Section()
+    assert parse_section({"names": "single"}, _Section, "w").names == ("single",)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"rat": 1}, "f.yaml: s: unknown key(s) ['rat']"),
+        ({"steps": 1.5}, "f.yaml: s.steps: expected int"),
+        ({"flag": "yes"}, "f.yaml: s.flag: expected true or false"),
+        ({"names": {"a": 1}}, "f.yaml: s.names: expected a list"),
+        ({"limit": "many"}, "f.yaml: s.limit: expected int"),
+        ({"inner": {"steps": "x"}}, "f.yaml: s.inner.steps: expected int"),
+        ({"steps": 0}, "f.yaml: s: steps must be >= 1"),
+        ({"name": None}, "f.yaml: s.name: expected a string, got None"),
+    ],
+)
+def test_section_errors_name_the_key(raw, message):
+    with pytest.raises(ConfigError) as info:
+        parse_section(raw, _Section, "f.yaml: s")
+    assert message in str(info.value)
