@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from diffkd_study.train.stage import StudentStageConfig, TeacherStageConfig
+
 
 @dataclass(frozen=True)
 class StageSpec:
@@ -49,6 +51,8 @@ def _stage_table() -> dict[str, StageSpec]:
     # Stage parameter dataclasses live in light modules (no torch import), one per area.
     return {
         "data_audit": StageSpec("00_data_audit"),
+        "teacher": StageSpec("30_teacher", TeacherStageConfig),
+        "student": StageSpec("40_student", StudentStageConfig),
         "baselines": StageSpec("45_baselines"),
         "evaluation": StageSpec("50_evaluation"),
         "reader_study": StageSpec("60_reader_study"),

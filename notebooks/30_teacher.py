@@ -1,0 +1,154 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 30 · Teacher
+#
+# The second stage of DiffKD-DCIS trains a large, accurate network, the *teacher*, whose knowledge
+# the compact student will later learn. The teacher starts from ImageNet weights and is fine-tuned
+# on the training patients, once on the real images only and once on real plus synthetic images
+# from the diffusion stage, so that the value of the synthetic images can be measured. The best
+# epoch is chosen on the validation patients only; the test sets are not looked at here. Each
+# teacher then scores the validation, internal test and external test images for the evaluation.
+
+# %% tags=["parameters"]
+manifest_path = ""
+data_root = ""
+predictions_dir = ""
+figures_dir = "figures"
+metrics_path = "30_teacher.metrics.json"
+provenance_path = ""
+run_dir = ""
+project_root = ""
+data_root_base = ""
+image_size = 128
+seed = 0
+model = "tf_efficientnet_lite2"
+weights = "package:efficientnet-lite2"
+variants = ["real", "real+syn"]
+seeds = [0]
+epochs = 12
+batch_size = 16
+lr = 0.0003
+weight_decay = 0.0001
+warmup_epochs = 1.0
+grad_clip = 5.0
+patience = 5
+min_epochs = 3
+augment = "ultrasound"
+class_weighting = "balanced"
+synthetic = "auto"
+synthetic_ratio = 0.5
+eval_batch_size = 64
+device = "auto"
+launcher = "inline"
+nproc = 1
+
+# %% tags=["reviewer-only"]
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
+
+from diffkd_study.eval import plots
+from diffkd_study.nbutil import (
+    NotebookParameterError,
+    provenance_markdown,
+    records,
+    require_paths,
+    write_metrics,
+)
+from diffkd_study.train import study
+
+paths = require_paths(manifest_path=manifest_path, data_root=data_root, run_dir=run_dir)
+params = {name: globals()[name] for name in study.parameter_names("teacher")}
+try:
+    config = study.stage_config("teacher", params)
+except ValueError as err:
+    raise NotebookParameterError(f"teacher parameters: {err}") from None
+
+# %%
+display(Markdown(provenance_markdown(provenance_path)))
+display(Markdown(
+    f"Teacher network **{config.model}** (initial weights: `{config.weights}`), {image_size} x {image_size} "
+    f"pixels, variants {', '.join(config.variants)}, seeds {list(config.seeds)}, at most {config.epochs} epochs "
+    f"(early stop after {config.patience} epochs without a better validation AUC)."))
+
+# %% [markdown]
+# ## Training
+# Progress bars show each epoch's running loss and speed. A run interrupted here resumes from its last
+# finished epoch when the stage is run again.
+
+# %%
+result = study.run_stage("teacher", params)
+
+# %% [markdown]
+# ## Data used
+# Images per class and set. Synthetic images are used for training only, never for validation or testing.
+
+# %%
+counts = pd.DataFrame(result["counts"]).set_index("set")
+counts
+
+# %%
+notes = [f"**{variant}** was not trained: {reason}" for variant, reason in result["skipped"].items()]
+if result["synthetic_manifest"] and not result["synthetic_audited"]:
+    notes.append("The synthetic images were **not audited** for memorization (the synthetic-quality stage did "
+                 "not run): every generated image was used.")
+for note in notes:
+    display(Markdown(note))
+
+# %% [markdown]
+# ## Training runs
+# One row per variant and seed: the epoch chosen on validation data and its validation AUC.
+
+# %%
+fits = study.fits_table(result)
+fits.round(3)
+
+# %%
+history = study.history_frame(result)
+curve_names = []
+for variant in dict.fromkeys(history["variant"]):
+    part = history[history["variant"] == variant]
+    fig = plots.plot_loss_curves(part, x="epoch", title=f"Teacher {variant}: training curves")
+    name = f"teacher_curves_{variant.replace('+', '_')}"
+    plots.save_figure(fig, figures_dir, name)
+    curve_names.append((variant, name))
+    plt.show()
+display(Markdown(plots.caption("loss_curves", model="the teacher")))
+
+# %% tags=["reviewer-only"]
+if not result["fits"]:
+    raise NotebookParameterError("no teacher was trained: " + "; ".join(notes))
+summary = fits.groupby("variant", sort=False)["val_auc"].agg(["mean", "std", "count"]).round(3)
+limitations = [f"{v} not trained: {r}" for v, r in result["skipped"].items()]
+if fits["n_val"].iloc[0] < 100:
+    limitations.append(f"The validation set has only {int(fits['n_val'].iloc[0])} images: the choice of the best "
+                       "epoch is noisy.")
+write_metrics(metrics_path, {
+    "records": {k: v for k, v in result.items() if k != "fits"},
+    "fits": records(fits),
+    "index_section": {
+        "title": "Teacher",
+        "text": [f"{config.model} ({config.weights}) fine-tuned at {image_size} px; best epoch by validation AUC. "
+                 f"Variants: {', '.join(config.variants)}; seeds {list(config.seeds)}."],
+        "tables": [{"title": "Teacher validation AUC (mean, SD over seeds)",
+                    "records": records(summary.reset_index())}],
+        "figures": [{"png": f"figures/{name}.png", "title": f"Teacher {variant}: training curves",
+                     "caption": plots.caption("loss_curves", model=f"the {variant} teacher")}
+                    for variant, name in curve_names[:1]],
+        "limitations": limitations,
+    },
+})

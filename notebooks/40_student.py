@@ -1,0 +1,188 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 40 · Student
+#
+# The third stage of DiffKD-DCIS trains a compact network, the *student*, that is far smaller and
+# faster than the teacher, by knowledge distillation: besides the true labels it learns to match the
+# teacher's softened predictions. To see what each stage contributes, the same student is trained
+# in several "partial combinations": alone, distilled from a teacher trained on real images only,
+# distilled from the teacher trained on real + synthetic images (the full method), and that plus
+# synthetic images for the student too. Every variant gets the same epochs, optimiser and seeds.
+
+# %% tags=["parameters"]
+manifest_path = ""
+data_root = ""
+predictions_dir = ""
+figures_dir = "figures"
+metrics_path = "40_student.metrics.json"
+provenance_path = ""
+run_dir = ""
+project_root = ""
+data_root_base = ""
+image_size = 128
+seed = 0
+model = "lcnet_035"
+weights = "none"
+variants = ["scratch", "kd_real", "diffkd", "diffkd+syn"]
+seeds = [0]
+epochs = 12
+batch_size = 16
+lr = 0.002
+weight_decay = 0.0001
+warmup_epochs = 1.0
+grad_clip = 5.0
+patience = 5
+min_epochs = 3
+augment = "ultrasound"
+class_weighting = "balanced"
+synthetic = "auto"
+synthetic_ratio = 0.5
+eval_batch_size = 64
+device = "auto"
+launcher = "inline"
+nproc = 1
+loss = "kd"
+ce_weight = 0.5
+kd_weight = 0.5
+temperature = 4.0
+feature_weight = 0.0
+efficiency_runs = 30
+
+# %% tags=["reviewer-only"]
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from diffkd_study.data.schema import read_manifest
+from diffkd_study.eval import plots
+from diffkd_study.eval.efficiency import compare_models
+from diffkd_study.models.classifier import create_classifier
+from diffkd_study.nbutil import (
+    NotebookParameterError,
+    provenance_markdown,
+    records,
+    require_paths,
+    write_metrics,
+)
+from diffkd_study.train import study
+
+paths = require_paths(manifest_path=manifest_path, data_root=data_root, run_dir=run_dir)
+params = {name: globals()[name] for name in study.parameter_names("student")}
+try:
+    config = study.stage_config("student", params)
+except ValueError as err:
+    raise NotebookParameterError(f"student parameters: {err}") from None
+teacher_records = study.read_records(run_dir, "teacher")
+
+# %%
+display(Markdown(provenance_markdown(provenance_path)))
+objective = {"kd": f"{config.ce_weight} x cross-entropy + {config.kd_weight} x T^2 KL (Hinton KD, T = {config.temperature})",
+             "dkd": f"{config.ce_weight} x cross-entropy + {config.kd_weight} x decoupled KD (T = {config.temperature})",
+             "kd+fitnet": f"Hinton KD plus {config.feature_weight} x FitNets feature hint",
+             "kd+at": f"Hinton KD plus {config.feature_weight} x attention transfer"}[config.loss]
+display(Markdown(
+    f"Student network **{config.model}** (initial weights: `{config.weights}`), {image_size} x {image_size} pixels; "
+    f"distillation objective: {objective}. Variants {', '.join(config.variants)}; seeds {list(config.seeds)}."))
+
+# %% [markdown]
+# ## Training
+# A distilled student runs the frozen teacher on every batch, so it trains slower than the student alone.
+
+# %%
+result = study.run_stage("student", params)
+
+# %%
+for variant, reason in result["skipped"].items():
+    display(Markdown(f"**{variant}** was not trained: {reason}"))
+
+# %% [markdown]
+# ## Training runs and loss terms
+# Each distillation term is logged separately (mdistiller's "report every term"): ``ce`` is the
+# class-weighted cross-entropy with the labels, ``kd`` the distillation term (already multiplied by its
+# weight), ``total`` their sum.
+
+# %%
+fits = study.fits_table(result)
+fits.round(3)
+
+# %%
+history = study.history_frame(result)
+curve_names = []
+for variant in dict.fromkeys(history["variant"]):
+    part = history[history["variant"] == variant]
+    fig = plots.plot_loss_curves(part, x="epoch", title=f"Student {variant}: training curves")
+    name = f"student_curves_{variant.replace('+', '_')}"
+    plots.save_figure(fig, figures_dir, name)
+    curve_names.append((variant, name))
+    plt.show()
+display(Markdown(plots.caption("loss_curves", model="each student variant")))
+
+# %% [markdown]
+# ## Partial combinations (ablation grid)
+# AUC of every teacher and student on the validation set and on each test set, as the mean +- SD over
+# the training seeds. Confidence intervals and paired tests against the full method are in the
+# evaluation report.
+
+# %%
+manifest = read_manifest(manifest_path)
+names = [f["name"] for f in teacher_records["fits"]] + [f["name"] for f in result["fits"]]
+ablation = study.ablation_table(predictions_dir, list(dict.fromkeys(names)), manifest)
+ablation
+
+# %% [markdown]
+# ## Size and speed: teacher vs student
+# Parameters, computation (FLOPs) and single-thread CPU latency (batch 1, median of repeated runs,
+# the two networks timed in turn) at the study resolution.
+
+# %%
+in_chans = result["in_chans"]
+classes = len(result["classes"])
+torch.manual_seed(seed)
+teacher_net = create_classifier(teacher_records["config"]["model"], classes, in_chans, "none")
+student_net = create_classifier(config.model, classes, in_chans, "none")
+efficiency = compare_models(teacher_net, student_net, (1, in_chans, image_size, image_size), threads=1, warmup=5,
+                            runs=efficiency_runs)
+efficiency.round(4)
+
+# %% tags=["reviewer-only"]
+ratios = efficiency["student_to_teacher"]
+limitations = [f"{v} not trained: {r}" for v, r in result["skipped"].items()]
+if len(config.seeds) < 3:
+    limitations.append(f"{len(config.seeds)} training seed(s) per variant: the SD over seeds is a rough guide.")
+write_metrics(metrics_path, {
+    "records": {k: v for k, v in result.items() if k != "fits"},
+    "fits": records(fits),
+    "ablation": records(ablation.reset_index()) if len(ablation) else [],
+    "efficiency": records(efficiency),
+    "efficiency_ratios": {"params": float(ratios["params"]), "GFLOPs": float(ratios["GFLOPs"]),
+                          "cpu_latency": float(ratios["CPU latency median ms"])},
+    "index_section": {
+        "title": "Student and partial combinations",
+        "text": [f"Student {config.model} distilled with {objective}. The student has "
+                 f"{ratios['params']:.3f} of the teacher's parameters, {ratios['GFLOPs']:.3f} of its FLOPs and "
+                 f"{ratios['CPU latency median ms']:.3f} of its single-thread CPU latency at {image_size} px."],
+        "tables": [{"title": "Partial combinations: AUC mean +- SD over seeds", "caption": "DeLong intervals and "
+                    "paired tests are in the evaluation report.",
+                    "records": records(ablation.reset_index()) if len(ablation) else []},
+                   {"title": "Efficiency (student / teacher)", "records": records(efficiency.round(4))}],
+        "figures": [{"png": f"figures/{name}.png", "title": f"Student {variant}: training curves",
+                     "caption": plots.caption("loss_curves", model=f"the {variant} student")}
+                    for variant, name in curve_names if variant == "diffkd"][:1],
+        "limitations": limitations,
+    },
+})

@@ -1,0 +1,95 @@
+"""End-to-end: teacher and student notebooks via `diffkd-study run` on a tiny phantom cohort, with a
+synthetic set planted where the diffusion stage writes it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from diffkd_study.cli import main
+from diffkd_study.data.phantom import generate_phantom_cohort
+from diffkd_study.data.schema import Manifest, write_manifest
+
+PROJECT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.notebook
+STAGES = ["teacher", "student", "evaluation"]
+TRAINING = {"epochs": 2, "batch_size": 8, "min_epochs": 1, "seeds": [0, 1]}
+
+
+def _plant_synthetic(folder: Path) -> None:
+    """A stand-in synthetic set (phantom images of another seed) in the synthetic-manifest layout."""
+    cohort = generate_phantom_cohort(folder, n_per_center=4, seed=99, image_size=64, progress=False)
+    df = cohort.df.assign(split="train", synthetic="1", center="synthetic")
+    write_manifest(Manifest(df, cohort.schema), folder / "synthetic.csv")
+    (folder / "phantom.csv").unlink()
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("train")
+    raw = {
+        "name": "trainsmoke", "seed": 0, "stages": STAGES,
+        "data": {"phantom": {"n_per_center": 20, "image_size": 64}, "external": {"center": ["center_C"]},
+                 "split": {"val_frac": 0.25, "test_frac": 0.25}},
+        "teacher": {**TRAINING, "seeds": [0], "model": "tf_efficientnet_lite0", "weights": "none"},
+        "student": {**TRAINING, "loss": "kd+at", "feature_weight": 10.0},
+        "evaluation": {"bootstrap": 200, "band_resamples": 100, "efficiency_runs": 3},
+    }
+    config = tmp_path / "trainsmoke.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    _plant_synthetic(tmp_path / "runs" / "trainsmoke" / "synthetic")
+    cwd, cache = os.getcwd(), os.environ.get("DIFFKD_CACHE_DIR")
+    os.environ["DIFFKD_CACHE_DIR"] = str(tmp_path / "cache")
+    os.chdir(PROJECT)
+    try:
+        code = main(["run", str(config), "--reports-dir", str(tmp_path / "reports"), "--runs-dir", str(tmp_path / "runs")])
+    finally:
+        os.chdir(cwd)
+        if cache is None:
+            os.environ.pop("DIFFKD_CACHE_DIR")
+        else:
+            os.environ["DIFFKD_CACHE_DIR"] = cache
+    return code, tmp_path / "reports" / "trainsmoke", tmp_path / "runs" / "trainsmoke"
+
+
+def test_stages_run_and_report(study_run):
+    code, report, _ = study_run
+    prov = json.loads((report / "provenance.json").read_text())
+    assert [s["status"] for s in prov["stages"]] == ["ok"] * len(STAGES), prov["stages"]
+    assert code == 0
+    for name in ("30_teacher", "40_student"):
+        for suffix in (".html", ".clinician.html", ".metrics.json"):
+            assert (report / f"{name}{suffix}").is_file(), name + suffix
+    for figure in ("teacher_curves_real", "teacher_curves_real_syn", "student_curves_diffkd_syn"):
+        assert (report / "figures" / f"{figure}.png").is_file(), figure
+
+
+def test_every_variant_and_seed_predicts_held_out_rows_only(study_run):
+    _, _, run = study_run
+    study = pd.read_csv(run / "data" / "study.csv")
+    train = set(study.loc[study["split"] == "train", "image_id"])
+    names = ["teacher_real", "teacher_real+syn", "student_scratch", "student_kd_real", "student_diffkd",
+             "student_diffkd+syn"]
+    for name in names:
+        pred = pd.read_csv(run / "predictions" / f"{name}.csv")
+        assert set(pred["seed"]) == ({0} if name.startswith("teacher") else {0, 1}), name
+        assert set(pred["split"]) == {"val", "test", "external"} and not train & set(pred["image_id"]), name
+
+
+def test_records_log_every_term_and_the_teacher_used(study_run):
+    _, report, run = study_run
+    records = json.loads((run / "student" / "records.json").read_text())
+    diffkd = [f for f in records["fits"] if f["variant"] == "diffkd+syn"]
+    assert {f["teacher_variant"] for f in diffkd} == {"real+syn"} and all(f["synthetic_per_epoch"] > 0 for f in diffkd)
+    history = json.loads(Path(diffkd[0]["history"]).read_text())["history"]
+    assert {"train_ce", "train_kd", "train_at", "train_total", "val_auc"} <= set(history[0])
+    teacher = json.loads((run / "teacher" / "records.json").read_text())
+    assert teacher["synthetic_audited"] is False and teacher["fits"][0]["weights_sha256"]
+    metrics = json.loads((report / "40_student.metrics.json").read_text())
+    assert set(metrics["efficiency_ratios"]) == {"params", "GFLOPs", "cpu_latency"}
+    assert {r["model"] for r in metrics["ablation"]} >= {"student_scratch", "student_diffkd"}

@@ -1,0 +1,28 @@
+"""The distributed code path on CPU: 2 processes (gloo) under torchrun train exactly like one process
+with the same global batch (BatchNorm-free net, no augmentation, equal halves)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from tests.unit.train.ddp_worker import WORLD_BATCH, train
+
+PROJECT = Path(__file__).resolve().parents[3]
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+               str(Path(__file__).with_name("ddp_worker.py")), str(tmp_path / "ddp")]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, cwd=PROJECT)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    distributed = torch.load(tmp_path / "ddp" / "final.pt", weights_only=True)
+    single = train(tmp_path / "single", WORLD_BATCH).state_dict()
+    for name, value in single.items():
+        torch.testing.assert_close(distributed[name], value, rtol=1e-5, atol=1e-6)
+    assert (tmp_path / "ddp" / "history.json").is_file()
