@@ -43,6 +43,7 @@ efficiency_threads = 1
 seed = 0
 
 # %% tags=["reviewer-only"]
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -68,7 +69,8 @@ if not tables:
     raise NotebookParameterError(f"no prediction tables in {predictions_dir}: run the baselines (or training) stage first")
 manifest = read_manifest(paths["manifest_path"])
 predictions = read_predictions(tables, manifest=manifest)
-tests = ev.evaluation_rows(predictions, models)
+tests = ev.evaluation_rows(predictions, models, seed=seed)
+seeds_used = ev.primary_seeds(predictions, seed)
 model_names = list(dict.fromkeys(tests["model"]))
 test_sets = list(dict.fromkeys(tests["test_set"]))
 condition = f"{manifest.schema.positive_class} lesions"
@@ -77,6 +79,12 @@ negative = next(label for label in manifest.schema.label_set if label != manifes
 # %%
 display(Markdown(provenance_markdown(provenance_path)))
 display(Markdown(f"Models: {', '.join(f'**{m}**' for m in model_names)}. Test sets: {', '.join(test_sets)}."))
+several = {m: s for m, s in seeds_used.items() if predictions.loc[predictions["model"] == m, "seed"].nunique() > 1}
+if several:
+    display(Markdown("Models trained with several seeds enter the tables, curves and tests below with one seed "
+                     f"each (the study seed where trained, else the lowest): "
+                     f"{', '.join(f'{m} seed {s}' for m, s in several.items())}; all seeds are summarised in "
+                     "*Variability across training seeds*."))
 
 # %% [markdown]
 # ## AUC per test set
@@ -119,6 +127,28 @@ for test_set in test_sets:
 # %%
 paired = ev.paired_delong_tests(tests)
 paired.round(4)
+
+# %% [markdown]
+# ## Partial combinations against the full method
+# The full three-stage method (teacher trained on real + synthetic images, student distilled from it)
+# against every other model on the same images: the difference in AUC (full minus other) with its
+# DeLong 95% confidence interval and p-value.
+
+# %%
+full_model = "student_diffkd" if "student_diffkd" in model_names else None
+ablation = ev.paired_delong_tests(tests, reference=full_model) if full_model else paired.iloc[0:0]
+if full_model is None:
+    display(Markdown("No `student_diffkd` predictions in this run (the training stages did not run): no ablation."))
+ablation.round(4)
+
+# %% [markdown]
+# ## Variability across training seeds
+# Networks trained with several random seeds: the AUC of each seed with its own 95% DeLong interval
+# (variability of the test cases) and the mean +- SD over seeds (variability of training).
+
+# %%
+seed_table = ev.seed_variability_table(predictions, model_names)
+seed_table
 
 # %% [markdown]
 # ## Calibration
@@ -194,10 +224,10 @@ subgroup = ev.subgroup_table(with_groups, subgroup_columns)
 subgroup.round(3)
 
 # %% [markdown]
-# ## Efficiency of the networks the training stage will use
-# Size and speed of the teacher and student architectures at the study resolution (untrained
-# weights: size and speed do not depend on them). CPU latency is the median of repeated single-image
-# forward passes on one thread.
+# ## Efficiency: teacher vs student
+# Size and speed of the teacher and student networks at the study resolution (the architectures the
+# training stages used; before they have run, the default ones). CPU latency is the median of
+# repeated single-image forward passes on one thread.
 
 # %% tags=["reviewer-only"]
 import torch
@@ -205,24 +235,31 @@ import torch
 from diffkd_study.eval.efficiency import compare_models
 from diffkd_study.models.classifier import DEFAULT_STUDENT, DEFAULT_TEACHER, create_classifier
 
+architectures = {"teacher": DEFAULT_TEACHER, "student": DEFAULT_STUDENT}
+trained = {kind: Path(run_dir) / kind / "records.json" for kind in architectures}
+for kind, path in trained.items():
+    if run_dir and path.is_file():
+        architectures[kind] = json.loads(path.read_text())["config"]["model"]
 torch.manual_seed(seed)
-teacher = create_classifier(DEFAULT_TEACHER, num_classes=2, in_chans=1, pretrained="none")
-student = create_classifier(DEFAULT_STUDENT, num_classes=2, in_chans=1, pretrained="none")
+networks = {kind: create_classifier(name, num_classes=2, in_chans=1, pretrained="none")
+            for kind, name in architectures.items()}
 
 # %%
-efficiency = compare_models(teacher, student, (1, 1, image_size, image_size), threads=efficiency_threads,
-                            warmup=5, runs=efficiency_runs)
-display(Markdown(f"Teacher **{DEFAULT_TEACHER}**, student **{DEFAULT_STUDENT}**, input 1 x {image_size} x "
-                 f"{image_size} pixels, {efficiency_threads} CPU thread(s), {efficiency_runs} timed runs."))
+efficiency = compare_models(networks["teacher"], networks["student"], (1, 1, image_size, image_size),
+                            threads=efficiency_threads, warmup=5, runs=efficiency_runs)
+display(Markdown(f"Teacher **{architectures['teacher']}**, student **{architectures['student']}**, input 1 x "
+                 f"{image_size} x {image_size} pixels, {efficiency_threads} CPU thread(s), {efficiency_runs} timed runs."))
 efficiency.round(3)
 
 # %% tags=["reviewer-only"]
 headline = auc.assign(auc_95ci=auc.apply(ev.format_auc, axis=1))
-limitations = [
-    "The models are simple baselines (logistic regressions), not the teacher and student networks; "
-    "the training stage will add those to the same tables.",
-    f"ROC bands use {band_resamples} bootstrap resamples, bootstrap AUC intervals {bootstrap}.",
-]
+limitations = [f"ROC bands use {band_resamples} bootstrap resamples, bootstrap AUC intervals {bootstrap}."]
+if not any(m.startswith(("teacher_", "student_")) for m in model_names):
+    limitations.insert(0, "The models are simple baselines (logistic regressions), not the teacher and student "
+                          "networks; the training stages add those to the same tables.")
+if several:
+    limitations.append("Tables, curves and tests use one training seed per network (" +
+                       ", ".join(f"{m}: {s}" for m, s in several.items()) + "); the seed table shows the others.")
 if "phantom" in set(manifest.df["dataset"]):
     limitations.insert(0, "The data are simulated (phantom cohort): the numbers show that the evaluation works, "
                           "not how a model performs on patients.")
@@ -233,6 +270,10 @@ for _, row in auc.iterrows():
 write_metrics(metrics_path, {
     "auc": records(auc),
     "paired_delong": records(paired),
+    "ablation_vs_full": records(ablation),
+    "full_model": full_model,
+    "seeds_used": seeds_used,
+    "seed_variability": records(seed_table),
     "calibration": records(calibration),
     "thresholds": records(ev.threshold_table(thresholds)),
     "operating_points": records(operating),
@@ -247,9 +288,12 @@ write_metrics(metrics_path, {
         "tables": [
             {"title": "AUC per test set", "records": records(
                 headline[["model", "test_set", "n", "n_pos", "auc_95ci"]].set_index(["model", "test_set"]))},
-            {"title": "Paired DeLong tests", "records": records(
-                paired[["test_set", "model_a", "model_b", "n", "difference", "ci_low", "ci_high", "p_value"]]
-                .round(4).set_index("test_set"))},
+            {"title": "Partial combinations: the full method against each other model" if full_model
+             else "Paired DeLong tests",
+             "caption": "Difference in AUC (first minus second model) with its DeLong 95% CI and p-value.",
+             "records": records(
+                (ablation if full_model else paired)[["test_set", "model_a", "model_b", "n", "difference", "ci_low",
+                                                     "ci_high", "p_value"]].round(4).set_index("test_set"))},
         ],
         "figures": [
             {"png": f"figures/roc_{ev.slug(test_sets[0])}.png", "title": f"ROC curves: {test_sets[0]}",

@@ -50,6 +50,7 @@ from IPython.display import Markdown, display
 from diffkd_study.data.schema import read_manifest
 from diffkd_study.eval import plots
 from diffkd_study.eval import reader_study as rs
+from diffkd_study.eval.evaluate import primary_seeds
 from diffkd_study.eval.predictions import read_predictions
 from diffkd_study.eval.roc import auc_delong
 from diffkd_study.io import atomic_path
@@ -68,8 +69,16 @@ manifest = read_manifest(paths["manifest_path"])
 if simulate and set(manifest.df["dataset"]) != {"phantom"}:
     raise NotebookParameterError("readers are simulated only for the phantom cohort; give reads_path for real data")
 summary_path = Path(predictions_dir) / "summary.json"
-chosen = model or json.loads(summary_path.read_text())["best_model"]
+if model:
+    chosen, how = model, "named in the study config"
+elif (Path(predictions_dir) / "student_diffkd.csv").is_file():
+    chosen, how = "student_diffkd", "the distilled student of the full method (DiffKD)"
+else:
+    chosen = json.loads(summary_path.read_text())["best_model"]
+    how = "the best baseline by validation AUC (the teacher and student networks have not been trained)"
 predictions = read_predictions(Path(predictions_dir) / f"{chosen}.csv", manifest=manifest)
+model_seed = primary_seeds(predictions, seed)[chosen]
+predictions = predictions[predictions["seed"] == model_seed]
 cases = predictions[predictions["split"].isin(["test", "external"])]
 truth = pd.DataFrame({"case_id": cases["image_id"], "truth": cases["y_true"]})
 model_scores = pd.Series(cases["y_score"].to_numpy(), index=cases["image_id"])
@@ -77,9 +86,7 @@ condition = f"{manifest.schema.positive_class} lesions"
 
 # %%
 display(Markdown(provenance_markdown(provenance_path)))
-how = ("the best baseline by validation AUC (the teacher and student networks do not exist yet)"
-       if not model else "named in the study config")
-display(Markdown(f"**The model** here is **{chosen}**, {how}. Cases: the internal test and external test images "
+display(Markdown(f"**The model** here is **{chosen}** (training seed {model_seed}), {how}. Cases: the internal test and external test images "
                  f"({len(cases)} images, {int(cases['y_true'].sum())} {manifest.schema.positive_class})."))
 
 # %% [markdown]
@@ -168,7 +175,8 @@ reader_caption = plots.caption("reader_study", n=len(truth), n_pos=int(truth["tr
 display(Markdown(reader_caption))
 
 # %% tags=["reviewer-only"]
-limitations = [f"The model is the baseline {chosen}, not the teacher or student network."]
+limitations = [] if chosen.startswith(("student_", "teacher_")) else [
+    f"The model is the baseline {chosen}, not the teacher or student network."]
 if simulated:
     limitations.insert(0, "The readers are simulated readers (a statistical model of reader behaviour), not "
                           "radiologists: the comparison demonstrates the analysis only.")

@@ -19,7 +19,7 @@ from diffkd_study.eval.calibration import brier_score, calibration_intercept_slo
 from diffkd_study.eval.operating_points import Threshold, choose_threshold, operating_point
 from diffkd_study.eval.predictions import INTERNAL_TEST, label_test_sets, ordered_test_sets
 from diffkd_study.eval.roc import auc_bootstrap, delong_test
-from diffkd_study.eval.tables import metrics_by_group
+from diffkd_study.eval.tables import aggregate_seeds, metrics_by_group
 
 AGE_BANDS: tuple[tuple[float, float, str], ...] = (
     (0, 40, "<40"), (40, 50, "40-49"), (50, 60, "50-59"), (60, 70, "60-69"), (70, 200, ">=70"),
@@ -36,24 +36,55 @@ def age_band(age: pd.Series) -> pd.Series:
     return out
 
 
-def evaluation_rows(pred: pd.DataFrame, models: Sequence[str] | None = None) -> pd.DataFrame:
-    """The test-set rows (internal test and external) with a ``test_set`` column, models in the given order.
+def primary_seeds(pred: pd.DataFrame, seed: int | None = None) -> dict[str, int]:
+    """The training seed whose predictions stand for each model in the main analysis: ``seed`` (the
+    study seed) when the model has it, else the model's lowest seed. The other seeds enter the
+    seed-variability table (:func:`seed_variability_table`), not the tests."""
+    out = {}
+    for model, seeds in pred.groupby("model", sort=False)["seed"]:
+        values = sorted(int(s) for s in seeds.unique())
+        out[str(model)] = seed if seed is not None and seed in values else values[0]
+    return out
 
-    Raises when a model has predictions of several seeds (aggregate them with ``tables.aggregate_seeds``).
-    """
-    seeds = pred.groupby("model")["seed"].nunique()
-    if (seeds > 1).any():
-        raise ValueError(f"model(s) {list(seeds[seeds > 1].index)} have several seeds; this report evaluates one "
-                         "seed per model (aggregate seeds with tables.aggregate_seeds)")
+
+def evaluation_rows(pred: pd.DataFrame, models: Sequence[str] | None = None, *, seed: int | None = None) -> pd.DataFrame:
+    """The test-set rows (internal test and external) of each model's primary seed (:func:`primary_seeds`)
+    with a ``test_set`` column, models in the given order."""
     chosen = list(models) if models else list(pd.unique(pred["model"]))
     unknown = [m for m in chosen if m not in set(pred["model"])]
     if unknown:
         raise ValueError(f"no predictions for model(s) {unknown}; the tables hold {sorted(set(pred['model']))}")
-    out = pred[pred["model"].isin(chosen)].assign(test_set=label_test_sets(pred)).dropna(subset=["test_set"])
+    seeds = primary_seeds(pred, seed)
+    keep = pred["model"].isin(chosen) & (pred["seed"] == pred["model"].map(seeds))
+    out = pred[keep].assign(test_set=label_test_sets(pred)).dropna(subset=["test_set"])
     order = {name: k for k, name in enumerate(ordered_test_sets(out))}
     rank = {m: k for k, m in enumerate(chosen)}
     return out.sort_values(["test_set", "model"], key=lambda c: c.map(order if c.name == "test_set" else rank),
                            kind="stable").reset_index(drop=True)
+
+
+def seed_variability_table(pred: pd.DataFrame, models: Sequence[str] | None = None, *, min_seeds: int = 2,
+                           validation: bool = False) -> pd.DataFrame:
+    """AUC of every seed of every model on each test set, summarised as mean +- SD over seeds next to each
+    seed's own DeLong interval (``tables.aggregate_seeds``). Models with fewer than ``min_seeds`` seeds
+    are left out; ``validation=True`` adds the validation split as a set named ``validation``."""
+    chosen = list(models) if models else list(pd.unique(pred["model"]))
+    several = [m for m in chosen if pred.loc[pred["model"] == m, "seed"].nunique() >= min_seeds]
+    columns = ["model", "test_set", "n", "n_pos", "n_seeds", "mean", "sd", "summary", "per_seed"]
+    if not several:
+        return pd.DataFrame(columns=columns)
+    sets = label_test_sets(pred)
+    if validation:
+        sets = sets.where(pred["split"] != "val", "validation")
+    part = pred[pred["model"].isin(several)].assign(test_set=sets).dropna(subset=["test_set"])
+    per_seed = metrics_by_group(part, ["model", "test_set", "seed"])
+    summary = aggregate_seeds(per_seed, by=["model", "test_set"])
+    sizes = per_seed.groupby(["model", "test_set"])[["n", "n_pos"]].first().reset_index()
+    table = summary.merge(sizes, on=["model", "test_set"])
+    order = {name: k for k, name in enumerate(["validation", *ordered_test_sets(part)])}
+    rank = {m: k for k, m in enumerate(chosen)}
+    table = table.sort_values(["test_set", "model"], key=lambda c: c.map(order if c.name == "test_set" else rank))
+    return table[columns].reset_index(drop=True)
 
 
 def auc_table(tests: pd.DataFrame, *, bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -84,12 +115,17 @@ def _paired(tests: pd.DataFrame, test_set: str, a: str, b: str) -> pd.DataFrame:
     return left[["y_true", "y_score"]].join(right[["y_score"]], rsuffix="_b", how="inner")
 
 
-def paired_delong_tests(tests: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:
-    """DeLong paired test of every pair of models on each test set (on the images both models scored)."""
+def paired_delong_tests(tests: pd.DataFrame, *, level: float = 0.95, reference: str | None = None) -> pd.DataFrame:
+    """DeLong paired test of every pair of models on each test set (on the images both models scored);
+    with ``reference``, only of the reference (``model_a``) against each other model (``model_b``)."""
     rows = []
     for test_set in pd.unique(tests["test_set"]):
         models = list(pd.unique(tests.loc[tests["test_set"] == test_set, "model"]))
-        for a, b in combinations(models, 2):
+        if reference is not None and reference not in models:
+            raise ValueError(f"reference model {reference!r} has no predictions on {test_set}")
+        pairs = ([(reference, m) for m in models if m != reference] if reference is not None
+                 else list(combinations(models, 2)))
+        for a, b in pairs:
             both = _paired(tests, test_set, a, b)
             row = {"test_set": test_set, "model_a": a, "model_b": b, "n": len(both), "n_pos": int(both["y_true"].sum())}
             if min(row["n_pos"], row["n"] - row["n_pos"]) < 2:
