@@ -1,6 +1,7 @@
 """``diffkd-study`` command line.
 
     diffkd-study run CONFIG [--data-root DIR]            run a study (papermill notebooks -> reports/NAME/)
+        [--dry-run] [--force STAGE] [--from STAGE]       plan only; re-execute one stage; re-run from a stage
     diffkd-study data validate MANIFEST --root DIR       check a manifest; non-zero exit on errors
     diffkd-study data build NAME --root DIR --out CSV    manifest from an official public release
     diffkd-study data split MANIFEST --out CSV ...       patient-grouped (and external) split
@@ -124,7 +125,10 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from diffkd_study.report import run_study
 
-    result = run_study(args.config, data_root=args.data_root, reports_dir=args.reports_dir, runs_dir=args.runs_dir)
+    result = run_study(args.config, data_root=args.data_root, reports_dir=args.reports_dir, runs_dir=args.runs_dir,
+                       force=tuple(args.force), from_stage=args.from_stage, dry_run=args.dry_run, verbose=args.verbose)
+    if args.dry_run:
+        return 0
     failed = [s.stage for s in result.stages if s.status == "failed"]
     if failed:
         print(f"failed stage(s): {', '.join(failed)}; see {result.report_dir / 'index.html'}", file=sys.stderr)
@@ -142,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", help="folder holding the datasets named by the config's manifests")
     run.add_argument("--reports-dir", default="reports")
     run.add_argument("--runs-dir", default="runs", help="where run artifacts (data, checkpoints) go")
+    run.add_argument("--force", action="append", default=[], metavar="STAGE",
+                     help="re-execute this stage even if unchanged (repeatable); later stages are re-used "
+                          "unless their own inputs changed")
+    run.add_argument("--from", dest="from_stage", metavar="STAGE",
+                     help="re-execute this stage and every stage after it")
+    run.add_argument("--dry-run", action="store_true", help="print which stages would run or be re-used, and stop")
+    run.add_argument("--verbose", action="store_true", help="stream every notebook cell's output to the terminal")
     run.set_defaults(func=_cmd_run)
 
     data = sub.add_parser("data", help="manifests: validate, build, split, cache")

@@ -14,6 +14,7 @@ before anything is written under ``reports/NAME``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import html
 import json
 import sys
@@ -25,7 +26,7 @@ from typing import Any
 
 from diffkd_study.config import STAGE_NOTEBOOKS, STAGES, StudyConfig, load_config
 from diffkd_study.data.study import DataPreparationError, StudyData, prepare_study_data
-from diffkd_study.io import write_json, write_text
+from diffkd_study.io import sha256_file, write_json, write_text
 from diffkd_study.provenance import now_iso, run_provenance
 
 CLINICIAN_REMOVED_TAGS = {"parameters", "injected-parameters", "reviewer-only"}
@@ -35,7 +36,7 @@ CLINICIAN_REMOVED_TAGS = {"parameters", "injected-parameters", "reviewer-only"}
 class StageResult:
     stage: str
     notebook: str
-    status: str  # "ok" | "failed" | "skipped" (error then says why)
+    status: str  # "ok" | "cached" (re-used, unchanged) | "failed" | "skipped" (error then says why)
     wall_s: float
     error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -86,7 +87,8 @@ def export_html(notebook_path: Path, out_path: Path, *, audience: str) -> None:
 
 
 def execute_stage(
-    stage: str, notebook_dir: Path, report_dir: Path, parameters: dict[str, Any], *, progress: bool = True
+    stage: str, notebook_dir: Path, report_dir: Path, parameters: dict[str, Any], *, progress: bool = True,
+    verbose: bool = False,
 ) -> StageResult:
     import papermill as pm
 
@@ -101,7 +103,7 @@ def execute_stage(
     try:
         pm.execute_notebook(
             str(source), str(running), parameters=parameters, kernel_name="python3",
-            progress_bar=progress, cwd=str(notebook_dir), language="python",
+            progress_bar=progress, cwd=str(notebook_dir), language="python", log_output=verbose,
         )
     except pm.PapermillExecutionError as err:
         error = f"{err.ename}: {err.evalue}"
@@ -145,7 +147,7 @@ def stage_parameters(
         "run_dir": str(run_dir.resolve()),
         "figures_dir": str((report_dir / "figures").resolve()),
         "metrics_path": str((report_dir / f"{name}.metrics.json").resolve()),
-        "provenance_path": str((report_dir / "provenance.json").resolve()),
+        "provenance_path": str((report_dir / f"{name}.provenance.json").resolve()),
         "seed": config.seed,
     }
     if stage == "data_audit":
@@ -207,6 +209,115 @@ def stage_parameters(
     raise KeyError(stage)
 
 
+@dataclass
+class PlannedStage:
+    stage: str
+    notebook: str
+    key: str
+    action: str  # "run" | "cached" | "skip"
+    reason: str
+    parameters: dict[str, Any]
+    previous: dict[str, Any] | None  # the ledger entry of this stage's last successful run
+
+
+LEDGER = "stages.json"
+
+
+def _stage_key(stage: str, parameters: dict[str, Any], notebook: Path, data_sha: str, upstream: str) -> str:
+    """What decides a stage's result: its notebook, its parameters (the config slice, seeds, paths), the
+    study data, the package version and the key of the stage before it (so a change re-runs the stage
+    and every later one)."""
+    from diffkd_study import __version__
+
+    digest = hashlib.sha256()
+    for part in (stage, sha256_file(notebook) if notebook.is_file() else "missing",
+                 json.dumps(parameters, sort_keys=True, default=str), data_sha, __version__, upstream):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _read_ledger(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / LEDGER
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        log(f"warning: {path} is not valid JSON; every stage will run")
+        return {}
+
+
+def _report_files_exist(report_dir: Path, notebook: str) -> bool:
+    return all((report_dir / f"{notebook}{s}").is_file() for s in (".ipynb", ".html", ".clinician.html"))
+
+
+def plan_stages(config: StudyConfig, data_sha: str, parameters: dict[str, dict[str, Any]], ledger: dict[str, Any],
+                report_dir: Path, notebook_dir: Path, *, force: tuple[str, ...] = (),
+                from_stage: str | None = None) -> list[PlannedStage]:
+    """Decide for every stage whether it runs or its last result is re-used (see :func:`run_study`)."""
+    unknown = [s for s in (*force, *([from_stage] if from_stage else [])) if s not in config.stages]
+    if unknown:
+        raise ValueError(f"--force/--from name stage(s) {unknown} that this study does not run; its stages: "
+                         f"{list(config.stages)}")
+    plan: list[PlannedStage] = []
+    upstream = ""
+    rerun_from = config.stages.index(from_stage) if from_stage else len(config.stages)
+    for i, stage in enumerate(config.stages):
+        notebook = STAGE_NOTEBOOKS[stage]
+        params = parameters[stage]
+        key = _stage_key(stage, params, notebook_dir / f"{notebook}.ipynb", data_sha, upstream)
+        upstream = key
+        previous = ledger.get(stage)
+        skip = config.reader_study.skip_reason() if stage == "reader_study" else None
+        if skip is not None:
+            plan.append(PlannedStage(stage, notebook, key, "skip", skip, params, previous))
+        elif stage in force:
+            plan.append(PlannedStage(stage, notebook, key, "run", "forced (--force)", params, previous))
+        elif i >= rerun_from:
+            plan.append(PlannedStage(stage, notebook, key, "run", f"re-run from {from_stage} (--from)", params, previous))
+        elif previous is None:
+            plan.append(PlannedStage(stage, notebook, key, "run", "never run", params, previous))
+        elif previous.get("key") != key:
+            plan.append(PlannedStage(stage, notebook, key, "run",
+                                     "its parameters, notebook, data or an earlier stage changed", params, previous))
+        elif not _report_files_exist(report_dir, notebook):
+            plan.append(PlannedStage(stage, notebook, key, "run", "its report files are missing", params, previous))
+        else:
+            plan.append(PlannedStage(stage, notebook, key, "cached", f"unchanged since {previous.get('finished')}",
+                                     params, previous))
+    return plan
+
+
+def format_plan(plan: list[PlannedStage]) -> str:
+    width = max(len(p.stage) for p in plan)
+    lines = []
+    for i, p in enumerate(plan, 1):
+        last = p.previous.get("wall_s") if p.previous else None
+        timing = f" (last run {last:.0f} s)" if isinstance(last, (int, float)) else ""
+        lines.append(f"{i:2d}. {p.stage:<{width}}  {p.action:<6}  {p.reason}{timing}")
+    return "\n".join(lines)
+
+
+def _eta(plan: list[PlannedStage], index: int) -> str:
+    remaining = [p.previous.get("wall_s") if p.previous else None for p in plan[index:] if p.action == "run"]
+    known = [w for w in remaining if isinstance(w, (int, float))]
+    if not known:
+        return ""
+    text = f"about {sum(known) / 60:.1f} min left"
+    return text + (" (plus stages never timed)" if len(known) < len(remaining) else "")
+
+
+def _run_artifacts(run_dir: Path, since: float) -> dict[str, str]:
+    """sha256 of the manifests, tables, records and weights a stage wrote under the run folder."""
+    out = {}
+    for path in sorted(run_dir.rglob("*")):
+        if path.is_file() and path.suffix in (".csv", ".json", ".safetensors") and path.name != LEDGER \
+                and path.stat().st_mtime >= since:
+            out[str(path.relative_to(run_dir))] = sha256_file(path)
+    return out
+
+
 def run_study(
     config_path: str | Path,
     *,
@@ -215,18 +326,52 @@ def run_study(
     runs_dir: str | Path = "runs",
     project_root: str | Path = ".",
     progress: bool = True,
+    force: tuple[str, ...] = (),
+    from_stage: str | None = None,
+    dry_run: bool = False,
+    verbose: bool = False,
 ) -> RunResult:
-    """Run every stage of a study config; raises ``DataPreparationError`` (nothing written) on bad data."""
+    """Run the stages of a study config; raises ``DataPreparationError`` (nothing written) on bad data.
+
+    Caching: every stage has a key (:func:`_stage_key`); a stage whose key equals that of its last
+    successful run, and whose report files exist, is not executed again (``cached``). ``force``
+    re-executes the named stages only (e.g. after editing a figure; later stages keep their results
+    unless their own key changed); ``from_stage`` re-executes that stage and every later one. The
+    ledger ``runs/NAME/stages.json`` is updated after each successful stage, so a run that is
+    interrupted or fails resumes at the first stage that has not finished (training stages
+    themselves resume from their checkpoints). The first failed stage stops the run: its executed
+    notebook is kept, its error is shown in the index, later stages are not run, and the command
+    exits non-zero. ``dry_run`` prints the plan and changes nothing.
+    """
     started = time.perf_counter()
     config = load_config(config_path)
     project_root = Path(project_root)
     run_dir = Path(runs_dir) / config.name
     report_dir = Path(reports_dir) / config.name
+    notebook_dir = project_root / "notebooks"
     log(f"study {config.name!r}: stages {', '.join(config.stages)}; run folder {run_dir}, reports {report_dir}")
 
-    log("preparing data (generate or read manifests, split, validate)")
-    data = prepare_study_data(config, run_dir, data_root=data_root, project_root=project_root, progress=progress)
-    log(f"data ready: {data.validation.summary()}")
+    if dry_run:
+        study_json = run_dir / "data" / "study.json"
+        if not study_json.is_file():
+            print("data not prepared yet: every stage would run\n"
+                  + "\n".join(f"{i:2d}. {s}" for i, s in enumerate(config.stages, 1)))
+            return RunResult(config.name, report_dir, [], 0.0)
+        data = StudyData(manifest_path=run_dir / "data" / "study.csv", root=Path(json.loads(
+            study_json.read_text())["root"]), validation=None, inputs_sha256={})  # type: ignore[arg-type]
+    else:
+        log("preparing data (generate or read manifests, split, validate)")
+        data = prepare_study_data(config, run_dir, data_root=data_root, project_root=project_root, progress=progress)
+        log(f"data ready: {data.validation.summary()}")
+    data_sha = json.loads((run_dir / "data" / "study.json").read_text())["manifest_content_sha256"]
+    parameters = {stage: stage_parameters(stage, config, data, report_dir, run_dir, project_root, data_root)
+                  for stage in config.stages}
+    ledger = _read_ledger(run_dir)
+    plan = plan_stages(config, data_sha, parameters, ledger, report_dir, notebook_dir, force=tuple(force),
+                       from_stage=from_stage)
+    print(format_plan(plan), file=sys.stderr if not dry_run else sys.stdout, flush=True)
+    if dry_run:
+        return RunResult(config.name, report_dir, [], 0.0)
 
     (report_dir / "figures").mkdir(parents=True, exist_ok=True)
     provenance = run_provenance(config.to_dict(), config.seed, data.inputs_sha256, repo=project_root)
@@ -235,21 +380,50 @@ def run_study(
     write_json(report_dir / "provenance.json", provenance)
 
     results: list[StageResult] = []
-    for i, stage in enumerate(config.stages, 1):
-        skip = config.reader_study.skip_reason() if stage == "reader_study" else None
-        if skip is not None:
-            results.append(StageResult(stage, STAGE_NOTEBOOKS[stage], "skipped", 0.0, skip))
-            log(f"stage {i}/{len(config.stages)} {stage}: skipped ({skip})")
+    failed = False
+    for i, item in enumerate(plan, 1):
+        stage = item.stage
+        where = f"stage {i}/{len(plan)} {stage}"
+        if item.action == "skip":
+            results.append(StageResult(stage, item.notebook, "skipped", 0.0, item.reason))
+            log(f"{where}: skipped ({item.reason})")
             continue
-        log(f"stage {i}/{len(config.stages)} {stage}: executing notebooks/{STAGE_NOTEBOOKS[stage]}.ipynb")
-        params = stage_parameters(stage, config, data, report_dir, run_dir, project_root, data_root)
+        if failed:
+            results.append(StageResult(stage, item.notebook, "skipped", 0.0, "not run: an earlier stage failed"))
+            continue
+        if item.action == "cached":
+            metrics_path = Path(item.parameters["metrics_path"])
+            metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+            results.append(StageResult(stage, item.notebook, "cached", float(item.previous.get("wall_s", 0.0)),
+                                       None, metrics))
+            log(f"{where}: re-used ({item.reason})")
+            continue
+        eta = _eta(plan, i - 1)
+        log(f"{where}: executing notebooks/{item.notebook}.ipynb ({item.reason})" + (f"; {eta}" if eta else ""))
+        stage_started, stage_clock = now_iso(), time.time()
+        stage_provenance = {**provenance, "stage": stage, "stage_key": item.key, "stage_started": stage_started,
+                            "parameters": item.parameters}
+        write_json(report_dir / f"{item.notebook}.provenance.json", stage_provenance)
         try:
-            result = execute_stage(stage, project_root / "notebooks", report_dir, params, progress=progress)
+            result = execute_stage(stage, notebook_dir, report_dir, item.parameters, progress=progress,
+                                   verbose=verbose)
         except Exception as err:  # a broken stage is reported in the index, not hidden
-            result = StageResult(stage, STAGE_NOTEBOOKS[stage], "failed", 0.0, f"{type(err).__name__}: {err}")
+            result = StageResult(stage, item.notebook, "failed", time.time() - stage_clock,
+                                 f"{type(err).__name__}: {err}")
             log(traceback.format_exc())
+        stage_provenance.update({"stage_finished": now_iso(), "wall_s": round(result.wall_s, 2), "status": result.status,
+                                 "error": result.error, "artifacts_sha256": _run_artifacts(run_dir, stage_clock)})
+        write_json(report_dir / f"{item.notebook}.provenance.json", stage_provenance)
         results.append(result)
         log(f"stage {stage}: {result.status} in {result.wall_s:.1f} s" + (f" ({result.error})" if result.error else ""))
+        if result.status == "ok":
+            ledger[stage] = {"key": item.key, "finished": stage_provenance["stage_finished"],
+                             "wall_s": round(result.wall_s, 2), "notebook": item.notebook}
+            write_json(run_dir / LEDGER, ledger)
+        else:
+            ledger.pop(stage, None)
+            write_json(run_dir / LEDGER, ledger)
+            failed = True
 
     wall = time.perf_counter() - started
     provenance["finished"] = now_iso()
@@ -268,7 +442,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:11
 h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em} th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
-.ok{color:#1a7f37;font-weight:600} .failed{color:#c62828;font-weight:600} .skipped{color:#8a6d00;font-weight:600}
+.ok,.cached{color:#1a7f37;font-weight:600} .failed{color:#c62828;font-weight:600} .skipped{color:#8a6d00;font-weight:600}
 .prov{background:#f8f8f8;border:1px solid #e3e3e3;padding:.6em 1em;font-size:.85em}
 .caption{color:#555;font-size:.9em;max-width:900px} img{max-width:100%;border:1px solid #eee}
 .warn{background:#fff4e5;border-left:4px solid #f0a030;padding:.5em 1em}
@@ -346,7 +520,7 @@ def write_index(report_dir: Path, config: StudyConfig, provenance: dict[str, Any
                      f"<td>{links[1]}</td><td>{links[2]}</td></tr>")
     parts.append("</table>")
 
-    audit = next((r for r in results if r.stage == "data_audit" and r.status == "ok"), None)
+    audit = next((r for r in results if r.stage == "data_audit" and r.status in ("ok", "cached")), None)
     if audit is not None:
         m = audit.metrics
         parts.append("<h2>Cohort</h2>")
@@ -363,7 +537,7 @@ def write_index(report_dir: Path, config: StudyConfig, provenance: dict[str, Any
         if m.get("limitations"):
             parts.append("<h2>Limitations</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in m["limitations"]) + "</ul>")
     for r in results:
-        if r.status == "ok" and r.stage != "data_audit" and r.metrics.get("index_section"):
+        if r.status in ("ok", "cached") and r.stage != "data_audit" and r.metrics.get("index_section"):
             parts.append(_section_html(r.metrics["index_section"]))
         elif r.status == "skipped":
             parts.append(f"<h2>{html.escape(r.stage.replace('_', ' ').capitalize())}</h2>"
