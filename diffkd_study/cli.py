@@ -2,6 +2,7 @@
 
     diffkd-study run CONFIG [--data-root DIR]            run a study (papermill notebooks -> reports/NAME/)
         [--dry-run] [--force STAGE] [--from STAGE]       plan only; re-execute one stage; re-run from a stage
+    diffkd-study report compare RUN_A RUN_B              two runs' headline metrics side by side
     diffkd-study data validate MANIFEST --root DIR       check a manifest; non-zero exit on errors
     diffkd-study data build NAME --root DIR --out CSV    manifest from an official public release
     diffkd-study data split MANIFEST --out CSV ...       patient-grouped (and external) split
@@ -137,6 +138,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from diffkd_study.compare import compare_runs, write_comparison
+
+    table = compare_runs(args.run_a, args.run_b, reports_dir=args.reports_dir)
+    print(table.to_string(index=False))
+    out = args.out or Path(args.reports_dir) / f"compare_{Path(args.run_a).name}_vs_{Path(args.run_b).name}.html"
+    print(f"wrote {write_comparison(table, args.run_a, args.run_b, out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffkd-study", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print which stages would run or be re-used, and stop")
     run.add_argument("--verbose", action="store_true", help="stream every notebook cell's output to the terminal")
     run.set_defaults(func=_cmd_run)
+
+    report = sub.add_parser("report", help="reports: compare two runs")
+    report_sub = report.add_subparsers(dest="report_command", required=True)
+    compare = report_sub.add_parser("compare", help="two runs' headline metrics side by side")
+    compare.add_argument("run_a", help="run name (under --reports-dir) or report folder")
+    compare.add_argument("run_b")
+    compare.add_argument("--reports-dir", default="reports")
+    compare.add_argument("--out", help="HTML file (default: REPORTS_DIR/compare_A_vs_B.html)")
+    compare.set_defaults(func=_cmd_compare)
 
     data = sub.add_parser("data", help="manifests: validate, build, split, cache")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -501,52 +501,69 @@ def _section_html(section: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _cohort_html(metrics: dict[str, Any]) -> list[str]:
+    parts = ["<h2>Cohort</h2>", f"<p class='caption'>{html.escape(metrics.get('caption_cohort', ''))}</p>",
+             _table_html(metrics.get("cohort_table", [])), "<h3>Splits</h3>" + _table_html(metrics.get("split_table", []))]
+    validation = metrics.get("validation", {})
+    parts.append(f"<p>Data validation: {validation.get('n_errors', '?')} error(s), {validation.get('n_warnings', '?')} "
+                 f"warning(s) over {validation.get('n_rows', '?')} images.</p>")
+    for fig in metrics.get("headline_figures", []):
+        parts.append(f"<figure><img src='{html.escape(fig['png'])}' alt='{html.escape(fig['title'])}'>"
+                     f"<figcaption class='caption'>{html.escape(fig['caption'])}</figcaption></figure>")
+    return parts
+
+
 def write_index(report_dir: Path, config: StudyConfig, provenance: dict[str, Any], results: list[StageResult]) -> Path:
+    """``index.html`` (the study at a glance, the stages with their links, each stage's index section)
+    and ``checklist.html``. Self-contained: figures are relative PNG files of the report folder, styles
+    inline, no script and nothing fetched from the network."""
+    from diffkd_study.checklist import write_checklist
+
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>diffkd-study: {html.escape(config.name)}</title><style>{_CSS}</style></head><body>",
         f"<h1>Study report: {html.escape(config.name)}</h1>",
         f"<p>{html.escape(config.description)}</p>" if config.description else "",
         _provenance_html(provenance),
-        "<h2>Stages</h2><table><tr><th>stage</th><th>status</th><th>time (s)</th>"
-        "<th>for clinicians (no code)</th><th>for reviewers (with code)</th><th>notebook</th></tr>",
     ]
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        parts.append(f"<p class='warn'><b>Stage {html.escape(r.stage)} failed:</b> {html.escape(r.error or '')}. "
+                     f"Its executed notebook (linked below) shows the error in context; later stages were not run.</p>")
+    parts.append("<p><a href='checklist.html'>Reporting checklist (TRIPOD+AI / CLAIM topics)</a></p>")
+    summary = next((r for r in results if r.stage == "summary" and r.status in ("ok", "cached")), None)
+    if summary is not None and summary.metrics.get("index_section"):
+        parts.append(_section_html(summary.metrics["index_section"]))
+    parts.append("<h2>Stages</h2><table><tr><th>stage</th><th>status</th><th>time (s)</th>"
+                 "<th>for clinicians (no code)</th><th>for reviewers (with code)</th><th>notebook</th>"
+                 "<th>provenance</th></tr>")
     for r in results:
         status = f'<span class="{r.status}">{r.status}</span>' + (
             f"<br><small>{html.escape(r.error)}</small>" if r.error else "")
         links = [f'<a href="{r.notebook}{s}">{r.notebook}{s}</a>' if (report_dir / f"{r.notebook}{s}").exists() else "-"
-                 for s in (".clinician.html", ".html", ".ipynb")]
-        parts.append(f"<tr><td>{r.stage}</td><td>{status}</td><td>{r.wall_s:.1f}</td><td>{links[0]}</td>"
-                     f"<td>{links[1]}</td><td>{links[2]}</td></tr>")
+                 for s in (".clinician.html", ".html", ".ipynb", ".provenance.json")]
+        parts.append(f"<tr><td>{r.stage}</td><td>{status}</td><td>{r.wall_s:.1f}</td>"
+                     + "".join(f"<td>{link}</td>" for link in links) + "</tr>")
     parts.append("</table>")
 
     audit = next((r for r in results if r.stage == "data_audit" and r.status in ("ok", "cached")), None)
     if audit is not None:
-        m = audit.metrics
-        parts.append("<h2>Cohort</h2>")
-        parts.append(f"<p class='caption'>{html.escape(m.get('caption_cohort', ''))}</p>")
-        parts.append(_table_html(m.get("cohort_table", [])))
-        parts.append("<h3>Splits</h3>" + _table_html(m.get("split_table", [])))
-        validation = m.get("validation", {})
-        parts.append(
-            f"<p>Data validation: {validation.get('n_errors', '?')} error(s), {validation.get('n_warnings', '?')} "
-            f"warning(s) over {validation.get('n_rows', '?')} images.</p>")
-        for fig in m.get("headline_figures", []):
-            parts.append(f"<figure><img src='{html.escape(fig['png'])}' alt='{html.escape(fig['title'])}'>"
-                         f"<figcaption class='caption'>{html.escape(fig['caption'])}</figcaption></figure>")
-        if m.get("limitations"):
-            parts.append("<h2>Limitations</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in m["limitations"]) + "</ul>")
+        parts += _cohort_html(audit.metrics)
     for r in results:
-        if r.status in ("ok", "cached") and r.stage != "data_audit" and r.metrics.get("index_section"):
+        if r.stage in ("data_audit", "summary"):
+            continue
+        if r.status in ("ok", "cached") and r.metrics.get("index_section"):
             parts.append(_section_html(r.metrics["index_section"]))
         elif r.status == "skipped":
             parts.append(f"<h2>{html.escape(r.stage.replace('_', ' ').capitalize())}</h2>"
                          f"<p class='warn'>Not run: {html.escape(r.error or '')}</p>")
-    if any(r.status == "failed" for r in results):
-        parts.append("<p class='warn'>At least one stage failed: its executed notebook is linked above with the error.</p>")
+    if summary is None and audit is not None and audit.metrics.get("limitations"):
+        parts.append("<h2>Limitations</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>"
+                                                          for x in audit.metrics["limitations"]) + "</ul>")
     parts.append("</body></html>")
     path = report_dir / "index.html"
     write_text(path, "\n".join(parts))
+    write_checklist(report_dir, config.name, {r.stage: r.status for r in results}, dict(STAGE_NOTEBOOKS), _CSS)
     return path
 
 

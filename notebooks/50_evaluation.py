@@ -263,10 +263,10 @@ if several:
 if "phantom" in set(manifest.df["dataset"]):
     limitations.insert(0, "The data are simulated (phantom cohort): the numbers show that the evaluation works, "
                           "not how a model performs on patients.")
-for _, row in auc.iterrows():
+for _, row in auc.drop_duplicates("test_set").iterrows():
     if row["n_pos"] < 30:
-        limitations.append(f"{row['test_set']} has only {row['n_pos']} malignant case(s): intervals are wide.")
-        break
+        limitations.append(f"{row['test_set']}: only {row['n_pos']} malignant and {row['n_neg']} benign images; "
+                           "its confidence intervals are wide.")
 write_metrics(metrics_path, {
     "auc": records(auc),
     "paired_delong": records(paired),

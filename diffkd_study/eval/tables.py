@@ -87,7 +87,7 @@ def aggregate_seeds(
     """Mean +- SD of ``value_col`` over seeds, next to each seed's own estimate and CI.
 
     Returns one row per ``by`` group with ``n_seeds, mean, sd`` (n - 1 denominator; NaN for one
-    seed), ``min, max``, ``summary`` ("0.871 +- 0.012 (3 seeds)") and ``per_seed`` ("seed 0: 0.862
+    seed), ``min, max``, ``summary`` ("0.871 +- 0.012 (3 seeds)"; "0.871 (1 seed)") and ``per_seed`` ("seed 0: 0.862
     [0.80, 0.91]; ..."). The SD describes training variability; each per-seed CI describes
     sampling variability of the test cases. They answer different questions and are shown side by
     side rather than combined.
@@ -120,7 +120,8 @@ def aggregate_seeds(
             sd=sd,
             min=float(values.min()),
             max=float(values.max()),
-            summary=f"{mean:.{digits}f} +- {sd:.{digits}f} ({values.size} seeds)",
+            summary=(f"{mean:.{digits}f} +- {sd:.{digits}f} ({values.size} seeds)" if values.size > 1
+                     else f"{mean:.{digits}f} (1 seed)"),
             per_seed=per,
         )
         rows.append(row)

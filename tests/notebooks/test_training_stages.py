@@ -17,7 +17,7 @@ from diffkd_study.data.schema import Manifest, write_manifest
 
 PROJECT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.notebook
-STAGES = ["teacher", "student", "evaluation"]
+STAGES = ["teacher", "student", "evaluation", "reader_study", "summary"]
 TRAINING = {"epochs": 2, "batch_size": 8, "min_epochs": 1, "seeds": [0, 1]}
 
 
@@ -39,6 +39,8 @@ def study_run(tmp_path_factory):
         "teacher": {**TRAINING, "seeds": [0], "model": "tf_efficientnet_lite0", "weights": "none"},
         "student": {**TRAINING, "loss": "kd+at", "feature_weight": 10.0},
         "evaluation": {"bootstrap": 200, "band_resamples": 100, "efficiency_runs": 3},
+        "reader_study": {"simulate": {"n_junior": 2, "n_senior": 2}},
+        "summary": {"band_resamples": 100},
     }
     config = tmp_path / "trainsmoke.yaml"
     config.write_text(yaml.safe_dump(raw))
@@ -93,3 +95,20 @@ def test_records_log_every_term_and_the_teacher_used(study_run):
     metrics = json.loads((report / "40_student.metrics.json").read_text())
     assert set(metrics["efficiency_ratios"]) == {"params", "GFLOPs", "cpu_latency"}
     assert {r["model"] for r in metrics["ablation"]} >= {"student_scratch", "student_diffkd"}
+
+
+def test_summary_index_checklist_and_compare(study_run, capsys):
+    _, report, _ = study_run
+    headline = json.loads((report / "headline.json").read_text())
+    assert headline["models"] == {"teacher": "teacher_real+syn", "student": "student_diffkd"}
+    assert {r["test_set"] for r in headline["auc"]} == {"internal test", "external: center_C"}
+    assert (report / "figures" / "headline_roc.png").is_file()
+    index = (report / "index.html").read_text()
+    assert index.index("The study at a glance") < index.index("<h2>Stages</h2>")
+    assert "simulated readers" in index.lower() and "checklist.html" in index
+    checklist = (report / "checklist.html").read_text()
+    assert "40_student.clinician.html" in checklist and "not in this run" in checklist  # no data audit here
+    assert main(["report", "compare", str(report), str(report), "--out", str(report.parent / "cmp.html")]) == 0
+    out = capsys.readouterr().out
+    assert "AUC student: internal test" in out and "+0.0000" in out
+    assert (report.parent / "cmp.html").is_file()
