@@ -253,7 +253,7 @@ if examples:
 # of the same settings count with the time they took then).
 
 # %%
-timing = report.timing_table({f"{k}": t.seconds for k, t in teachers.items()}, results)
+timing = report.timing_table({k: (t.seconds, t.steps) for k, t in teachers.items()}, results)
 timing.round(1)
 
 # %% tags=["reviewer-only"]

@@ -159,7 +159,7 @@ def train_teachers(
     teachers = {}
     for kind in config.teachers_needed:
         folder = Path(out_dir) / "teachers" / kind
-        key = _key({"profile": profile.to_dict(), "kind": kind, "beta": config.beta, "num_points": config.num_points,
+        key = _key({"profile": profile.teacher_dict(), "kind": kind, "beta": config.beta, "num_points": config.num_points,
                     "seed": teacher_seed, "train": sorted(train.image_ids.tolist()), "steps": steps})
         info_path = folder / "teacher.json"
         model = None

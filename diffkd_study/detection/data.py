@@ -191,8 +191,9 @@ def load_detection_data(
 ) -> DetectionData:
     """Validate a detection manifest, cache its images at ``image_size`` (letterboxed) and read its boxes.
 
-    ``release_scale``: the stored/release pixel-size ratio, a number or the name of a manifest column
-    (used only when the column exists; otherwise ratio 1 is an error-free fallback only for numbers).
+    ``hit_min_distance``: the fixed part of the hit reach, in pixels of the full-resolution release.
+    ``release_scale``: stored / release pixel-size ratio, one number for every row or the name of a
+    manifest column holding it per row (a missing column or a non-positive value is an error).
     """
     manifest = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     name = str(manifest.path) if manifest.path is not None else "<manifest>"

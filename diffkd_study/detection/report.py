@@ -151,9 +151,11 @@ def plot_example_detections(
     return fig
 
 
-def timing_table(teachers: Mapping[str, float], results: pd.DataFrame) -> pd.DataFrame:
-    """Wall time per part: each teacher, then students per regime and method (seconds and minutes)."""
-    rows = [{"part": f"teacher ({kind})", "runs": 1, "seconds": seconds} for kind, seconds in teachers.items()]
+def timing_table(teachers: Mapping[str, tuple[float, int]], results: pd.DataFrame) -> pd.DataFrame:
+    """Training wall time per part: each teacher (``kind -> (seconds, steps)``), then the students of each
+    regime and method summed over folds; seconds, minutes and optimiser steps."""
+    rows = [{"part": f"teacher ({kind})", "runs": 1, "seconds": seconds, "steps": steps}
+            for kind, (seconds, steps) in teachers.items()]
     grouped = results.groupby(["regime", "method"], sort=False).agg(runs=("fold", "count"), seconds=("train_seconds", "sum"),
                                                                     steps=("steps", "sum"))
     for (regime, method), r in grouped.iterrows():
@@ -161,7 +163,7 @@ def timing_table(teachers: Mapping[str, float], results: pd.DataFrame) -> pd.Dat
                      "seconds": float(r["seconds"]), "steps": int(r["steps"])})
     table = pd.DataFrame(rows)
     total = {"part": "total (training)", "runs": int(table["runs"].sum()), "seconds": float(table["seconds"].sum()),
-             "steps": int(table["steps"].fillna(0).sum()) if "steps" in table else 0}
+             "steps": int(table["steps"].sum())}
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
     table["minutes"] = table["seconds"] / 60
     return table

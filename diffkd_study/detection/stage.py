@@ -104,10 +104,10 @@ class ComotoProfile:
     grad_clip: float = 10.0  # max gradient norm; 0 = no clipping
     flip_prob: float = 0.5  # horizontal flip (official RandFlipd prob 0.5)
     # budget
-    teacher_epochs: int = 6
+    teacher_epochs: int = 5
     teacher_min_steps: int = 0
-    student_epochs: int = 10
-    student_min_steps: int = 100
+    student_epochs: int = 6
+    student_min_steps: int = 60
 
     def __post_init__(self) -> None:
         if self.image_size < 64 or self.image_size % 32:
@@ -135,6 +135,11 @@ class ComotoProfile:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def teacher_dict(self) -> dict[str, Any]:
+        """The settings a teacher depends on (all but the student budget): changing only the student
+        budget keeps trained teachers valid."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("student_epochs", "student_min_steps")}
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,9 @@ class ComotoStageConfig:
     teacher_manifest: str = "data_manifests/mini-mias.csv"  # relative to the project root, or absolute
     teacher_root: str = "mini-mias"  # relative to --data-root, or absolute
     teacher_holdout_frac: float = 0.2  # mammography patients held out to check the teacher
-    teacher_release_scale: float = 0.5  # stored / release pixel size of the teacher images (mini-MIAS: 512/1024)
+    # stored / release pixel size of the teacher images: mini-MIAS 512 / 1024, so the 100 px reach is 50 px
+    # of the stored 512-px films (2 cm at the release's 200 um pixels; used for the teacher hold-out check only)
+    teacher_release_scale: float = 0.5
     methods: tuple[str, ...] = METHOD_NAMES
     regimes: tuple[float, ...] = (0.1, 0.25, 1.0)  # fractions of each fold's DBT training patients
     folds: int = 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -87,10 +88,17 @@ def test_cross_validation_writes_runs_and_resumes(tiny, tmp_path, monkeypatch):
     assert set(pooled) == {(r, m) for r in (0.5, 1.0) for m in ("dbt_only", "comoto")}
     assert set(pooled[(1.0, "comoto")]["image_id"]) <= set(dbt.image_ids)
 
-    changed = ComotoStageConfig(methods=("dbt_only", "comoto"), regimes=(0.5, 1.0), folds=2, cpu=TINY,
-                                teacher_holdout_frac=0.25, alpha=1.0)
-    with pytest.raises(AssertionError, match="retrained"):  # a new setting invalidates the stored runs
-        cv.run_cross_validation(changed, dbt, again, mammo, tmp_path, seed=0, device=CPU, progress=False)
+    # a new student budget keeps the teachers but invalidates the stored runs
+    longer = replace(config, cpu=replace(TINY, student_min_steps=3))
+    kept = cv.train_teachers(longer, mammo, tmp_path, seed=0, device=CPU, progress=False)
+    assert kept["impa"].reused
+    with pytest.raises(AssertionError, match="retrained"):
+        cv.run_cross_validation(longer, dbt, kept, mammo, tmp_path, seed=0, device=CPU, progress=False)
+    with pytest.raises(AssertionError, match="retrained"):  # so does a new KD weight
+        cv.run_cross_validation(replace(config, alpha=1.0), dbt, again, mammo, tmp_path, seed=0, device=CPU,
+                                progress=False)
+    with pytest.raises(AssertionError, match="retrained"):  # and a new teacher setting retrains the teacher
+        cv.train_teachers(replace(config, beta=1.0), mammo, tmp_path, seed=0, device=CPU, progress=False)
 
 
 def test_same_seed_and_data_for_every_method_of_a_fold_and_regime(tiny, tmp_path):
