@@ -21,7 +21,9 @@ Counting (official rule)
     (view, TP, GTID) and ``TP == 0`` for false positives). Every other detection is a false positive.
     Sensitivity = found GT boxes / all GT boxes; false positives per image = false positives /
     number of images evaluated (images without GT boxes included: they can only hold false
-    positives).
+    positives). Each image counts once however many boxes it holds: the official ``evaluate()``
+    reads labels and boxes from one CSV and so counts a view with two boxes as two volumes
+    (``METHODS.md`` 2.6 item 5), which understates FPs per volume; fixed here.
 
 FROC and sensitivity at k FPs per image
     The FROC curve has one operating point per distinct score (ties enter together), starting at
