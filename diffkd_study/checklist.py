@@ -89,7 +89,7 @@ def write_checklist(report_dir: Path, study: str, stage_status: dict[str, str], 
         for r in rows)
     n_reported = sum(r["status"] == "reported" for r in rows)
     page = (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
         f"<title>Reporting checklist: {html.escape(study)}</title><style>{css}</style></head><body>"
         f"<h1>Reporting checklist: {html.escape(study)}</h1>"
         "<p class='caption'>Topics of the TRIPOD+AI (Collins et al., BMJ 2024) and CLAIM 2024 (Tejani et al., "

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import html
 import json
+import re
 import sys
 import time
 import traceback
@@ -29,6 +30,8 @@ from diffkd_study.data.study import DataPreparationError, StudyData, prepare_stu
 from diffkd_study.io import sha256_file, write_json, write_text
 from diffkd_study.provenance import now_iso, run_provenance
 
+# an empty inline icon: browsers then request no /favicon.ico (a 404 on any static server)
+NO_FAVICON = "<link rel='icon' href='data:,'>"
 CLINICIAN_REMOVED_TAGS = {"parameters", "injected-parameters", "reviewer-only"}
 
 
@@ -62,6 +65,14 @@ def log(message: str) -> None:
     print(f"[diffkd-study {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def _offline(body: str, urls: list[str]) -> str:
+    """The page without the scripts nbconvert's template loads from a CDN (require.js, MathJax): the reports
+    show figures, tables and text, none of which needs them, and must read the same with no network."""
+    for url in urls:
+        body = re.sub(r'<script src="' + re.escape(url) + r'">\s*</script>\n?', "", body)
+    return body.replace("<head>", f"<head>{NO_FAVICON}", 1)
+
+
 def export_html(notebook_path: Path, out_path: Path, *, audience: str) -> None:
     """Export an executed notebook: ``reviewer`` keeps the code, ``clinician`` shows results only."""
     import nbformat
@@ -82,8 +93,9 @@ def export_html(notebook_path: Path, out_path: Path, *, audience: str) -> None:
                 cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     elif audience != "reviewer":
         raise ValueError(f"audience must be 'clinician' or 'reviewer', got {audience!r}")
-    body, _ = exporter.from_notebook_node(nb)
-    write_text(out_path, body)
+    title = f"{notebook_path.stem} ({'clinician report' if audience == 'clinician' else 'reviewer report, with code'})"
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    write_text(out_path, _offline(body, [exporter.require_js_url, exporter.mathjax_url]))
 
 
 def execute_stage(
@@ -520,7 +532,7 @@ def write_index(report_dir: Path, config: StudyConfig, provenance: dict[str, Any
     from diffkd_study.checklist import write_checklist
 
     parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'>{NO_FAVICON}",
         f"<title>diffkd-study: {html.escape(config.name)}</title><style>{_CSS}</style></head><body>",
         f"<h1>Study report: {html.escape(config.name)}</h1>",
         f"<p>{html.escape(config.description)}</p>" if config.description else "",

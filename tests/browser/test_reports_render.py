@@ -1,0 +1,136 @@
+"""Real-browser test: every page of a run's report renders in headless Chromium with no broken image, no
+broken link and no JavaScript error; a screenshot of the index is saved.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them with apt when missing) and
+the ``selenium`` client (dev extra). Skipped, with the reason, only where Chromium is not installed.
+The report is served over HTTP on localhost, so a link to a missing file is a 404, not a silent miss.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffkd_study.cli import main
+
+PROJECT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.notebook, pytest.mark.browser]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+# --headless=new as root in a container: no sandbox; no background traffic (this machine has no network)
+CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--no-first-run", "--window-size=1280,2000")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser")
+    raw = {"name": "browser", "seed": 0,
+           "stages": ["data_audit", "baselines", "evaluation", "reader_study", "summary"],
+           "data": {"phantom": {"n_per_center": 16, "image_size": 64}, "external": {"center": ["center_C"]},
+                    "split": {"val_frac": 0.25, "test_frac": 0.25}, "audit_examples_per_group": 1},
+           "evaluation": {"bootstrap": 100, "band_resamples": 100, "efficiency_runs": 2},
+           "reader_study": {"simulate": {"n_junior": 2, "n_senior": 2}},
+           "summary": {"band_resamples": 100}}
+    config = tmp / "browser.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    cwd, cache = os.getcwd(), os.environ.get("DIFFKD_CACHE_DIR")
+    os.environ["DIFFKD_CACHE_DIR"] = str(tmp / "cache")
+    os.chdir(PROJECT)
+    try:
+        code = main(["run", str(config), "--reports-dir", str(tmp / "reports"), "--runs-dir", str(tmp / "runs")])
+    finally:
+        os.chdir(cwd)
+        if cache is None:
+            os.environ.pop("DIFFKD_CACHE_DIR")
+        else:
+            os.environ["DIFFKD_CACHE_DIR"] = cache
+    assert code == 0
+    return tmp / "reports" / "browser"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # no access log in the test output
+        pass
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):  # the browser closed a connection early
+            pass
+
+
+@pytest.fixture(scope="module")
+def server(report):
+    handler = functools.partial(_QuietHandler, directory=str(report))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("Chromium or ChromeDriver is not installed (Debian: apt-get install chromium chromium-driver; "
+                    ".ci/run installs them)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[dev])")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={Path(os.environ.get('TMPDIR', '/tmp')) / 'diffkd-chromium-profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def _local_links(driver, base: str) -> list[str]:
+    hrefs = driver.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+    return [h.split("#")[0] for h in hrefs if h.startswith(base)]
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_every_page_renders_without_broken_images_links_or_js_errors(report, server, browser, tmp_path):
+    pages = ["index.html", "checklist.html"] + sorted(p.name for p in report.glob("[0-9][0-9]_*.html"))
+    assert len(pages) >= 2 + 2 * 5
+    problems = []
+    for page in pages:
+        browser.get(f"{server}/{page}")
+        broken = browser.execute_script(
+            "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
+            ".map(i => i.getAttribute('src') ? i.getAttribute('src').slice(0, 80) : '(inline)')")
+        problems += [f"{page}: broken image {src}" for src in broken]
+        for link in _local_links(browser, server):
+            if _status(link) != 200:
+                problems.append(f"{page}: broken link {urllib.parse.unquote(link)}")
+        errors = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+        problems += [f"{page}: JavaScript/console error: {message}" for message in errors]
+    assert not problems, "\n".join(problems)
+    browser.get(f"{server}/index.html")
+    n_images = browser.execute_script("return document.images.length")
+    assert n_images >= 2  # the headline ROC and the cohort figures
+    shot = Path(os.environ.get("DIFFKD_SCREENSHOT_DIR", tmp_path)) / "index.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
