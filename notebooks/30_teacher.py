@@ -57,7 +57,6 @@ launcher = "inline"
 nproc = 1
 
 # %% tags=["reviewer-only"]
-import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
@@ -118,15 +117,7 @@ fits = study.fits_table(result)
 fits.round(3)
 
 # %%
-history = study.history_frame(result)
-curve_names = []
-for variant in dict.fromkeys(history["variant"]):
-    part = history[history["variant"] == variant]
-    fig = plots.plot_loss_curves(part, x="epoch", title=f"Teacher {variant}: training curves")
-    name = f"teacher_curves_{variant.replace('+', '_')}"
-    plots.save_figure(fig, figures_dir, name)
-    curve_names.append((variant, name))
-    plt.show()
+curve_names = study.save_training_curves(result, figures_dir)
 display(Markdown(plots.caption("loss_curves", model="the teacher")))
 
 # %% tags=["reviewer-only"]

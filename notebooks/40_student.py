@@ -63,8 +63,6 @@ feature_weight = 0.0
 efficiency_runs = 30
 
 # %% tags=["reviewer-only"]
-import matplotlib.pyplot as plt
-import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
@@ -121,15 +119,7 @@ fits = study.fits_table(result)
 fits.round(3)
 
 # %%
-history = study.history_frame(result)
-curve_names = []
-for variant in dict.fromkeys(history["variant"]):
-    part = history[history["variant"] == variant]
-    fig = plots.plot_loss_curves(part, x="epoch", title=f"Student {variant}: training curves")
-    name = f"student_curves_{variant.replace('+', '_')}"
-    plots.save_figure(fig, figures_dir, name)
-    curve_names.append((variant, name))
-    plt.show()
+curve_names = study.save_training_curves(result, figures_dir)
 display(Markdown(plots.caption("loss_curves", model="each student variant")))
 
 # %% [markdown]

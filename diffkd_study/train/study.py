@@ -390,3 +390,27 @@ def ablation_table(predictions_dir: str | os.PathLike[str], names: list[str], ma
     wide = table.pivot(index="model", columns="test_set", values="summary")[sets].rename(columns=header)
     wide.columns.name = None
     return wide.loc[[n for n in names if n in wide.index]]
+
+
+def save_training_curves(records: Mapping[str, Any], figures_dir: str | os.PathLike[str], *,
+                         show: bool = True) -> list[tuple[str, str]]:
+    """One figure of per-term training curves per variant (seeds as mean +- SD), saved as PNG + SVG;
+    returns ``[(variant, figure name)]``."""
+    import matplotlib.pyplot as plt
+
+    from diffkd_study.eval import plots
+
+    kind = records["kind"]
+    history = history_frame(records)
+    saved = []
+    for variant in dict.fromkeys(history["variant"]):
+        fig = plots.plot_loss_curves(history[history["variant"] == variant], x="epoch",
+                                     title=f"{kind.capitalize()} {variant}: training curves")
+        name = f"{kind}_curves_{variant.replace('+', '_')}"
+        plots.save_figure(fig, figures_dir, name)
+        if show:
+            plt.show()
+        else:
+            plt.close(fig)
+        saved.append((variant, name))
+    return saved

@@ -19,11 +19,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
-from diffkd_study.cli import main
+from tests.studyrun import run_study
 
-PROJECT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.notebook, pytest.mark.browser]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -43,21 +41,9 @@ def report(tmp_path_factory):
            "evaluation": {"bootstrap": 100, "band_resamples": 100, "efficiency_runs": 2},
            "reader_study": {"simulate": {"n_junior": 2, "n_senior": 2}},
            "summary": {"band_resamples": 100}}
-    config = tmp / "browser.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    cwd, cache = os.getcwd(), os.environ.get("DIFFKD_CACHE_DIR")
-    os.environ["DIFFKD_CACHE_DIR"] = str(tmp / "cache")
-    os.chdir(PROJECT)
-    try:
-        code = main(["run", str(config), "--reports-dir", str(tmp / "reports"), "--runs-dir", str(tmp / "runs")])
-    finally:
-        os.chdir(cwd)
-        if cache is None:
-            os.environ.pop("DIFFKD_CACHE_DIR")
-        else:
-            os.environ["DIFFKD_CACHE_DIR"] = cache
+    code, report, _ = run_study(raw, tmp)
     assert code == 0
-    return tmp / "reports" / "browser"
+    return report
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

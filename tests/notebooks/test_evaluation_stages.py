@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from diffkd_study.cli import main
+from tests.studyrun import run_study
 
-PROJECT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.notebook
 STAGES = ["data_audit", "baselines", "evaluation", "reader_study"]
 
@@ -27,20 +23,7 @@ def study_run(tmp_path_factory):
         "evaluation": {"bootstrap": 200, "band_resamples": 100, "efficiency_runs": 3},
         "reader_study": {"simulate": {"n_junior": 2, "n_senior": 2}},
     }
-    config = tmp_path / "evalsmoke.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    cwd, cache = os.getcwd(), os.environ.get("DIFFKD_CACHE_DIR")
-    os.environ["DIFFKD_CACHE_DIR"] = str(tmp_path / "cache")  # the notebooks' kernels inherit it
-    os.chdir(PROJECT)
-    try:
-        code = main(["run", str(config), "--reports-dir", str(tmp_path / "reports"), "--runs-dir", str(tmp_path / "runs")])
-    finally:
-        os.chdir(cwd)
-        if cache is None:
-            os.environ.pop("DIFFKD_CACHE_DIR")
-        else:
-            os.environ["DIFFKD_CACHE_DIR"] = cache
-    return code, tmp_path / "reports" / "evalsmoke", tmp_path / "runs" / "evalsmoke"
+    return run_study(raw, tmp_path)
 
 
 def test_all_stages_run_and_write_html(study_run):
@@ -99,14 +82,7 @@ def test_reader_study_is_labelled_simulated(study_run):
 def test_reader_study_without_reads_is_skipped_with_reason(tmp_path):
     raw = {"name": "skip", "seed": 0, "stages": ["data_audit", "reader_study"],
            "data": {"phantom": {"n_per_center": 6, "image_size": 64}, "audit_examples_per_group": 1}}
-    config = tmp_path / "skip.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    cwd = os.getcwd()
-    os.chdir(PROJECT)
-    try:
-        code = main(["run", str(config), "--reports-dir", str(tmp_path / "reports"), "--runs-dir", str(tmp_path / "runs")])
-    finally:
-        os.chdir(cwd)
+    code, report, _ = run_study(raw, tmp_path)
     assert code == 0
-    index = (tmp_path / "reports" / "skip" / "index.html").read_text()
+    index = (report / "index.html").read_text()
     assert "skipped" in index and "no read table given" in index

@@ -4,18 +4,16 @@ synthetic set planted where the diffusion stage writes it."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from diffkd_study.cli import main
 from diffkd_study.data.phantom import generate_phantom_cohort
 from diffkd_study.data.schema import Manifest, write_manifest
+from tests.studyrun import run_study
 
-PROJECT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.notebook
 STAGES = ["teacher", "student", "evaluation", "reader_study", "summary"]
 TRAINING = {"epochs": 2, "batch_size": 8, "min_epochs": 1, "seeds": [0, 1]}
@@ -42,21 +40,8 @@ def study_run(tmp_path_factory):
         "reader_study": {"simulate": {"n_junior": 2, "n_senior": 2}},
         "summary": {"band_resamples": 100},
     }
-    config = tmp_path / "trainsmoke.yaml"
-    config.write_text(yaml.safe_dump(raw))
     _plant_synthetic(tmp_path / "runs" / "trainsmoke" / "synthetic")
-    cwd, cache = os.getcwd(), os.environ.get("DIFFKD_CACHE_DIR")
-    os.environ["DIFFKD_CACHE_DIR"] = str(tmp_path / "cache")
-    os.chdir(PROJECT)
-    try:
-        code = main(["run", str(config), "--reports-dir", str(tmp_path / "reports"), "--runs-dir", str(tmp_path / "runs")])
-    finally:
-        os.chdir(cwd)
-        if cache is None:
-            os.environ.pop("DIFFKD_CACHE_DIR")
-        else:
-            os.environ["DIFFKD_CACHE_DIR"] = cache
-    return code, tmp_path / "reports" / "trainsmoke", tmp_path / "runs" / "trainsmoke"
+    return run_study(raw, tmp_path)
 
 
 def test_stages_run_and_report(study_run):
