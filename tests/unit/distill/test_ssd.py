@@ -433,3 +433,54 @@ def test_teacher_ss_head_loss_against_loop():
         max(range(2), key=lambda j, row=row: row[j]) == y for row, y in zip(simi, source, strict=True)
     )
     assert loss.last_stats["ss_accuracy"] == pytest.approx(correct / 6)
+
+
+# ------------------------------------------------------------------ layout: the whole pipeline on tiny tensors
+def test_layout_rows_of_rotate_batch_are_originals_and_their_three_rotations():
+    # B = 3 images of 2 x 2 pixels with distinct values; hand-written rotations (counter-clockwise)
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]], [[[5.0, 6.0], [7.0, 8.0]]], [[[9.0, 10.0], [11.0, 12.0]]]])
+    rows = rotate_batch(x)
+    nor, aug = layout_indices(rows.shape[0])
+    assert torch.equal(rows[nor], x)  # index % 4 == 0: the originals, in batch order
+    # [[a, b], [c, d]] rotated by 90 / 180 / 270 degrees: [[b, d], [a, c]], [[d, c], [b, a]], [[c, a], [d, b]]
+    expected = []
+    for a, b, c, d in ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12)):
+        expected += [[[b, d], [a, c]], [[d, c], [b, a]], [[c, a], [d, b]]]
+    assert rows[aug][:, 0].tolist() == expected  # aug rows: x0_90, x0_180, x0_270, x1_90, ...
+
+
+def test_rotation_and_source_targets_line_up_with_the_rotated_rows():
+    x = torch.arange(3 * 4, dtype=torch.float64).reshape(3, 1, 2, 2)
+    target = torch.tensor([6, 0, 3])
+    rows = rotate_batch(x)
+    _, aug = layout_indices(rows.shape[0])
+    source = source_targets(3)
+    # every rotated row's source image (by its multiset of pixel values) is source_targets[i]
+    for i, row in enumerate(rows[aug]):
+        assert sorted(row.flatten().tolist()) == sorted(x[int(source[i])].flatten().tolist())
+    assert rotation_targets(target).tolist() == [target[int(s)] for s in source]
+
+
+def test_similarity_rows_pick_their_source_when_each_image_has_its_own_direction():
+    # representation = one-hot direction per source image (+ a small per-copy perturbation); every
+    # rotated row is then most similar to its own original, so the selection with ratio 0 keeps all rows
+    batch, dim = 3, 4
+    rep = torch.zeros(4 * batch, dim, dtype=torch.float64)
+    for i in range(batch):
+        for k in range(4):
+            rep[4 * i + k, i] = 1.0
+            rep[4 * i + k, 3] = 0.1 * k
+    simi = similarity_matrix(rep)
+    source = source_targets(batch)
+    assert simi.argmax(1).tolist() == source.tolist()
+    selection = error_level_selection(simi, source, 0.0)
+    assert selection.index.tolist() == list(range(3 * batch)) and selection.n_wrong == 0
+    # x0_90 (rotated row 0) now looks most like x1, then x0: rank error 1; x1_180 (rotated row 4) looks
+    # most like x0, then x2, then its source x1: rank error 2. Two wrong rows; ratio 0.5 keeps int(1.0) = 1
+    # of them, the smaller rank error: row 0 is kept and row 4 dropped.
+    rep[1, :3] = torch.tensor([0.3, 1.0, 0.0])
+    rep[6, :3] = torch.tensor([1.0, 0.0, 0.3])
+    simi = similarity_matrix(rep)
+    selection = error_level_selection(simi, source, 0.5)
+    assert (selection.n_correct, selection.n_wrong) == (7, 2)
+    assert selection.index.tolist() == [0, 1, 2, 3, 5, 6, 7, 8]
