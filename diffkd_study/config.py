@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from diffkd_study.detection.stage import ComotoStageConfig
+from diffkd_study.ssdkd.stage import SSDKDStageConfig
 from diffkd_study.summary import SummaryStageConfig
 from diffkd_study.train.stage import StudentStageConfig, TeacherStageConfig
 
@@ -58,6 +59,7 @@ def _stage_table() -> dict[str, StageSpec]:
         "baselines": StageSpec("45_baselines"),
         "evaluation": StageSpec("50_evaluation"),
         "reader_study": StageSpec("60_reader_study"),
+        "ssdkd_dermoscopy": StageSpec("70_ssdkd_dermoscopy", SSDKDStageConfig),
         "summary": StageSpec("90_summary", SummaryStageConfig),
         "comoto_dbt": StageSpec("80_comoto_dbt", ComotoStageConfig),
     }

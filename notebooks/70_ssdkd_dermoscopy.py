@@ -1,0 +1,299 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 70 · SSD-KD on dermoscopy (HAM10000)
+#
+# This stage reproduces SSD-KD (Wang et al., *Medical Image Analysis* 2023), a way to teach a small network
+# that could run on a phone to diagnose skin lesions from dermoscopic images as well as a large one. A large
+# *teacher* network, pretrained on everyday photographs (ImageNet), is fine-tuned on the training lesions; then
+# the same small *student* network is trained six ways with the same seeds and budget: on the labels alone,
+# and with five kinds of knowledge distillation from the teacher, up to SSD-KD, which adds relations between
+# and within images and a self-supervised task on rotated copies. All networks are compared on held-out test
+# lesions that none of them saw during training.
+
+# %% tags=["parameters"]
+manifest_path = ""
+data_root = ""
+predictions_dir = ""
+figures_dir = "figures"
+metrics_path = "70_ssdkd_dermoscopy.metrics.json"
+provenance_path = ""
+run_dir = ""
+project_root = ""
+data_root_base = ""
+image_size = 96
+seed = 0
+teacher_model = "tf_efficientnet_lite2"
+teacher_weights = "package:efficientnet-lite2"
+student_model = "mobilenetv2_100"
+student_weights = "none"
+methods = ["ce", "kd", "rkd", "dkd", "d_kd", "ssd_kd"]
+seeds = [0, 1]
+train_fraction = 0.4
+class_weighting = "frequency"
+augment = "dermoscopy"
+batch_size = 32
+teacher_epochs = 3
+teacher_lr = 0.0003
+student_epochs = 5
+student_lr = 0.002
+weight_decay = 0.0001
+warmup_epochs = 0.5
+grad_clip = 5.0
+patience = 3
+min_epochs = 2
+ss_head_epochs = 10
+ss_head_lr = 0.01
+ss_head_views = 1
+kd_lambda = 0.5
+kd_temperature = 5.0
+lambd_rkd = 1.0
+lambd_crkd = 1000.0
+dkd_alpha = 1.0
+dkd_beta = 8.0
+dkd_temperature = 4.0
+bootstrap = 1000
+eval_batch_size = 64
+efficiency_runs = 20
+device = "auto"
+threads = 1
+
+# %% tags=["reviewer-only"]
+import dataclasses
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from diffkd_study.eval import plots
+from diffkd_study.nbutil import (
+    NotebookParameterError,
+    provenance_markdown,
+    records,
+    require_paths,
+    write_metrics,
+)
+from diffkd_study.ssdkd import workflow
+from diffkd_study.ssdkd.plots import CAPTIONS, plot_comparison, ss_head_frame
+from diffkd_study.ssdkd.stage import METHODS, SSDKDStageConfig, stage_config_from_parameters
+
+paths = require_paths(manifest_path=manifest_path, data_root=data_root, run_dir=run_dir)
+fields = [f.name for f in dataclasses.fields(SSDKDStageConfig)]
+params = {name: globals()[name] for name in [*fields, "manifest_path", "data_root", "run_dir", "image_size", "seed",
+                                             "project_root"]}
+try:
+    config = stage_config_from_parameters(params)
+except ValueError as err:
+    raise NotebookParameterError(f"ssdkd_dermoscopy parameters: {err}") from None
+if int(image_size) < 32:
+    raise NotebookParameterError(f"image_size must be >= 32 px, got {image_size}")
+
+# %%
+display(Markdown(provenance_markdown(provenance_path)))
+display(Markdown(
+    f"Teacher **{config.teacher_model}** (initial weights `{config.teacher_weights}`), student "
+    f"**{config.student_model}** (initial weights `{config.student_weights}`), {image_size} x {image_size} pixels. "
+    f"Students: {', '.join(METHODS[m] for m in config.methods)}; seeds {list(config.seeds)}; teacher at most "
+    f"{config.teacher_epochs} epochs, students at most {config.student_epochs} epochs (best epoch by validation "
+    f"balanced accuracy, early stop after {config.patience} epochs without improvement); "
+    f"{config.train_fraction:.0%} of the training lesions."))
+
+# %% [markdown]
+# ## Training
+# The teacher is fine-tuned first, then its self-supervision head is trained (SSD-KD only), then every student.
+# Progress bars show the running loss terms and speed. An interrupted run continues from the last finished
+# epoch of each network when the stage is run again, and finished networks are re-used.
+
+# %%
+result = workflow.run_stage(params)
+
+# %% [markdown]
+# ## Data
+# Images (and lesions) per diagnosis and split. Every image of a lesion is in the same split (grouped by
+# lesion), and the diagnoses are spread alike over the splits (stratified).
+
+# %%
+counts = pd.DataFrame(result["counts"]).set_index("split")
+sub = result["subsample"]
+display(counts)
+display(Markdown(
+    f"Training set: {sub['images_after']} images of {sub['lesions_after']} lesions"
+    + (f" ({sub['train_fraction']:.0%} of the {sub['lesions_before']} training lesions of each diagnosis, "
+       f"{sub['images_before']} images, chosen at random with the study seed {result['study_seed']}; validation "
+       "and test are complete)." if sub["train_fraction"] < 1 else ".")
+    + " Class weights of the weighted cross-entropy (official `frequency` weighting, N / n_c): "
+    + ", ".join(f"{c} {w:g}" for c, w in zip(result["classes"], result["class_weights"] or [], strict=False))))
+
+# %% [markdown]
+# ## Results on the held-out test split
+# Mean ± standard deviation over the training seeds; the next table gives each seed with its 95% confidence
+# interval (Wilson for accuracy; a bootstrap over lesions for balanced accuracy and macro AUC, because several
+# test images can show the same lesion).
+
+# %%
+comparison = workflow.comparison_table(result, "test")
+comparison_display = comparison[["model", "seeds", "n images", "n lesions", "accuracy", "balanced accuracy",
+                                 "macro AUC"]]
+comparison_display
+
+# %%
+seed_rows = workflow.seed_table(result, "test")
+seed_rows
+
+# %%
+goal = workflow.goal_check(result, "test")
+if goal["evaluated"]:
+    display(Markdown(
+        f"**Goal of the reproduction** (SSD-KD student at least 3 points of balanced accuracy above the plain "
+        f"student, and within 2 points of the teacher's accuracy or above it): balanced accuracy "
+        f"{goal['balanced_accuracy_gain_over_plain'] * 100:+.1f} points over the plain student "
+        f"({'met' if goal['balanced_accuracy_goal_met'] else 'not met'}); accuracy "
+        f"{goal['accuracy_minus_teacher'] * 100:+.1f} points relative to the teacher "
+        f"({'met' if goal['accuracy_goal_met'] else 'not met'}). Overall: "
+        f"**{'reached' if goal['goal_met'] else 'not reached'}** in this run."))
+else:
+    display(Markdown(f"Goal not evaluated: {goal['reason']}."))
+
+# %%
+summary = pd.DataFrame(result["evaluation"]["summary"])
+test_summary = summary[summary["split"] == "test"]
+order = ["teacher", *config.methods]
+titles = {name: workflow.model_title(name) for name in order}
+fig = plot_comparison(test_summary, order, titles)
+plots.save_figure(fig, figures_dir, "ssdkd_comparison")
+plt.show()
+n_test, n_lesions = int(test_summary["n"].iloc[0]), int(test_summary["n_lesions"].iloc[0])
+comparison_caption = CAPTIONS["comparison"].format(n=n_test, n_lesions=n_lesions)
+display(Markdown(comparison_caption))
+
+# %% [markdown]
+# ## Per diagnosis
+# Recall (sensitivity: the share of each diagnosis recognised), precision (the share of the network's calls of
+# a diagnosis that were right), F1 and one-vs-rest AUC, with 95% intervals, for the teacher, the plain student
+# and the SSD-KD student of the first seed.
+
+# %%
+primary = int(config.seeds[0])
+per_class = {}
+for name in [m for m in ("teacher", "ce", "ssd_kd") if m in order]:
+    per_class[name] = workflow.per_class_table(result, name, primary, "test")
+    display(Markdown(f"**{titles[name]}** (seed {primary})"))
+    display(per_class[name])
+
+# %%
+classes = result["classes"]
+confusion_names = []
+for entry in result["evaluation"]["confusion"]:
+    if entry["split"] != "test" or entry["seed"] != primary or entry["model"] not in per_class:
+        continue
+    matrix = np.asarray(entry["matrix"])
+    truth = np.repeat(np.arange(len(classes)), matrix.sum(axis=1))
+    predicted = np.concatenate([np.repeat(np.arange(len(classes)), row) for row in matrix])
+    fig = plots.plot_confusion(truth, predicted, dict(enumerate(classes)),
+                               title=f"{titles[entry['model']]} (seed {primary})")
+    name = f"ssdkd_confusion_{entry['model']}"
+    plots.save_figure(fig, figures_dir, name)
+    confusion_names.append((entry["model"], name))
+    plt.show()
+display(Markdown(CAPTIONS["confusion"].format(model="each network", n=n_test)))
+
+# %% [markdown]
+# ## Training curves
+# Every term of each objective is logged separately (already multiplied by its weight): `wce`/`ce` the weighted
+# cross-entropy, `kd`/`kl` the softened-output KD, `tf` the KD on rotated copies, `ss` the self-supervised
+# similarity KD, `rkd_dist`/`rkd_angle` the inter-instance relations (RKD), `crkd` the intra-instance channel
+# (Gram) relation, `tckd`/`nckd` the two parts of DKD.
+
+# %%
+history = workflow.history_frame(result)
+curve_names = []
+for name in dict.fromkeys(history["model"]):
+    fig = plots.plot_loss_curves(history[history["model"] == name], x="epoch", title=f"{titles[name]}: training")
+    figure_name = f"ssdkd_curves_{name}"
+    plots.save_figure(fig, figures_dir, figure_name)
+    curve_names.append((name, figure_name))
+    plt.show()
+display(Markdown(CAPTIONS["loss_curves"].format(model="each network")))
+
+# %%
+if result["ss_heads"]:
+    fig = plots.plot_loss_curves(ss_head_frame(result["ss_heads"]), x="epoch", title="Teacher self-supervision head")
+    plots.save_figure(fig, figures_dir, "ssdkd_ss_head")
+    plt.show()
+    display(Markdown(CAPTIONS["ss_head"]))
+    display(pd.DataFrame([{k: r[k] for k in ("teacher_seed", "epochs", "best_epoch", "best_val_ss_loss",
+                                            "best_val_ss_accuracy", "wall_s")} for r in result["ss_heads"]]).round(3))
+
+# %% [markdown]
+# ## Size and speed: teacher vs student
+# Parameters, computation (FLOPs: two per multiply-accumulate, convolutions and matrix products only) at the
+# study resolution and at the paper's 224 px, and single-thread CPU latency (batch 1, median of repeated runs).
+
+# %%
+efficiency = workflow.efficiency(result)
+efficiency.round(4)
+
+# %% [markdown]
+# ## Computing time
+# `train min` is the time of the epochs each network actually trained (summed over interrupted and resumed
+# runs); `wall min` is this execution's time (near zero for a network that was re-used).
+
+# %%
+timing = workflow.timing_table(result)
+display(timing)
+display(Markdown(f"Device `{result['device']}`, {result['threads']} CPU thread(s); total training time "
+                 f"{timing['train min'].fillna(0).sum():.0f} min; this execution {result['wall_s'] / 60:.0f} min."))
+
+# %% tags=["reviewer-only"]
+limitations = []
+if len(config.seeds) < 3:
+    limitations.append(f"{len(config.seeds)} training seeds per network: the SD over seeds is a rough guide.")
+if config.train_fraction < 1:
+    limitations.append(f"CPU profile: {config.train_fraction:.0%} of the training lesions, {image_size} px, at most "
+                       f"{config.student_epochs} student epochs (the official code trains at 224 px for up to 150).")
+if config.teacher_model != "resnet50":
+    limitations.append(f"Teacher {config.teacher_model} instead of the paper's ResNet-50 (no offline ResNet-50 "
+                       "ImageNet weights); the student is trained from scratch (the official one starts from ImageNet).")
+limitations.append("HAM10000 has 7 classes (no SCC); the paper's figures are on ISIC 2019 (8 classes).")
+if goal.get("evaluated") and not goal["goal_met"]:
+    limitations.append("The reproduction goal (SSD-KD >= plain + 3 points balanced accuracy and within 2 points of "
+                       "the teacher's accuracy) was not reached in this run.")
+efficiency_records = records(efficiency.reset_index())
+write_metrics(metrics_path, {
+    "records": {k: v for k, v in result.items() if k not in ("evaluation",)},
+    "evaluation": result["evaluation"],
+    "comparison": records(comparison),
+    "goal": goal,
+    "efficiency": efficiency_records,
+    "timing": records(timing),
+    "index_section": {
+        "title": "SSD-KD on dermoscopy (HAM10000)",
+        "text": [f"Teacher {config.teacher_model} ({config.teacher_weights}), student {config.student_model} "
+                 f"({config.student_weights}), {image_size} px; {len(config.seeds)} seeds; test split of {n_test} "
+                 f"images ({n_lesions} lesions)."],
+        "tables": [
+            {"title": "Test split: mean ± SD over seeds", "caption": comparison_caption,
+             "records": records(comparison_display)},
+            {"title": "Teacher vs student efficiency", "caption": "Parameters, FLOPs and single-thread CPU latency.",
+             "records": efficiency_records},
+            {"title": "Computing time", "caption": "Minutes per part of the stage.", "records": records(timing)},
+        ],
+        "figures": [{"png": "figures/ssdkd_comparison.png", "title": "Teacher and students on the test split",
+                     "caption": comparison_caption}],
+        "limitations": limitations,
+    },
+})

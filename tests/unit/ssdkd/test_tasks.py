@@ -1,0 +1,133 @@
+"""Student tasks: the SSD-KD rotation batch fed to both networks, per-copy augmentation, each method's terms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffkd_study.distill.losses import kd_loss
+from diffkd_study.distill.ssd import ProjectionHead, rotate_batch
+from diffkd_study.models.classifier import create_classifier
+from diffkd_study.ssdkd.stage import SSDKDStageConfig
+from diffkd_study.ssdkd.tasks import RotationDistillationTask, build_student_task, rotated_views
+
+SIZE = 32
+CLASSES = 3
+WEIGHTS = [1.0, 2.0, 4.0]
+
+
+@pytest.fixture(scope="module")
+def networks():
+    torch.manual_seed(0)
+    teacher = create_classifier("tf_efficientnet_lite0", CLASSES, 3, "none").eval()
+    return teacher
+
+
+def _student():
+    torch.manual_seed(1)
+    return create_classifier("mobilenetv2_035", CLASSES, 3, "none")
+
+
+def _batch(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images01 = torch.rand(n, 3, SIZE, SIZE, generator=g)
+    return {"images": (images01 - 0.5) / 0.5, "target": torch.randint(0, CLASSES, (n,), generator=g)}
+
+
+def _inputs_of(model):
+    seen = []
+    handle = model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    return seen, handle
+
+
+def test_rotation_task_feeds_both_networks_the_4b_layout(networks):
+    cfg = SSDKDStageConfig(augment="none")
+    student = _student()
+    task = build_student_task("ssd_kd", cfg, student, networks, WEIGHTS, image_size=SIZE,
+                              teacher_head=ProjectionHead(1280))
+    assert isinstance(task, RotationDistillationTask)
+    batch = _batch(3)
+    student_inputs, h1 = _inputs_of(student)
+    teacher_inputs, h2 = _inputs_of(networks)
+    try:
+        loss, terms = task(batch)
+    finally:
+        h1.remove()
+        h2.remove()
+    expected = rotate_batch(batch["images"])  # normalisation is affine, so it commutes with rotation
+    for seen in (student_inputs, teacher_inputs):
+        assert seen[0].shape == (12, 3, SIZE, SIZE)
+        assert torch.allclose(seen[0], expected, atol=1e-6)
+    assert torch.isfinite(loss)
+    assert {"ssd_kd.ce", "ssd_kd.kd", "ssd_kd.tf", "ssd_kd.ss", "ssd_kd.rkd_dist", "ssd_kd.rkd_angle",
+            "ssd_kd.crkd", "total"} <= set(terms)
+    assert terms["diag.ssd_kd.n_tf_rows"] == 9.0  # ratio_tf 1.0 keeps all 3B rotated rows
+    assert 0 < terms["diag.ssd_kd.n_ss_rows"] <= 9
+
+
+def test_each_rotated_copy_is_augmented_independently():
+    images01 = torch.rand(32, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    rows = rotated_views(images01, "dermoscopy", torch.Generator().manual_seed(1))
+    plain = rotate_batch(images01)
+    untouched = (rows - plain).abs().flatten(1).amax(1) < 1e-6  # copies the augmentation left as they were
+    per_image = untouched.reshape(32, 4).sum(1).numpy()
+    # a shared augmentation per image would leave all 4 copies or none untouched; independent draws mix them
+    assert ((per_image > 0) & (per_image < 4)).any()
+    again = rotated_views(images01, "dermoscopy", torch.Generator().manual_seed(1))
+    assert torch.equal(rows, again)
+
+
+def test_rotation_task_augmentation_follows_torch_global_seed(networks):
+    cfg = SSDKDStageConfig()
+    task = build_student_task("ssd_kd", cfg, _student(), networks, WEIGHTS, image_size=SIZE,
+                              teacher_head=ProjectionHead(1280)).eval()
+    batch = _batch(2)
+    values = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        with torch.no_grad():
+            values.append(task(batch)[1]["total"])
+    assert values[0] == values[1]
+
+
+EXPECTED_TERMS = {
+    "ce": {"ce"},
+    "kd": {"wce", "kd"},
+    "rkd": {"wce", "rkd", "rkd.dist", "rkd.angle"},
+    "dkd": {"wce", "dkd", "dkd.tckd", "dkd.nckd"},
+    "d_kd": {"d_kd", "d_kd.wce", "d_kd.kl", "d_kd.rkd_dist", "d_kd.rkd_angle", "d_kd.crkd"},
+}
+
+
+@pytest.mark.parametrize("method", list(EXPECTED_TERMS))
+def test_every_method_logs_its_terms(method, networks):
+    task = build_student_task(method, SSDKDStageConfig(), _student(), networks, WEIGHTS, image_size=SIZE)
+    with torch.no_grad():
+        loss, terms = task.eval()(_batch(4))
+    assert set(terms) == EXPECTED_TERMS[method] | {"total"}
+    assert float(loss) == pytest.approx(terms["total"], rel=1e-6)
+
+
+def test_kd_task_is_half_wce_plus_half_t2_kl_from_the_networks(networks):
+    cfg = SSDKDStageConfig()
+    student = _student()
+    task = build_student_task("kd", cfg, student, networks, WEIGHTS, image_size=SIZE).eval()
+    batch = _batch(4)
+    with torch.no_grad():
+        _, terms = task(batch)
+        s, t = student(batch["images"]), networks(batch["images"])
+        wce = torch.nn.functional.cross_entropy(s, batch["target"], weight=torch.tensor(WEIGHTS))
+    assert terms["wce"] == pytest.approx(0.5 * float(wce), rel=1e-5)
+    assert terms["kd"] == pytest.approx(0.5 * float(kd_loss(s, t, 5.0)), rel=1e-5)
+
+
+def test_task_errors(networks):
+    cfg = SSDKDStageConfig()
+    with pytest.raises(ValueError, match="distils from a teacher"):
+        build_student_task("kd", cfg, _student(), None, WEIGHTS, image_size=SIZE)
+    with pytest.raises(ValueError, match="self-supervision head"):
+        build_student_task("ssd_kd", cfg, _student(), networks, WEIGHTS, image_size=SIZE)
+    with pytest.raises(ValueError, match="unknown method"):
+        build_student_task("crd", cfg, _student(), networks, WEIGHTS, image_size=SIZE)
+    assert np.isfinite(float(build_student_task("ce", cfg, _student(), None, None, image_size=SIZE)(_batch(2))[0]))

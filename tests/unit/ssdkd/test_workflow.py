@@ -1,0 +1,87 @@
+"""Report tables of the stage from hand-made records: mean ± SD over seeds, the goal check, timings, weights paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diffkd_study.ssdkd import workflow
+
+CLASSES = ("a", "b", "c")
+
+
+def _summary_row(model, seed, accuracy, balanced, auc, split="test"):
+    return {"model": model, "seed": seed, "split": split, "n": 100, "n_lesions": 80,
+            "accuracy": accuracy, "accuracy_low": accuracy - 0.05, "accuracy_high": accuracy + 0.05,
+            "balanced_accuracy": balanced, "balanced_accuracy_low": balanced - 0.1,
+            "balanced_accuracy_high": balanced + 0.1, "macro_auc": auc, "macro_auc_low": auc - 0.05,
+            "macro_auc_high": auc + 0.05}
+
+
+def _records():
+    rows = [_summary_row("teacher", 0, 0.80, 0.60, 0.90), _summary_row("teacher", 1, 0.82, 0.62, 0.92),
+            _summary_row("ce", 0, 0.70, 0.40, 0.80), _summary_row("ce", 1, 0.72, 0.44, 0.82),
+            _summary_row("ssd_kd", 0, 0.79, 0.45, 0.85), _summary_row("ssd_kd", 1, 0.80, 0.47, 0.86),
+            _summary_row("ssd_kd", 0, 0.5, 0.5, 0.5, split="val")]
+    return {"evaluation": {"summary": rows, "per_class": [], "confusion": []},
+            "timings": [{"part": "data", "seed": None, "wall_s": 30.0},
+                        {"part": "teacher", "seed": 0, "wall_s": 600.0, "train_s": 590.0},
+                        {"part": "ssd_kd", "seed": 0, "wall_s": 6.0, "train_s": 1200.0}]}
+
+
+def test_comparison_table_mean_and_sd_over_seeds():
+    table = workflow.comparison_table(_records()).set_index("model")
+    assert list(table.index) == ["Teacher", "Plain student (WCE)", "SSD-KD"]
+    assert table.loc["Plain student (WCE)", "balanced accuracy"] == "0.420 ± 0.028 (2 seeds)"
+    assert table.loc["SSD-KD", "accuracy_mean"] == pytest.approx(0.795)
+    assert table.loc["Teacher", "n images"] == 100 and table.loc["Teacher", "seeds"] == 2
+
+
+def test_goal_check_by_hand():
+    goal = workflow.goal_check(_records())
+    # balanced accuracy 0.46 - 0.42 = +4 points (met); accuracy 0.795 - 0.81 = -1.5 points (met)
+    assert goal["balanced_accuracy_gain_over_plain"] == pytest.approx(0.04)
+    assert goal["accuracy_minus_teacher"] == pytest.approx(-0.015)
+    assert goal["goal_met"] is True
+    records = _records()
+    records["evaluation"]["summary"] = [r for r in records["evaluation"]["summary"] if r["model"] != "ce"]
+    assert workflow.goal_check(records) == {"evaluated": False, "reason": "the teacher, the plain student and "
+                                                                          "SSD-KD must all be trained"}
+
+
+def test_seed_table_intervals_and_timing_minutes():
+    seeds = workflow.seed_table(_records())
+    assert len(seeds) == 6 and seeds.iloc[0]["accuracy (Wilson)"] == "0.800 (0.750-0.850)"
+    timing = workflow.timing_table(_records())
+    assert timing["part"].tolist() == ["data", "Teacher", "SSD-KD"]
+    assert timing["wall min"].tolist() == [0.5, 10.0, 0.1] and timing["train min"].tolist()[1:] == [9.83, 20.0]
+
+
+def test_evaluate_predictions_per_model_seed_and_split():
+    rng = np.random.default_rng(0)
+    frames = []
+    for model, seed, split in (("teacher", 0, "val"), ("teacher", 0, "test"), ("ce", 1, "test")):
+        n = 30
+        p = rng.dirichlet(np.ones(3), n)
+        frame = pd.DataFrame({"model": model, "seed": seed, "split": split, "image_id": [f"i{k}" for k in range(n)],
+                              "lesion_id": [f"l{k // 2}" for k in range(n)], "label_index": rng.integers(0, 3, n)})
+        for c, name in enumerate(CLASSES):
+            frame[f"prob_{name}"] = p[:, c]
+        frames.append(frame)
+    evaluation = workflow.evaluate_predictions(pd.concat(frames), CLASSES, n_resamples=100, seed=0)
+    assert [(r["model"], r["seed"], r["split"]) for r in evaluation["summary"]] == [
+        ("teacher", 0, "val"), ("teacher", 0, "test"), ("ce", 1, "test")]
+    assert all(r["n"] == 30 and r["n_lesions"] == 15 for r in evaluation["summary"])
+    assert len(evaluation["per_class"]) == 9 and np.array(evaluation["confusion"][0]["matrix"]).sum() == 30
+    table = workflow.per_class_table(evaluation_records := {"evaluation": evaluation}, "teacher", 0, "test")
+    assert table["class"].tolist() == list(CLASSES)
+    with pytest.raises(KeyError, match="no per-class metrics"):
+        workflow.per_class_table(evaluation_records, "ssd_kd", 0)
+
+
+def test_relative_file_weights_resolve_against_the_project_root():
+    resolve = workflow._resolve_weights
+    assert resolve("file:weights/r50.pth#sha256=ab", "/proj") == "file:/proj/weights/r50.pth#sha256=ab"
+    assert resolve("file:/abs/r50.pth#sha256=ab", "/proj") == "file:/abs/r50.pth#sha256=ab"
+    assert resolve("package:efficientnet-lite2", "/proj") == "package:efficientnet-lite2"
