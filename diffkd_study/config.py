@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from diffkd_study.detection.stage import ComotoStageConfig
+from diffkd_study.diffusion.stage import DiffusionStageConfig, SyntheticQualityStageConfig
 from diffkd_study.ssdkd.stage import SSDKDStageConfig
 from diffkd_study.summary import SummaryStageConfig
 from diffkd_study.train.stage import StudentStageConfig, TeacherStageConfig
@@ -54,6 +55,8 @@ def _stage_table() -> dict[str, StageSpec]:
     # Stage parameter dataclasses live in light modules (no torch import), one per area.
     return {
         "data_audit": StageSpec("00_data_audit"),
+        "diffusion": StageSpec("10_diffusion", DiffusionStageConfig),
+        "synthetic_quality": StageSpec("20_synthetic_quality", SyntheticQualityStageConfig),
         "teacher": StageSpec("30_teacher", TeacherStageConfig),
         "student": StageSpec("40_student", StudentStageConfig),
         "baselines": StageSpec("45_baselines"),

@@ -19,8 +19,11 @@ classes), ``n`` draws from all rows; or a user table is given instead.
 
 :func:`generate_synthetic` writes ``images/*.png`` (uint8), ``masks/*.png`` (the conditioning mask, 0/255,
 for mask-conditioned models) and ``synthetic.csv`` + sidecar in the standard manifest schema, atomically.
-Extra columns: ``synthetic=1``, ``split=train``, ``source_image_id`` (the training row whose conditions
-were used), ``sampler``, ``steps``, ``guidance``, ``seed``, ``checkpoint_sha256``.
+The sidecar is the training manifest's schema (every declared condition; those the model does not use are
+left empty in the rows, since the image was not generated from them). Extra columns: ``synthetic=1``,
+``split=train``, ``source_image_id`` and ``source_center`` (the training row whose conditions and mask
+were used), ``sampler``, ``steps``, ``guidance``, ``seed``, ``checkpoint_sha256``. ``center`` is
+``synthetic``; ``dataset`` is the source row's.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from tqdm.auto import tqdm
 from diffkd_study.data.cache import ImageCache, Preprocessing, load_mask
 from diffkd_study.data.schema import Manifest, ManifestSchema, write_manifest
 from diffkd_study.diffusion.train import checkpoint_sha256, load_model
-from diffkd_study.io import atomic_dir
+from diffkd_study.io import atomic_dir, write_json
 from diffkd_study.models.conditioning import ConditionBatch, ConditionDrop
 from diffkd_study.models.unet import ConditionalUNet
 from diffkd_study.repro import derive_seed
@@ -178,11 +181,13 @@ def generate_synthetic(checkpoint: str | os.PathLike[str], train_manifest: Manif
                        n: int | None = None, per_class: Mapping[str, int] | None = None,
                        table: pd.DataFrame | None = None, sampler: str = "dpmsolver++", steps: int = 20,
                        guidance_scale: float = 2.0, seed: int = 0, batch_size: int = 16,
-                       device: str | torch.device = "cpu", progress: bool = True) -> Manifest:
+                       device: str | torch.device = "cpu", progress: bool = True,
+                       record: Mapping[str, Any] | None = None) -> Manifest:
     """Sample a synthetic set and write it as a manifest folder ``out_dir`` (see the module docstring).
 
     Conditions come from ``table`` (a DataFrame with ``label``, the model's ``cond_*`` columns and, for
     mask-conditioned models, ``mask_path`` relative to ``root``) or are drawn from ``train_manifest``.
+    ``record``, when given, is written as ``generation.json`` inside the same atomic folder.
     """
     model, config = load_model(checkpoint)
     image_size = int(config["train"]["image_size"])
@@ -201,6 +206,7 @@ def generate_synthetic(checkpoint: str | os.PathLike[str], train_manifest: Manif
     digest = checkpoint_sha256(checkpoint)
     schema = train_manifest.schema
     used = model.encoder.categorical_names + model.encoder.numeric_names
+    unused = [c for c in schema.conditions if c not in used]
     out_dir = Path(out_dir)
     records = []
     with atomic_dir(out_dir) as tmp:
@@ -210,23 +216,28 @@ def generate_synthetic(checkpoint: str | os.PathLike[str], train_manifest: Manif
         for i, row in rows.iterrows():
             image_id = f"syn_{i:05d}"
             Image.fromarray(images[i]).save(tmp / "images" / f"{image_id}.png")
-            record = {"image_id": image_id, "patient_id": image_id, "dataset": schema.dataset,
-                      "center": "synthetic", "image_path": f"images/{image_id}.png",
-                      "mask_path": np.nan, "label": row["label"], **{c: row[c] for c in used},
-                      "split": "train", "synthetic": "1", "source_image_id": row["image_id"],
-                      "sampler": sampler, "steps": str(steps), "guidance": str(guidance_scale), "seed": str(seed),
-                      "checkpoint_sha256": digest}
+            entry = {"image_id": image_id, "patient_id": image_id,
+                     "dataset": row["dataset"] if isinstance(row.get("dataset"), str) else schema.dataset,
+                     "center": "synthetic", "image_path": f"images/{image_id}.png",
+                     "mask_path": np.nan, "label": row["label"], **{c: row[c] for c in used},
+                     **{c: np.nan for c in unused},
+                     "split": "train", "synthetic": "1", "source_image_id": row["image_id"],
+                     "source_center": row["center"] if isinstance(row.get("center"), str) else np.nan,
+                     "sampler": sampler, "steps": str(steps), "guidance": str(guidance_scale), "seed": str(seed),
+                     "checkpoint_sha256": digest}
             if masks is not None and has_mask[i]:
                 mask = (masks[i, 0].numpy() > 0.5).astype(np.uint8) * 255
                 Image.fromarray(mask).save(tmp / "masks" / f"{image_id}.png")
-                record["mask_path"] = f"masks/{image_id}.png"
-            records.append(record)
+                entry["mask_path"] = f"masks/{image_id}.png"
+            records.append(entry)
         synthetic_schema = ManifestSchema(
             dataset=schema.dataset, label_set=schema.label_set, task=schema.task,
-            positive_class=schema.positive_class, conditions={c: schema.conditions[c] for c in used},
+            positive_class=schema.positive_class, conditions=dict(schema.conditions),
             source=f"synthetic: {sampler} {steps} steps, guidance {guidance_scale}, seed {seed}, "
                    f"checkpoint sha256 {digest}")
         manifest = Manifest(pd.DataFrame(records), synthetic_schema)
         write_manifest(manifest, tmp / "synthetic.csv")
+        if record is not None:
+            write_json(tmp / "generation.json", dict(record))
     manifest.path = out_dir / "synthetic.csv"
     return manifest

@@ -13,11 +13,22 @@ Feature extractors (registered with torch-fidelity's ``register_feature_extracto
   (bilinear, antialiased), normalised with mean = std = 0.5. Any timm classifier (e.g. a trained
   teacher) can be passed instead as a module; its pooled pre-logits are used.
 
-Metrics are computed on the features with torch-fidelity's own feature-level functions
-(``fid_statistics_to_metric``, ``kid_features_to_metric``, ``prc_features_to_metric``: precision/recall
-of Kynkaanniemi et al. 2019, k = 3), so every extractor gets the same definitions. KID is the mean +-
+Metrics are computed on the features with the same definitions for every extractor: FID by
+:func:`frechet_distance` (torch-fidelity's formula, evaluated through an SVD of the cross-product of
+the centred feature sets instead of a 2048 x 2048 matrix square root; equal to torch-fidelity's
+``fid_statistics_to_metric`` where that is accurate, tested), KID and precision/recall with
+torch-fidelity's own feature-level functions (``kid_features_to_metric``, ``prc_features_to_metric``:
+precision/recall of Kynkaanniemi et al. 2019, k = 3). KID is the mean +-
 SD over ``kid_subsets`` subsets of ``kid_subset_size`` (default min(1000, n_generated, n_real)),
 both returned. Every result carries its sample sizes.
+
+Conditional faithfulness (:func:`conditional_faithfulness`): a probe trained on real images only (a
+multinomial logistic regression on standardised domain features, L2 penalty ``C``) predicts the label,
+or a categorical condition, of each synthetic image; the share that agrees with what the image was
+generated for is reported with a Wilson 95% interval, next to the same probe's accuracy on held-out real
+images (how well the target can be read from an image at all) and the majority-class share (chance).
+Levels with fewer than ``min_per_level`` training images are left out of a probe, and a target with
+fewer than two such levels is not probed.
 
 Memorization audit: for each synthetic image its nearest training image (Euclidean) in domain-feature
 space and in pixel space (gray, resized to ``pixel_size`` with antialiasing, each image z-normalised;
@@ -42,7 +53,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
@@ -210,12 +220,41 @@ def as_uint8_nchw(images: np.ndarray | torch.Tensor | Sequence[np.ndarray]) -> t
 
 @torch.no_grad()
 def extract_features(images: Any, extractor: str | nn.Module = INCEPTION_EXTRACTOR,
-                     batch_size: int = 32) -> np.ndarray:
+                     batch_size: int = 32, progress: bool = False) -> np.ndarray:
     """Float64 ``(N, D)`` features of uint8 images."""
+    from tqdm.auto import tqdm
+
     module = get_extractor(extractor)
     x = as_uint8_nchw(images)
-    out = [module(x[i:i + batch_size])[0].double().cpu() for i in range(0, len(x), batch_size)]
+    starts = range(0, len(x), batch_size)
+    out = [module(x[i:i + batch_size])[0].double().cpu()
+           for i in tqdm(starts, desc=f"features ({module.get_name()})", unit="batch", disable=not progress)]
     return torch.cat(out).numpy()
+
+
+def frechet_distance(generated: np.ndarray, real: np.ndarray) -> float:
+    """FID of two feature sets, ``|mu_g - mu_r|^2 + tr S_g + tr S_r - 2 tr sqrt(S_g S_r)``, without a d x d sqrtm.
+
+    With centred feature matrices ``G`` (n_g x d) and ``R`` (n_r x d) and the unbiased covariances
+    ``S_g = G'G / (n_g - 1)``, ``S_r = R'R / (n_r - 1)``, the non-zero eigenvalues of ``S_g S_r`` are the
+    squared singular values of ``G R' / sqrt((n_g - 1)(n_r - 1))``, so ``tr sqrt(S_g S_r)`` is that
+    matrix's nuclear norm: exact, and an ``n_g x n_r`` SVD instead of the 2048 x 2048 ``scipy.linalg.sqrtm``
+    of torch-fidelity (seconds per call on a CPU, and inaccurate when ``n < d`` makes the covariances
+    singular). Equal to torch-fidelity's value where its sqrtm is accurate (tested).
+    """
+    g = np.asarray(generated, dtype=np.float64)
+    r = np.asarray(real, dtype=np.float64)
+    if g.ndim != 2 or r.ndim != 2 or g.shape[1] != r.shape[1]:
+        raise ValueError(f"feature sets must be (n, d) with the same d, got {g.shape} and {r.shape}")
+    if min(len(g), len(r)) < 2:
+        raise ValueError(f"need at least 2 feature rows per set, got {len(g)} and {len(r)}")
+    mean_g, mean_r = g.mean(axis=0), r.mean(axis=0)
+    gc, rc = g - mean_g, r - mean_r
+    scale = np.sqrt((len(g) - 1) * (len(r) - 1))
+    cross = np.linalg.svd(gc @ rc.T / scale, compute_uv=False).sum()
+    trace_g = float((gc * gc).sum() / (len(g) - 1))
+    trace_r = float((rc * rc).sum() / (len(r) - 1))
+    return float(((mean_g - mean_r) ** 2).sum() + trace_g + trace_r - 2.0 * cross)
 
 
 def fidelity_from_features(generated: np.ndarray, real: np.ndarray, *, kid_subset_size: int | None = None,
@@ -226,8 +265,7 @@ def fidelity_from_features(generated: np.ndarray, real: np.ndarray, *, kid_subse
         raise ValueError(f"need at least 2 images per set (generated {n_gen}, real {n_real})")
     subset = kid_subset_size or min(1000, n_gen, n_real)
     f_gen, f_real = torch.from_numpy(np.asarray(generated, np.float64)), torch.from_numpy(np.asarray(real, np.float64))
-    fid = fid_statistics_to_metric(fid_features_to_statistics(f_gen), fid_features_to_statistics(f_real),
-                                   verbose=False)["frechet_inception_distance"]
+    fid = frechet_distance(generated, real)
     kid = kid_features_to_metric(f_gen, f_real, kid_subsets=kid_subsets, kid_subset_size=subset, verbose=False,
                                  rng_seed=seed)
     k = min(prc_neighborhood, n_gen - 1, n_real - 1)
@@ -340,3 +378,79 @@ def memorization_audit(synthetic: Any, training: Any, extractor: str | nn.Module
     return MemorizationAudit(spaces=spaces, flagged=np.flatnonzero(flags), closest_pairs=pd.DataFrame(pairs),
                              percentile=percentile, n_synthetic=int(len(flags)),
                              n_training=int(len(spaces["pixel"].real_distance)))
+
+
+# -- conditional faithfulness -------------------------------------------------------------------------------
+@dataclass
+class FaithfulnessResult:
+    target: str  # "label" or a cond_* column
+    levels: list[str]  # the levels the probe distinguishes
+    n_train: int
+    chance: float  # share of the most frequent level among the training rows used
+    agreement: dict[str, dict[str, Any]]  # eval set -> n, n_agree, agreement, ci_low, ci_high
+    excluded_levels: list[str] = field(default_factory=list)  # too rare to be probed
+
+    def records(self) -> list[dict[str, Any]]:
+        return [{"target": self.target, "set": name, "n_levels": len(self.levels), "n_train": self.n_train,
+                 "chance": self.chance, **values} for name, values in self.agreement.items()]
+
+
+def _level_strings(values: Sequence[Any]) -> np.ndarray:
+    out = []
+    for value in values:
+        if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+            out.append("")
+        elif isinstance(value, float) and value.is_integer():
+            out.append(str(int(value)))
+        else:
+            out.append(str(value))
+    return np.asarray(out, dtype=object)
+
+
+def conditional_faithfulness(train_features: np.ndarray, train_targets: Sequence[Any],
+                             eval_sets: dict[str, tuple[np.ndarray, Sequence[Any]]], *, target: str = "label",
+                             min_per_level: int = 10, C: float = 1.0, level: float = 0.95,
+                             seed: int = 0) -> FaithfulnessResult | None:
+    """Train a probe on real ``train_features`` -> ``train_targets``; agreement on each ``eval_sets`` entry.
+
+    Targets are compared as strings (a float ``4.0`` equals ``"4"``); missing targets (NaN, empty) are
+    dropped, as are evaluation rows whose target is a level the probe does not know. Returns ``None``
+    when fewer than two levels have ``min_per_level`` training rows.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from diffkd_study.eval.operating_points import wilson_ci
+
+    features = np.asarray(train_features, dtype=np.float64)
+    targets = _level_strings(list(train_targets))
+    if len(features) != len(targets):
+        raise ValueError(f"{len(features)} training feature rows but {len(targets)} targets")
+    present, counts = np.unique(targets[targets != ""], return_counts=True)
+    levels = [str(v) for v, c in zip(present, counts, strict=True) if c >= min_per_level]
+    excluded = [str(v) for v, c in zip(present, counts, strict=True) if c < min_per_level]
+    if len(levels) < 2:
+        return None
+    keep = np.isin(targets, levels)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000, random_state=seed))
+    probe.fit(features[keep], targets[keep])
+    kept = targets[keep]
+    chance = float(max(np.mean(kept == v) for v in levels))
+    agreement: dict[str, dict[str, Any]] = {}
+    for name, (eval_features, eval_targets) in eval_sets.items():
+        wanted = _level_strings(list(eval_targets))
+        if len(wanted) != len(eval_features):
+            raise ValueError(f"eval set {name!r}: {len(eval_features)} feature rows but {len(wanted)} targets")
+        rows = np.isin(wanted, levels)
+        n = int(rows.sum())
+        if n == 0:
+            agreement[name] = {"n": 0, "n_agree": 0, "agreement": None, "ci_low": None, "ci_high": None}
+            continue
+        predicted = probe.predict(np.asarray(eval_features, dtype=np.float64)[rows])
+        n_agree = int((predicted == wanted[rows]).sum())
+        ci = wilson_ci(n_agree, n, level)
+        agreement[name] = {"n": n, "n_agree": n_agree, "agreement": ci.estimate, "ci_low": ci.ci_low,
+                           "ci_high": ci.ci_high}
+    return FaithfulnessResult(target=target, levels=levels, n_train=int(keep.sum()), chance=chance,
+                              agreement=agreement, excluded_levels=excluded)

@@ -10,9 +10,11 @@ import torch
 from diffkd_study.eval.fidelity import (
     DOMAIN_EXTRACTOR,
     INCEPTION_EXTRACTOR,
+    conditional_faithfulness,
     extract_features,
     fid_helper_torchscript_path,
     fidelity_from_features,
+    frechet_distance,
     get_extractor,
     memorization_audit,
     pixel_vectors,
@@ -95,3 +97,59 @@ def test_pixel_vectors_are_z_normalised():
     assert v.shape == (3, 256)
     np.testing.assert_allclose(v.mean(axis=1), 0, atol=1e-9)
     np.testing.assert_allclose(v.std(axis=1, ddof=1), 1, atol=1e-6)
+
+
+def test_faithfulness_probe_counts_agreement_with_the_intended_level():
+    r = np.random.default_rng(0)
+    train = np.concatenate([r.normal(0, 0.5, (20, 2)), r.normal(10, 0.5, (25, 2)), r.normal(-10, 0.5, (3, 2))])
+    targets = ["a"] * 20 + ["b"] * 25 + ["c"] * 3  # "c" has too few rows to be probed
+    # 10 usable synthetic rows: 7 drawn where their intended level lies, 3 in the other cluster;
+    # plus one with a missing target and one asking for the unprobed level (both left out)
+    synthetic = np.concatenate([r.normal(0, 0.5, (4, 2)), r.normal(10, 0.5, (3, 2)), r.normal(10, 0.5, (2, 2)),
+                                r.normal(0, 0.5, (1, 2)), r.normal(0, 0.5, (2, 2))])
+    intended = ["a"] * 4 + ["b"] * 3 + ["a"] * 2 + ["b"] + [np.nan, "c"]
+    real = np.concatenate([r.normal(0, 0.5, (5, 2)), r.normal(10, 0.5, (5, 2))])
+    result = conditional_faithfulness(train, targets, {"synthetic": (synthetic, intended),
+                                                       "real": (real, ["a"] * 5 + ["b"] * 5)},
+                                      target="cond_x", min_per_level=10)
+    assert result.levels == ["a", "b"] and result.excluded_levels == ["c"]
+    assert result.n_train == 45 and result.chance == pytest.approx(25 / 45)
+    syn = result.agreement["synthetic"]
+    assert (syn["n"], syn["n_agree"], syn["agreement"]) == (10, 7, 0.7)
+    z, n, p = 1.959963984540054, 10, 0.7  # Wilson score interval by hand
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert syn["ci_low"] == pytest.approx(centre - half) and syn["ci_high"] == pytest.approx(centre + half)
+    assert result.agreement["real"]["n_agree"] == 10
+    rows = result.records()
+    assert [row["set"] for row in rows] == ["synthetic", "real"] and rows[0]["target"] == "cond_x"
+
+
+def test_faithfulness_matches_numbers_read_as_floats_and_needs_two_levels():
+    train = np.array([[0.0], [0.1], [5.0], [5.1]])
+    result = conditional_faithfulness(train, [4.0, 4.0, 5.0, 5.0], {"s": (np.array([[0.05], [5.05]]), ["4", "5"])},
+                                      min_per_level=2)
+    assert result.levels == ["4", "5"] and result.agreement["s"]["n_agree"] == 2
+    assert conditional_faithfulness(train, ["a", "a", "a", "b"], {}, min_per_level=2) is None
+
+
+def test_frechet_distance_equals_torch_fidelity_and_a_direct_eigen_computation():
+    from scipy import linalg
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    r = np.random.default_rng(3)
+    mixing = r.normal(size=(8, 8))
+    a, b = r.normal(size=(40, 8)) @ mixing, r.normal(0.3, 1.2, size=(30, 8)) @ mixing
+    theirs = fid_statistics_to_metric(fid_features_to_statistics(torch.from_numpy(a)),
+                                      fid_features_to_statistics(torch.from_numpy(b)),
+                                      verbose=False)["frechet_inception_distance"]
+    assert frechet_distance(a, b) == pytest.approx(theirs, rel=1e-9)
+    # fewer rows than dimensions (singular covariances): from the eigenvalues of S_a S_b directly
+    a, b = r.normal(size=(5, 12)), r.normal(1.0, 1.0, size=(7, 12))
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    eig = np.clip(np.real(linalg.eigvals(sa @ sb)), 0, None)
+    direct = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(sa) + np.trace(sb) - 2 * np.sqrt(eig).sum()
+    assert frechet_distance(a, b) == pytest.approx(direct, rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="same d"):
+        frechet_distance(a, b[:, :3])

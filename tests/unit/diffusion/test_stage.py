@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from diffkd_study.config import STAGES, ConfigError, parse_section
+from diffkd_study.diffusion import stage
+from diffkd_study.diffusion.stage import (
+    DiffusionStageConfig,
+    SyntheticQualityStageConfig,
+    parse_class_counts,
+    section_from_parameters,
+)
+
+
+def test_the_light_module_does_not_import_torch():
+    code = "import sys, diffkd_study.config; assert 'torch' not in sys.modules and 'diffusers' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_names_match_the_library():
+    from diffkd_study.diffusion.sample import SAMPLERS
+    from diffkd_study.diffusion.train import BETA_SCHEDULES, PREDICTION_TYPES, TRAIN_PROFILES, TrainConfig
+
+    assert stage.TRAIN_PROFILE_NAMES == tuple(TRAIN_PROFILES)
+    assert stage.SAMPLER_NAMES == SAMPLERS
+    assert stage.PREDICTION_TYPE_NAMES == PREDICTION_TYPES and stage.BETA_SCHEDULE_NAMES == BETA_SCHEDULES
+    assert stage.NUM_TRAIN_TIMESTEPS == TrainConfig().num_train_timesteps
+
+
+def test_stages_are_registered_with_their_sections():
+    assert STAGES["diffusion"].notebook == "10_diffusion" and STAGES["diffusion"].section is DiffusionStageConfig
+    assert STAGES["synthetic_quality"].notebook == "20_synthetic_quality"
+    assert STAGES["synthetic_quality"].section is SyntheticQualityStageConfig
+
+
+def test_class_counts_are_parsed_and_checked():
+    assert parse_class_counts(["benign=120", " malignant = 80 "]) == {"benign": 120, "malignant": 80}
+    assert parse_class_counts([]) == {}
+    with pytest.raises(ValueError, match="'benign:3' is not of the form"):
+        parse_class_counts(["benign:3"])
+    with pytest.raises(ValueError, match="twice"):
+        parse_class_counts(["a=1", "a=2"])
+    with pytest.raises(ValueError, match="no image at all"):
+        parse_class_counts(["a=0"])
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("profile", "huge", "profile must be one of"),
+    ("diffusion_image_size", 40, "multiple of 16"),
+    ("conditions", ("birads",), "not condition columns"),
+    ("max_steps", -1, "max_steps must be >= 0"),
+    ("label_dropout", 1.5, r"label_dropout must lie in \[0, 1\]"),
+    ("sampler", "euler", "sampler must be one of"),
+    ("sampling_steps", 0, "sampling_steps must be in"),
+    ("guidance_scale", -1.0, "guidance_scale"),
+    ("prediction_type", "x0", "prediction_type"),
+    ("device", "tpu", "device must be one of"),
+])
+def test_diffusion_section_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        DiffusionStageConfig(**{field: value})
+
+
+def test_condition_table_excludes_class_counts():
+    with pytest.raises(ValueError, match="either condition_table or class_counts"):
+        DiffusionStageConfig(condition_table="c.csv", n_per_class=5)
+
+
+def test_train_overrides_only_name_what_the_section_sets():
+    assert DiffusionStageConfig().train_overrides() == {
+        "prediction_type": "epsilon", "beta_schedule": "squaredcos_cap_v2", "mask_conditioning": True}
+    overrides = DiffusionStageConfig(max_steps=50, learning_rate=1e-3, diffusion_image_size=32).train_overrides()
+    assert (overrides["max_steps"], overrides["learning_rate"], overrides["image_size"]) == (50, 1e-3, 32)
+    assert "batch_size" not in overrides and "ema_decay" not in overrides
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("reference_splits", ("train",), "must not include 'train'"),
+    ("reference_splits", ("holdout",), "must name at least one of"),
+    ("guidance_sweep", (1.0, 1.0), "twice"),
+    ("sweep_images", 2, "sweep_images must be >= 4"),
+    ("memorization_percentile", 60.0, "memorization_percentile"),
+    ("grid_condition", "birads", "grid_condition must be a condition column"),
+])
+def test_quality_section_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        SyntheticQualityStageConfig(**{field: value})
+
+
+def test_yaml_sections_parse_with_errors_naming_the_key():
+    section = parse_section({"profile": "smoke", "class_counts": ["benign=3"], "conditions": ["cond_birads"],
+                             "guidance_scale": 3}, DiffusionStageConfig, "cfg.yaml: diffusion")
+    assert section.class_counts == ("benign=3",) and section.guidance_scale == 3.0
+    with pytest.raises(ConfigError, match=r"cfg.yaml: diffusion: unknown key\(s\) \['steps'\]"):
+        parse_section({"steps": 3}, DiffusionStageConfig, "cfg.yaml: diffusion")
+    with pytest.raises(ConfigError, match="cfg.yaml: synthetic_quality: reference_splits must not include"):
+        parse_section({"reference_splits": ["train"]}, SyntheticQualityStageConfig, "cfg.yaml: synthetic_quality")
+    quality = parse_section({"guidance_sweep": [0, 1, 2.5]}, SyntheticQualityStageConfig, "q")
+    assert quality.guidance_sweep == (0.0, 1.0, 2.5)
+
+
+def test_section_from_notebook_parameters_turns_lists_into_tuples():
+    values = {"profile": "smoke", "conditions": ["cond_a"], "class_counts": [], "run_dir": "/x", "seed": 3}
+    section = section_from_parameters(DiffusionStageConfig, values)
+    assert section == DiffusionStageConfig(profile="smoke", conditions=("cond_a",))
+    with pytest.raises(ValueError, match="sampler"):
+        section_from_parameters(DiffusionStageConfig, {"sampler": "plms"})
