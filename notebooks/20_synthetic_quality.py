@@ -318,7 +318,7 @@ write_metrics(metrics_path, {
                  f"({', '.join(section.reference_splits)} split) using {n_eval} images per set. FID/KID: lower is "
                  "better; the floor is the value of real training images of other patients at the same sample size.",
                  f"Memorization audit: {len(flagged_ids)} of {len(synthetic)} synthetic images flagged as near-copies "
-                 f"(threshold: {section.memorization_percentile:g}th percentile of real-vs-real nearest-neighbour "
+                 f"(threshold: the closest {section.memorization_percentile:g}% of real-vs-real nearest-neighbour "
                  f"distances); {len(augmentation.df)} images go to the teacher's training data."],
         "tables": [{"title": "Synthetic vs real: FID and KID against the floor",
                     "caption": "n = images per set (reference n_reference); both extractors. FID - floor near 0 "

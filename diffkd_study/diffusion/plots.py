@@ -45,8 +45,8 @@ CAPTIONS: dict[str, str] = {
         "image (bars), compared with the distance of every real training image to its most similar other "
         "training image (outline), in two ways of measuring similarity: image features (left) and raw "
         "pixels (right). A synthetic image far to the left of the real-vs-real distances would be a "
-        "near-copy of a training image. Images at or below the dashed threshold (the {percentile:g}th "
-        "percentile of real-vs-real distances) are flagged and left out of the training data; "
+        "near-copy of a training image. Images at or below the dashed threshold (the closest {percentile:g}% "
+        "of real-vs-real distances) are flagged and left out of the training data; "
         "{n_flagged} of {n_synthetic} were flagged."
     ),
     "closest_pairs": (

@@ -379,8 +379,9 @@ def train_diffusion(manifest: Manifest, out_dir: str | os.PathLike[str], config:
     last_checkpoint = resolve_checkpoint(out_dir, "latest") if start else out_dir
     n = len(data.images)
     model.train()
+    # at most ~200 redraws: in a notebook every redraw is kept in the saved output
     bar = tqdm(range(start, config.max_steps), initial=start, total=config.max_steps, desc="diffusion",
-               unit="step", disable=not progress)
+               unit="step", disable=not progress, miniters=max(1, config.max_steps // 200), mininterval=1.0)
     began, images_seen = time.perf_counter(), 0
     for step in bar:
         rows = batch_indices(n, config.batch_size, config.seed, step)
@@ -398,7 +399,7 @@ def train_diffusion(manifest: Manifest, out_dir: str | os.PathLike[str], config:
         losses.append(value)
         images_seen += len(rows)
         rate = images_seen / max(time.perf_counter() - began, 1e-9)
-        bar.set_postfix(loss=f"{value:.4f}", img_s=f"{rate:.1f}")
+        bar.set_postfix(loss=f"{value:.4f}", img_s=f"{rate:.1f}", refresh=False)
         done = step + 1
         if done % config.checkpoint_every == 0 or done == config.max_steps:
             last_checkpoint = save_checkpoint(out_dir, step=done, model=model, ema=ema, optimizer=optimizer,

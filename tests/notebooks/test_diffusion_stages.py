@@ -1,5 +1,6 @@
 """End-to-end: the diffusion and synthetic-quality notebooks on a tiny phantom cohort (smoke profile)
-through `diffkd-study run`, then a re-run that resumes instead of retraining."""
+through `diffkd-study run`, then a re-run that resumes instead of retraining (a changed section is
+refused with the difference: tests/unit/diffusion/test_workflow.py)."""
 
 from __future__ import annotations
 
@@ -136,12 +137,3 @@ def test_rerun_resumes_and_keeps_the_synthetic_set(study_run, tmp_path):
     assert metrics["synthetic"]["reused"] is True
     assert (run / "synthetic" / "synthetic.csv").read_bytes() == before
     assert (run / "synthetic" / "memorization.csv").is_file()  # a kept set keeps its audit
-
-
-def test_changed_section_is_refused_with_the_difference(study_run, tmp_path):
-    shutil.copytree(study_run[2].parents[1] / "runs", tmp_path / "runs")
-    raw = {**RAW, "stages": ["diffusion"], "diffusion": {**RAW["diffusion"], "learning_rate": 1e-3}}
-    code = _run(tmp_path, raw)
-    assert code != 0
-    notebook = (tmp_path / "reports" / "diffsmoke" / "10_diffusion.ipynb").read_text()
-    assert "another configuration" in notebook and "learning_rate" in notebook
