@@ -69,6 +69,7 @@ bootstrap = 1000
 eval_batch_size = 64
 efficiency_runs = 20
 device = "auto"
+amp = True
 threads = 1
 
 # %% tags=["reviewer-only"]
@@ -111,6 +112,25 @@ display(Markdown(
     f"{config.teacher_epochs} epochs, students at most {config.student_epochs} epochs (best epoch by validation "
     f"balanced accuracy, early stop after {config.patience} epochs without improvement); "
     f"{config.train_fraction:.0%} of the training lesions."))
+
+# %% [markdown]
+# ## Protocol, and where it departs from the official code
+# * **Data**: HAM10000 (7 diagnoses; ISIC 2019 of the paper has 8), split by lesion (all images of a lesion in
+#   one split) and stratified by diagnosis with the study seed; the official code splits ISIC 2019 by image
+#   (10% test, fold 2 of 5 for validation). Images are resized to a square without keeping the aspect ratio,
+#   as the official `Resize(224)`.
+# * **Loss weights**: weighted cross-entropy with the official `N / n_c` class weights; D-KD lambda 0.5, T 5,
+#   lambda_rkd 1, lambda_crkd 1000; SSD-KD ce 0.1, kd 0.9, tf 2.7, ss 10, DR 1, T 4, tau 0.5, ratios 1.0 / 0.75.
+#   The official DR class crashes when constructed; its intended computation is used. The channel (Gram)
+#   relation is computed in an exactly equivalent, faster form.
+# * **Optimiser**: AdamW with warm-up and cosine decay, best epoch by validation balanced accuracy (official:
+#   SGD, plateau schedule, best validation loss, up to 150 epochs). Every student: same network, seeds (and
+#   initialisation per seed), epochs and augmentation; a student of seed *s* learns from the teacher of seed *s*.
+# * **SSD-KD batches**: `batch_size / 4` images x 4 rotations, each copy augmented independently; the teacher's
+#   self-supervision head is trained first on the frozen teacher (the CPU profile caches its augmented views).
+# * **Networks**: EfficientNet-Lite2 teacher from its ImageNet weights (no offline ResNet-50 weights; a
+#   ResNet-50 is one config line away for users who have them); MobileNetV2 student from scratch (the official
+#   student starts from ImageNet weights).
 
 # %% [markdown]
 # ## Training

@@ -57,7 +57,9 @@ class SSDKDStageConfig:
     the study seed, the same subset for every method and seed; validation and test are never
     subsampled). Optimisation: the shared trainer (AdamW, warm-up + cosine, early stopping on the
     validation balanced accuracy); ``batch_size`` counts network rows per step, so an SSD-KD step holds
-    ``batch_size / 4`` images x 4 rotations, as the official 32 x 4 = 128 rows. SS head (stage A):
+    ``batch_size / 4`` images x 4 rotations, as the official 32 x 4 = 128 rows (so SSD-KD takes 4 times
+    as many steps per epoch as the other students, each on as many rows). SS head (stage A): batches of
+    the same ``batch_size / 4`` images x 4 rotations (the official code uses 32 images in both stages),
     SGD (momentum 0.9, weight decay 1e-3), learning rate divided by 10 at 50% and 75% of
     ``ss_head_epochs`` (the official 30 and 45 of 60), best epoch by validation SS loss;
     ``ss_head_views`` > 0 caches that many augmented passes of teacher embeddings and cycles through
@@ -97,6 +99,7 @@ class SSDKDStageConfig:
     eval_batch_size: int = 64
     efficiency_runs: int = 20
     device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU); the official code trains in float32
     threads: int = 1  # torch CPU threads (1 on a shared CPU); 0 = leave torch's default
 
     def __post_init__(self) -> None:

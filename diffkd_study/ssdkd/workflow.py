@@ -23,7 +23,15 @@ Protocol (the choices METHODS.md 3.4 leaves to us, or where we depart from the o
       by validation balanced accuracy, early stopping (official: SGD lr 1e-3, ReduceLROnPlateau,
       selection by validation loss, up to 150 epochs). Same epochs, seeds and augmentation for every
       student.
-    * Teacher: fine-tuned end to end from its ImageNet weights; student: from scratch (``none``).
+    * Teacher: fine-tuned end to end from its ImageNet weights (the paper's ResNet-50 has no offline
+      weights here: ``teacher_model: resnet50`` with ``file:PATH#sha256=HEX`` uses one); student: from
+      scratch (``none``), as the issue asks (the official MobileNetV2 starts from ImageNet).
+    * Augmentation: the trainer's ``dermoscopy`` preset, the official imgaug pipeline without its
+      (p 0.1) pixel / coarse dropout; SSD-KD applies it to every rotated copy (see
+      :mod:`diffkd_study.ssdkd.tasks`).
+    * SSD-KD's DR term is the intended computation of the official ``class DR`` (whose constructor
+      crashes in every committed version; METHODS.md 3.8), over all 4B rows, as
+      :class:`~diffkd_study.distill.ssd.SSDKDLoss` computes it.
 """
 
 from __future__ import annotations
@@ -133,7 +141,7 @@ def _fit_config(cfg: SSDKDStageConfig, *, epochs: int, lr: float, seed: int, bat
     return FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=cfg.weight_decay,
                      warmup_epochs=cfg.warmup_epochs, grad_clip=cfg.grad_clip, patience=cfg.patience,
                      min_epochs=min(cfg.min_epochs, epochs), selection="balanced_accuracy", augment=augment,
-                     seed=seed, eval_batch_size=cfg.eval_batch_size, device=cfg.device)
+                     seed=seed, eval_batch_size=cfg.eval_batch_size, amp=cfg.amp, device=cfg.device)
 
 
 def _training_seconds(history: list[dict[str, Any]]) -> float:
@@ -241,7 +249,8 @@ def run_stage(params: Mapping[str, Any], *, progress: bool = True) -> dict[str, 
             teacher = frozen_teacher()
             head_config = SSHeadConfig(epochs=cfg.ss_head_epochs, lr=cfg.ss_head_lr,
                                        batch_images=cfg.batch_size // 4, views=cfg.ss_head_views,
-                                       augment=cfg.augment, seed=seed)
+                                       augment=cfg.augment, seed=seed,
+                                       embed_batch_images=max(1, cfg.eval_batch_size // 4))
             head_dir = stage_dir / "ss_head" / f"seed{seed}"
             head = train_ss_head(teacher, default_feature_paths(teacher)["embedding"], data.train, data.val,
                                  head_config, head_dir, teacher_sha256=teacher_record["weights_sha256"],
@@ -425,12 +434,15 @@ def timing_table(records: Mapping[str, Any]) -> pd.DataFrame:
     ``train min`` sums the epochs actually trained (across interrupted and resumed calls); ``wall min``
     is this call's time (near 0 when a finished fit was re-used).
     """
+    names = {"data": "data (read, split, cache)", "ss_head": "teacher SS head", "evaluation": "evaluation"}
     rows = []
     for t in records["timings"]:
-        rows.append({"part": model_title(t["part"]) if t["part"] in (TEACHER, *METHODS) else t["part"],
+        rows.append({"part": model_title(t["part"]) if t["part"] in (TEACHER, *METHODS) else names[t["part"]],
                      "seed": t["seed"], "wall min": round(t["wall_s"] / 60, 2),
                      "train min": None if t.get("train_s") is None else round(t["train_s"] / 60, 2)})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table["seed"] = table["seed"].astype("Int64")
+    return table
 
 
 def efficiency(records: Mapping[str, Any], *, runs: int | None = None, threads: int = 1) -> pd.DataFrame:

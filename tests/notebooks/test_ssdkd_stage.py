@@ -4,17 +4,14 @@ RGB dermoscopy cohort written by the test (no ../shared data needed)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from diffkd_study.cli import main
+from tests.studyrun import run_study
 from tests.unit.ssdkd.conftest import CLASSES, write_dermoscopy_cohort
 
-PROJECT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.notebook
 METHODS = ["ce", "kd", "rkd", "dkd", "d_kd", "ssd_kd"]
 
@@ -32,21 +29,7 @@ def ssdkd_run(tmp_path_factory):
                              "student_epochs": 1, "min_epochs": 1, "ss_head_epochs": 2, "bootstrap": 100,
                              "efficiency_runs": 2, "train_fraction": 1.0, "device": "cpu"},
     }
-    config = tmp_path / "ssdkdsmoke.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    cwd, cache = os.getcwd(), os.environ.get("DIFFKD_CACHE_DIR")
-    os.environ["DIFFKD_CACHE_DIR"] = str(tmp_path / "cache")  # the notebook's kernel inherits it
-    os.chdir(PROJECT)
-    try:
-        code = main(["run", str(config), "--data-root", str(tmp_path / "data"), "--reports-dir",
-                     str(tmp_path / "reports"), "--runs-dir", str(tmp_path / "runs")])
-    finally:
-        os.chdir(cwd)
-        if cache is None:
-            os.environ.pop("DIFFKD_CACHE_DIR")
-        else:
-            os.environ["DIFFKD_CACHE_DIR"] = cache
-    return code, tmp_path / "reports" / "ssdkdsmoke", tmp_path / "runs" / "ssdkdsmoke"
+    return run_study(raw, tmp_path, "--data-root", str(tmp_path / "data"))
 
 
 def test_stage_runs_and_writes_reports(ssdkd_run):

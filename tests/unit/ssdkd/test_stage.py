@@ -21,6 +21,7 @@ def test_cpu_config_equals_the_defaults_and_full_config_parses():
     section = full.section("ssdkd_dermoscopy")
     assert full.data.resolution == 224 and section.train_fraction == 1.0 and section.ss_head_epochs == 60
     assert section.ss_head_views == 0 and section.batch_size == 128 and section.threads == 0
+    assert section.amp is False and cpu.section("ssdkd_dermoscopy").amp is True
     assert cpu.data.split == full.data.split and cpu.seed == full.seed  # the same split
 
 

@@ -54,7 +54,8 @@ def test_seed_table_intervals_and_timing_minutes():
     seeds = workflow.seed_table(_records())
     assert len(seeds) == 6 and seeds.iloc[0]["accuracy (Wilson)"] == "0.800 (0.750-0.850)"
     timing = workflow.timing_table(_records())
-    assert timing["part"].tolist() == ["data", "Teacher", "SSD-KD"]
+    assert timing["part"].tolist() == ["data (read, split, cache)", "Teacher", "SSD-KD"]
+    assert timing["seed"].tolist()[1:] == [0, 0] and pd.isna(timing["seed"].iloc[0])
     assert timing["wall min"].tolist() == [0.5, 10.0, 0.1] and timing["train min"].tolist()[1:] == [9.83, 20.0]
 
 
