@@ -360,8 +360,9 @@ def memorization_audit(synthetic: Any, training: Any, extractor: str | nn.Module
     """
     if len(training) < 2:
         raise ValueError("the memorization audit needs at least 2 training images")
-    spaces = {"pixel": _space("pixel", pixel_vectors(synthetic, pixel_size), pixel_vectors(training, pixel_size),
-                              percentile, bins)}
+    rms = float(pixel_size)  # sqrt(pixel_size ** 2): Euclidean distance -> RMS difference in per-image SDs
+    spaces = {"pixel": _space("pixel", pixel_vectors(synthetic, pixel_size) / rms,
+                              pixel_vectors(training, pixel_size) / rms, percentile, bins)}
     if synthetic_features is not None or training_features is not None or extractor is not None:
         syn = synthetic_features if synthetic_features is not None else extract_features(synthetic, extractor)
         train = training_features if training_features is not None else extract_features(training, extractor)

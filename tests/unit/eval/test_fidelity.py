@@ -153,3 +153,11 @@ def test_frechet_distance_equals_torch_fidelity_and_a_direct_eigen_computation()
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError, match="same d"):
         frechet_distance(a, b[:, :3])
+
+
+def test_pixel_distance_is_an_rms_difference_in_standard_deviations():
+    image = smooth_images(1, 16, seed=7)
+    audit = memorization_audit(255 - image, np.concatenate([image, image]), extractor=None, pixel_size=16)
+    # the inverted image z-scores to exactly -v: RMS of 2v over 256 pixels, v with unit (n-1) SD
+    assert audit.spaces["pixel"].distance[0] == pytest.approx(2 * np.sqrt(255 / 256), rel=1e-6)
+    assert audit.spaces["pixel"].real_distance.tolist() == pytest.approx([0.0, 0.0], abs=1e-9)
