@@ -149,8 +149,9 @@ fidelity_display = pd.concat([main_table, split_half], ignore_index=True)
 fidelity_display.round(4)
 
 # %%
-headline = quality.compare_to_floor(main_table)
-headline.round(4)
+headline = quality.compare_to_floor(main_table).round(
+    {"FID": 2, "FID floor": 2, "FID - floor": 2, "KID": 4, "KID SD": 4, "KID floor": 4})
+headline
 
 # %% [markdown]
 # ### Per class and per center
@@ -291,7 +292,7 @@ for column, name in (("label", "synthetic_grid_per_class"), (grid_by, "synthetic
     display(Markdown(grid_caption))
 
 # %% tags=["reviewer-only"]
-headline_records = records(headline.round(4))
+headline_records = records(headline)
 summary_table = main_table[["set", "extractor", "n_generated", "n_real", "fid", "kid_mean", "kid_std", "precision",
                             "recall"]].round(4)
 write_metrics(metrics_path, {

@@ -379,9 +379,11 @@ def train_diffusion(manifest: Manifest, out_dir: str | os.PathLike[str], config:
     last_checkpoint = resolve_checkpoint(out_dir, "latest") if start else out_dir
     n = len(data.images)
     model.train()
-    # at most ~200 redraws: in a notebook every redraw is kept in the saved output
+    # at most ~200 redraws: in a notebook every redraw is kept in the saved output (a large maxinterval
+    # keeps tqdm's monitor thread from resetting miniters to 1 when steps are slow)
     bar = tqdm(range(start, config.max_steps), initial=start, total=config.max_steps, desc="diffusion",
-               unit="step", disable=not progress, miniters=max(1, config.max_steps // 200), mininterval=1.0)
+               unit="step", disable=not progress, miniters=max(1, config.max_steps // 200), mininterval=1.0,
+               maxinterval=3600.0)
     began, images_seen = time.perf_counter(), 0
     for step in bar:
         rows = batch_indices(n, config.batch_size, config.seed, step)
