@@ -64,7 +64,8 @@ def main() -> None:
     parser.add_argument("--profile", default="smoke", help="UNet profile when no checkpoint is given")
     parser.add_argument("--manifest", help="study manifest (split column): conditions from its train rows")
     parser.add_argument("--root", help="data folder of --manifest")
-    parser.add_argument("--reference-split", help="real images of this split for FID/KID (needs --checkpoint)")
+    parser.add_argument("--reference-split", help="real images of these splits (comma-separated) for FID/KID "
+                                                  "(needs --checkpoint)")
     parser.add_argument("--n", type=int, default=4, help="images per sampler")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--guidance", type=float, default=2.0)
@@ -105,7 +106,8 @@ def main() -> None:
             parser.error("--reference-split needs --checkpoint and --manifest")
         from diffkd_study.diffusion.quality import EXTRACTORS, load_image_set
 
-        reference = load_image_set(manifest, args.root, size, name="reference", splits=[args.reference_split])
+        reference = load_image_set(manifest, args.root, size, name="reference",
+                                   splits=args.reference_split.split(","))
         for extractor in EXTRACTORS.values():
             reference.ensure_features(extractor)
 
