@@ -245,12 +245,13 @@ display(Markdown(
 flag_counts
 
 # %%
-closest = audit.closest_pairs[audit.closest_pairs["space"] == "feature"].head(8)
+closest = audit.closest_pairs.groupby("space", sort=False).head(4)  # the 4 closest pairs of each space
 train_index = {image_id: i for i, image_id in enumerate(training.frame["image_id"])}
 pairs_figure = dplots.plot_closest_pairs(
     [synthetic.images[i] for i in closest["synthetic_index"]], [training.images[i] for i in closest["training_index"]],
-    [f"{d:.3g}{' flagged' if f else ''}" for d, f in zip(closest["distance"], closest["flagged"], strict=True)],
-    title="Closest synthetic-training pairs (domain-feature space)")
+    [f"{space} {d:.3g}{' flagged' if f else ''}"
+     for space, d, f in zip(closest["space"], closest["distance"], closest["flagged"], strict=True)],
+    title="Closest synthetic-training pairs (domain-feature and pixel space)")
 save_figure(pairs_figure, figures_dir, "synthetic_closest_pairs")
 pairs_caption = dplots.caption("closest_pairs")
 plt.show()
