@@ -132,3 +132,21 @@ def test_condition_table_needs_a_label(tmp_path):
     path.write_text("label,cond_birads\nbenign,\nmalignant,4\n")
     table = read_condition_table(path)
     assert table["cond_birads"].isna().tolist() == [True, False]
+
+
+def test_the_quality_stage_finds_the_sampling_checkpoint_and_checks_its_hash(phantom_cohort, tmp_path):
+    from diffkd_study.diffusion.quality import read_generation
+
+    manifest, root = phantom_cohort
+    config = train_config_from_section(DiffusionStageConfig(profile="smoke", conditions=("cond_birads",),
+                                                            max_steps=1), manifest, seed=0)
+    checkpoint = run_training(manifest, tmp_path / "diffusion", config, root=root, progress=False).checkpoint
+    ensure_synthetic(checkpoint, manifest, tmp_path / "synthetic", root=root, per_class={"benign": 1}, steps=1,
+                     progress=False)
+    record, found = read_generation(tmp_path / "synthetic", tmp_path)
+    assert found == checkpoint and record["steps"] == 1
+    (checkpoint / "ema.safetensors").write_bytes((checkpoint / "ema.safetensors").read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="differs from the .* recorded in"):
+        read_generation(tmp_path / "synthetic", tmp_path)
+    with pytest.raises(FileNotFoundError, match="run the diffusion stage first"):
+        read_generation(tmp_path / "nothing", tmp_path)
