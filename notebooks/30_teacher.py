@@ -55,6 +55,8 @@ eval_batch_size = 64
 device = "auto"
 launcher = "inline"
 nproc = 1
+crop = "none"
+crop_margin = 0.25
 
 # %% tags=["reviewer-only"]
 import pandas as pd
@@ -82,7 +84,10 @@ display(Markdown(provenance_markdown(provenance_path)))
 display(Markdown(
     f"Teacher network **{config.model}** (initial weights: `{config.weights}`), {image_size} x {image_size} "
     f"pixels, variants {', '.join(config.variants)}, seeds {list(config.seeds)}, at most {config.epochs} epochs "
-    f"(early stop after {config.patience} epochs without a better validation AUC)."))
+    f"(early stop after {config.patience} epochs without a better validation AUC). Input: "
+    + ("the whole image." if config.crop == "none" else
+       f"the lesion's region of interest (the square around the expert lesion outline, {config.crop_margin:.0%} "
+       "margin on each side), also for the test images: the networks classify a lesion someone has outlined.")))
 
 # %% [markdown]
 # ## Training

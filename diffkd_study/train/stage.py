@@ -20,6 +20,14 @@ Variants that need synthetic images are skipped, with the reason in the report, 
 and ``synthetic`` is ``auto`` (an error when it is ``required``). A student of seed ``s`` learns from
 the teacher of seed ``s`` when the teacher stage trained that seed, else from its first seed.
 
+Input: the whole image resized to the study resolution (``crop: none``), or the lesion's region of
+interest (``crop: lesion``): the square around the bounding box of the lesion mask, widened by
+``crop_margin`` of its longer side on every side, resized to the study resolution (rows without a mask
+keep the whole image). The crop uses the expert mask of every image, test images included, so a
+lesion-crop model classifies a lesion that a reader has outlined (how BUS-BRA and BrEaST are
+annotated); the report says so. Teacher and student must use the same input (the student stage
+checks it against the teacher's records): the teacher sees what the student sees during distillation.
+
 Synthetic images come from ``{run_dir}/synthetic/augmentation.csv`` (the synthetic set without the
 images the memorization audit flagged) or, when the synthetic-quality stage has not run, from
 ``{run_dir}/synthetic/synthetic.csv`` (the report then says that they were not audited). They are
@@ -43,6 +51,7 @@ SYNTHETIC_MODES: tuple[str, ...] = ("auto", "none", "required")
 CLASS_WEIGHTING: tuple[str, ...] = ("balanced", "frequency", "none")
 LAUNCHERS: tuple[str, ...] = ("inline", "torchrun")
 DISTILL_LOSSES: tuple[str, ...] = ("kd", "dkd", "kd+fitnet", "kd+at")
+CROPS: tuple[str, ...] = ("none", "lesion")
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,8 @@ class TrainingSection:
     device: str = "auto"
     launcher: str = "inline"  # inline: in the notebook's kernel; torchrun: `torchrun --nproc-per-node nproc`
     nproc: int = 1
+    crop: str = "none"  # none: the whole image; lesion: the lesion-centred square from the mask (see below)
+    crop_margin: float = 0.25
 
     def _check(self, known: dict) -> None:
         if not self.model:
@@ -86,6 +97,8 @@ class TrainingSection:
             raise ValueError(f"class_weighting must be one of {CLASS_WEIGHTING}, got {self.class_weighting!r}")
         if self.launcher not in LAUNCHERS or self.nproc < 1:
             raise ValueError(f"launcher must be one of {LAUNCHERS} and nproc >= 1")
+        if self.crop not in CROPS or not 0 <= self.crop_margin <= 4:
+            raise ValueError(f"crop must be one of {CROPS} and crop_margin in [0, 4]")
         if self.launcher == "inline" and self.nproc != 1:
             raise ValueError("nproc > 1 needs launcher: torchrun")
         for name in ("epochs", "batch_size", "eval_batch_size", "min_epochs"):

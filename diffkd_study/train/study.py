@@ -103,11 +103,13 @@ class StageData:
 
 
 def load_stage_data(manifest_path: str | os.PathLike[str], data_root: str | os.PathLike[str], run_dir: str | os.PathLike[str],
-                    image_size: int, *, use_synthetic: str = "auto", mode: str = "L",
-                    cache_dir: str | os.PathLike[str] | None = None, progress: bool = False) -> StageData:
+                    image_size: int, *, use_synthetic: str = "auto", mode: str = "L", crop: str = "none",
+                    crop_margin: float = 0.25, cache_dir: str | os.PathLike[str] | None = None,
+                    progress: bool = False) -> StageData:
     """The study's training, validation and evaluated rows, plus the synthetic set when there is one."""
     manifest = read_manifest(manifest_path)
-    options = {"size": image_size, "mode": mode, "cache_dir": cache_dir, "progress": progress}
+    options = {"size": image_size, "mode": mode, "cache_dir": cache_dir, "progress": progress,
+               "resize_mode": "lesion" if crop == "lesion" else "stretch", "roi_margin": crop_margin}
     train = load_images(manifest, data_root, splits=("train",), **options)
     val = load_images(manifest, data_root, splits=("val",), **options)
     present = tuple(s for s in EVALUATED_SPLITS if (manifest.df["split"] == s).any())
@@ -238,8 +240,18 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
     image_size = int(params["image_size"])
     rank = int(os.environ.get("RANK", "0"))
     started = time.perf_counter()
+    if kind == "student":
+        teacher_config = read_records(run_dir, "teacher")["config"]
+        mismatch = {k: (teacher_config.get(k, "none" if k == "crop" else 0.25), getattr(cfg, k))
+                    for k in ("crop", "crop_margin") if teacher_config.get(k, "none" if k == "crop" else 0.25)
+                    != getattr(cfg, k)}
+        if mismatch:
+            raise ValueError("student: the teacher was trained on other inputs ("
+                             + ", ".join(f"{k}: teacher {t!r}, student {s!r}" for k, (t, s) in mismatch.items())
+                             + "); set the same crop in both sections: distillation feeds both networks one image")
     data = load_stage_data(params["manifest_path"], params["data_root"], run_dir, image_size,
-                           use_synthetic=cfg.synthetic, progress=progress and rank == 0)
+                           use_synthetic=cfg.synthetic, crop=cfg.crop, crop_margin=cfg.crop_margin,
+                           progress=progress and rank == 0)
     binary = data.n_classes == 2
     in_chans = data.train.channels
     device = resolve_device(cfg.device)

@@ -16,7 +16,7 @@ from tests.studyrun import run_study
 
 pytestmark = pytest.mark.notebook
 STAGES = ["teacher", "student", "evaluation", "reader_study", "summary"]
-TRAINING = {"epochs": 2, "batch_size": 8, "min_epochs": 1, "seeds": [0, 1]}
+TRAINING = {"epochs": 2, "batch_size": 8, "min_epochs": 1, "seeds": [0, 1], "crop": "lesion"}
 
 
 def _plant_synthetic(folder: Path) -> None:

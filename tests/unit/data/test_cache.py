@@ -236,3 +236,31 @@ def test_empty_manifest_raises(make_cohort, tmp_path):
     with pytest.raises(ValueError, match="no rows"):
         build_cache(Manifest(pd.DataFrame(columns=manifest.df.columns), manifest.schema), root, size=8,
                     cache_dir=tmp_path, progress=False)
+
+
+def test_lesion_crop_is_the_square_around_the_mask_box(tmp_path):
+    from diffkd_study.data.cache import PixelSource, Preprocessing, lesion_window, load_source
+
+    image = np.zeros((40, 60), dtype=np.uint8)
+    image[:, 30:] = 200  # right half bright
+    mask = np.zeros((40, 60), dtype=np.uint8)
+    mask[10:20, 24:44] = 255  # box 20 wide, 10 high, centre (34, 15)
+    Image.fromarray(image).save(tmp_path / "img.png")
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    assert lesion_window(mask > 0, 0.25) == (19, 0, 49, 30)  # side 20 * 1.5 = 30, centred
+    assert lesion_window(np.zeros((4, 4), bool), 0.25) is None
+    source = PixelSource("a", "img.png", "mask.png", "m.csv:2 [image_id=a]")
+    crop, crop_mask = load_source(source, tmp_path, Preprocessing.make(30, resize_mode="lesion"))
+    assert np.array_equal(crop, image[0:30, 19:49]) and np.array_equal(crop_mask, mask[0:30, 19:49])
+    # a window reaching outside the image is black there
+    mask[:] = 0
+    mask[0:4, 0:4] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    crop, _ = load_source(source, tmp_path, Preprocessing.make(8, resize_mode="lesion", roi_margin=0.5))
+    assert lesion_window(mask > 0, 0.5) == (-2, -2, 6, 6) and crop.shape == (8, 8)
+    # no mask: the whole image, stretched
+    whole, none = load_source(PixelSource("b", "img.png", None, "m.csv:3"), tmp_path,
+                              Preprocessing.make(20, resize_mode="lesion"))
+    assert none is None and whole.shape == (20, 20) and whole[:, :9].max() == 0 and whole[:, 11:].min() > 150
+    with pytest.raises(ValueError, match="roi_margin must lie"):
+        Preprocessing.make(8, resize_mode="lesion", roi_margin=-1)
