@@ -114,7 +114,7 @@ class TrainConfig:
 #: ``smoke``: tests (seconds). ``demo``: the phantom demo, 500 steps of 16 images at 64 px with the demo
 #: UNet: about 2 min on 2 idle CPU cores (0.24 s per step; 0.4 s on one core); the learning rate is
 #: 1e-3 because this small model gets only 500 steps (at 3e-4, 600 steps left visibly noisier samples).
-#: Real data on a CPU uses the demo UNet with more steps set in the study config (``configs/busbra.yaml``).
+#: Real data on a CPU uses the demo UNet with more steps set in the study config (``configs/busbra_external.yaml``).
 #: ``full``: 128 px on a GPU.
 TRAIN_PROFILES: dict[str, TrainConfig] = {
     "smoke": TrainConfig(profile="smoke", image_size=32, batch_size=4, max_steps=6, checkpoint_every=3),
