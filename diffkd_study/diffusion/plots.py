@@ -11,7 +11,6 @@ clinician report, filled by :func:`caption`.
 from __future__ import annotations
 
 import math
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from diffkd_study.eval.plots import PALETTE, REFERENCE_COLOR, STYLE
+from diffkd_study.eval.plots import PALETTE, REFERENCE_COLOR, STYLE, fill_caption
 
 CAPTIONS: dict[str, str] = {
     "sample_pairs": (
@@ -66,14 +65,7 @@ CAPTIONS: dict[str, str] = {
 
 def caption(kind: str, **fields: Any) -> str:
     """``CAPTIONS[kind]`` with every placeholder filled (and no other field given)."""
-    if kind not in CAPTIONS:
-        raise ValueError(f"no caption {kind!r}; captions exist for {sorted(CAPTIONS)}")
-    template = CAPTIONS[kind]
-    needed = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-    missing, unknown = sorted(needed - fields.keys()), sorted(fields.keys() - needed)
-    if missing or unknown:
-        raise ValueError(f"caption {kind!r} takes the fields {sorted(needed)}; missing {missing}, not used {unknown}")
-    return template.format(**fields)
+    return fill_caption(CAPTIONS, kind, **fields)
 
 
 @dataclass

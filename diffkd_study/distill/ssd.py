@@ -307,7 +307,13 @@ class ChannelRelationLoss(AdaptedFeatureLoss):
 
 
 class _RelationalMixin(MultiTermLoss):
-    """The DR part shared by D-KD, DR and SSD-KD: ``lambda_rkd (w_dist L_dist + w_angle L_angle) + lambda_crkd L_CRKD``."""
+    """The DR part shared by D-KD, DR and SSD-KD: ``lambda_rkd (w_dist L_dist + w_angle L_angle) + lambda_crkd L_CRKD``.
+
+    ``gram_loss`` computes ``L_CRKD``; a subclass may swap in an equal number computed differently
+    (:mod:`diffkd_study.ssdkd.losses` uses the dual form).
+    """
+
+    gram_loss = staticmethod(crkd_loss)
 
     def _init_relational(
         self,
@@ -343,7 +349,7 @@ class _RelationalMixin(MultiTermLoss):
             * self.lambd_rkd
             * self.w_angle
             * rkd_angle_loss(student_embedding, teacher_embedding),
-            "crkd": scale * self.lambd_crkd * crkd_loss(self.adapter(student_feature), teacher_feature),
+            "crkd": scale * self.lambd_crkd * self.gram_loss(self.adapter(student_feature), teacher_feature),
         }
 
 

@@ -167,11 +167,11 @@ CAPTIONS: dict[str, str] = {
 }
 
 
-def caption(kind: str, **fields: Any) -> str:
-    """``CAPTIONS[kind]`` with its placeholders filled; every placeholder must be given, and no other."""
-    if kind not in CAPTIONS:
-        raise ValueError(f"no caption {kind!r}; captions exist for {sorted(CAPTIONS)}")
-    template = CAPTIONS[kind]
+def fill_caption(captions: Mapping[str, str], kind: str, **fields: Any) -> str:
+    """``captions[kind]`` with its placeholders filled; every placeholder must be given, and no other."""
+    if kind not in captions:
+        raise ValueError(f"no caption {kind!r}; captions exist for {sorted(captions)}")
+    template = captions[kind]
     needed = {name for _, name, _, _ in string.Formatter().parse(template) if name}
     missing, unknown = sorted(needed - fields.keys()), sorted(fields.keys() - needed)
     if missing or unknown:
@@ -179,6 +179,11 @@ def caption(kind: str, **fields: Any) -> str:
             f"caption {kind!r} takes the fields {sorted(needed)}; missing {missing}, not used {unknown}"
         )
     return template.format(**fields)
+
+
+def caption(kind: str, **fields: Any) -> str:
+    """``CAPTIONS[kind]`` with its placeholders filled; every placeholder must be given, and no other."""
+    return fill_caption(CAPTIONS, kind, **fields)
 
 
 F = TypeVar("F", bound=Callable[..., Figure])

@@ -24,8 +24,6 @@ from diffkd_study.distill.ssd import (
     DiverseKDLoss,
     SSDKDLoss,
     crkd_loss,
-    rkd_angle_loss,
-    rkd_distance_loss,
 )
 
 __all__ = ["DiverseKDLossDual", "SSDKDLossDual", "crkd_loss_dual"]
@@ -54,21 +52,9 @@ def crkd_loss_dual(adapted_student_feature: torch.Tensor, teacher_feature: torch
 
 
 class _DualGramRelations:
-    """``_relational_terms`` of the D-KD family with :func:`crkd_loss_dual` for the Gram term."""
+    """The D-KD family's Gram term through :func:`crkd_loss_dual` (see ``_RelationalMixin.gram_loss``)."""
 
-    def _relational_terms(
-        self,
-        student_embedding: torch.Tensor,
-        teacher_embedding: torch.Tensor,
-        student_feature: torch.Tensor,
-        teacher_feature: torch.Tensor,
-        scale: float = 1.0,
-    ) -> dict[str, torch.Tensor]:
-        return {
-            "rkd_dist": scale * self.lambd_rkd * self.w_dist * rkd_distance_loss(student_embedding, teacher_embedding),
-            "rkd_angle": scale * self.lambd_rkd * self.w_angle * rkd_angle_loss(student_embedding, teacher_embedding),
-            "crkd": scale * self.lambd_crkd * crkd_loss_dual(self.adapter(student_feature), teacher_feature),
-        }
+    gram_loss = staticmethod(crkd_loss_dual)
 
 
 class DiverseKDLossDual(_DualGramRelations, DiverseKDLoss):
