@@ -236,6 +236,11 @@ def _signature(task: nn.Module, train: ImageTensors, val: ImageTensors, config: 
         digest.update("|".join(part.image_ids).encode())
         digest.update(part.labels.numpy().tobytes())
         digest.update(part.synthetic.numpy().tobytes())
+        # The pixels themselves: another crop, resolution or cache gives other inputs, so a fresh fit.
+        digest.update(str(tuple(part.images.shape)).encode())
+        digest.update(part.images.contiguous().numpy().tobytes())
+        if part.masks is not None:
+            digest.update(part.masks.contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 

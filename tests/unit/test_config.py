@@ -15,7 +15,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 MINIMAL = {"name": "t", "data": {"phantom": {"n_per_center": 8, "image_size": 64}}}
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "busbra_external.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "busbra.yaml", "busbra_external.yaml"])
 def test_shipped_configs_load(name):
     config = load_config(PROJECT / "configs" / name)
     assert config.name == name.removesuffix(".yaml")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -77,6 +78,16 @@ def test_changed_configuration_trains_afresh(tmp_path):
     fit(_task(), train, val, _config(epochs=2), tmp_path, progress=False)
     other = fit(_task(), train, val, _config(epochs=2, lr=0.01), tmp_path, progress=False)
     assert other.resumed_from == 0
+
+
+def test_same_ids_with_other_pixels_train_afresh(tmp_path):
+    """A finished fit is re-used only for the same inputs: another crop or resolution of the same images
+    (same ids, labels and settings) trains afresh instead of returning the old model."""
+    train, val = toy_set(24), toy_set(12, seed=5)
+    first = fit(_task(), train, val, _config(epochs=2), tmp_path, progress=False)
+    assert fit(_task(), train, val, _config(epochs=2), tmp_path, progress=False).resumed_from == len(first.history)
+    flipped = dataclasses.replace(train, images=train.images.flip(-1).contiguous())
+    assert fit(_task(), flipped, val, _config(epochs=2), tmp_path, progress=False).resumed_from == 0
 
 
 def test_early_stopping_and_selection(tmp_path):
