@@ -219,7 +219,7 @@ def _contiguous(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(out_dir: Path, *, step: int, model: ConditionalUNet, ema: EMA, optimizer: torch.optim.Optimizer,
                     lr_scheduler: torch.optim.lr_scheduler.LRScheduler, noise_scheduler: DDPMScheduler,
-                    config: TrainConfig, losses: Sequence[float]) -> Path:
+                    config: TrainConfig, losses: Sequence[float], data_sha256: str | None = None) -> Path:
     path = out_dir / f"{CHECKPOINT_PREFIX}{step:06d}"
     opt_state = optimizer.state_dict()
     opt_tensors: dict[str, torch.Tensor] = {}
@@ -240,6 +240,7 @@ def save_checkpoint(out_dir: Path, *, step: int, model: ConditionalUNet, ema: EM
                   tmp / "rng.safetensors")
         trainer_state = {
             "step": step,
+            "data_sha256": data_sha256,
             "losses": list(losses),
             "ema_updates": ema.updates,
             "optimizer": {"param_groups": opt_state["param_groups"], "state_other": opt_other},
@@ -274,6 +275,19 @@ def resolve_checkpoint(out_dir: str | os.PathLike[str], resume: str | os.PathLik
     if not (path / "model.safetensors").is_file():
         raise FileNotFoundError(f"{path}: not a checkpoint folder (no model.safetensors)")
     return path
+
+
+def training_data_sha256(data: TrainingData) -> str:
+    """One digest of what a run trains on: image ids, pixels, masks and encoded conditions."""
+    import hashlib
+
+    digest = hashlib.sha256("|".join(data.image_ids).encode())
+    tensors = [("images", data.images), ("masks", data.masks), *data.conditions.items()]
+    for name, tensor in tensors:
+        if tensor is not None:
+            digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+            digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
@@ -363,6 +377,7 @@ def train_diffusion(manifest: Manifest, out_dir: str | os.PathLike[str], config:
     seed_everything(config.seed)
     model = build_model(manifest, config, image_channels=3 if mode == "RGB" else 1).to(device)
     data = load_training_data(manifest, model, root=root, cache=cache, image_size=config.image_size)
+    data_sha256 = training_data_sha256(data)
     noise_scheduler = make_noise_scheduler(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.warmup_steps, config.max_steps))
@@ -374,6 +389,11 @@ def train_diffusion(manifest: Manifest, out_dir: str | os.PathLike[str], config:
         if saved != config:
             raise ValueError(f"{checkpoint}: trained with another configuration; resume needs the same one.\n"
                              f"saved: {saved}\ngiven: {config}")
+        saved_data = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8")).get("data_sha256")
+        if saved_data is not None and saved_data != data_sha256:
+            raise ValueError(f"{checkpoint}: trained on other data (other images, masks or conditions); resume "
+                             "needs the same training set: delete the checkpoints (diffusion.resume: false) to "
+                             "train afresh")
         start, losses = _restore(checkpoint, model, ema, optimizer, lr_scheduler)
         ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
     last_checkpoint = resolve_checkpoint(out_dir, "latest") if start else out_dir
@@ -406,7 +426,7 @@ def train_diffusion(manifest: Manifest, out_dir: str | os.PathLike[str], config:
         if done % config.checkpoint_every == 0 or done == config.max_steps:
             last_checkpoint = save_checkpoint(out_dir, step=done, model=model, ema=ema, optimizer=optimizer,
                                               lr_scheduler=lr_scheduler, noise_scheduler=noise_scheduler,
-                                              config=config, losses=losses)
+                                              config=config, losses=losses, data_sha256=data_sha256)
     elapsed = time.perf_counter() - began
     return TrainResult(losses=losses, checkpoint=last_checkpoint, steps=len(losses),
                        images_per_second=images_seen / elapsed if images_seen else 0.0)

@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from diffkd_study.data.schema import Manifest
 from diffkd_study.diffusion.train import (
     TrainConfig,
     batch_indices,
@@ -62,6 +63,16 @@ def test_resume_with_another_configuration_is_refused(phantom_cohort, tmp_path):
     with pytest.raises(ValueError, match="another configuration"):
         train_diffusion(manifest, tmp_path, smoke_config(max_steps=2, learning_rate=1e-3), root=root,
                         resume="latest", progress=False)
+
+
+def test_resume_on_other_training_data_is_refused(phantom_cohort, tmp_path):
+    manifest, root = phantom_cohort
+    train_diffusion(manifest, tmp_path, smoke_config(max_steps=1), root=root, progress=False)
+    fewer = Manifest(df=manifest.df.iloc[1:], schema=manifest.schema, path=manifest.path)
+    with pytest.raises(ValueError, match="other data"):
+        train_diffusion(fewer, tmp_path, smoke_config(max_steps=1), root=root, resume="latest", progress=False)
+    # the same data resumes
+    train_diffusion(manifest, tmp_path, smoke_config(max_steps=1), root=root, resume="latest", progress=False)
 
 
 def test_batches_cover_each_epoch_once():
