@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from diffkd_study.cli import main
+from tests.studyrun import run_study
 from tests.unit.detection.conftest import write_detection_cohort
 
-PROJECT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.notebook
 METHODS = ["dbt_only", "pretraining", "image_kd", "lskd", "comoto"]
 
@@ -33,21 +29,7 @@ def comoto_run(tmp_path_factory):
         "comoto_dbt": {"teacher_manifest": str(mammo_csv), "teacher_root": "mammo", "folds": 2, "regimes": [0.5, 1.0],
                        "example_slices": 2, "device": "cpu", "hit_min_distance": 10.0, "cpu": tiny},
     }
-    config = tmp_path / "comotosmoke.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    cwd, cache = os.getcwd(), os.environ.get("DIFFKD_CACHE_DIR")
-    os.environ["DIFFKD_CACHE_DIR"] = str(tmp_path / "cache")  # the notebook's kernel inherits it
-    os.chdir(PROJECT)
-    try:
-        code = main(["run", str(config), "--data-root", str(data), "--reports-dir", str(tmp_path / "reports"),
-                     "--runs-dir", str(tmp_path / "runs")])
-    finally:
-        os.chdir(cwd)
-        if cache is None:
-            os.environ.pop("DIFFKD_CACHE_DIR")
-        else:
-            os.environ["DIFFKD_CACHE_DIR"] = cache
-    return code, tmp_path / "reports" / "comotosmoke", tmp_path / "runs" / "comotosmoke"
+    return run_study(raw, tmp_path, "--data-root", str(data))
 
 
 def test_stage_runs_and_writes_reports(comoto_run):
