@@ -72,13 +72,13 @@ class SSDKDStageConfig:
     student_weights: str = "none"
     methods: tuple[str, ...] = tuple(METHODS)
     seeds: tuple[int, ...] = (0, 1)
-    train_fraction: float = 0.4
+    train_fraction: float = 0.25
     class_weighting: str = "frequency"
     augment: str = "dermoscopy"
     batch_size: int = 32
     teacher_epochs: int = 3
     teacher_lr: float = 3e-4
-    student_epochs: int = 5
+    student_epochs: int = 4
     student_lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.5
