@@ -39,7 +39,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -171,47 +171,40 @@ def lesion_window(mask: np.ndarray, margin: float) -> tuple[int, int, int, int] 
     return round(cx - half), round(cy - half), round(cx + half), round(cy + half)
 
 
-def _load_lesion_crop(source: PixelSource, root: Path, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray | None]:
-    stretch = Preprocessing.make(prep.size, prep.mode, "stretch")
-    images: dict[str, Image.Image] = {}
-    for column, value, mode in (("image_path", source.image_path, prep.mode), ("mask_path", source.mask_path, "L")):
+def _load_row(source: PixelSource, root: Path, image_loader: Callable[[Path], Any],
+              mask_loader: Callable[[Path], Any]) -> tuple[Any, Any]:
+    """``image_loader`` / ``mask_loader`` applied to the row's files (mask None when the row has none);
+    an error names the column, the file and the row."""
+    loaded: list[Any] = []
+    for column, value, loader in (("image_path", source.image_path, image_loader),
+                                  ("mask_path", source.mask_path, mask_loader)):
         if value is None:
+            loaded.append(None)
             continue
         path = root / value
         try:
-            images[column] = _decode(path, mode)
+            loaded.append(loader(path))
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
             raise ImageDecodeError(f"{source.where}: {column} {path} does not decode: {err}") from err
-    image, mask = images["image_path"], images.get("mask_path")
-    window = None if mask is None else lesion_window(np.asarray(mask) > 0, prep.roi_margin)
-    if mask is not None and mask.size != image.size:
-        raise ImageDecodeError(f"{source.where}: mask {source.mask_path} is {mask.size[0]}x{mask.size[1]} pixels, the "
-                               f"image {image.size[0]}x{image.size[1]}: a lesion crop needs them aligned")
-    if window is not None:
-        image, mask = image.crop(window), mask.crop(window)  # outside the image: black (0)
-    out_image = _resize(image, stretch, Image.Resampling.BILINEAR)
-    out_mask = None if mask is None else _resize(mask, stretch, Image.Resampling.NEAREST)
-    return out_image, out_mask
+    image, mask = loaded
+    assert image is not None
+    return image, mask
 
 
 def load_source(source: PixelSource, root: Path, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray | None]:
     """The preprocessed image and mask (or None) of one row; an error names the file and the row."""
-    if prep.resize_mode == "lesion":
-        return _load_lesion_crop(source, root, prep)
-    arrays: list[np.ndarray | None] = []
-    for column, value, loader in (("image_path", source.image_path, load_image),
-                                  ("mask_path", source.mask_path, load_mask)):
-        if value is None:
-            arrays.append(None)
-            continue
-        path = root / value
-        try:
-            arrays.append(loader(path, prep))
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
-            raise ImageDecodeError(f"{source.where}: {column} {path} does not decode: {err}") from err
-    image, mask = arrays
-    assert image is not None
-    return image, mask
+    if prep.resize_mode != "lesion":
+        return _load_row(source, root, lambda path: load_image(path, prep), lambda path: load_mask(path, prep))
+    image, mask = _load_row(source, root, lambda path: _decode(path, prep.mode), lambda path: _decode(path, "L"))
+    if mask is not None and mask.size != image.size:
+        raise ImageDecodeError(f"{source.where}: mask {source.mask_path} is {mask.size[0]}x{mask.size[1]} pixels, the "
+                               f"image {image.size[0]}x{image.size[1]}: a lesion crop needs them aligned")
+    window = None if mask is None else lesion_window(np.asarray(mask) > 0, prep.roi_margin)
+    if window is not None:
+        image, mask = image.crop(window), mask.crop(window)  # outside the image: black (0)
+    stretch = Preprocessing.make(prep.size, prep.mode, "stretch")
+    return (_resize(image, stretch, Image.Resampling.BILINEAR),
+            None if mask is None else _resize(mask, stretch, Image.Resampling.NEAREST))
 
 
 # -- cache key and location -----------------------------------------------------------------------
