@@ -46,6 +46,7 @@ from diffkd_study.train.stage import (
     TEACHER_VARIANTS,
     StudentStageConfig,
     TeacherStageConfig,
+    TrainingSection,
 )
 
 __all__ = [
@@ -242,9 +243,9 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
     started = time.perf_counter()
     if kind == "student":
         teacher_config = read_records(run_dir, "teacher")["config"]
-        mismatch = {k: (teacher_config.get(k, "none" if k == "crop" else 0.25), getattr(cfg, k))
-                    for k in ("crop", "crop_margin") if teacher_config.get(k, "none" if k == "crop" else 0.25)
-                    != getattr(cfg, k)}
+        # records written before these keys existed mean the defaults (the whole image)
+        teacher_inputs = {k: teacher_config.get(k, getattr(TrainingSection, k)) for k in ("crop", "crop_margin")}
+        mismatch = {k: (t, getattr(cfg, k)) for k, t in teacher_inputs.items() if t != getattr(cfg, k)}
         if mismatch:
             raise ValueError("student: the teacher was trained on other inputs ("
                              + ", ".join(f"{k}: teacher {t!r}, student {s!r}" for k, (t, s) in mismatch.items())
