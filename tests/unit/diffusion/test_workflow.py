@@ -89,11 +89,16 @@ def test_run_training_resumes_refuses_other_configs_and_restarts(phantom_cohort,
     assert fresh.losses[:2] == first.losses  # same seed, same first steps (the LR schedule differs later)
 
 
+def _one_step_checkpoint(manifest, root, out_dir):
+    """A smoke model conditioned on BI-RADS, trained for one step: enough to sample from."""
+    config = train_config_from_section(DiffusionStageConfig(profile="smoke", conditions=("cond_birads",),
+                                                            max_steps=1), manifest, seed=0)
+    return run_training(manifest, out_dir, config, root=root, progress=False).checkpoint
+
+
 def test_synthetic_set_is_reused_only_when_identical(phantom_cohort, tmp_path):
     manifest, root = phantom_cohort
-    config = train_config_from_section(DiffusionStageConfig(profile="smoke", conditions=SMOKE_CONDITIONS[:1],
-                                                            max_steps=1), manifest, seed=0)
-    checkpoint = run_training(manifest, tmp_path / "d", config, root=root, progress=False).checkpoint
+    checkpoint = _one_step_checkpoint(manifest, root, tmp_path / "d")
     kwargs = dict(root=root, per_class={"benign": 2, "malignant": 1}, sampler="ddim", steps=2, seed=3,
                   progress=False)
     first = ensure_synthetic(checkpoint, manifest, tmp_path / "s", **kwargs)
@@ -108,9 +113,7 @@ def test_synthetic_set_is_reused_only_when_identical(phantom_cohort, tmp_path):
 
 def test_synthetic_manifest_keeps_the_study_schema(phantom_cohort, tmp_path):
     manifest, root = phantom_cohort
-    config = train_config_from_section(DiffusionStageConfig(profile="smoke", conditions=("cond_birads",),
-                                                            max_steps=1), manifest, seed=0)
-    checkpoint = run_training(manifest, tmp_path / "d", config, root=root, progress=False).checkpoint
+    checkpoint = _one_step_checkpoint(manifest, root, tmp_path / "d")
     ensure_synthetic(checkpoint, manifest, tmp_path / "s", root=root, per_class={"malignant": 2}, steps=2,
                      progress=False)
     synthetic = read_manifest(tmp_path / "s" / "synthetic.csv")
@@ -138,9 +141,7 @@ def test_the_quality_stage_finds_the_sampling_checkpoint_and_checks_its_hash(pha
     from diffkd_study.diffusion.quality import read_generation
 
     manifest, root = phantom_cohort
-    config = train_config_from_section(DiffusionStageConfig(profile="smoke", conditions=("cond_birads",),
-                                                            max_steps=1), manifest, seed=0)
-    checkpoint = run_training(manifest, tmp_path / "diffusion", config, root=root, progress=False).checkpoint
+    checkpoint = _one_step_checkpoint(manifest, root, tmp_path / "diffusion")
     ensure_synthetic(checkpoint, manifest, tmp_path / "synthetic", root=root, per_class={"benign": 1}, steps=1,
                      progress=False)
     record, found = read_generation(tmp_path / "synthetic", tmp_path)
