@@ -101,7 +101,7 @@ def plot_froc_curves(
             first = pooled[(regime, methods[0])]
             ax.set_title(f"{regime_name(regime)} of training patients\n{first.n_images} slices, {first.n_boxes} lesions")
             ax.set_xlabel("false positives per slice")
-            ax.legend(loc="lower right", fontsize=7)
+            ax.legend(loc="best", fontsize=7)  # the emptiest corner: low curves leave the top free
         axes[0, 0].set_ylabel("sensitivity (lesions found)")
         fig.suptitle("FROC on held-out DBT slices (out-of-fold detections of all folds pooled)")
     return fig

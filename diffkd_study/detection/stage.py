@@ -88,7 +88,7 @@ class ComotoProfile:
     head_convs: int = 2
     anchor_sizes: tuple[int, ...] = (16, 32, 64, 128)
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
-    image_size: int = 320
+    image_size: int = 256
     score_thresh: float = 0.001
     nms_thresh: float = 0.5
     detections_per_img: int = 20
@@ -106,8 +106,8 @@ class ComotoProfile:
     # budget
     teacher_epochs: int = 5
     teacher_min_steps: int = 0
-    student_epochs: int = 6
-    student_min_steps: int = 60
+    student_epochs: int = 4
+    student_min_steps: int = 40
 
     def __post_init__(self) -> None:
         if self.image_size < 64 or self.image_size % 32:

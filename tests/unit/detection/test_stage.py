@@ -26,7 +26,7 @@ def test_the_shipped_config_parses_with_both_profiles():
     section = config.section("comoto_dbt")
     assert config.stages == ("data_audit", "comoto_dbt")
     assert section.methods == tuple(METHODS) and section.regimes == (0.1, 0.25, 1.0) and section.folds == 5
-    assert section.active is section.cpu and section.cpu.image_size == 320
+    assert section.active is section.cpu and section.cpu.image_size == 256
     full = section.full
     assert (full.optimizer, full.lr, full.momentum, full.batch_size, full.student_epochs) == ("sgd", 5e-5, 0.9, 8, 50)
     assert full.anchor_sizes == (32, 64, 128, 256, 512) and full.lr_step_fraction == 0.6
