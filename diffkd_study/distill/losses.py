@@ -40,10 +40,13 @@ __all__ = [
     "FitNetLoss",
     "KDLoss",
     "MultiTermLoss",
+    "as_class_weights",
     "attention_map",
+    "class_row_weights",
     "dkd_terms",
     "kd_loss",
     "softened_kl",
+    "weighted_row_mean",
 ]
 
 LOSSES: Registry[type[nn.Module]] = Registry("loss")
@@ -64,22 +67,64 @@ class MultiTermLoss(nn.Module):
         return torch.stack(list(parts.values())).sum()
 
 
+def weighted_row_mean(values: torch.Tensor, row_weights: torch.Tensor) -> torch.Tensor:
+    """``sum_i w_i v_i / sum_i w_i``: the reduction of PyTorch's class-weighted cross-entropy, for any per-row loss."""
+    if row_weights.shape != values.shape:
+        raise ValueError(f"row weights of shape {tuple(row_weights.shape)} for {tuple(values.shape)} per-row values")
+    weights = row_weights.to(device=values.device, dtype=values.dtype)
+    total = weights.sum()
+    if not bool(total > 0):
+        raise ValueError("row weights sum to 0: every row of the batch has weight 0 (a class weight of 0?)")
+    return (weights * values).sum() / total
+
+
+def class_row_weights(class_weights: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The weight of every row's true class (``class_weights[target]``), for :func:`weighted_row_mean`."""
+    return class_weights.to(target.device)[target]
+
+
 def softened_kl(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``KL(softmax(t/T) || softmax(s/T))`` over dim 1, summed and divided by ``len(student_logits)``.
 
     This is ``KLDivLoss(reduction='batchmean')`` (= ``size_average=False`` divided by the batch), with
-    no ``T**2`` factor. The teacher is detached.
+    no ``T**2`` factor. The teacher is detached. With ``row_weights`` (one per row) the per-row KLs
+    are averaged as weighted cross-entropy averages its rows (:func:`weighted_row_mean`).
     """
     log_p_student = F.log_softmax(student_logits / temperature, dim=1)
     p_teacher = F.softmax(teacher_logits.detach() / temperature, dim=1)
-    return F.kl_div(log_p_student, p_teacher, reduction="batchmean")
+    if row_weights is None:
+        return F.kl_div(log_p_student, p_teacher, reduction="batchmean")
+    return weighted_row_mean(F.kl_div(log_p_student, p_teacher, reduction="none").sum(1), row_weights)
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    row_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Hinton KD: ``T**2 * KL(softmax(t/T) || softmax(s/T))``, batch mean (mdistiller's ``kd_loss``)."""
-    return softened_kl(student_logits, teacher_logits, temperature) * temperature**2
+    return softened_kl(student_logits, teacher_logits, temperature, row_weights) * temperature**2
+
+
+def as_class_weights(class_weights: Sequence[float] | torch.Tensor | None) -> torch.Tensor | None:
+    """Per-class weights as a float32 tensor for a loss buffer (``None`` stays ``None``)."""
+    return None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+
+
+def _kd_row_weights(
+    class_weights: torch.Tensor | None, target: torch.Tensor | None, loss: str
+) -> torch.Tensor | None:
+    if class_weights is None:
+        return None
+    if target is None:
+        raise ValueError(f"{loss} with class_weights weights every row by its true class: pass target")
+    return class_row_weights(class_weights, target)
 
 
 def _check_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
@@ -104,8 +149,7 @@ class CrossEntropyLoss(nn.Module):
         self, class_weights: Sequence[float] | torch.Tensor | None = None, label_smoothing: float = 0.0
     ):
         super().__init__()
-        weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
-        self.register_buffer("class_weights", weights)
+        self.register_buffer("class_weights", as_class_weights(class_weights))
         self.label_smoothing = label_smoothing
 
     def forward(self, student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -122,18 +166,30 @@ class KDLoss(nn.Module):
     Args:
         temperature: softening temperature T (default 4.0, mdistiller's CIFAR setting).
         weight: multiplier (default 1.0; mdistiller uses 0.9 with CE weight 0.1).
+        class_weights: ``None`` (default, Hinton's batch mean) or one weight per class: the per-row
+            KLs are then averaged with the weight of each row's true class, as weighted cross-entropy
+            averages its rows (``forward`` needs ``target``).
     """
 
-    def __init__(self, temperature: float = 4.0, weight: float = 1.0):
+    def __init__(
+        self,
+        temperature: float = 4.0,
+        weight: float = 1.0,
+        class_weights: Sequence[float] | torch.Tensor | None = None,
+    ):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
         self.temperature = temperature
         self.weight = weight
+        self.register_buffer("class_weights", as_class_weights(class_weights))
 
-    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
         _check_logits(student_logits, teacher_logits)
-        return self.weight * kd_loss(student_logits, teacher_logits, self.temperature)
+        rows = _kd_row_weights(self.class_weights, target, "KDLoss")
+        return self.weight * kd_loss(student_logits, teacher_logits, self.temperature, rows)
 
 
 def dkd_terms(
@@ -141,8 +197,10 @@ def dkd_terms(
     teacher_logits: torch.Tensor,
     target: torch.Tensor,
     temperature: float,
+    row_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unweighted (TCKD, NCKD) of decoupled KD, each ``T**2 * KL`` with batch-mean reduction.
+    """(TCKD, NCKD) of decoupled KD, each ``T**2 * KL`` with batch-mean reduction (with
+    ``row_weights``, one per row: the weighted mean of the per-row KLs, :func:`weighted_row_mean`).
 
     TCKD compares the binary distributions ``[p_target, 1 - p_target]``; NCKD compares the
     distributions over the non-target classes only (mdistiller masks the target logit with -1000).
@@ -157,14 +215,15 @@ def dkd_terms(
         p_target = (p * gt_mask).sum(1, keepdim=True)
         return torch.cat([p_target, (p * ~gt_mask).sum(1, keepdim=True)], dim=1)
 
-    batch = target.shape[0]
-    tckd = F.kl_div(torch.log(binary(p_student)), binary(p_teacher), reduction="sum") / batch
     masked_student = student_logits / temperature - 1000.0 * gt_mask
     masked_teacher = teacher_logits / temperature - 1000.0 * gt_mask
-    nckd = (
-        F.kl_div(F.log_softmax(masked_student, dim=1), F.softmax(masked_teacher, dim=1), reduction="sum")
-        / batch
-    )
+    tckd_rows = F.kl_div(torch.log(binary(p_student)), binary(p_teacher), reduction="none").sum(1)
+    nckd_rows = F.kl_div(F.log_softmax(masked_student, dim=1), F.softmax(masked_teacher, dim=1),
+                         reduction="none").sum(1)
+    if row_weights is None:
+        tckd, nckd = tckd_rows.mean(), nckd_rows.mean()
+    else:
+        tckd, nckd = weighted_row_mean(tckd_rows, row_weights), weighted_row_mean(nckd_rows, row_weights)
     return tckd * temperature**2, nckd * temperature**2
 
 
@@ -181,12 +240,20 @@ class DKDLoss(MultiTermLoss):
         temperature: T (default 4.0; 1.0 for ImageNet).
         warmup_epochs: linear warm-up length in epochs (default 20); it applies only when
             ``epoch`` is passed to ``forward`` (without it the factor is 1).
+        class_weights: ``None`` (default, mdistiller's batch mean) or one weight per class: both
+            KLs are then averaged with the weight of each row's true class (as weighted cross-entropy).
     """
 
     def __init__(
-        self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, warmup_epochs: float = 20
+        self,
+        alpha: float = 1.0,
+        beta: float = 8.0,
+        temperature: float = 4.0,
+        warmup_epochs: float = 20,
+        class_weights: Sequence[float] | torch.Tensor | None = None,
     ):
         super().__init__()
+        self.register_buffer("class_weights", as_class_weights(class_weights))
         self.alpha = alpha
         self.beta = beta
         self.temperature = temperature
@@ -199,7 +266,8 @@ class DKDLoss(MultiTermLoss):
         target: torch.Tensor,
         epoch: float | None = None,
     ) -> dict[str, torch.Tensor]:
-        tckd, nckd = dkd_terms(student_logits, teacher_logits, target, self.temperature)
+        rows = _kd_row_weights(self.class_weights, target, "DKDLoss")
+        tckd, nckd = dkd_terms(student_logits, teacher_logits, target, self.temperature, rows)
         factor = 1.0
         if epoch is not None and self.warmup_epochs > 0:
             factor = min(float(epoch) / self.warmup_epochs, 1.0)

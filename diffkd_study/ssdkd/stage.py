@@ -17,6 +17,12 @@ Methods (:data:`METHODS`), every student the same network, seeds, epochs, optimi
 ``ssd_kd``  the official SSD-KD student objective on the 4-rotation batch layout, after the teacher's
             self-supervision head has been trained (stage A).
 
+``kd_class_weighting`` (not in the official code; on in the CPU profile, off in the paper-like GPU
+profile): the softened-output KL terms of ``kd``, ``dkd``, ``d_kd`` and ``ssd_kd`` average their
+per-row KLs with the WCE class weight of each row's label, as the WCE averages its rows (see
+:mod:`diffkd_study.distill.ssd`). Off, those terms are plain batch means and only the WCE term,
+weighted 0.5 (0.1 in SSD-KD) against ``0.9 T^2`` and ``2.7 T^2`` for the KLs, sees the class weights.
+
 Defaults are the CPU profile of ``configs/ham10000_ssdkd.yaml``; ``configs/ham10000_ssdkd_full.yaml``
 holds the paper-like GPU profile (224 px, all training lesions, 60 SS-head epochs, longer training).
 """
@@ -90,6 +96,7 @@ class SSDKDStageConfig:
     ss_head_views: int = 1
     kd_lambda: float = 0.5
     kd_temperature: float = 5.0
+    kd_class_weighting: bool = True
     lambd_rkd: float = 1.0
     lambd_crkd: float = 1000.0
     dkd_alpha: float = 1.0
@@ -121,6 +128,11 @@ class SSDKDStageConfig:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if self.class_weighting not in CLASS_WEIGHTING:
             raise ValueError(f"class_weighting must be one of {CLASS_WEIGHTING}, got {self.class_weighting!r}")
+        if not isinstance(self.kd_class_weighting, bool):
+            raise ValueError(f"kd_class_weighting must be true or false, got {self.kd_class_weighting!r}")
+        if self.kd_class_weighting and self.class_weighting == "none":
+            raise ValueError("kd_class_weighting weights the KD terms by the WCE class weights, but class_weighting "
+                             "is 'none': set class_weighting to frequency or balanced, or kd_class_weighting: false")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
         if self.batch_size < 8 or self.batch_size % 4:

@@ -114,13 +114,16 @@ def build_student_task(
         raise ValueError(f"method {method!r} distils from a teacher; none was given")
     student_paths, teacher_paths = default_feature_paths(student), default_feature_paths(teacher)
     ce = {"type": "ce", "params": {"class_weights": class_weights}}
+    kd_rows = class_weights if cfg.kd_class_weighting else None  # per-row weights of the softened-output KLs
     if method == "kd":
         loss = build_loss({"wce": {**ce, "weight": 1 - cfg.kd_lambda},
-                           "kd": {"type": "kd", "weight": cfg.kd_lambda, "params": {"temperature": cfg.kd_temperature}}})
+                           "kd": {"type": "kd", "weight": cfg.kd_lambda,
+                                  "params": {"temperature": cfg.kd_temperature, "class_weights": kd_rows}}})
         return DistillationTask(student, teacher, loss)
     if method == "dkd":
         loss = build_loss({"wce": ce, "dkd": {"type": "dkd", "params": {
-            "alpha": cfg.dkd_alpha, "beta": cfg.dkd_beta, "temperature": cfg.dkd_temperature, "warmup_epochs": 0}}})
+            "alpha": cfg.dkd_alpha, "beta": cfg.dkd_beta, "temperature": cfg.dkd_temperature, "warmup_epochs": 0,
+            "class_weights": kd_rows}}})
         return DistillationTask(student, teacher, loss)
     if method == "rkd":
         loss = build_loss({"wce": ce, "rkd": {"type": "rkd", "weight": cfg.lambd_rkd}})
@@ -129,14 +132,16 @@ def build_student_task(
     adapter = _adapter(student, teacher, image_size, in_chans, student_paths, teacher_paths)
     if method == "d_kd":
         d_kd = DiverseKDLossDual(class_weights=class_weights, lambd=cfg.kd_lambda, temperature=cfg.kd_temperature,
-                                 lambd_rkd=cfg.lambd_rkd, lambd_crkd=cfg.lambd_crkd, adapter=adapter)
+                                 lambd_rkd=cfg.lambd_rkd, lambd_crkd=cfg.lambd_crkd, adapter=adapter,
+                                 kd_class_weighting=kd_rows is not None)
         return DistillationTask(student, teacher, CompositeLoss({"d_kd": (1.0, d_kd)}),
                                 student_features=student_paths, teacher_features=teacher_paths)
     if teacher_head is None:
         raise ValueError("ssd_kd needs the teacher's trained self-supervision head (stage A): train it first")
     student_dim = _embedding_dim(student, student_paths["embedding"], image_size, in_chans)
     ssd = SSDKDLossDual(student_dim=student_dim, teacher_head=teacher_head, class_weights=class_weights,
-                        lambd_rkd=cfg.lambd_rkd, lambd_crkd=cfg.lambd_crkd, adapter=adapter)
+                        lambd_rkd=cfg.lambd_rkd, lambd_crkd=cfg.lambd_crkd, adapter=adapter,
+                        kd_class_weighting=kd_rows is not None)
     return RotationDistillationTask(student, teacher, CompositeLoss({"ssd_kd": (1.0, ssd)}), augment=cfg.augment,
                                     student_features=student_paths, teacher_features=teacher_paths)
 

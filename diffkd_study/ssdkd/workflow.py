@@ -32,6 +32,9 @@ Protocol (the choices METHODS.md 3.4 leaves to us, or where we depart from the o
     * SSD-KD's DR term is the intended computation of the official ``class DR`` (whose constructor
       crashes in every committed version; METHODS.md 3.8), over all 4B rows, as
       :class:`~diffkd_study.distill.ssd.SSDKDLoss` computes it.
+    * ``kd_class_weighting`` (CPU profile; not official): the softened-output KL terms of the KD students
+      average their rows with the WCE class weights (:mod:`diffkd_study.ssdkd.stage`). It is part of
+      every KD student's checkpoint signature, so the two settings never share a fit.
 """
 
 from __future__ import annotations
@@ -281,6 +284,8 @@ def run_stage(params: Mapping[str, Any], *, progress: bool = True) -> dict[str, 
                            "loss": {k: getattr(cfg, k) for k in ("kd_lambda", "kd_temperature", "lambd_rkd",
                                                                  "lambd_crkd", "dkd_alpha", "dkd_beta",
                                                                  "dkd_temperature")}}
+            if method != "ce":  # the plain student has no KD term (and keeps its signature)
+                description["loss"]["kd_class_weighting"] = cfg.kd_class_weighting
             out_dir = stage_dir / "students" / method / f"seed{seed}"
             result = fit(task, data.train, data.val, fit_config, out_dir, description=description,
                          progress=progress, desc=f"{method} seed {seed}")

@@ -236,3 +236,49 @@ def test_adapter_is_part_of_fitnet_parameters():
     loss = FitNetLoss(student_channels=4, teacher_channels=8)
     assert isinstance(loss.adapter, Adapter)
     assert sum(p.numel() for p in loss.parameters()) == 4 * 8 + 8 + 2 * 8
+
+
+def _weighted_kl_loop(student, teacher, target, weights, temperature):
+    num = den = 0.0
+    for s_row, t_row, y in zip(student.tolist(), teacher.tolist(), target.tolist(), strict=True):
+        p_s = _softmax([v / temperature for v in s_row])
+        p_t = _softmax([v / temperature for v in t_row])
+        num += weights[y] * _kl(p_t, p_s)
+        den += weights[y]
+    return temperature**2 * num / den
+
+
+def test_kd_with_class_weights_averages_rows_as_weighted_cross_entropy():
+    student, teacher, target = _logits(3, batch=6, classes=3)
+    target = torch.tensor([0, 0, 0, 1, 2, 2])  # unequal classes, so the weighting changes the mean
+    weights = [0.5, 3.0, 1.5]
+    got = KDLoss(temperature=4.0, weight=0.5, class_weights=weights)(student, teacher, target)
+    assert _value(got) == pytest.approx(0.5 * _weighted_kl_loop(student, teacher, target, weights, 4.0), abs=TOL)
+    plain = KDLoss(temperature=4.0, weight=0.5)(student, teacher, target)
+    assert abs(_value(got) - _value(plain)) > 1e-3
+    # equal weights give Hinton's batch mean back
+    same = KDLoss(temperature=4.0, weight=0.5, class_weights=[2.0, 2.0, 2.0])(student, teacher, target)
+    assert _value(same) == pytest.approx(_value(plain), abs=TOL)
+    with pytest.raises(ValueError, match="pass target"):
+        KDLoss(class_weights=weights)(student, teacher)
+
+
+def test_dkd_with_class_weights_against_loop():
+    student, teacher, target = _logits(4, batch=5, classes=4)
+    target = torch.tensor([0, 1, 1, 3, 3])
+    weights = [1.0, 2.0, 0.0, 4.0]
+    loss = DKDLoss(alpha=1.0, beta=8.0, temperature=4.0, warmup_epochs=0, class_weights=weights)
+    terms = loss.terms(student, teacher, target)
+    tckd = nckd = den = 0.0
+    for row in range(len(target)):
+        y = int(target[row])
+        t_row, n_row = _dkd_loop(student[row:row + 1], teacher[row:row + 1], target[row:row + 1], 1.0, 8.0, 4.0)
+        tckd, nckd, den = tckd + weights[y] * t_row, nckd + weights[y] * n_row, den + weights[y]
+    assert _value(terms["tckd"]) == pytest.approx(tckd / den, abs=TOL)
+    assert _value(terms["nckd"]) == pytest.approx(nckd / den, abs=TOL)
+
+
+def test_row_weights_that_sum_to_zero_are_a_clear_error():
+    student, teacher, _ = _logits(5, batch=2, classes=3)
+    with pytest.raises(ValueError, match="sum to 0"):
+        KDLoss(class_weights=[0.0, 1.0, 1.0])(student, teacher, torch.tensor([0, 0]))

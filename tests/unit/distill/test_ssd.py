@@ -484,3 +484,61 @@ def test_similarity_rows_pick_their_source_when_each_image_has_its_own_direction
     selection = error_level_selection(simi, source, 0.5)
     assert (selection.n_correct, selection.n_wrong) == (7, 2)
     assert selection.index.tolist() == [0, 1, 2, 3, 5, 6, 7, 8]
+
+
+def _weighted_mean_kl(student_rows, teacher_rows, temperature, row_weights):
+    total = sum(
+        w * _kl(_softmax([v / temperature for v in t]), _softmax([v / temperature for v in s]))
+        for s, t, w in zip(student_rows, teacher_rows, row_weights, strict=True)
+    )
+    return temperature**2 * total / sum(row_weights)
+
+
+def test_d_kd_class_weighted_kl_against_loop():
+    n, k = 4, 3
+    logits_s, logits_t = _rand(5, n, k, scale=2), _rand(6, n, k, scale=2)
+    target = torch.tensor([0, 2, 1, 2])
+    emb_s, emb_t = _rand(7, n, 3), _rand(8, n, 5)
+    feat_s, feat_t = _rand(9, n, 2, 2, 2), _rand(10, n, 2, 2, 2)
+    weights = [1.0, 2.0, 4.0]
+    plain = DiverseKDLoss(class_weights=weights).double()
+    weighted = DiverseKDLoss(class_weights=weights, kd_class_weighting=True).double()
+    args = (logits_s, logits_t, target, emb_s, emb_t, feat_s, feat_t)
+    t_plain, t_weighted = plain.terms(*args), weighted.terms(*args)
+    rows = [weights[y] for y in target.tolist()]
+    expected = 0.5 * _weighted_mean_kl(logits_s.tolist(), logits_t.tolist(), 5.0, rows)
+    assert _value(t_weighted["kl"]) == pytest.approx(expected, abs=TOL)
+    assert abs(_value(t_weighted["kl"]) - _value(t_plain["kl"])) > 1e-3
+    for name in ("wce", "rkd_dist", "rkd_angle", "crkd"):  # only the KL changes
+        assert _value(t_weighted[name]) == pytest.approx(_value(t_plain[name]), abs=TOL), name
+    with pytest.raises(ValueError, match="pass class_weights"):
+        DiverseKDLoss(kd_class_weighting=True)
+
+
+@pytest.mark.parametrize("ratio_tf", [1.0, 0.5])
+def test_ssd_kd_class_weighted_kd_and_tf_against_loop(ratio_tf):
+    data = _ssd_batch(20)
+    weights = [1.0, 2.0, 0.5, 3.0]
+    torch.manual_seed(0)
+    plain = SSDKDLoss(student_dim=5, teacher_dim=5, class_weights=weights, ratio_tf=ratio_tf).double()
+    torch.manual_seed(0)
+    weighted = SSDKDLoss(student_dim=5, teacher_dim=5, class_weights=weights, ratio_tf=ratio_tf,
+                         kd_class_weighting=True).double()
+    with torch.no_grad():
+        t_plain, t_weighted = plain.terms(**data), weighted.terms(**data)
+    s_logits, t_logits = data["student_logits"].tolist(), data["teacher_logits"].tolist()
+    target = data["target"].tolist()
+    nor = [i for i in range(12) if i % 4 == 0]
+    aug = [i for i in range(12) if i % 4]
+    aug_targets = [y for y in target for _ in range(3)]
+    tf_rows = _select([_softmax([v / 4.0 for v in t_logits[i]]) for i in aug], aug_targets, ratio_tf)
+    kd = 0.9 * _weighted_mean_kl([s_logits[i] for i in nor], [t_logits[i] for i in nor], 4.0,
+                                 [weights[y] for y in target])
+    tf = 2.7 * _weighted_mean_kl([s_logits[aug[r]] for r in tf_rows], [t_logits[aug[r]] for r in tf_rows], 4.0,
+                                 [weights[aug_targets[r]] for r in tf_rows])
+    assert _value(t_weighted["kd"]) == pytest.approx(kd, abs=TOL)
+    assert _value(t_weighted["tf"]) == pytest.approx(tf, abs=TOL)
+    for name in ("ce", "ss", "rkd_dist", "rkd_angle", "crkd"):  # the other terms are untouched
+        assert _value(t_weighted[name]) == pytest.approx(_value(t_plain[name]), abs=TOL), name
+    if ratio_tf < 1.0:  # the example drops some teacher-wrong rotated rows, so the weights must follow the index
+        assert len(tf_rows) < 9

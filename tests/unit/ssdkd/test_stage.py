@@ -22,6 +22,7 @@ def test_cpu_config_equals_the_defaults_and_full_config_parses():
     assert full.data.resolution == 224 and section.train_fraction == 1.0 and section.ss_head_epochs == 60
     assert section.ss_head_views == 0 and section.batch_size == 128 and section.threads == 0
     assert section.amp is False and cpu.section("ssdkd_dermoscopy").amp is True
+    assert section.kd_class_weighting is False and cpu.section("ssdkd_dermoscopy").kd_class_weighting is True
     assert cpu.data.split == full.data.split and cpu.seed == full.seed  # the same split
 
 
@@ -32,6 +33,8 @@ def test_cpu_config_equals_the_defaults_and_full_config_parses():
     ({"train_fraction": 0.0}, "train_fraction"),
     ({"train_fraction": 1.5}, "train_fraction"),
     ({"class_weighting": "inverse"}, "class_weighting"),
+    ({"class_weighting": "none"}, "kd_class_weighting"),
+    ({"kd_class_weighting": "yes"}, "true or false"),
     ({"augment": "ultrasound"}, "augment"),
     ({"batch_size": 30}, "multiple of 4"),
     ({"batch_size": 4}, "multiple of 4"),

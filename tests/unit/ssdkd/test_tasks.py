@@ -109,8 +109,9 @@ def test_every_method_logs_its_terms(method, networks):
     assert float(loss) == pytest.approx(terms["total"], rel=1e-6)
 
 
-def test_kd_task_is_half_wce_plus_half_t2_kl_from_the_networks(networks):
-    cfg = SSDKDStageConfig()
+@pytest.mark.parametrize("kd_class_weighting", [False, True])
+def test_kd_task_is_half_wce_plus_half_t2_kl_from_the_networks(networks, kd_class_weighting):
+    cfg = SSDKDStageConfig(kd_class_weighting=kd_class_weighting)
     student = _student()
     task = build_student_task("kd", cfg, student, networks, WEIGHTS, image_size=SIZE).eval()
     batch = _batch(4)
@@ -119,7 +120,8 @@ def test_kd_task_is_half_wce_plus_half_t2_kl_from_the_networks(networks):
         s, t = student(batch["images"]), networks(batch["images"])
         wce = torch.nn.functional.cross_entropy(s, batch["target"], weight=torch.tensor(WEIGHTS))
     assert terms["wce"] == pytest.approx(0.5 * float(wce), rel=1e-5)
-    assert terms["kd"] == pytest.approx(0.5 * float(kd_loss(s, t, 5.0)), rel=1e-5)
+    rows = torch.tensor(WEIGHTS)[batch["target"]] if kd_class_weighting else None
+    assert terms["kd"] == pytest.approx(0.5 * float(kd_loss(s, t, 5.0, rows)), rel=1e-5)
 
 
 def test_task_errors(networks):
