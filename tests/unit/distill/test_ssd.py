@@ -49,11 +49,15 @@ def _kl(p, q):
 def _mean_kl(student_rows, teacher_rows, temperature):
     if not student_rows:
         return 0.0
+    return _weighted_mean_kl(student_rows, teacher_rows, temperature, [1.0] * len(student_rows))
+
+
+def _weighted_mean_kl(student_rows, teacher_rows, temperature, row_weights):
     total = sum(
-        _kl(_softmax([v / temperature for v in t]), _softmax([v / temperature for v in s]))
-        for s, t in zip(student_rows, teacher_rows, strict=True)
+        w * _kl(_softmax([v / temperature for v in t]), _softmax([v / temperature for v in s]))
+        for s, t, w in zip(student_rows, teacher_rows, row_weights, strict=True)
     )
-    return temperature**2 * total / len(student_rows)
+    return temperature**2 * total / sum(row_weights)
 
 
 def _wce(rows, target, weights):
@@ -256,12 +260,18 @@ def test_crkd_channel_mismatch_is_a_clear_error():
         ChannelRelationLoss()(torch.randn(1, 2, 2, 2), torch.randn(1, 3, 2, 2))
 
 
-def test_d_kd_against_loop():
+def _d_kd_inputs():
+    """(logits_s, logits_t, target, emb_s, emb_t, feat_s, feat_t) of 4 rows and 3 classes, in ``terms`` order."""
     n, k = 4, 3
     logits_s, logits_t = _rand(5, n, k, scale=2), _rand(6, n, k, scale=2)
     target = torch.tensor([0, 2, 1, 2])
     emb_s, emb_t = _rand(7, n, 3), _rand(8, n, 5)
     feat_s, feat_t = _rand(9, n, 2, 2, 2), _rand(10, n, 2, 2, 2)
+    return logits_s, logits_t, target, emb_s, emb_t, feat_s, feat_t
+
+
+def test_d_kd_against_loop():
+    logits_s, logits_t, target, emb_s, emb_t, feat_s, feat_t = _d_kd_inputs()
     weights = [1.0, 2.0, 4.0]
     loss = DiverseKDLoss(class_weights=weights).double()
     terms = loss.terms(logits_s, logits_t, target, emb_s, emb_t, feat_s, feat_t)
@@ -486,24 +496,12 @@ def test_similarity_rows_pick_their_source_when_each_image_has_its_own_direction
     assert selection.index.tolist() == [0, 1, 2, 3, 5, 6, 7, 8]
 
 
-def _weighted_mean_kl(student_rows, teacher_rows, temperature, row_weights):
-    total = sum(
-        w * _kl(_softmax([v / temperature for v in t]), _softmax([v / temperature for v in s]))
-        for s, t, w in zip(student_rows, teacher_rows, row_weights, strict=True)
-    )
-    return temperature**2 * total / sum(row_weights)
-
-
 def test_d_kd_class_weighted_kl_against_loop():
-    n, k = 4, 3
-    logits_s, logits_t = _rand(5, n, k, scale=2), _rand(6, n, k, scale=2)
-    target = torch.tensor([0, 2, 1, 2])
-    emb_s, emb_t = _rand(7, n, 3), _rand(8, n, 5)
-    feat_s, feat_t = _rand(9, n, 2, 2, 2), _rand(10, n, 2, 2, 2)
+    args = _d_kd_inputs()
+    logits_s, logits_t, target = args[:3]
     weights = [1.0, 2.0, 4.0]
     plain = DiverseKDLoss(class_weights=weights).double()
     weighted = DiverseKDLoss(class_weights=weights, kd_class_weighting=True).double()
-    args = (logits_s, logits_t, target, emb_s, emb_t, feat_s, feat_t)
     t_plain, t_weighted = plain.terms(*args), weighted.terms(*args)
     rows = [weights[y] for y in target.tolist()]
     expected = 0.5 * _weighted_mean_kl(logits_s.tolist(), logits_t.tolist(), 5.0, rows)
