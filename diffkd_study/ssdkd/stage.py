@@ -84,7 +84,7 @@ class SSDKDStageConfig:
     batch_size: int = 32
     teacher_epochs: int = 10
     teacher_lr: float = 3e-4
-    student_epochs: int = 3
+    student_epochs: int = 5
     student_lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.5
