@@ -409,6 +409,18 @@ def goal_check(records: Mapping[str, Any], split: str = "test") -> dict[str, Any
             "accuracy_goal_met": bool(acc_gap >= -0.02), "goal_met": bool(ba_gain >= 0.03 and acc_gap >= -0.02)}
 
 
+def goal_text(goal: Mapping[str, Any], split: str) -> str:
+    """One Markdown sentence on the goal check of ``split`` (from :func:`goal_check`)."""
+    where = {"test": "held-out test split", "val": "validation split"}.get(split, f"{split} split")
+    if not goal["evaluated"]:
+        return f"Goal not evaluated on the {where}: {goal['reason']}."
+    return (f"On the {where}: balanced accuracy {goal['balanced_accuracy_gain_over_plain'] * 100:+.1f} points "
+            f"over the plain student ({'met' if goal['balanced_accuracy_goal_met'] else 'not met'}); accuracy "
+            f"{goal['accuracy_minus_teacher'] * 100:+.1f} points relative to the teacher "
+            f"({'met' if goal['accuracy_goal_met'] else 'not met'}). Overall: "
+            f"**{'reached' if goal['goal_met'] else 'not reached'}**.")
+
+
 def history_frame(records: Mapping[str, Any]) -> pd.DataFrame:
     """Tidy per-epoch values of every fit: ``model, seed, epoch, term, value, split`` (loss terms on the
     training split; validation NLL and balanced accuracy on the validation split; diagnostics left out)."""

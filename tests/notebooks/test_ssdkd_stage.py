@@ -59,6 +59,7 @@ def test_every_model_is_compared_on_the_held_out_test_split(ssdkd_run):
         probabilities = pred[[f"prob_{c}" for c in CLASSES]].sum(axis=1)
         assert ((probabilities - 1).abs() < 1e-4).all(), name
     assert metrics["goal"]["evaluated"] is True
+    assert metrics["goal_validation"]["evaluated"] is True
     assert {"params", "GFLOPs at 32 px", "GFLOPs at 224 px"} <= {r["metric"] for r in metrics["efficiency"]}
 
 

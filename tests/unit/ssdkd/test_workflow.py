@@ -44,6 +44,13 @@ def test_goal_check_by_hand():
     assert goal["balanced_accuracy_gain_over_plain"] == pytest.approx(0.04)
     assert goal["accuracy_minus_teacher"] == pytest.approx(-0.015)
     assert goal["goal_met"] is True
+    assert workflow.goal_text(goal, "test") == (
+        "On the held-out test split: balanced accuracy +4.0 points over the plain student (met); accuracy "
+        "-1.5 points relative to the teacher (met). Overall: **reached**.")
+    # the validation split holds SSD-KD only here: not evaluated, and the sentence says why
+    val = workflow.goal_check(_records(), "val")
+    assert val["evaluated"] is False
+    assert workflow.goal_text(val, "val").startswith("Goal not evaluated on the validation split: the teacher")
     records = _records()
     records["evaluation"]["summary"] = [r for r in records["evaluation"]["summary"] if r["model"] != "ce"]
     assert workflow.goal_check(records) == {"evaluated": False, "reason": "the teacher, the plain student and "
