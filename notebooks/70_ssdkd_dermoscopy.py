@@ -187,8 +187,7 @@ seed_rows
 goal = workflow.goal_check(result, "test")
 goal_validation = workflow.goal_check(result, "val")  # the split on which settings may be chosen
 display(Markdown(
-    "**Goal of the reproduction** (SSD-KD student at least 3 points of balanced accuracy above the plain "
-    "student, and within 2 points of the teacher's accuracy or above it).\n\n"
+    f"**Goal of the reproduction** ({workflow.GOAL_STATEMENT}).\n\n"
     f"- {workflow.goal_text(goal, 'test')}\n- {workflow.goal_text(goal_validation, 'val')} Compare settings on "
     "this split, not on the test split."))
 
@@ -294,8 +293,7 @@ if config.teacher_model != "resnet50":
                        "ImageNet weights); the student is trained from scratch (the official one starts from ImageNet).")
 limitations.append("HAM10000 has 7 classes (no SCC); the paper's figures are on ISIC 2019 (8 classes).")
 if goal.get("evaluated") and not goal["goal_met"]:
-    limitations.append("The reproduction goal (SSD-KD >= plain + 3 points balanced accuracy and within 2 points of "
-                       "the teacher's accuracy) was not reached in this run.")
+    limitations.append(f"The reproduction goal ({workflow.GOAL_STATEMENT}) was not reached in this run.")
 efficiency_records = records(efficiency.reset_index())
 write_metrics(metrics_path, {
     "records": {k: v for k, v in result.items() if k not in ("evaluation",)},

@@ -57,6 +57,21 @@ def test_goal_check_by_hand():
                                                                           "SSD-KD must all be trained"}
 
 
+@pytest.mark.parametrize(("ssd_balanced", "ssd_accuracy", "ba_met", "acc_met"), [
+    (0.45, 0.79, True, True),      # exactly +3 points and exactly -2 points: both halves met
+    (0.449, 0.79, False, True),    # +2.9 points
+    (0.45, 0.789, True, False),    # -2.1 points
+])
+def test_goal_check_boundaries(ssd_balanced, ssd_accuracy, ba_met, acc_met):
+    rows = [_summary_row("teacher", 0, 0.81, 0.60, 0.90), _summary_row("ce", 0, 0.70, 0.42, 0.80),
+            _summary_row("ssd_kd", 0, ssd_accuracy, ssd_balanced, 0.85)]
+    goal = workflow.goal_check({"evaluation": {"summary": rows, "per_class": [], "confusion": []}})
+    assert (goal["balanced_accuracy_goal_met"], goal["accuracy_goal_met"]) == (ba_met, acc_met)
+    assert goal["goal_met"] is (ba_met and acc_met)
+    assert "at least 3 points of balanced accuracy" in workflow.GOAL_STATEMENT
+    assert "within 2 points of the teacher's accuracy" in workflow.GOAL_STATEMENT
+
+
 def test_seed_table_intervals_and_timing_minutes():
     seeds = workflow.seed_table(_records())
     assert len(seeds) == 6 and seeds.iloc[0]["accuracy (Wilson)"] == "0.800 (0.750-0.850)"
