@@ -59,8 +59,9 @@ from diffkd_study.ssdkd.stage import METHODS, SSDKDStageConfig, stage_config_fro
 from diffkd_study.train.data import ImageTensors, class_weights, load_images
 
 __all__ = [
-    "GOAL_ACCURACY_MARGIN", "GOAL_BALANCED_ACCURACY_GAIN", "GOAL_STATEMENT", "StageData", "comparison_table", "evaluate_predictions", "goal_check", "goal_text", "history_frame",
-    "load_stage_data", "model_title", "per_class_table", "read_records", "run_stage", "seed_table", "timing_table",
+    "GOAL_ACCURACY_MARGIN", "GOAL_BALANCED_ACCURACY_GAIN", "GOAL_STATEMENT", "StageData", "comparison_table",
+    "evaluate_predictions", "goal_check", "goal_text", "history_frame", "load_stage_data", "model_title",
+    "per_class_table", "read_records", "run_stage", "seed_table", "timing_table",
 ]
 
 STAGE_FOLDER = "ssdkd"
