@@ -327,8 +327,7 @@ def fit(task: nn.Module, train: ImageTensors, val: ImageTensors, config: FitConf
             n_epoch += len(rows)
             images_seen += len(rows)
             rate = images_seen / max(time.perf_counter() - began, 1e-9)
-            shown_rate = f"{rate:.0f}" if rate >= 100 else f"{rate:.3g}"  # a CPU at 224 px runs under 1 img/s
-            bar.set_postfix({k: f"{v / n_epoch:.3g}" for k, v in list(sums.items())[:4]} | {"img/s": shown_rate})
+            bar.set_postfix({k: f"{v / n_epoch:.3g}" for k, v in list(sums.items())[:4]} | {"img/s": f"{rate:.1f}"})
         train_s = time.perf_counter() - epoch_started
         probabilities = predict_proba(model, val, batch_size=config.eval_batch_size, device=device)
         metrics = validation_metrics(probabilities, val_labels, positive_index)
