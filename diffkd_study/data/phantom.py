@@ -638,15 +638,19 @@ def _counts(n_per_center: int | Mapping[str, int]) -> dict[str, int]:
 
 
 def generate_phantom_cohort(out_dir: str | Path, *, n_per_center: int | Mapping[str, int] = 100, seed: int = 0,
-                            image_size: int = 128, progress: bool = True) -> Manifest:
-    """Write ``images/``, ``masks/`` and ``phantom.csv`` (+ sidecar) into ``out_dir`` atomically."""
+                            image_size: int = 128, progress: bool = True, overwrite: bool = False) -> Manifest:
+    """Write ``images/``, ``masks/`` and ``phantom.csv`` (+ sidecar) into ``out_dir`` atomically.
+
+    An ``out_dir`` that holds files this program did not write is refused before any work (see
+    :func:`diffkd_study.io.atomic_dir`) unless ``overwrite``; a cohort it wrote earlier is replaced.
+    """
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
     counts = _counts(n_per_center)
     jobs = [(c, i) for c, k in counts.items() for i in range(k)]
     rows = []
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         for center, index in tqdm(jobs, desc="phantom cohort", unit="img", disable=not progress):
