@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from PIL import Image
 
+from diffkd_study.data.cache import open_image, to_8bit
 from diffkd_study.data.schema import Manifest, row_boxes
 from diffkd_study.eval.plots import save_figure  # noqa: F401  (re-exported for the notebooks)
 
@@ -118,8 +118,9 @@ def plot_image_sizes(manifest: Manifest, sizes: dict[str, Any]) -> Figure:
 
 
 def _load_gray(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.asarray(img.convert("L"))
+    # through the cache's decoder: a 16-bit image is scaled by its bit depth, not clipped to white
+    with open_image(path) as img:
+        return np.asarray(to_8bit(img).convert("L"))
 
 
 def plot_examples(manifest: Manifest, root: str | Path, per_group: int = 4, seed: int = 0,

@@ -30,6 +30,19 @@ crops classifies a lesion someone has outlined, which is how the ultrasound data
 
 Image resizing is bilinear with antialiasing (Pillow's resampling filter widens with the scale factor
 when downsampling); masks use nearest neighbour, so their values stay the values of the file.
+
+Bit depth: every image becomes 8 bits by its declared depth, never by its content, so one image's
+brightness does not depend on another's. 16-bit samples (Pillow modes ``I;16*``) are divided by 257 and
+rounded, mapping the full range 0..65535 onto 0..255 exactly (Pillow's own conversion would clip
+everything above 255 to white); 32-bit integer images (mode ``I``) are read as 16-bit data and must lie in
+0..65535; float images (mode ``F``) must lie in [0, 1] and are multiplied by 255. Anything else is an
+error rather than a guess (12-bit data in a 16-bit file comes out dark: the validator's
+``high-bit-depth`` warning shows the value range). Masks are not rescaled: a 16-bit label mask keeps its
+values (above 255 they clip to 255), so a lesion labelled 1 stays a lesion. An image of more pixels than
+Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is refused with its pixel count.
+
+Paths: a row whose image or mask resolves outside the data root is refused before anything is read
+(the validator's ``path-outside-root`` rule) unless ``allow_outside_root=True``.
 """
 
 from __future__ import annotations
@@ -50,10 +63,10 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from diffkd_study import __version__
-from diffkd_study.data.schema import Manifest
+from diffkd_study.data.schema import OUTSIDE_ROOT_REMEDY, Manifest, path_outside_root
 from diffkd_study.io import atomic_dir, sha256_bytes, write_json
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # part of the key; 2: images deeper than 8 bits scaled by bit depth (1 clipped them)
 CACHE_DIR_ENV = "DIFFKD_CACHE_DIR"
 MODES: tuple[str, ...] = ("L", "RGB")
 RESIZE_MODES: tuple[str, ...] = ("stretch", "pad", "lesion")
@@ -114,10 +127,65 @@ def _resize(img: Image.Image, prep: Preprocessing, resample: Image.Resampling) -
     return np.array(canvas)
 
 
+def open_image(path: Path) -> Image.Image:
+    """Decode a file in its stored mode: the one place the cache, the datasets and the validator open images.
+
+    An image over ``PIL.Image.MAX_IMAGE_PIXELS`` is an ``ImageDecodeError`` naming its pixel count, whether
+    Pillow raised (over twice the limit), warned, or was told to raise on the warning (``-W error``).
+    """
+    try:
+        with Image.open(path) as img:
+            pixels = img.width * img.height
+            if Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS:
+                raise ImageDecodeError(
+                    f"{img.width}x{img.height} = {pixels} pixels is over Pillow's decompression-bomb limit of "
+                    f"{Image.MAX_IMAGE_PIXELS} pixels (PIL.Image.MAX_IMAGE_PIXELS)"
+                )
+            img.load()
+            return img
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageDecodeError(f"decompression-bomb check: {err}") from None
+
+
+HIGH_BIT_MODES: dict[str, str] = {
+    "I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I;16N": "16-bit",
+    "I": "32-bit integer (read as 16-bit)", "F": "32-bit float",
+}
+
+
+def eight_bit_rule(mode: str) -> str:
+    """How :func:`to_8bit` maps a mode of ``HIGH_BIT_MODES`` (for messages)."""
+    return "multiplying by 255 (values must lie in [0, 1])" if mode == "F" else "dividing by 257, rounded (65535 -> 255)"
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """``img`` with 8-bit samples, scaled by its bit depth (see the module docstring); 8-bit modes unchanged."""
+    if img.mode not in HIGH_BIT_MODES:
+        return img
+    values = np.asarray(img)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if img.mode == "F":
+        if not (np.isfinite(values).all() and low >= 0 and high <= 1):
+            raise ImageDecodeError(
+                f"float pixels (mode F) range {low:g}..{high:g}, outside [0, 1]; convert the file to 8 or 16 bits"
+            )
+        return Image.fromarray(np.rint(values * 255).astype(np.uint8))
+    if low < 0 or high > 65535:
+        raise ImageDecodeError(
+            f"integer pixels (mode {img.mode}) range {low:g}..{high:g}, outside 0..65535; "
+            f"convert the file to 8 or 16 bits"
+        )
+    return Image.fromarray(((values.astype(np.uint32) + 128) // 257).astype(np.uint8))
+
+
 def _decode(path: Path, mode: str) -> Image.Image:
-    with Image.open(path) as img:
-        img.load()
-        return img.convert(mode)
+    """An image as ``mode`` with 8-bit samples, scaled by its bit depth."""
+    return to_8bit(open_image(path)).convert(mode)
+
+
+def _decode_mask(path: Path) -> Image.Image:
+    """A mask as 8-bit ``L`` without rescaling (label values are not intensities)."""
+    return open_image(path).convert("L")
 
 
 def load_image(path: str | os.PathLike[str], prep: Preprocessing) -> np.ndarray:
@@ -127,7 +195,7 @@ def load_image(path: str | os.PathLike[str], prep: Preprocessing) -> np.ndarray:
 
 def load_mask(path: str | os.PathLike[str], prep: Preprocessing) -> np.ndarray:
     """Decode a mask as 8-bit grayscale and resize it with nearest neighbour."""
-    return _resize(_decode(Path(path), "L"), prep, Image.Resampling.NEAREST)
+    return _resize(_decode_mask(Path(path)), prep, Image.Resampling.NEAREST)
 
 
 def _has_value(value: Any) -> bool:
@@ -159,6 +227,29 @@ def pixel_sources(manifest: Manifest) -> list[PixelSource]:
     return sources
 
 
+#: Set to ``1`` by ``diffkd-study run`` when the config opts in (``data.allow_paths_outside_root: true``):
+#: every stage's kernel inherits it, so the caches and datasets of that study read what its validation allowed.
+ALLOW_OUTSIDE_ROOT_ENV = "DIFFKD_ALLOW_PATHS_OUTSIDE_ROOT"
+
+
+def outside_root_allowed(explicit: bool | None = None) -> bool:
+    """An explicit choice wins; otherwise the study's opt-in (:data:`ALLOW_OUTSIDE_ROOT_ENV`)."""
+    return explicit if explicit is not None else os.environ.get(ALLOW_OUTSIDE_ROOT_ENV) == "1"
+
+
+def check_inside_root(sources: Sequence[PixelSource], root: Path) -> None:
+    """Refuse the first row whose image or mask resolves outside ``root`` (the validator's
+    ``path-outside-root`` rule), for readers that run without validating first."""
+    for source in sources:
+        for column, value in (("image_path", source.image_path), ("mask_path", source.mask_path)):
+            outside = None if value is None else path_outside_root(root, value)
+            if outside is not None:
+                raise ValueError(
+                    f"{source.where}: {column} {value!r} leads to {outside}, outside the data root "
+                    f"{root.resolve()} (path-outside-root); {OUTSIDE_ROOT_REMEDY}"
+                )
+
+
 def lesion_window(mask: np.ndarray, margin: float) -> tuple[int, int, int, int] | None:
     """The square ``(left, top, right, bottom)`` around the mask's bounding box, sides ``(1 + 2 margin)``
     times the box's longer side, centred on the box; ``None`` for an empty mask."""
@@ -184,7 +275,7 @@ def _load_row(source: PixelSource, root: Path, image_loader: Callable[[Path], An
         path = root / value
         try:
             loaded.append(loader(path))
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+        except (OSError, UnidentifiedImageError, ValueError) as err:
             raise ImageDecodeError(f"{source.where}: {column} {path} does not decode: {err}") from err
     image, mask = loaded
     assert image is not None
@@ -195,7 +286,7 @@ def load_source(source: PixelSource, root: Path, prep: Preprocessing) -> tuple[n
     """The preprocessed image and mask (or None) of one row; an error names the file and the row."""
     if prep.resize_mode != "lesion":
         return _load_row(source, root, lambda path: load_image(path, prep), lambda path: load_mask(path, prep))
-    image, mask = _load_row(source, root, lambda path: _decode(path, prep.mode), lambda path: _decode(path, "L"))
+    image, mask = _load_row(source, root, lambda path: _decode(path, prep.mode), _decode_mask)
     if mask is not None and mask.size != image.size:
         raise ImageDecodeError(f"{source.where}: mask {source.mask_path} is {mask.size[0]}x{mask.size[1]} pixels, the "
                                f"image {image.size[0]}x{image.size[1]}: a lesion crop needs them aligned")
@@ -335,6 +426,7 @@ def build_cache(
     cache_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
     progress: bool = True,
+    allow_outside_root: bool | None = None,
 ) -> ImageCache:
     """Build (or re-use) the cache of ``manifest``'s images under ``root`` at ``size`` (height, width).
 
@@ -342,7 +434,9 @@ def build_cache(
     writes into a temporary folder that is renamed into place only when every image has decoded, so an
     error or an interruption leaves no partial cache. Decoding runs on ``workers`` threads (default: up
     to 8, one per core); Pillow releases the GIL while resizing but holds it for much of PNG decoding,
-    so expect well under linear scaling.
+    so expect well under linear scaling. A row naming a file outside ``root`` is refused before anything is
+    read unless ``allow_outside_root`` (default: the study's opt-in, :func:`outside_root_allowed`); the cache
+    does not run the validator.
     """
     prep = Preprocessing.make(size, mode, resize_mode, roi_margin)
     root = Path(root)
@@ -352,6 +446,8 @@ def build_cache(
     for before, source in itertools.pairwise(sources):
         if before.image_id == source.image_id:
             raise ValueError(f"{source.where}: duplicate image_id (also at {before.where})")
+    if not outside_root_allowed(allow_outside_root):
+        check_inside_root(sources, root)
     key = cache_key(manifest, root, prep)
     target = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = target / key[:32]

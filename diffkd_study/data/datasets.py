@@ -28,7 +28,14 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from diffkd_study.data.cache import ImageCache, Preprocessing, load_source, pixel_sources
+from diffkd_study.data.cache import (
+    ImageCache,
+    Preprocessing,
+    check_inside_root,
+    load_source,
+    outside_root_allowed,
+    pixel_sources,
+)
 from diffkd_study.data.schema import SPLITS, Manifest
 
 
@@ -47,7 +54,8 @@ class ManifestDataset(Dataset):
 
     With ``cache`` the pixels come from the cache and its preprocessing applies; ``size``, ``mode`` and
     ``resize_mode``, when given, must then agree with it. Without a cache, images are decoded from
-    ``root`` and preprocessed on the fly, and ``size`` is required.
+    ``root`` and preprocessed on the fly, and ``size`` is required; a row naming a file outside ``root`` is then
+    refused unless ``allow_outside_root`` (a cache was checked when it was built).
     """
 
     def __init__(
@@ -61,6 +69,7 @@ class ManifestDataset(Dataset):
         size: int | tuple[int, int] | None = None,
         mode: str | None = None,
         resize_mode: str | None = None,
+        allow_outside_root: bool | None = None,
     ) -> None:
         self.manifest = manifest
         self.cache = cache
@@ -87,6 +96,9 @@ class ManifestDataset(Dataset):
                 f"{list(self.label_map)}" + (f" ({len(unknown)} such rows)" if len(unknown) > 1 else "")
             )
         self.labels = self.df["label"].map(self.label_map).to_numpy(dtype=np.int64)
+        if cache is None and not outside_root_allowed(allow_outside_root):
+            assert self.root is not None  # _preprocessing requires a root when there is no cache
+            check_inside_root(sources, self.root)
         self.image_ids = [s.image_id for s in sources]
         self._sources = sources
         self._positions = cache.positions(sources) if cache is not None else None

@@ -16,6 +16,12 @@ columns prefixed ``cond_``; any other column is carried along as metadata (e.g. 
 Missing values are explicit: an empty cell. They are read as missing (NaN), never as 0, and the
 condition encoder gives them a learned "missing" value.
 
+Every path must stay inside the data root once symlinks are followed: an absolute path, a ``../`` path or a
+symlink leading out of the root is an error (``path-outside-root``) unless the user allows it explicitly.
+
+The CSV is read strictly: an empty file, a column named twice and a row with more or fewer fields than the
+header are errors naming the file and line (line 1 is the header), never silently repaired.
+
 Sidecar (``NAME.schema.yaml``)
 ------------------------------
 ::
@@ -32,9 +38,10 @@ Sidecar (``NAME.schema.yaml``)
 
 from __future__ import annotations
 
+import csv
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,26 +139,17 @@ class ManifestSchema:
         for key in ("dataset", "label_set"):
             if key not in data:
                 raise SchemaError(f"{origin}: required key {key!r} is missing")
-        conditions: dict[str, ConditionSpec] = {}
-        for name, spec in (data.get("conditions") or {}).items():
-            if not isinstance(spec, Mapping) or "type" not in spec:
-                raise SchemaError(f"{origin}: condition {name!r} needs a mapping with a 'type'")
-            allowed = {"type", "levels", "unit", "min", "max", "description"}
-            if set(spec) - allowed:
-                raise SchemaError(f"{origin}: condition {name!r} has unknown key(s) {sorted(set(spec) - allowed)}")
-            levels = spec.get("levels")
-            conditions[name] = ConditionSpec(
-                type=spec["type"],
-                levels=tuple(str(v) for v in levels) if levels is not None else None,
-                unit=spec.get("unit"),
-                min=spec.get("min"),
-                max=spec.get("max"),
-                description=spec.get("description", ""),
+        declared = data.get("conditions") or {}
+        if not isinstance(declared, Mapping):
+            raise SchemaError(
+                f"{origin}: conditions must be a mapping of cond_* column -> spec, got {type(declared).__name__} "
+                f"{declared!r}"
             )
+        conditions = {name: _condition_spec(name, spec, origin) for name, spec in declared.items()}
         try:
             return cls(
                 dataset=str(data["dataset"]),
-                label_set=tuple(str(v) for v in data["label_set"]),
+                label_set=_names(data["label_set"], f"{origin}: label_set"),
                 task=data.get("task", "binary"),
                 positive_class=None if data.get("positive_class") is None else str(data["positive_class"]),
                 conditions=conditions,
@@ -164,10 +162,76 @@ class ManifestSchema:
         return self.label_set.index(label)
 
 
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    """A YAML list of names (strings or numbers) as strings. YAML reads ``yes``/``no`` as booleans and
+    ``[a, [b]]`` as a nested list; neither is silently turned into a name."""
+    if not isinstance(value, list) or not all(
+        isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value
+    ):
+        raise SchemaError(f"{where} must be a list of names (text or numbers; quote yes/no), e.g. [benign, malignant], "
+                          f"got {value!r}")
+    return tuple(str(v) for v in value)
+
+
+def _condition_spec(name: Any, spec: Any, origin: str) -> ConditionSpec:
+    """One entry of the sidecar's ``conditions``, type-checked so that a typo is a one-line error here and
+    not a traceback during validation."""
+    if not isinstance(name, str):
+        raise SchemaError(f"{origin}: conditions: column name {name!r} must be a string starting with {CONDITION_PREFIX!r}")
+    where = f"{origin}: condition {name!r}"
+    if not isinstance(spec, Mapping) or "type" not in spec:
+        raise SchemaError(f"{where} needs a mapping with a 'type'")
+    allowed = {"type", "levels", "unit", "min", "max", "description"}
+    if set(spec) - allowed:
+        raise SchemaError(f"{where} has unknown key(s) {sorted(set(spec) - allowed, key=str)}")
+    bounds = {key: spec.get(key) for key in ("min", "max")}
+    for key, value in bounds.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise SchemaError(f"{where}: {key} must be a number, got {value!r}")
+    if None not in bounds.values() and bounds["min"] > bounds["max"]:
+        raise SchemaError(f"{where}: min {bounds['min']} is greater than max {bounds['max']}")
+    for key in ("unit", "description"):
+        if spec.get(key) is not None and not isinstance(spec[key], str):
+            raise SchemaError(f"{where}: {key} must be text, got {spec[key]!r}")
+    levels = spec.get("levels")
+    return ConditionSpec(
+        type=spec["type"],
+        levels=None if levels is None else _names(levels, f"{where}: levels"),
+        unit=spec.get("unit"),
+        min=bounds["min"],
+        max=bounds["max"],
+        description=spec.get("description") or "",
+    )
+
+
 def sidecar_path(manifest_path: str | Path) -> Path:
     """``data_manifests/bus-bra.csv`` -> ``data_manifests/bus-bra.schema.yaml``."""
     path = Path(manifest_path)
     return path.with_name(path.stem + ".schema.yaml")
+
+
+#: How a user allows files outside the data root, for every message that refuses one.
+OUTSIDE_ROOT_REMEDY = (
+    "to read it anyway pass --allow-outside-root (allow_outside_root=True in Python) or set "
+    "data.allow_paths_outside_root: true in the study config"
+)
+
+
+def path_outside_root(root: Path, value: str) -> Path | None:
+    """Where a manifest path really leads when that is outside ``root`` (an absolute path, ``..``, or a symlink
+    leading out), else None. Both sides are resolved, so a symlink cannot hide where a file is and a root that
+    is itself a symlink still contains its files."""
+    try:
+        resolved = (root / value).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None  # a symlink loop or a NUL byte: nothing can be read there, and the reader says so
+    return None if resolved.is_relative_to(root.resolve()) else resolved
+
+
+def format_lines(lines: Sequence[int], limit: int = 10) -> str:
+    """``2, 3, 5``, or past ``limit`` the first ``limit`` lines and ``and 120 more``: keeps a message one line."""
+    shown = ", ".join(str(line) for line in lines[:limit])
+    return shown if len(lines) <= limit else f"{shown} and {len(lines) - limit} more"
 
 
 @dataclass
@@ -200,7 +264,9 @@ def read_schema(path: str | Path) -> ManifestSchema:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise SchemaError(f"{path}: not valid YAML: {err}") from None
+        raise SchemaError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except UnicodeDecodeError as err:
+        raise SchemaError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     if not isinstance(data, Mapping):
         raise SchemaError(f"{path}: expected a mapping at the top level")
     return ManifestSchema.from_dict(data, origin=str(path))
@@ -216,16 +282,59 @@ def read_manifest(path: str | Path, schema: ManifestSchema | None = None) -> Man
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found")
     schema = schema or read_schema(sidecar_path(path))
+    _check_csv_shape(path)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        # index_col=False: never take the first columns as an index (the shape check has refused such rows)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], index_col=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise SchemaError(f"{path}: not a readable CSV: {err}") from None
+        raise SchemaError(f"{path}: not a readable CSV: {' '.join(str(err).split())}") from None
     for name, spec in schema.conditions.items():
         if spec.type == "numeric" and name in df.columns:
             converted = pd.to_numeric(df[name], errors="coerce")
             if not (converted.isna() & df[name].notna()).any():
                 df[name] = converted
     return Manifest(df=df, schema=schema, path=path)
+
+
+def _check_csv_shape(path: Path) -> None:
+    """Refuse what pandas would silently repair: an empty file, a column named twice (read as ``label.1``), a
+    row with fewer fields (padded with empty cells) or more (when every row has them, the first columns
+    quietly become the index). One error, naming the file and the first bad line; blank lines are skipped
+    as pandas skips them, and a quoted value may span lines (its row is numbered by its first line)."""
+    if path.stat().st_size == 0:
+        raise SchemaError(f"{path}: the file is empty (0 bytes); a manifest starts with a header line of column names")
+    line = 0
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            header = next((fields for fields in reader if fields), None)
+            if header is None:
+                raise SchemaError(f"{path}: the file has no header line (it holds only blank lines)")
+            line = reader.line_num
+            first_column: dict[str, int] = {}
+            for column, name in enumerate(header, start=1):
+                if name in first_column:
+                    raise SchemaError(
+                        f"{path}:{line}: column {name!r} appears twice in the header (columns {first_column[name]} "
+                        f"and {column}); rename or remove one"
+                    )
+                first_column[name] = column
+            wrong: list[tuple[int, int]] = []  # (line, number of fields)
+            line = reader.line_num + 1
+            for fields in reader:
+                if fields and len(fields) != len(header):
+                    wrong.append((line, len(fields)))
+                line = reader.line_num + 1
+    except csv.Error as err:
+        raise SchemaError(f"{path}:{line}: not a readable CSV: {err}") from None
+    except UnicodeDecodeError as err:
+        raise SchemaError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if wrong:
+        line, n_fields = wrong[0]
+        hint = ("a short row: an empty cell still needs its comma" if n_fields < len(header)
+                else "more fields than columns: quote a value that contains a comma")
+        more = f"; {len(wrong)} rows like this (lines {format_lines([w[0] for w in wrong])})" if len(wrong) > 1 else ""
+        raise SchemaError(f"{path}:{line}: {n_fields} fields but the header has {len(header)} ({hint}){more}")
 
 
 def _format_cell(value: Any) -> str:

@@ -3,6 +3,9 @@
 The result lives in ``<run_dir>/data/``: ``study.csv`` (+ sidecar) with a ``split`` column,
 ``study.json`` (where the images are, the sha256 of every input manifest) and the validation report
 (``validation.json``, ``validation.csv``). Later stages read only these files.
+
+Every image must lie inside the data root (each manifest's rows inside its dataset folder, each dataset
+folder inside ``--data-root``) unless the config sets ``data.allow_paths_outside_root: true``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from diffkd_study.config import StudyConfig
-from diffkd_study.data.schema import Manifest, read_manifest, write_manifest
+from diffkd_study.data.schema import Manifest, path_outside_root, read_manifest, write_manifest
 from diffkd_study.data.validate import ValidationReport, validate_manifest
 from diffkd_study.io import sha256_file, write_json
 
@@ -55,6 +58,10 @@ def _phantom_manifest(config: StudyConfig, data_dir: Path, progress: bool) -> tu
     return manifest, cohort_dir
 
 
+def _allow_outside_root(config: StudyConfig) -> bool:
+    return bool(getattr(config.data, "allow_paths_outside_root", False))
+
+
 def _manifests_from_sources(
     config: StudyConfig, data_root: Path | None, project_root: Path
 ) -> tuple[list[tuple[Manifest, str, Path]], dict[str, str]]:
@@ -77,6 +84,11 @@ def _manifests_from_sources(
         dataset_root = data_root / source.root
         if not dataset_root.is_dir():
             raise DataPreparationError(f"data root {dataset_root} for manifest {path} is not a directory")
+        if not _allow_outside_root(config) and path_outside_root(data_root, source.root) is not None:
+            raise DataPreparationError(
+                f"data root {source.root!r} of manifest {path} leads to {dataset_root.resolve()}, outside the data "
+                f"root {data_root.resolve()}; set data.allow_paths_outside_root: true to read it"
+            )
         parts.append((read_manifest(path), source.root, dataset_root))
         hashes[str(source.path)] = sha256_file(path)
     return parts, hashes
@@ -108,7 +120,8 @@ def prepare_study_data(
     # Pass 1: each input manifest against its own files, so that problems name the user's file and line.
     for source_manifest, _, source_root in sources:
         first = validate_manifest(
-            source_manifest, source_root, lesion_free_labels=config.data.lesion_free_labels, progress=progress
+            source_manifest, source_root, lesion_free_labels=config.data.lesion_free_labels, progress=progress,
+            allow_outside_root=_allow_outside_root(config),
         )
         if not first.ok:
             raise DataPreparationError(first.format())
@@ -138,7 +151,8 @@ def prepare_study_data(
     study_path = write_manifest(study, data_dir / "study.csv")
     study.path = study_path
     report = validate_manifest(
-        study, root, lesion_free_labels=config.data.lesion_free_labels, progress=progress
+        study, root, lesion_free_labels=config.data.lesion_free_labels, progress=progress,
+        allow_outside_root=_allow_outside_root(config),
     )
     write_json(data_dir / "validation.json", _report_json(report))
     report.to_frame().to_csv(data_dir / "validation.csv", index=False)
@@ -161,4 +175,5 @@ def _report_json(report: ValidationReport) -> dict[str, Any]:
         "n_warnings": len(report.warnings),
         "problems": [p.__dict__ for p in report.problems],
         "image_sizes": {k: list(v) for k, v in report.image_sizes.items()},
+        "image_modes": dict(report.image_modes),
     }

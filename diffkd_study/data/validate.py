@@ -1,6 +1,9 @@
 """Manifest validation: every rule has a name, and every problem names the file, CSV line and rule.
 
-Errors make ``diffkd-study data validate`` exit non-zero; warnings are listed separately.
+Errors make ``diffkd-study data validate`` exit non-zero; warnings are listed separately. Images are
+opened by :func:`diffkd_study.data.cache.open_image`, the decoder the cache and the datasets use, so what
+validates is what trains; the report keeps every image's size and Pillow mode (``image_sizes``,
+``image_modes``).
 
 Rules (errors unless marked warning):
 
@@ -14,8 +17,15 @@ condition-level           a categorical condition value outside its declared lev
 condition-value           a numeric condition that is not a number or lies outside [min, max]
 invalid-split             ``split`` not one of train/val/test/external
 invalid-synthetic         ``synthetic`` not 0 or 1
+path-outside-root         ``image_path`` / ``mask_path`` leads outside the data root (absolute, ``../``, or a
+                          symlink leading out; checked on the resolved path, and such a file is not read);
+                          ``allow_outside_root=True`` permits it
 missing-file              ``image_path`` / ``mask_path`` does not exist under the data root
-unreadable-image          the file exists but does not decode as an image
+unreadable-image          the file exists but does not decode as an image (including one over Pillow's
+                          decompression-bomb limit, named with its pixel count, and pixel values outside
+                          the range its bit depth allows)
+high-bit-depth            (warning) images deeper than 8 bits (16-bit, 32-bit integer or float), one warning
+                          per Pillow mode naming its value range and how it is mapped to 8 bits
 mask-size                 the mask's width x height differs from the image's
 empty-mask                the mask has no foreground although the row declares a lesion
 invalid-box               a box that does not parse, or has a non-positive width/height
@@ -42,13 +52,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
+from diffkd_study.data.cache import HIGH_BIT_MODES, eight_bit_rule, open_image, to_8bit
 from diffkd_study.data.schema import (
     CONDITION_PREFIX,
+    OUTSIDE_ROOT_REMEDY,
     REQUIRED_COLUMNS,
     SPLITS,
     Manifest,
+    format_lines,
+    path_outside_root,
     row_boxes,
 )
 
@@ -62,6 +76,7 @@ RULES: dict[str, str] = {
     "condition-value": "numeric conditions must be numbers within the declared [min, max]",
     "invalid-split": "split must be one of " + "/".join(SPLITS),
     "invalid-synthetic": "synthetic must be 0 or 1",
+    "path-outside-root": "image_path and mask_path must stay inside the data root once symlinks are followed",
     "missing-file": "image_path and mask_path must exist under the data root",
     "unreadable-image": "image and mask files must decode",
     "mask-size": "a mask must have the same width x height as its image",
@@ -70,6 +85,7 @@ RULES: dict[str, str] = {
     "box-outside-image": "boxes must lie inside the image",
     "patient-leakage": "a patient must not appear in more than one split",
     "duplicate-pixels": "identical images must not appear in different splits or with different labels",
+    "high-bit-depth": "images deeper than 8 bits are mapped to 8 bits by their bit depth (a warning)",
 }
 
 DEFAULT_LESION_FREE_LABELS: tuple[str, ...] = ("normal",)
@@ -96,6 +112,7 @@ class ValidationReport:
     n_rows: int
     problems: list[Problem] = field(default_factory=list)
     image_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # image_id -> (w, h)
+    image_modes: dict[str, str] = field(default_factory=dict)  # image_id -> Pillow mode ("L", "RGB", "I;16", ...)
 
     @property
     def errors(self) -> list[Problem]:
@@ -143,26 +160,31 @@ def _is_missing(value: Any) -> bool:
 class _ImageInfo:
     size: tuple[int, int] | None = None
     pixel_hash: str | None = None
-    error: str | None = None
+    error: str | None = None  # "empty", "outside", "missing" or why it does not decode
     foreground: bool | None = None
+    mode: str | None = None
+    value_range: tuple[float, float] | None = None  # images deeper than 8 bits only
+    resolved: Path | None = None  # where a path outside the root leads
 
 
-def _inspect_image(path: Path, want_hash: bool, want_foreground: bool) -> _ImageInfo:
+def _inspect_image(path: Path, mask: bool) -> _ImageInfo:
+    """Size and mode; an image's pixel hash (and value range past 8 bits), a mask's foreground."""
     if not path.is_file():
         return _ImageInfo(error="missing")
     try:
-        with Image.open(path) as img:
-            img.load()
-            info = _ImageInfo(size=img.size)
-            if want_hash or want_foreground:
-                arr = np.asarray(img)
-                if want_hash:
-                    digest = hashlib.sha256(f"{img.mode}{img.size}".encode())
-                    digest.update(np.ascontiguousarray(arr).tobytes())
-                    info.pixel_hash = digest.hexdigest()
-                if want_foreground:
-                    info.foreground = bool(np.any(arr))
+        img = open_image(path)
+        arr = np.asarray(img)
+        info = _ImageInfo(size=img.size, mode=img.mode)
+        if mask:
+            info.foreground = bool(np.any(arr))
             return info
+        to_8bit(img)  # refuses values its bit depth does not allow, as the cache will
+        if img.mode in HIGH_BIT_MODES and arr.size:
+            info.value_range = (float(arr.min()), float(arr.max()))
+        digest = hashlib.sha256(f"{img.mode}{img.size}".encode())
+        digest.update(np.ascontiguousarray(arr).tobytes())
+        info.pixel_hash = digest.hexdigest()
+        return info
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         return _ImageInfo(error=f"does not decode ({type(err).__name__}: {err})")
 
@@ -197,8 +219,12 @@ def validate_manifest(
     lesion_free_labels: Sequence[str] = DEFAULT_LESION_FREE_LABELS,
     workers: int = 4,
     progress: bool = False,
+    allow_outside_root: bool = False,
 ) -> ValidationReport:
-    """Check a manifest against its schema and the files under ``root``; never raises for bad rows."""
+    """Check a manifest against its schema and the files under ``root``; never raises for bad rows.
+
+    A file outside ``root`` is an error (``path-outside-root``) and is not read, unless ``allow_outside_root``.
+    """
     root = Path(root)
     df = manifest.df
     file = str(manifest.path) if manifest.path else "<manifest>"
@@ -217,7 +243,7 @@ def validate_manifest(
         if not root.is_dir():
             out.error("missing-file", f"data root {root} is not a directory")
         else:
-            _check_files(manifest, root, out, report, lesion_free_labels, workers, progress)
+            _check_files(manifest, root, out, report, lesion_free_labels, workers, progress, allow_outside_root)
     report.problems = out.problems
     return report
 
@@ -297,17 +323,24 @@ def _check_files(
     lesion_free_labels: Sequence[str],
     workers: int,
     progress: bool,
+    allow_outside_root: bool,
 ) -> None:
     df = manifest.df
     has_masks = "mask_path" in df.columns
     rows = list(df.index)
 
+    def inspect(value: str, mask: bool) -> _ImageInfo:
+        outside = None if allow_outside_root else path_outside_root(root, value)
+        if outside is not None:
+            return _ImageInfo(error="outside", resolved=outside)
+        return _inspect_image(root / value, mask)
+
     def job(index: Any) -> tuple[Any, _ImageInfo, _ImageInfo | None]:
         image_path = df.at[index, "image_path"]
-        image = _ImageInfo(error="empty") if _is_missing(image_path) else _inspect_image(root / image_path, True, False)
+        image = _ImageInfo(error="empty") if _is_missing(image_path) else inspect(image_path, mask=False)
         mask = None
         if has_masks and not _is_missing(df.at[index, "mask_path"]):
-            mask = _inspect_image(root / df.at[index, "mask_path"], False, True)
+            mask = inspect(df.at[index, "mask_path"], mask=True)
         return index, image, mask
 
     results: Iterable[tuple[Any, _ImageInfo, _ImageInfo | None]]
@@ -319,21 +352,34 @@ def _check_files(
             results = tqdm(results, total=len(rows), desc="validate images", unit="img")
         collected = list(results)
 
+    def outside(column: str, info: _ImageInfo, index: Any) -> None:
+        out.error("path-outside-root", f"{column} {df.at[index, column]!r} leads to {info.resolved}, outside the "
+                  f"data root {root.resolve()}; {OUTSIDE_ROOT_REMEDY}", index)
+
     hashes: dict[str, list[Any]] = defaultdict(list)
+    deep: dict[str, list[tuple[Any, tuple[float, float]]]] = defaultdict(list)  # mode -> (row, value range)
     for index, image, mask in collected:
         label = df.at[index, "label"]
-        if image.error == "missing":
+        if image.error == "outside":
+            outside("image_path", image, index)
+        elif image.error == "missing":
             out.error("missing-file", f"image {root / df.at[index, 'image_path']} does not exist", index)
         elif image.error and image.error != "empty":
             out.error("unreadable-image", f"image {df.at[index, 'image_path']} {image.error}", index)
         if image.size is not None:
             report.image_sizes[str(df.at[index, "image_id"])] = image.size
+        if image.mode is not None:
+            report.image_modes[str(df.at[index, "image_id"])] = image.mode
+            if image.value_range is not None:
+                deep[image.mode].append((index, image.value_range))
         if image.pixel_hash is not None:
             hashes[image.pixel_hash].append(index)
 
         if mask is not None:
             mask_path = df.at[index, "mask_path"]
-            if mask.error == "missing":
+            if mask.error == "outside":
+                outside("mask_path", mask, index)
+            elif mask.error == "missing":
                 out.error("missing-file", f"mask {root / mask_path} does not exist", index)
             elif mask.error:
                 out.error("unreadable-image", f"mask {mask_path} {mask.error}", index)
@@ -364,6 +410,16 @@ def _check_files(
                         f"box [{x:g}, {y:g}, {w:g}, {h:g}] extends outside the {width}x{height} image",
                         index,
                     )
+
+    for mode, found in deep.items():
+        low, high = min(r[0] for _, r in found), max(r[1] for _, r in found)
+        lines = format_lines([manifest.csv_line(i) for i, _ in found])
+        out.warning(
+            "high-bit-depth",
+            f"{len(found)} image(s) have mode {mode} ({HIGH_BIT_MODES[mode]}, values {low:g}..{high:g}); they are "
+            f"mapped to 8 bits by {eight_bit_rule(mode)} (lines {lines})",
+            found[0][0],
+        )
 
     has_split = "split" in df.columns
     for indices in hashes.values():

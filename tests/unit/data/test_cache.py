@@ -22,19 +22,22 @@ from diffkd_study.data.cache import (
     load_mask,
 )
 from diffkd_study.data.schema import Manifest
+from diffkd_study.io import OWNER_MARK
 
 from .conftest import write_png
 
 
 def _count_decodes(monkeypatch) -> list[str]:
+    """Every image and mask decode (masks have their own decoder: they are not rescaled by bit depth)."""
     calls: list[str] = []
-    real = cache_module._decode
+    for name in ("_decode", "_decode_mask"):
+        real = getattr(cache_module, name)
 
-    def counting(path, mode):
-        calls.append(str(path))
-        return real(path, mode)
+        def counting(path, *args, real=real):
+            calls.append(str(path))
+            return real(path, *args)
 
-    monkeypatch.setattr(cache_module, "_decode", counting)
+        monkeypatch.setattr(cache_module, name, counting)
     return calls
 
 
@@ -42,7 +45,7 @@ def test_layout_shapes_and_index(make_cohort, tmp_path):
     manifest, root = make_cohort(5)
     cache = build_cache(manifest, root, size=(12, 16), mode="L", cache_dir=tmp_path / "c", progress=False)
     assert cache.path.parent == tmp_path / "c"
-    assert sorted(p.name for p in cache.path.iterdir()) == ["images.npy", "index.json", "masks.npy"]
+    assert sorted(p.name for p in cache.path.iterdir()) == [OWNER_MARK, "images.npy", "index.json", "masks.npy"]
     assert isinstance(cache.images, np.memmap) and cache.images.dtype == np.uint8
     assert cache.images.shape == (5, 12, 16) and cache.masks.shape == (5, 12, 16)
     assert cache.image_ids == ["im0", "im1", "im2", "im3", "im4"]

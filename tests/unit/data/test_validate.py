@@ -231,6 +231,7 @@ def test_every_rule_is_documented_and_tested():
         "condition-level", "condition-value", "invalid-split", "invalid-synthetic", "missing-file",
         "unreadable-image", "mask-size", "empty-mask", "invalid-box", "box-outside-image", "patient-leakage",
         "duplicate-pixels",
+        "path-outside-root", "high-bit-depth",  # tested in test_input_faults.py
     }
     assert set(RULES) == tested
 
