@@ -15,7 +15,10 @@ stages to run. Example (``configs/demo.yaml``)::
     evaluation: {bootstrap: 2000, band_resamples: 500}
     reader_study: {simulate: {n_junior: 4, n_senior: 4}}   # phantom only; real data: {reads: reads.csv}
 
-Stages run in the order of ``KNOWN_STAGES``; each reads only what earlier stages wrote.
+``stages`` is required. Stages run in the order of ``KNOWN_STAGES``; each reads only what earlier stages
+wrote, and a config whose stages lack what one of them reads (``StageSpec.needs``) is refused. What is
+checked here, what against the data's tables before the run (:mod:`diffkd_study.preflight`) and what later
+is listed in the docstring of :mod:`diffkd_study.preflight`.
 """
 
 from __future__ import annotations
@@ -39,31 +42,50 @@ from diffkd_study.train.stage import StudentStageConfig, TeacherStageConfig
 
 
 @dataclass(frozen=True)
+class Need:
+    """One of ``stages`` must run before the stage that has this need, because ``reads`` says so."""
+
+    stages: tuple[str, ...]
+    reads: str  # completes "it reads ...", for the error message
+
+
+@dataclass(frozen=True)
 class StageSpec:
     """A stage: its notebook and, for stages configured by a section of their own, the section's dataclass.
 
     The section (the YAML key named like the stage) is parsed by :func:`parse_section` into an instance
     of ``section``; every field becomes a notebook parameter of the same name (tuples as lists).
     ``baselines``, ``evaluation`` and ``reader_study`` keep their hand-written parsers (``section=None``).
+    ``needs``: what the stage reads from earlier stages of the same run; :func:`parse_config` refuses a
+    config whose ``stages`` lack every alternative of a need.
     """
 
     notebook: str
     section: type | None = None
+    needs: tuple[Need, ...] = ()
+
+
+#: The stages that write prediction tables into runs/NAME/predictions.
+PREDICTING_STAGES: tuple[str, ...] = ("baselines", "teacher", "student")
 
 
 def _stage_table() -> dict[str, StageSpec]:
     # Stage parameter dataclasses live in light modules (no torch import), one per area.
+    predictions = Need(PREDICTING_STAGES, "their predictions")
     return {
         "data_audit": StageSpec("00_data_audit"),
         "diffusion": StageSpec("10_diffusion", DiffusionStageConfig),
-        "synthetic_quality": StageSpec("20_synthetic_quality", SyntheticQualityStageConfig),
+        "synthetic_quality": StageSpec("20_synthetic_quality", SyntheticQualityStageConfig,
+                                       (Need(("diffusion",), "the synthetic images and the diffusion checkpoint"),)),
         "teacher": StageSpec("30_teacher", TeacherStageConfig),
-        "student": StageSpec("40_student", StudentStageConfig),
+        "student": StageSpec("40_student", StudentStageConfig,
+                             (Need(("teacher",), "the teachers' training records and checkpoints"),)),
         "baselines": StageSpec("45_baselines"),
-        "evaluation": StageSpec("50_evaluation"),
-        "reader_study": StageSpec("60_reader_study"),
+        "evaluation": StageSpec("50_evaluation", needs=(predictions,)),
+        "reader_study": StageSpec("60_reader_study",
+                                  needs=(Need(PREDICTING_STAGES, "the predictions of the model it compares"),)),
         "ssdkd_dermoscopy": StageSpec("70_ssdkd_dermoscopy", SSDKDStageConfig),
-        "summary": StageSpec("90_summary", SummaryStageConfig),
+        "summary": StageSpec("90_summary", SummaryStageConfig, (predictions,)),
         "comoto_dbt": StageSpec("80_comoto_dbt", ComotoStageConfig),
     }
 
@@ -146,6 +168,9 @@ class DataConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     audit_examples_per_group: int = 4
     image_size: int | None = None  # study (training) resolution; default: the phantom's, else 224
+    # true: manifest paths may leave their dataset's root (``..``, absolute paths); the data checks then
+    # skip the ``path-outside-root`` rule
+    allow_paths_outside_root: bool = False
 
     @property
     def resolution(self) -> int:
@@ -226,13 +251,16 @@ def parse_config(raw: Any, origin: str = "<config>") -> StudyConfig:
     name = top["name"]
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"{origin}: name must be a folder-safe string (letters, digits, _ . -), got {name!r}")
+    if name.startswith("."):
+        raise ConfigError(f"{origin}: name must not start with '.', got {name!r}: the run writes runs/NAME and "
+                          "reports/NAME, and a name like '..' would write outside them")
     seed = _number(top.get("seed", 0), f"{origin}: seed", int, 0)
 
     data_raw = _expect(
         top["data"],
         f"{origin}: data",
         {"phantom", "manifests", "external", "exclude_labels", "lesion_free_labels", "split", "audit_examples_per_group",
-         "image_size"},
+         "image_size", "allow_paths_outside_root"},
     )
     phantom = None
     if "phantom" in data_raw:
@@ -259,6 +287,9 @@ def parse_config(raw: Any, origin: str = "<config>") -> StudyConfig:
         val_frac=_number(split_raw.get("val_frac", 0.15), f"{origin}: data.split.val_frac", float, 0.0, 0.5),
         test_frac=_number(split_raw.get("test_frac", 0.2), f"{origin}: data.split.test_frac", float, 0.0, 0.5),
     )
+    if split.val_frac + split.test_frac >= 1.0:
+        raise ConfigError(f"{origin}: data.split: val_frac + test_frac = {split.val_frac + split.test_frac:g} leaves "
+                          "no training data; it must be < 1")
     data = DataConfig(
         phantom=phantom,
         manifests=tuple(manifests),
@@ -273,15 +304,21 @@ def parse_config(raw: Any, origin: str = "<config>") -> StudyConfig:
         ),
         image_size=None if data_raw.get("image_size") is None
         else _number(data_raw["image_size"], f"{origin}: data.image_size", int, 32, 1024),
+        allow_paths_outside_root=_check_value(data_raw.get("allow_paths_outside_root", False), bool,
+                                              f"{origin}: data.allow_paths_outside_root"),
     )
-    stages = _str_list(top.get("stages", ["data_audit"]), f"{origin}: stages")
+    if "stages" not in top:
+        raise ConfigError(f"{origin}: stages: required; list the stages to run, in the order {list(KNOWN_STAGES)}")
+    stages = _str_list(top["stages"], f"{origin}: stages")
+    if not stages:
+        raise ConfigError(f"{origin}: stages: the list is empty; name at least one of {list(KNOWN_STAGES)}")
     for stage in stages:
         if stage not in KNOWN_STAGES:
             raise ConfigError(f"{origin}: stages: unknown stage {stage!r}; known: {list(KNOWN_STAGES)}")
     if len(set(stages)) != len(stages) or list(stages) != sorted(stages, key=KNOWN_STAGES.index):
         raise ConfigError(f"{origin}: stages: list each stage once, in the order {list(KNOWN_STAGES)} "
                           f"(a stage reads what the earlier ones wrote); got {list(stages)}")
-    return StudyConfig(
+    config = StudyConfig(
         name=name,
         data=data,
         seed=seed,
@@ -294,6 +331,28 @@ def parse_config(raw: Any, origin: str = "<config>") -> StudyConfig:
                       for name in sorted(sectioned, key=KNOWN_STAGES.index)},
         source_path=None if origin == "<config>" else origin,
     )
+    _check_needs(config, origin)
+    return config
+
+
+def _check_needs(config: StudyConfig, origin: str) -> None:
+    """Every stage that runs finds what it reads (``StageSpec.needs``) among the earlier stages of the config.
+
+    A stage the runner skips (``reader_study`` without reads) reads nothing. ``stages`` is already in run
+    order, and every need names earlier stages, so being listed is being earlier.
+    """
+    listed = set(config.stages)
+    running = [s for s in config.stages if not (s == "reader_study" and config.reader_study.skip_reason())]
+    for stage in running:
+        for need in STAGES[stage].needs:
+            if listed.isdisjoint(need.stages):
+                wanted = (f"one of [{', '.join(need.stages)}]" if len(need.stages) > 1 else repr(need.stages[0]))
+                raise ConfigError(f"{origin}: stages: {stage!r} needs {wanted} (it reads {need.reads})")
+    if "reader_study" in running and config.reader_study.model is None and "baselines" not in listed and not (
+            "student" in listed and "diffkd" in config.section("student").variants):
+        raise ConfigError(f"{origin}: stages: 'reader_study' without reader_study.model compares the readers with "
+                          "the DiffKD student (student variant 'diffkd') or else the best baseline: add 'baselines' "
+                          "to stages or name reader_study.model")
 
 
 def _check_value(value: Any, hint: Any, where: str) -> Any:
@@ -410,12 +469,60 @@ def _parse_reader_study(raw: Any, origin: str, *, phantom: bool) -> ReaderStudyC
     return ReaderStudyConfig(simulate=simulate, reads=reads, model=model)
 
 
+class _DuplicateKeyError(yaml.YAMLError):
+    """A key given twice in one YAML mapping."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no ``!!python`` tags) that refuses a key given twice in one mapping.
+
+    Plain YAML keeps the last value silently; a study config with two ``seed:`` lines is a mistake.
+    Keys brought in by a merge (``<<: *base``) may be overridden, as YAML intends.
+    """
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    seen = key in first_line
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                line = key_node.start_mark.line + 1
+                if seen:
+                    raise _DuplicateKeyError(f"duplicate key {key!r} at line {line} (first at line "
+                                             f"{first_line[key]}); YAML would keep only the last value: give each "
+                                             "key once")
+                first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML's own text spans several lines)."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
+        mark = err.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        context = f"{err.context}: " if err.context else ""
+        return f"{context}{err.problem}{where}"
+    return " ".join(str(err).split())
+
+
 def load_config(path: str | Path) -> StudyConfig:
+    """Read a study config file (UTF-8 YAML, safe tags only, each key once) and parse it (:func:`parse_config`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start} cannot be decoded); save it as UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: safe tags only
+    except _DuplicateKeyError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
     return parse_config(raw, origin=str(path))

@@ -8,18 +8,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffkd_study.config import ConfigError, load_config, parse_config, parse_section
+from diffkd_study.config import KNOWN_STAGES, STAGES, ConfigError, load_config, parse_config, parse_section
 
 PROJECT = Path(__file__).resolve().parents[2]
 
-MINIMAL = {"name": "t", "data": {"phantom": {"n_per_center": 8, "image_size": 64}}}
+MINIMAL = {"name": "t", "data": {"phantom": {"n_per_center": 8, "image_size": 64}}, "stages": ["data_audit"]}
+SHIPPED = sorted(path.name for path in (PROJECT / "configs").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "busbra.yaml", "busbra_external.yaml"])
+def test_every_shipped_config_is_tested():
+    assert {"demo.yaml", "busbra.yaml", "busbra_external.yaml", "comoto_dbt.yaml"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_load(name):
     config = load_config(PROJECT / "configs" / name)
     assert config.name == name.removesuffix(".yaml")
-    assert config.stages[0] == "data_audit"
+    assert config.stages and config.source_path == str(PROJECT / "configs" / name)
 
 
 def test_defaults_and_round_trip():
@@ -33,6 +38,13 @@ def test_defaults_and_round_trip():
     [
         ({"nmae": "x"}, "unknown key(s) ['nmae']"),
         ({"name": "a b"}, "folder-safe"),
+        ({"name": ".."}, "name must not start with '.', got '..'"),
+        ({"name": ".hidden"}, "name must not start with '.'"),
+        ({"stages": []}, "stages: the list is empty"),
+        ({"data": {"phantom": {}, "split": {"val_frac": 0.5, "test_frac": 0.5}}},
+         "data.split: val_frac + test_frac = 1 leaves no training data; it must be < 1"),
+        ({"data": {"phantom": {}, "allow_paths_outside_root": "yes"}},
+         "data.allow_paths_outside_root: expected true or false, got 'yes'"),
         ({"seed": -1}, "seed: -1 is outside"),
         ({"seed": "1"}, "seed: expected int"),
         ({"stages": ["train"]}, "unknown stage 'train'"),
@@ -56,11 +68,121 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(tmp_path / "none.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
         load_config(bad)
+    message = str(info.value)
+    assert message.startswith(str(bad)) and "\n" not in message and "(line 2, column 1)" in message
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump(MINIMAL))
     assert load_config(good).source_path == str(good)
+
+
+def test_stages_are_required():
+    raw = {k: v for k, v in MINIMAL.items() if k != "stages"}
+    with pytest.raises(ConfigError, match=r"^study.yaml: stages: required; list the stages to run"):
+        parse_config(raw, origin="study.yaml")
+
+
+def test_a_config_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(yaml.safe_dump({**MINIMAL, "description": "étude"}, allow_unicode=True).encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: not UTF-8 text (byte ") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name: t\nseed: 1\ndata: {phantom: {}}\nstages: [data_audit]\nseed: 2\n",
+         "duplicate key 'seed' at line 5 (first at line 2)"),
+        ("name: t\ndata:\n  phantom: {}\n  split:\n    val_frac: 0.1\n    val_frac: 0.2\nstages: [data_audit]\n",
+         "duplicate key 'val_frac' at line 6 (first at line 5)"),
+    ],
+)
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path, text, message):
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: {message}")
+
+
+def test_a_merged_key_may_be_overridden(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("name: t\nstages: [data_audit]\ndata:\n  phantom: {}\n"
+                    "  split: {<<: {val_frac: 0.1, test_frac: 0.2}, test_frac: 0.3}\n")
+    split = load_config(path).data.split
+    assert (split.val_frac, split.test_frac) == (0.1, 0.3)
+
+
+def test_python_tags_are_refused(tmp_path):
+    marker = tmp_path / "executed"
+    path = tmp_path / "evil.yaml"
+    path.write_text(f"name: !!python/object/apply:os.system ['touch {marker}']\ndata: {{phantom: {{}}}}\n"
+                    "stages: [data_audit]\n")
+    with pytest.raises(ConfigError, match="not valid YAML: could not determine a constructor for the tag"):
+        load_config(path)
+    assert not marker.exists()
+
+
+def test_paths_outside_root_are_refused_unless_allowed():
+    assert parse_config(MINIMAL).data.allow_paths_outside_root is False
+    config = parse_config({**MINIMAL, "data": {**MINIMAL["data"], "allow_paths_outside_root": True}})
+    assert config.data.allow_paths_outside_root is True
+    assert parse_config(config.to_dict()) == config
+
+
+# -- stage dependencies ------------------------------------------------------------------------------
+def test_every_need_names_earlier_stages():
+    for stage, spec in STAGES.items():
+        for need in spec.needs:
+            assert need.stages and need.reads
+            assert all(KNOWN_STAGES.index(s) < KNOWN_STAGES.index(stage) for s in need.stages), (stage, need)
+
+
+@pytest.mark.parametrize(
+    "stages, message",
+    [
+        (["data_audit", "summary"],
+         "stages: 'summary' needs one of [baselines, teacher, student] (it reads their predictions)"),
+        (["evaluation"],
+         "stages: 'evaluation' needs one of [baselines, teacher, student] (it reads their predictions)"),
+        (["data_audit", "student"], "stages: 'student' needs 'teacher' (it reads the teachers' training records"),
+        (["synthetic_quality", "teacher"],
+         "stages: 'synthetic_quality' needs 'diffusion' (it reads the synthetic images"),
+        (["data_audit", "reader_study"], "stages: 'reader_study' needs one of [baselines, teacher, student]"),
+        (["teacher", "reader_study"], "'reader_study' without reader_study.model compares the readers with the DiffKD "
+                                      "student (student variant 'diffkd') or else the best baseline"),
+    ],
+)
+def test_a_stage_without_what_it_reads_is_refused(stages, message):
+    raw = {**MINIMAL, "stages": stages, "reader_study": {"simulate": {}}}
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, origin="study.yaml")
+    assert str(info.value).startswith("study.yaml: ") and message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "stages, extra",
+    [
+        (["teacher", "evaluation", "summary"], {}),
+        (["baselines", "reader_study"], {"reader_study": {"simulate": {}}}),
+        (["teacher", "student", "reader_study"], {"reader_study": {"simulate": {}}}),
+        (["teacher", "reader_study"], {"reader_study": {"simulate": {}, "model": "teacher_real"}}),
+        (["diffusion", "synthetic_quality"], {}),
+        (["data_audit", "reader_study"], {}),  # skipped (no reads): it reads nothing
+    ],
+)
+def test_a_stage_with_what_it_reads_loads(stages, extra):
+    assert parse_config({**MINIMAL, "stages": stages, **extra}).stages == tuple(stages)
+
+
+def test_reader_study_needs_baselines_when_the_student_trains_no_diffkd():
+    raw = {**MINIMAL, "stages": ["teacher", "student", "reader_study"], "reader_study": {"simulate": {}},
+           "student": {"variants": ["scratch", "kd_real"]}}
+    with pytest.raises(ConfigError, match="add 'baselines' to stages or name reader_study.model"):
+        parse_config(raw)
 
 
 def test_evaluation_stage_keys_parse_and_round_trip():
