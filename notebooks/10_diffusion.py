@@ -46,6 +46,7 @@ batch_size = 0
 learning_rate = 0.0
 ema_decay = 0.0
 checkpoint_every = 0
+checkpoint_minutes = 10.0
 prediction_type = "epsilon"
 beta_schedule = "squaredcos_cap_v2"
 label_dropout = 0.1

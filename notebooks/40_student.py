@@ -57,6 +57,7 @@ launcher = "inline"
 nproc = 1
 crop = "none"
 crop_margin = 0.25
+checkpoint_minutes = 10.0
 loss = "kd"
 ce_weight = 0.5
 kd_weight = 0.5

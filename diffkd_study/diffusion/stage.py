@@ -7,10 +7,12 @@ parse a study config. The work itself is in :mod:`diffkd_study.diffusion.workflo
 Artifacts (all under the run folder ``runs/NAME``)
 --------------------------------------------------
 ``diffusion/``
-    ``checkpoint-<step>/`` (see :mod:`diffkd_study.diffusion.train`; a re-run with the same section
-    resumes from the latest one, and a finished run is not trained again), ``loss.csv`` (one row per
-    optimizer step: ``step, loss``) and ``training.json`` (steps, wall time and images/s of the last call,
-    the checkpoint used and its sha256, the training configuration).
+    ``checkpoint-<step>/`` (see :mod:`diffkd_study.diffusion.train`; every ``checkpoint_every`` steps
+    and every ``checkpoint_minutes`` of wall-clock time; a re-run with the same section resumes from the
+    latest one, and a finished run is not trained again; one written by other training code is moved
+    to ``.superseded/<UTC time>/`` with the run's other files, and training starts afresh), ``loss.csv``
+    (one row per optimizer step: ``step, loss``) and ``training.json`` (steps, wall time and images/s of
+    the last call, the checkpoint used and its sha256, the training configuration).
 ``synthetic/``
     The synthetic set as a manifest folder: ``synthetic.csv`` + ``synthetic.schema.yaml`` (the study
     manifest's schema: same dataset, label set and declared conditions), ``images/*.png`` (uint8) and,
@@ -101,7 +103,8 @@ class DiffusionStageConfig:
     """The ``diffusion`` section: train the conditional diffusion model, then sample the synthetic set.
 
     Training fields left at 0 take the value of the training profile (``profile``; see
-    :data:`diffkd_study.diffusion.train.TRAIN_PROFILES`).
+    :data:`diffkd_study.diffusion.train.TRAIN_PROFILES`), except ``checkpoint_minutes``, where 0 turns the
+    wall-clock checkpoints off.
     """
 
     profile: str = "demo"
@@ -113,6 +116,7 @@ class DiffusionStageConfig:
     learning_rate: float = 0.0
     ema_decay: float = 0.0
     checkpoint_every: int = 0
+    checkpoint_minutes: float = 10.0  # also a checkpoint after this much wall-clock time; 0 = off
     prediction_type: str = "epsilon"
     beta_schedule: str = "squaredcos_cap_v2"
     # classifier-free-guidance dropout, per modality (each categorical condition independently)
@@ -144,6 +148,8 @@ class DiffusionStageConfig:
         for name in ("max_steps", "batch_size", "checkpoint_every", "n_per_class"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = default), got {getattr(self, name)}")
+        if not self.checkpoint_minutes >= 0:
+            raise ValueError(f"checkpoint_minutes must be >= 0 (0 = off), got {self.checkpoint_minutes}")
         if self.learning_rate < 0 or self.learning_rate > 1:
             raise ValueError(f"learning_rate must be 0 (the profile's) or in (0, 1], got {self.learning_rate}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -171,7 +177,8 @@ class DiffusionStageConfig:
     def train_overrides(self) -> dict[str, Any]:
         """The training fields that differ from the profile (keyword arguments of ``train_profile``)."""
         out: dict[str, Any] = {"prediction_type": self.prediction_type, "beta_schedule": self.beta_schedule,
-                               "mask_conditioning": self.mask_conditioning}
+                               "mask_conditioning": self.mask_conditioning,
+                               "checkpoint_minutes": self.checkpoint_minutes}
         for name, key in (("diffusion_image_size", "image_size"), ("max_steps", "max_steps"),
                           ("batch_size", "batch_size"), ("learning_rate", "learning_rate"),
                           ("ema_decay", "ema_decay"), ("checkpoint_every", "checkpoint_every")):

@@ -17,13 +17,19 @@ seeded with ``derive_seed(seed, "step", s)``. Everything random is thus a functi
 which makes resuming exact; the global torch/NumPy/Python RNG states are saved and restored as well,
 so code that draws from them stays reproducible too.
 
-Checkpoint ``checkpoint-<step>/`` (written atomically; every ``checkpoint_every`` steps and at the end):
+Checkpoint ``checkpoint-<step>/`` (written atomically; every ``checkpoint_every`` steps, after every
+``checkpoint_minutes`` of wall-clock time since the last one, and at the end):
 ``model.safetensors``, ``ema.safetensors``, ``optimizer.safetensors`` (AdamW moment tensors),
 ``rng.safetensors`` (torch and NumPy RNG states), ``trainer_state.json`` (step, per-step losses,
-optimizer param groups, LR-scheduler state, Python RNG state, data order) and ``config.json`` (model
-config with the encoder's levels and normalisation statistics, noise-scheduler config, training config).
+optimizer param groups, LR-scheduler state, Python RNG state, data order, the digests of the training
+data and of the training code) and ``config.json`` (model config with the encoder's levels and
+normalisation statistics, noise-scheduler config, training config). A time-triggered checkpoint is an
+ordinary ``checkpoint-<step>`` at whatever step the time ran out.
 ``resume="latest"`` (or a checkpoint folder) continues the run; the loss sequence then equals the
-uninterrupted run's bit for bit (on the same hardware and thread count).
+uninterrupted run's bit for bit (on the same hardware and thread count). A resume needs the same
+training settings (the checkpoint schedule may change) and the same data, else it is an error; a
+checkpoint written by other training code (:data:`CODE_MODULES` and what they import) is not continued:
+the folder's files are moved to ``out_dir/.superseded/<UTC time>/`` and training starts afresh.
 """
 
 from __future__ import annotations
@@ -48,10 +54,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from diffkd_study.codedigest import code_digest
 from diffkd_study.data.cache import ImageCache
 from diffkd_study.data.datasets import ManifestDataset
 from diffkd_study.data.schema import Manifest
-from diffkd_study.io import atomic_dir, sha256_file
+from diffkd_study.io import atomic_dir, set_aside, sha256_file
 from diffkd_study.models.conditioning import ConditionBatch, ConditionDropout, encoder_spec_from_manifest
 from diffkd_study.models.unet import ConditionalUNet, create_conditional_unet, unet_profile
 from diffkd_study.repro import derive_seed, seed_everything
@@ -61,6 +68,11 @@ logger = logging.getLogger(__name__)
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction")
 BETA_SCHEDULES: tuple[str, ...] = ("squaredcos_cap_v2", "linear")
 CHECKPOINT_PREFIX = "checkpoint-"
+#: TrainConfig fields that say when checkpoints are written, not what is trained: a resume may change them
+SCHEDULE_FIELDS: tuple[str, ...] = ("checkpoint_every", "checkpoint_minutes")
+#: the modules whose code a training run executes (with what they import from the package)
+CODE_MODULES: tuple[str, ...] = ("diffkd_study.diffusion.train", "diffkd_study.models.unet",
+                                 "diffkd_study.models.conditioning")
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,7 @@ class TrainConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     num_train_timesteps: int = 1000
     checkpoint_every: int = 500
+    checkpoint_minutes: float = 10.0  # also a checkpoint after this much wall-clock time since the last; 0 = off
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -95,6 +108,12 @@ class TrainConfig:
                         unet_profile(self.profile).image_size, self.image_size)
         if min(self.batch_size, self.max_steps, self.checkpoint_every) < 1:
             raise ValueError("batch_size, max_steps and checkpoint_every must be >= 1")
+        if not self.checkpoint_minutes >= 0:
+            raise ValueError(f"checkpoint_minutes must be >= 0 (0 = off), got {self.checkpoint_minutes}")
+
+    def training_settings(self) -> dict[str, Any]:
+        """The settings that decide what is trained: all but :data:`SCHEDULE_FIELDS` (a resume keeps them)."""
+        return {k: v for k, v in self.to_dict().items() if k not in SCHEDULE_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -137,6 +156,7 @@ class TrainResult:
     checkpoint: Path  # the last checkpoint written
     steps: int
     images_per_second: float  # over the steps run in this call
+    resumed_from: int = 0  # step this call continued from (0: trained from scratch)
 
 
 @dataclass
@@ -219,7 +239,8 @@ def _contiguous(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(out_dir: Path, *, step: int, model: ConditionalUNet, ema: EMA, optimizer: torch.optim.Optimizer,
                     lr_scheduler: torch.optim.lr_scheduler.LRScheduler, noise_scheduler: DDPMScheduler,
-                    config: TrainConfig, losses: Sequence[float], data_sha256: str | None = None) -> Path:
+                    config: TrainConfig, losses: Sequence[float], data_sha256: str | None = None,
+                    code_sha256: str | None = None) -> Path:
     path = out_dir / f"{CHECKPOINT_PREFIX}{step:06d}"
     opt_state = optimizer.state_dict()
     opt_tensors: dict[str, torch.Tensor] = {}
@@ -232,7 +253,7 @@ def save_checkpoint(out_dir: Path, *, step: int, model: ConditionalUNet, ema: EM
                 opt_other.setdefault(str(pid), {})[key] = value
     np_state = np.random.get_state()
     py_state = random.getstate()
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, overwrite=True) as tmp:  # checkpoint folders are the program's own
         save_file(_contiguous(model.state_dict()), tmp / "model.safetensors")
         save_file(_contiguous(ema.shadow), tmp / "ema.safetensors")
         save_file(_contiguous(opt_tensors), tmp / "optimizer.safetensors")
@@ -241,6 +262,7 @@ def save_checkpoint(out_dir: Path, *, step: int, model: ConditionalUNet, ema: EM
         trainer_state = {
             "step": step,
             "data_sha256": data_sha256,
+            "code_sha256": code_sha256,
             "losses": list(losses),
             "ema_updates": ema.updates,
             "optimizer": {"param_groups": opt_state["param_groups"], "state_other": opt_other},
@@ -258,11 +280,13 @@ def save_checkpoint(out_dir: Path, *, step: int, model: ConditionalUNet, ema: EM
 
 
 def list_checkpoints(out_dir: str | os.PathLike[str]) -> list[Path]:
+    """The ``checkpoint-<step>`` folders of ``out_dir`` (step- and time-triggered alike), by step."""
     folder = Path(out_dir)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)
-                  and p.name[len(CHECKPOINT_PREFIX):].isdigit())
+    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)
+             and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))  # by step, past 999999 too
 
 
 def resolve_checkpoint(out_dir: str | os.PathLike[str], resume: str | os.PathLike[str]) -> Path:
@@ -382,20 +406,26 @@ def train_diffusion(manifest: Manifest, out_dir: str | os.PathLike[str], config:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.warmup_steps, config.max_steps))
     ema = EMA(model, config.ema_decay)
+    code_sha256 = code_digest(CODE_MODULES)
     start, losses = 0, []
     if resume is not None:
         checkpoint = resolve_checkpoint(out_dir, resume)
         saved = TrainConfig.from_dict(read_checkpoint_config(checkpoint)["train"])
-        if saved != config:
+        if saved.training_settings() != config.training_settings():
             raise ValueError(f"{checkpoint}: trained with another configuration; resume needs the same one.\n"
                              f"saved: {saved}\ngiven: {config}")
-        saved_data = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8")).get("data_sha256")
-        if saved_data is not None and saved_data != data_sha256:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        if state.get("data_sha256") is not None and state["data_sha256"] != data_sha256:
             raise ValueError(f"{checkpoint}: trained on other data (other images, masks or conditions); resume "
                              "needs the same training set: delete the checkpoints (diffusion.resume: false) to "
                              "train afresh")
-        start, losses = _restore(checkpoint, model, ema, optimizer, lr_scheduler)
-        ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
+        if state.get("code_sha256") != code_sha256:
+            aside = set_aside(out_dir)
+            logger.warning("%s was written by other diffusion training code (%s): training afresh; the old files "
+                           "are moved to %s", checkpoint, ", ".join(CODE_MODULES), aside)
+        else:
+            start, losses = _restore(checkpoint, model, ema, optimizer, lr_scheduler)
+            ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
     last_checkpoint = resolve_checkpoint(out_dir, "latest") if start else out_dir
     n = len(data.images)
     model.train()
@@ -405,6 +435,7 @@ def train_diffusion(manifest: Manifest, out_dir: str | os.PathLike[str], config:
                unit="step", disable=not progress, miniters=max(1, config.max_steps // 200), mininterval=1.0,
                maxinterval=3600.0)
     began, images_seen = time.perf_counter(), 0
+    last_saved = time.monotonic()
     for step in bar:
         rows = batch_indices(n, config.batch_size, config.seed, step)
         generator = torch.Generator().manual_seed(derive_seed(config.seed, "step", step))
@@ -423,10 +454,15 @@ def train_diffusion(manifest: Manifest, out_dir: str | os.PathLike[str], config:
         rate = images_seen / max(time.perf_counter() - began, 1e-9)
         bar.set_postfix(loss=f"{value:.4f}", img_s=f"{rate:.1f}", refresh=False)
         done = step + 1
-        if done % config.checkpoint_every == 0 or done == config.max_steps:
+        due = done % config.checkpoint_every == 0 or done == config.max_steps
+        if not due and config.checkpoint_minutes > 0:
+            due = time.monotonic() - last_saved >= config.checkpoint_minutes * 60.0
+        if due:
             last_checkpoint = save_checkpoint(out_dir, step=done, model=model, ema=ema, optimizer=optimizer,
                                               lr_scheduler=lr_scheduler, noise_scheduler=noise_scheduler,
-                                              config=config, losses=losses, data_sha256=data_sha256)
+                                              config=config, losses=losses, data_sha256=data_sha256,
+                                              code_sha256=code_sha256)
+            last_saved = time.monotonic()
     elapsed = time.perf_counter() - began
     return TrainResult(losses=losses, checkpoint=last_checkpoint, steps=len(losses),
-                       images_per_second=images_seen / elapsed if images_seen else 0.0)
+                       images_per_second=images_seen / elapsed if images_seen else 0.0, resumed_from=start)

@@ -20,6 +20,7 @@ import pandas as pd
 from diffkd_study.data.schema import Manifest, read_manifest
 from diffkd_study.diffusion.stage import DiffusionStageConfig, parse_class_counts
 from diffkd_study.diffusion.train import (
+    SCHEDULE_FIELDS,
     TrainConfig,
     TrainResult,
     checkpoint_sha256,
@@ -67,7 +68,7 @@ def train_config_from_section(section: DiffusionStageConfig, manifest: Manifest,
 
 def _config_difference(saved: TrainConfig, given: TrainConfig) -> str:
     changed = [f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(given, f.name)!r}" for f in fields(TrainConfig)
-               if getattr(saved, f.name) != getattr(given, f.name)]
+               if f.name not in SCHEDULE_FIELDS and getattr(saved, f.name) != getattr(given, f.name)]
     return "; ".join(changed)
 
 
@@ -97,8 +98,10 @@ def run_training(manifest: Manifest, out_dir: str | os.PathLike[str], config: Tr
     """Train into ``out_dir``, continuing from its latest checkpoint (``resume``) or from scratch.
 
     With ``resume`` and a latest checkpoint trained with another configuration this is an error that
-    lists the differences (nothing is deleted). ``resume=False`` deletes the folder's checkpoints,
-    ``loss.csv`` and ``training.json`` first. Writes ``loss.csv`` and ``training.json`` atomically.
+    lists the differences (nothing is deleted; the checkpoint schedule may change). A checkpoint written
+    by other training code is not continued: :func:`train_diffusion` moves the folder's files to
+    ``.superseded/`` and trains afresh. ``resume=False`` deletes the folder's checkpoints, ``loss.csv``
+    and ``training.json`` first. Writes ``loss.csv`` and ``training.json`` atomically.
     """
     out_dir = Path(out_dir)
     existing = list_checkpoints(out_dir)
@@ -109,15 +112,13 @@ def run_training(manifest: Manifest, out_dir: str | os.PathLike[str], config: Tr
         for name in (LOSS_FILE, TRAINING_FILE):
             (out_dir / name).unlink(missing_ok=True)
         existing = []
-    resumed_from = 0
     if existing:
         saved = TrainConfig.from_dict(read_checkpoint_config(existing[-1])["train"])
-        if saved != config:
+        if saved.training_settings() != config.training_settings():
             raise ValueError(
                 f"{existing[-1]} was trained with another configuration ({_config_difference(saved, config)}). "
                 "Re-running resumes only the same configuration: restore the section, or set "
                 "diffusion.resume: false to delete the checkpoints and train afresh.")
-        resumed_from = int(json.loads((existing[-1] / "trainer_state.json").read_text(encoding="utf-8"))["step"])
         record = out_dir / TRAINING_FILE
         if record.is_file():
             previous_wall = float(json.loads(record.read_text(encoding="utf-8")).get("wall_s_total", 0.0))
@@ -125,6 +126,9 @@ def run_training(manifest: Manifest, out_dir: str | os.PathLike[str], config: Tr
     result: TrainResult = train_diffusion(manifest, out_dir, config, root=root,
                                           resume="latest" if existing else None, device=device, progress=progress)
     wall = time.perf_counter() - began
+    resumed_from = result.resumed_from
+    if not resumed_from:  # trained afresh (other training code): earlier calls' time was for another model
+        previous_wall = 0.0
     steps_run = result.steps - resumed_from
     summary = TrainingSummary(
         steps=result.steps, steps_run=steps_run, resumed_from=resumed_from, wall_s=round(wall, 2),

@@ -244,7 +244,8 @@ def run_stage(params: Mapping[str, Any], *, progress: bool = True) -> dict[str, 
         def frozen_teacher(record: dict[str, Any] = teacher_record) -> torch.nn.Module:
             # a fresh copy for every student: forward hooks of one task never stay on another's teacher
             teacher = create_classifier(cfg.teacher_model, n_classes, 3, "none")
-            return load_best(teacher, Path(record["weights"]).parent).to(device)
+            return load_best(teacher, Path(record["weights"]).parent,
+                             expected_sha256=record["weights_sha256"]).to(device)
 
         # 2. its self-supervision head (stage A of SSD-KD)
         ss_head = None

@@ -80,6 +80,7 @@ class TrainingSection:
     nproc: int = 1
     crop: str = "none"  # none: the whole image; lesion: the lesion-centred square from the mask (see below)
     crop_margin: float = 0.25
+    checkpoint_minutes: float = 10.0  # also checkpoint mid-epoch after this much wall-clock time; 0 = off
 
     def _check(self, known: dict) -> None:
         if not self.model:
@@ -106,6 +107,9 @@ class TrainingSection:
                 raise ValueError(f"{name} must be >= 1")
         if self.batch_size < 2 or self.lr <= 0 or self.synthetic_ratio < 0 or self.patience < 0:
             raise ValueError("batch_size must be >= 2, lr > 0, synthetic_ratio >= 0, patience >= 0")
+        if not self.checkpoint_minutes >= 0:
+            raise ValueError(f"checkpoint_minutes must be >= 0 (0 = at the end of each epoch only), "
+                             f"got {self.checkpoint_minutes}")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ so the notebook is unchanged on one CPU, one GPU or several.
 
 Artifacts (``{run_dir}/teacher/`` and ``{run_dir}/student/``)::
 
-    <variant>/seed<k>/best.safetensors, last.pt, history.json     one fit (see trainer.fit)
+    <variant>/seed<k>/best.safetensors, last.pt, history.json     one fit (see trainer.fit); older fits
+                                                                   a fresh one replaced: .superseded/
     records.json                                                   every fit: settings, epochs, validation
                                                                    metrics, weights path and sha256, wall time
 
@@ -173,7 +174,8 @@ def _fit_config(cfg: Any, seed: int, synthetic_ratio: float, binary: bool):
                      warmup_epochs=cfg.warmup_epochs, grad_clip=cfg.grad_clip, patience=cfg.patience,
                      min_epochs=cfg.min_epochs, selection="auc" if binary else "balanced_accuracy",
                      augment=cfg.augment, synthetic_ratio=synthetic_ratio, seed=seed,
-                     eval_batch_size=cfg.eval_batch_size, device=cfg.device)
+                     eval_batch_size=cfg.eval_batch_size, device=cfg.device,
+                     checkpoint_minutes=cfg.checkpoint_minutes)
 
 
 def _student_loss(cfg: StudentStageConfig, class_weights: list[float] | None, student, teacher, image_size: int,
@@ -288,7 +290,9 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
 
                 teacher_record, teacher_seed = _teacher_weights(run_dir, teacher_variant, seed)
                 teacher = create_classifier(teacher_record["model"], data.n_classes, in_chans, "none")
-                load_best(teacher, Path(teacher_record["weights"]).parent)
+                # the recorded digest: a teacher file changed since the teacher stage ran is an error, not used
+                load_best(teacher, Path(teacher_record["weights"]).parent,
+                          expected_sha256=teacher_record["weights_sha256"])
                 loss, student_paths, teacher_paths = _student_loss(cfg, weights, model, teacher, image_size, in_chans)
                 task = DistillationTask(model, teacher, loss, student_features=student_paths,
                                         teacher_features=teacher_paths)

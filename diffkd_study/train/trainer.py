@@ -21,10 +21,19 @@ Selection and early stopping
     ``loss``). The best epoch's weights are kept (``best.safetensors``); training stops after
     ``patience`` epochs without improvement (not before ``min_epochs``). Test sets are never looked at.
 
-Checkpoint (``out_dir/last.pt``, atomic, every epoch; read with ``torch.load(weights_only=True)``)
+Checkpoint (``out_dir/last.pt``, atomic; read with ``torch.load(weights_only=True)``)
     task state (incl. adapters and projection heads), optimizer, LR scheduler, epoch, history, best
-    metric, a signature of the configuration and data. ``fit`` continues from it when the signature
-    matches (a finished run returns at once); another configuration starts afresh.
+    metric, the sha256 of ``best.safetensors`` and a signature of the configuration, the data and the
+    library code the fit runs (:func:`fit_code_modules`: the modules of the task, its losses, networks
+    and adapters, the trainer, and what they import from the package; plotting and evaluation code are
+    not part of it). Written at the end of every epoch and, every ``checkpoint_minutes`` of wall-clock
+    time, in the middle of one: then it also holds the position in the epoch (batches done, the
+    augmentation generator's and torch's RNG states, the running term sums and image counts), so that
+    a resumed run equals the uninterrupted one exactly. ``fit`` continues from it when the signature
+    matches and ``best.safetensors`` has the recorded sha256 (a finished run returns at once). Otherwise
+    (other code, configuration or data; best weights missing or changed; an unreadable ``last.pt``) it
+    trains afresh and first moves the old files to ``out_dir/.superseded/<UTC time>/``, with one
+    warning line that says why: nothing is overwritten silently, nothing stale is handed back.
 
 Distributed
     When ``torch.distributed`` is initialised (``torchrun``, ``accelerate launch`` or
@@ -55,7 +64,8 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from diffkd_study.io import atomic_path, write_json
+from diffkd_study.codedigest import PACKAGE, code_digest
+from diffkd_study.io import atomic_path, set_aside, sha256_file, write_json
 from diffkd_study.repro import derive_seed
 from diffkd_study.train.augment import augmentation
 from diffkd_study.train.data import EpochPlan, ImageTensors
@@ -66,10 +76,12 @@ SELECTION_METRICS: tuple[str, ...] = ("auc", "macro_auc", "balanced_accuracy", "
 CHECKPOINT = "last.pt"
 BEST_WEIGHTS = "best.safetensors"
 HISTORY = "history.json"
+#: FitConfig fields that say when checkpoints are written, not what is trained: not in the signature
+SCHEDULE_FIELDS: tuple[str, ...] = ("checkpoint_minutes",)
 
 __all__ = [
-    "ClassifierTask", "FitConfig", "FitResult", "fit", "input_normalisation", "load_best", "make_batch", "predict_proba",
-    "resolve_device", "validation_metrics",
+    "ClassifierTask", "FitConfig", "FitResult", "fit", "fit_code_modules", "input_normalisation", "load_best",
+    "make_batch", "predict_proba", "resolve_device", "validation_metrics",
 ]
 
 
@@ -90,6 +102,7 @@ class FitConfig:
     eval_batch_size: int = 64
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    checkpoint_minutes: float = 10.0  # also save last.pt mid-epoch after this much wall-clock time; 0 = off
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTION_METRICS:
@@ -100,6 +113,9 @@ class FitConfig:
             raise ValueError("lr and grad_clip must be > 0, weight_decay and warmup_epochs >= 0")
         if self.patience < 0 or self.min_epochs < 1 or self.synthetic_ratio < 0:
             raise ValueError("patience must be >= 0, min_epochs >= 1, synthetic_ratio >= 0")
+        if not self.checkpoint_minutes >= 0:
+            raise ValueError(f"checkpoint_minutes must be >= 0 (0 = only at the end of an epoch), "
+                             f"got {self.checkpoint_minutes}")
         augmentation(self.augment)  # raises on an unknown name
 
 
@@ -225,10 +241,26 @@ def _lr_factor(warmup_steps: int, total_steps: int):
     return factor
 
 
+def fit_code_modules(task: nn.Module) -> list[str]:
+    """The package modules whose code a fit of ``task`` runs: the trainer and the modules that define the
+    task's class and every submodule's class (losses, networks, adapters, heads) that is the package's.
+
+    :func:`~diffkd_study.codedigest.code_digest` adds what they import, so an edited loss or model
+    trains afresh while an edit of the evaluation or plotting code (never imported here) does not.
+    """
+    modules = {__name__}
+    for module in task.modules():
+        name = type(module).__module__
+        if name == PACKAGE or name.startswith(PACKAGE + "."):
+            modules.add(name)
+    return sorted(modules)
+
+
 def _signature(task: nn.Module, train: ImageTensors, val: ImageTensors, config: FitConfig,
-               description: Mapping[str, Any] | None) -> str:
-    digest = hashlib.sha256()
-    digest.update(json.dumps(asdict(config), sort_keys=True).encode())
+               description: Mapping[str, Any] | None, code: str) -> str:
+    digest = hashlib.sha256(code.encode())
+    settings = {k: v for k, v in asdict(config).items() if k not in SCHEDULE_FIELDS}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
     digest.update(json.dumps(description or {}, sort_keys=True, default=str).encode())
     for name, tensor in sorted(task.state_dict().items()):
         digest.update(f"{name}:{tuple(tensor.shape)}".encode())
@@ -242,6 +274,58 @@ def _signature(task: nn.Module, train: ImageTensors, val: ImageTensors, config: 
         if part.masks is not None:
             digest.update(part.masks.contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _first_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:120]}"
+
+
+def _continuable(checkpoint: Path, signature: str, code: str) -> tuple[dict[str, Any] | None, str]:
+    """The state saved in ``checkpoint`` when a fit may continue from it, else None and why not."""
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: torch raises several types, all mean "unreadable"
+        return None, f"{checkpoint} cannot be read ({_first_line(err)})"
+    if not isinstance(state, dict) or "signature" not in state:
+        return None, f"{checkpoint} is not a checkpoint of this trainer"
+    if state.get("code_digest") != code:
+        return None, f"{checkpoint} was written by other library code (the task's, its losses' or models' modules)"
+    if state["signature"] != signature:
+        return None, f"{checkpoint} was written for another configuration or data"
+    best = checkpoint.parent / BEST_WEIGHTS
+    if int(state["best_epoch"]) > 0:
+        if not best.is_file():
+            return None, f"{best} is missing"
+        if sha256_file(best) != state.get("best_sha256"):
+            return None, f"{best} differs from the weights {checkpoint.name} recorded (sha256)"
+    return state, ""
+
+
+def _save_best(model: nn.Module, path: Path) -> str:
+    """Write the model's weights atomically; return their sha256."""
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+        return sha256_file(tmp)
+
+
+def _epoch_position(generator: torch.Generator, device: torch.device, sums: Mapping[str, float],
+                    n_epoch: int) -> dict[str, Any]:
+    """What a rank needs to continue an epoch in the middle: its RNG states and running sums."""
+    return {"augment_rng": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "sums": dict(sums), "n_epoch": n_epoch}
+
+
+def _time_checkpoint_due(last_saved: float, config: FitConfig, world: int, device: torch.device) -> bool:
+    """Whether ``checkpoint_minutes`` have passed since the last save (on any rank: all ranks agree)."""
+    if config.checkpoint_minutes <= 0:
+        return False
+    due = time.monotonic() - last_saved >= config.checkpoint_minutes * 60.0
+    if world > 1:
+        flag = torch.tensor([int(due)], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        due = bool(flag.item())
+    return due
 
 
 def _trainable(task: nn.Module) -> list[nn.Parameter]:
@@ -258,7 +342,8 @@ def fit(task: nn.Module, train: ImageTensors, val: ImageTensors, config: FitConf
     """Train ``task`` (see the module docstring); checkpoints and history go to ``out_dir``.
 
     ``task.model`` is the network that is evaluated and saved; ``task(batch)`` returns ``(loss, terms)``.
-    ``description`` (JSON-able) is recorded in the history and the checkpoint signature.
+    ``description`` (JSON-able) is recorded in the history and the checkpoint signature. ``resume=False``
+    trains afresh even over a matching checkpoint (whose files are moved to ``.superseded/`` first).
     """
     out_dir = Path(out_dir)
     rank, world = _world()
@@ -277,21 +362,34 @@ def fit(task: nn.Module, train: ImageTensors, val: ImageTensors, config: FitConf
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_factor(int(round(config.warmup_epochs * steps_per_epoch)), config.epochs * steps_per_epoch))
-    signature = _signature(task, train, val, config, description)
+    code = code_digest(fit_code_modules(task))
+    signature = _signature(task, train, val, config, description, code)
     history: list[dict[str, Any]] = []
     best_metric, best_epoch, stale, start_epoch, finished = -math.inf, 0, 0, 0, False
+    best_sha256: str | None = None  # of the best weights this rank knows to be in out_dir
+    position: dict[str, Any] | None = None  # where in its epoch a mid-epoch checkpoint was saved
     checkpoint = out_dir / CHECKPOINT
-    if resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if state["signature"] == signature:
-            task.load_state_dict(state["task"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            history = json.loads(state["history"])
-            best_metric, best_epoch, stale = float(state["best_metric"]), int(state["best_epoch"]), int(state["stale"])
-            start_epoch, finished = int(state["epoch"]), bool(state["finished"])
-        else:
-            logger.warning("%s was written for another configuration or data: training %s afresh", checkpoint, desc)
+    state, why_not = _continuable(checkpoint, signature, code) if resume and checkpoint.is_file() else (None, "")
+    if state is not None:
+        task.load_state_dict(state["task"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = json.loads(state["history"])
+        best_metric, best_epoch, stale = float(state["best_metric"]), int(state["best_epoch"]), int(state["stale"])
+        start_epoch, finished, best_sha256 = int(state["epoch"]), bool(state["finished"]), state.get("best_sha256")
+        position = state.get("position")
+        if position is not None and int(position["world"]) != world:
+            raise ValueError(f"{checkpoint} was saved in the middle of epoch {start_epoch + 1} by {position['world']} "
+                             f"process(es); resume it with {position['world']} (nproc), or delete it to train afresh")
+    else:
+        old = [name for name in (CHECKPOINT, BEST_WEIGHTS, HISTORY) if (out_dir / name).exists()]
+        if old and rank == 0:
+            aside = set_aside(out_dir, old)
+            reason = why_not or ("resume=False" if not resume else f"{checkpoint} is missing")
+            logger.warning("%s: %s: training afresh; the old files (%s) are moved to %s", desc, reason,
+                           ", ".join(old), aside)
+        if world > 1:
+            torch.distributed.barrier()  # no rank reads out_dir while rank 0 moves files out of it
     resumed_from = start_epoch
     runner: nn.Module = task
     if world > 1:
@@ -301,6 +399,7 @@ def fit(task: nn.Module, train: ImageTensors, val: ImageTensors, config: FitConf
     began, images_seen = time.perf_counter(), 0
     val_labels = val.labels.numpy()
     epoch = start_epoch
+    last_saved = time.monotonic()
     while not finished and epoch < config.epochs:
         epoch_started = time.perf_counter()
         torch.manual_seed(derive_seed(config.seed, "torch", epoch, rank))
@@ -308,10 +407,18 @@ def fit(task: nn.Module, train: ImageTensors, val: ImageTensors, config: FitConf
         task.train()
         sums: dict[str, float] = {}
         batches = plan.batches(epoch, config.batch_size, rank, world)
-        bar = tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{config.epochs}", unit="batch",
-                   disable=not progress or rank != 0, leave=False)
-        n_epoch = 0
-        for rows in bar:
+        skip, n_epoch = 0, 0
+        if position is not None:  # continue this epoch where a mid-epoch checkpoint left it
+            mine = position["ranks"][rank]
+            skip, sums, n_epoch = int(position["batch"]), dict(mine["sums"]), int(mine["n_epoch"])
+            generator.set_state(mine["augment_rng"])
+            torch.set_rng_state(mine["torch_rng"])
+            if mine["cuda_rng"] is not None and device.type == "cuda":
+                torch.cuda.set_rng_state(mine["cuda_rng"], device)
+            position = None
+        bar = tqdm(batches[skip:], initial=skip, total=len(batches), desc=f"{desc} epoch {epoch + 1}/{config.epochs}",
+                   unit="batch", disable=not progress or rank != 0, leave=False)
+        for done, rows in enumerate(bar, start=skip + 1):  # done: batches of this epoch finished
             batch = make_batch(train, rows, device, normalisation=normalisation, augment=augment, generator=generator)
             with autocast:
                 loss, terms = runner(batch)
@@ -328,6 +435,19 @@ def fit(task: nn.Module, train: ImageTensors, val: ImageTensors, config: FitConf
             images_seen += len(rows)
             rate = images_seen / max(time.perf_counter() - began, 1e-9)
             bar.set_postfix({k: f"{v / n_epoch:.3g}" for k, v in list(sums.items())[:4]} | {"img/s": f"{rate:.1f}"})
+            # the last batch is followed by the end-of-epoch checkpoint anyway
+            if done < len(batches) and _time_checkpoint_due(last_saved, config, world, device):
+                mine = _epoch_position(generator, device, sums, n_epoch)
+                ranks = [mine]
+                if world > 1:
+                    ranks = [None] * world
+                    torch.distributed.all_gather_object(ranks, mine)
+                if rank == 0:
+                    _save_checkpoint(checkpoint, task, optimizer, scheduler, signature, epoch, history, best_metric,
+                                     best_epoch, stale, False, code=code, best_sha256=best_sha256,
+                                     position={"batch": done, "world": world, "ranks": ranks})
+                    logger.info("%s: checkpoint in epoch %d after batch %d/%d", desc, epoch + 1, done, len(batches))
+                last_saved = time.monotonic()
         train_s = time.perf_counter() - epoch_started
         probabilities = predict_proba(model, val, batch_size=config.eval_batch_size, device=device)
         metrics = validation_metrics(probabilities, val_labels, positive_index)
@@ -341,9 +461,8 @@ def fit(task: nn.Module, train: ImageTensors, val: ImageTensors, config: FitConf
         improved = score > best_metric or best_epoch == 0  # an undefined first metric still keeps weights
         if improved:
             best_metric, best_epoch, stale = score, epoch + 1, 0
-            if rank == 0:
-                with atomic_path(out_dir / BEST_WEIGHTS) as tmp:
-                    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+            # only rank 0 writes, so only it knows the new file's digest
+            best_sha256 = _save_best(model, out_dir / BEST_WEIGHTS) if rank == 0 else None
         else:
             stale += 1
         epoch += 1
@@ -351,8 +470,9 @@ def fit(task: nn.Module, train: ImageTensors, val: ImageTensors, config: FitConf
                                               and epoch >= config.min_epochs)
         if rank == 0:
             _save_checkpoint(checkpoint, task, optimizer, scheduler, signature, epoch, history, best_metric,
-                             best_epoch, stale, finished)
+                             best_epoch, stale, finished, code=code, best_sha256=best_sha256)
             write_json(out_dir / HISTORY, {"description": description, "config": asdict(config), "history": history})
+        last_saved = time.monotonic()
         if world > 1:
             torch.distributed.barrier()
     wall = time.perf_counter() - began
@@ -361,13 +481,15 @@ def fit(task: nn.Module, train: ImageTensors, val: ImageTensors, config: FitConf
                        best_metric=-best_metric if config.selection == "loss" else best_metric,
                        best_weights=out_dir / BEST_WEIGHTS, stopped_early=stopped_early, resumed_from=resumed_from,
                        wall_s=wall, train_images_per_s=images_seen * world / wall if images_seen else 0.0)
-    model.load_state_dict(load_file(result.best_weights, device=str(device)))
+    load_best(model, out_dir, expected_sha256=best_sha256)
     return result
 
 
 def _save_checkpoint(path: Path, task: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, signature: str,
                      epoch: int, history: list[dict[str, Any]], best_metric: float, best_epoch: int, stale: int,
-                     finished: bool) -> None:
+                     finished: bool, *, code: str, best_sha256: str | None,
+                     position: dict[str, Any] | None = None) -> None:
+    """Write ``last.pt``; ``epoch`` counts finished epochs, ``position`` is set in the middle of the next one."""
     state = {
         "task": {k: v.detach().cpu() for k, v in task.state_dict().items()},
         "optimizer": optimizer.state_dict(),
@@ -379,6 +501,9 @@ def _save_checkpoint(path: Path, task: nn.Module, optimizer: torch.optim.Optimiz
         "best_epoch": best_epoch,
         "stale": stale,
         "finished": finished,
+        "code_digest": code,
+        "best_sha256": best_sha256,
+        "position": position,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -399,11 +524,23 @@ class ClassifierTask(nn.Module):
         return self.loss({"student_logits": logits.float(), "target": batch["target"]})
 
 
-def load_best(model: nn.Module, out_dir: str | os.PathLike[str]) -> nn.Module:
-    """Load the best weights a :func:`fit` run kept in ``out_dir`` into ``model``."""
-    path = Path(out_dir) / BEST_WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: train the model first")
-    model.load_state_dict(load_file(path))
-    return model
+def load_best(model: nn.Module, out_dir: str | os.PathLike[str], expected_sha256: str | None = None) -> nn.Module:
+    """Load the best weights a :func:`fit` run kept in ``out_dir`` into ``model``.
 
+    With ``expected_sha256`` (as the stage's records hold it) the file must have that digest: weights
+    that changed since they were recorded are an error, never used silently. A missing, changed or
+    unreadable file is a one-line error naming it and the remedy.
+    """
+    path = Path(out_dir) / BEST_WEIGHTS
+    remedy = "re-run the stage that trained it with --force STAGE"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train the model first ({remedy})")
+    if expected_sha256 is not None and (actual := sha256_file(path)) != expected_sha256:
+        raise ValueError(f"{path} has sha256 {actual[:12]}..., not the recorded {expected_sha256[:12]}...: the "
+                         f"weights changed after they were recorded; {remedy}")
+    try:
+        weights = load_file(path)
+    except Exception as err:  # safetensors raises its own error type for a truncated or foreign file
+        raise ValueError(f"{path} cannot be read ({_first_line(err)}); {remedy}") from None
+    model.load_state_dict(weights)
+    return model

@@ -52,6 +52,7 @@ def test_class_counts_are_parsed_and_checked():
     ("diffusion_image_size", 40, "multiple of 16"),
     ("conditions", ("birads",), "not condition columns"),
     ("max_steps", -1, "max_steps must be >= 0"),
+    ("checkpoint_minutes", -0.5, "checkpoint_minutes must be >= 0"),
     ("label_dropout", 1.5, r"label_dropout must lie in \[0, 1\]"),
     ("sampler", "euler", "sampler must be one of"),
     ("sampling_steps", 0, "sampling_steps must be in"),
@@ -71,7 +72,9 @@ def test_condition_table_excludes_class_counts():
 
 def test_train_overrides_only_name_what_the_section_sets():
     assert DiffusionStageConfig().train_overrides() == {
-        "prediction_type": "epsilon", "beta_schedule": "squaredcos_cap_v2", "mask_conditioning": True}
+        "prediction_type": "epsilon", "beta_schedule": "squaredcos_cap_v2", "mask_conditioning": True,
+        "checkpoint_minutes": 10.0}  # 0 means off here, not "the profile's": always passed on
+    assert DiffusionStageConfig(checkpoint_minutes=0).train_overrides()["checkpoint_minutes"] == 0
     overrides = DiffusionStageConfig(max_steps=50, learning_rate=1e-3, diffusion_image_size=32).train_overrides()
     assert (overrides["max_steps"], overrides["learning_rate"], overrides["image_size"]) == (50, 1e-3, 32)
     assert "batch_size" not in overrides and "ema_decay" not in overrides

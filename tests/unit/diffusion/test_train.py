@@ -11,6 +11,7 @@ from diffkd_study.data.schema import Manifest
 from diffkd_study.diffusion.train import (
     TrainConfig,
     batch_indices,
+    checkpoint_sha256,
     list_checkpoints,
     load_model,
     train_diffusion,
@@ -90,3 +91,67 @@ def test_profiles_and_config_round_trip():
         assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ValueError, match="prediction_type"):
         smoke_config(prediction_type="x0")
+
+
+def test_a_time_triggered_checkpoint_resumes_like_the_uninterrupted_run(phantom_cohort, tmp_path, monkeypatch):
+    """checkpoint_minutes: a checkpoint after every interval of wall-clock time, at whatever step that is
+    (here a tiny interval: every step); resuming the latest equals the uninterrupted run bit for bit."""
+    import diffkd_study.diffusion.train as train
+
+    manifest, root = phantom_cohort
+    settings = dict(max_steps=5, checkpoint_every=100, dropout=ConditionDropout(0.3, 0.3, 0.3, 0.3), warmup_steps=2)
+    full = train_diffusion(manifest, tmp_path / "full", smoke_config(**settings, checkpoint_minutes=0), root=root,
+                           progress=False)
+    assert [p.name for p in list_checkpoints(tmp_path / "full")] == ["checkpoint-000005"]
+
+    real_save = train.save_checkpoint
+
+    def crash_after_step_three(*args, **kwargs):
+        path = real_save(*args, **kwargs)
+        if kwargs["step"] == 3:
+            raise KeyboardInterrupt("simulated interruption")
+        return path
+
+    monkeypatch.setattr(train, "save_checkpoint", crash_after_step_three)
+    timed = smoke_config(**settings, checkpoint_minutes=1e-9)
+    with pytest.raises(KeyboardInterrupt):
+        train_diffusion(manifest, tmp_path / "cut", timed, root=root, progress=False)
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    assert [p.name for p in list_checkpoints(tmp_path / "cut")] == [f"checkpoint-00000{k}" for k in (1, 2, 3)]
+    # the schedule may change on resume (it decides when checkpoints are written, not what is trained)
+    resumed = train_diffusion(manifest, tmp_path / "cut", smoke_config(**settings, checkpoint_minutes=0), root=root,
+                              resume="latest", progress=False)
+    assert resumed.resumed_from == 3 and resumed.losses == full.losses
+    assert resumed.checkpoint.name == "checkpoint-000005"
+    for name in ("model.safetensors", "ema.safetensors"):
+        assert (resumed.checkpoint / name).read_bytes() == (full.checkpoint / name).read_bytes()
+
+
+def test_checkpoints_are_listed_by_step(tmp_path):
+    for step in (999_999, 1_000_000, 7):
+        (tmp_path / f"checkpoint-{step:06d}").mkdir()
+    (tmp_path / "checkpoint-notes").mkdir()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-000007", "checkpoint-999999",
+                                                            "checkpoint-1000000"]
+
+
+def test_other_training_code_trains_afresh_and_sets_the_old_run_aside(phantom_cohort, tmp_path, monkeypatch,
+                                                                      caplog):
+    import diffkd_study.diffusion.train as train
+
+    manifest, root = phantom_cohort
+    config = smoke_config(max_steps=2, checkpoint_every=1)
+    first = train_diffusion(manifest, tmp_path, config, root=root, progress=False)
+    old = checkpoint_sha256(first.checkpoint)
+    monkeypatch.setattr(train, "code_digest", lambda modules: "edited" + "0" * 58)
+    with caplog.at_level("WARNING", logger=train.__name__):
+        again = train_diffusion(manifest, tmp_path, config, root=root, resume="latest", progress=False)
+    assert again.resumed_from == 0 and again.losses == first.losses  # trained again, from step 0
+    assert "other diffusion training code" in caplog.text
+    [aside] = (tmp_path / ".superseded").iterdir()
+    assert [p.name for p in list_checkpoints(aside)] == ["checkpoint-000001", "checkpoint-000002"]
+    assert checkpoint_sha256(aside / "checkpoint-000002") == old
+    state = json.loads((again.checkpoint / "trainer_state.json").read_text())
+    assert state["code_sha256"] == "edited" + "0" * 58
+    # the same code again: the new run is continued, not trained a third time
+    assert train_diffusion(manifest, tmp_path, config, root=root, resume="latest", progress=False).resumed_from == 2

@@ -151,3 +151,19 @@ def test_the_quality_stage_finds_the_sampling_checkpoint_and_checks_its_hash(pha
         read_generation(tmp_path / "synthetic", tmp_path)
     with pytest.raises(FileNotFoundError, match="run the diffusion stage first"):
         read_generation(tmp_path / "nothing", tmp_path)
+
+
+def test_run_training_after_a_code_change_trains_afresh_and_keeps_the_old_run(phantom_cohort, tmp_path, monkeypatch):
+    import diffkd_study.diffusion.train as train
+
+    manifest, root = phantom_cohort
+    config = train_config_from_section(DiffusionStageConfig(profile="smoke", conditions=SMOKE_CONDITIONS[:2],
+                                                            max_steps=2, checkpoint_every=1), manifest, seed=0)
+    first = run_training(manifest, tmp_path, config, root=root, progress=False)
+    monkeypatch.setattr(train, "code_digest", lambda modules: "edited" + "0" * 58)
+    again = run_training(manifest, tmp_path, config, root=root, progress=False)
+    assert (again.steps, again.steps_run, again.resumed_from) == (2, 2, 0)
+    assert again.wall_s_total == again.wall_s  # the old run's time is not added to the new model's
+    [aside] = (tmp_path / ".superseded").iterdir()
+    assert {"loss.csv", "training.json", "checkpoint-000002"} <= {p.name for p in aside.iterdir()}
+    assert json.loads((aside / "training.json").read_text())["checkpoint_sha256"] == first.checkpoint_sha256

@@ -1,6 +1,8 @@
-"""Worker of the distributed-training test: ``torchrun --nproc-per-node 2 ddp_worker.py OUT_DIR``.
+"""Worker of the distributed-training test: ``torchrun --nproc-per-node 2 ddp_worker.py OUT_DIR [CRASH_AFTER]``.
 
 Trains the BatchNorm-free TinyNet on the toy set with the gloo backend and writes rank 0's weights.
+With ``CRASH_AFTER`` it checkpoints after every batch (``checkpoint_minutes`` tiny) and rank 0 dies
+after writing that many checkpoints: an interrupted run for the resume test.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from tests.unit.train.conftest import TinyNet, toy_set
 WORLD_BATCH = 8
 
 
-def train(out_dir: Path, batch_size: int) -> torch.nn.Module:
+def train(out_dir: Path, batch_size: int, checkpoint_minutes: float = 10.0) -> torch.nn.Module:
     torch.manual_seed(0)
     task = ClassifierTask(TinyNet(), build_loss({"ce": {"type": "ce"}}))
-    config = FitConfig(epochs=2, batch_size=batch_size, lr=0.05, patience=0, augment="none", device="cpu")
+    config = FitConfig(epochs=2, batch_size=batch_size, lr=0.05, patience=0, augment="none", device="cpu",
+                       checkpoint_minutes=checkpoint_minutes)
     fit(task, toy_set(32), toy_set(12, seed=5), config, out_dir, progress=False)
     return task.model
 
@@ -31,6 +34,18 @@ if __name__ == "__main__":
     with distributed_session("cpu") as distributed:
         assert distributed and torch.distributed.get_backend() == "gloo"
         world = torch.distributed.get_world_size()
-        model = train(Path(sys.argv[1]), WORLD_BATCH // world)
+        if len(sys.argv) > 2 and torch.distributed.get_rank() == 0:
+            import diffkd_study.train.trainer as trainer
+
+            real_save, saves = trainer._save_checkpoint, []
+
+            def crash(*args, **kwargs):
+                real_save(*args, **kwargs)
+                saves.append(1)
+                if len(saves) == int(sys.argv[2]):
+                    raise SystemExit("simulated interruption")
+
+            trainer._save_checkpoint = crash
+        model = train(Path(sys.argv[1]), WORLD_BATCH // world, 1e-9 if len(sys.argv) > 2 else 10.0)
         if torch.distributed.get_rank() == 0:
             torch.save(model.state_dict(), Path(sys.argv[1]) / "final.pt")

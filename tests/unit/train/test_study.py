@@ -13,7 +13,7 @@ from diffkd_study.train.study import parameter_names, run_stage, stage_config
 def test_parameter_names_are_the_run_and_section_fields():
     names = parameter_names("student")
     assert names[:5] == ("manifest_path", "data_root", "predictions_dir", "run_dir", "image_size")
-    assert {"variants", "seeds", "crop", "loss", "temperature"} <= set(names)
+    assert {"variants", "seeds", "crop", "loss", "temperature", "checkpoint_minutes"} <= set(names)
     assert stage_config("teacher", {"variants": ["real"], "seeds": [3], "unrelated": 1}) == \
         TeacherStageConfig(variants=("real",), seeds=(3,))
 
@@ -24,6 +24,7 @@ def test_parameter_names_are_the_run_and_section_fields():
     ({"crop": "box"}, "crop must be one of"),
     ({"loss": "kd+fitnet"}, "needs feature_weight > 0"),
     ({"nproc": 2}, "nproc > 1 needs launcher: torchrun"),
+    ({"checkpoint_minutes": -1.0}, "checkpoint_minutes must be >= 0"),
 ])
 def test_bad_sections_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -37,4 +38,34 @@ def test_student_refuses_a_teacher_trained_on_other_inputs(tmp_path):
     params = {"run_dir": str(tmp_path), "predictions_dir": str(tmp_path / "p"), "manifest_path": "unused.csv",
               "data_root": str(tmp_path), "image_size": 32, "crop": "lesion"}
     with pytest.raises(ValueError, match="teacher was trained on other inputs \\(crop: teacher 'none', student 'lesion'"):
+        run_stage("student", params, progress=False)
+
+
+def test_the_checkpoint_interval_reaches_the_trainer():
+    from diffkd_study.train.study import _fit_config
+
+    assert TeacherStageConfig().checkpoint_minutes == 10.0
+    section = stage_config("teacher", {"checkpoint_minutes": 2.5})
+    assert _fit_config(section, seed=0, synthetic_ratio=0.0, binary=True).checkpoint_minutes == 2.5
+
+
+def test_student_refuses_teacher_weights_changed_since_the_teacher_stage(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from diffkd_study.io import sha256_bytes
+    from diffkd_study.train import study
+    from tests.unit.train.conftest import toy_set
+
+    weights = tmp_path / "teacher" / "real" / "seed0" / "best.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"weights written after the teacher stage recorded them")
+    record = {"variant": "real", "seed": 0, "model": "lcnet_035", "weights": str(weights),
+              "weights_sha256": sha256_bytes(b"the weights the teacher stage trained")}
+    (tmp_path / "teacher" / "records.json").write_text(json.dumps({"config": {}, "fits": [record]}))
+    schema = SimpleNamespace(label_set=("benign", "malignant"), positive_class="malignant")
+    data = study.StageData(SimpleNamespace(schema=schema), toy_set(8), toy_set(4), toy_set(4), None, None, False)
+    monkeypatch.setattr(study, "load_stage_data", lambda *args, **kwargs: data)
+    params = {"run_dir": str(tmp_path), "predictions_dir": str(tmp_path / "p"), "manifest_path": "unused.csv",
+              "data_root": str(tmp_path), "image_size": 16, "variants": ["kd_real"], "device": "cpu"}
+    with pytest.raises(ValueError, match=r"best.safetensors has sha256 .*not the recorded .*--force STAGE"):
         run_stage("student", params, progress=False)

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from diffkd_study.distill.composite import build_loss
 from diffkd_study.distill.distiller import DistillationTask
@@ -140,3 +141,172 @@ def test_cuda_asked_for_on_a_cpu_machine_is_a_clear_error(tmp_path):
         pytest.skip("this machine has CUDA")
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         fit(_task(), toy_set(8), toy_set(4), _config(device="cuda"), tmp_path, progress=False)
+
+
+# -- nothing lost, nothing stale --------------------------------------------------------------------------------
+class DropNet(TinyNet):
+    """TinyNet with dropout: its training draws from torch's global RNG, which a resume must restore."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = torch.relu(self.conv(x)).mean((2, 3))
+        return self.head(torch.nn.functional.dropout(features, 0.5, self.training))
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if not k.endswith("_s")} for h in history]
+
+
+def test_a_time_checkpoint_in_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
+    """A wall-clock checkpoint in the middle of an epoch keeps the batch position, both RNG states and the
+    running sums: the resumed run ends with the uninterrupted run's weights byte for byte."""
+    import diffkd_study.train.trainer as trainer
+
+    train, val = toy_set(32), toy_set(12, seed=5)  # 4 batches of 8 per epoch
+
+    def task():
+        torch.manual_seed(0)
+        return ClassifierTask(DropNet(), build_loss(CE))
+
+    full = fit(task(), train, val, _config(epochs=3, checkpoint_minutes=0), tmp_path / "full", progress=False)
+    real_save = trainer._save_checkpoint
+    saves = []
+
+    def crash_in_epoch_two(*args, **kwargs):
+        real_save(*args, **kwargs)
+        saves.append(kwargs.get("position"))
+        if len(saves) == 6:  # epoch 1: 3 time checkpoints + its end; epoch 2: after batches 1 and 2
+            raise KeyboardInterrupt("simulated interruption")
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):  # 1e-9 minutes: a time checkpoint after every batch
+        fit(task(), train, val, _config(epochs=3, checkpoint_minutes=1e-9), tmp_path / "cut", progress=False)
+    monkeypatch.setattr(trainer, "_save_checkpoint", real_save)
+    assert [None if p is None else p["batch"] for p in saves] == [1, 2, 3, None, 1, 2]
+    state = torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=True)
+    assert state["epoch"] == 1 and state["position"]["batch"] == 2
+
+    resumed = fit(task(), train, val, _config(epochs=3), tmp_path / "cut", progress=False)
+    assert resumed.resumed_from == 1
+    assert _strip(resumed.history) == _strip(full.history)
+    for name in ("best.safetensors",):
+        assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
+    a, b = (torch.load(tmp_path / run / CHECKPOINT, weights_only=True)["task"] for run in ("full", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_checkpoint_interval_is_no_reason_to_retrain(tmp_path):
+    train, val = toy_set(24), toy_set(12, seed=5)
+    first = fit(_task(), train, val, _config(epochs=2), tmp_path, progress=False)
+    again = fit(_task(), train, val, _config(epochs=2, checkpoint_minutes=0.5), tmp_path, progress=False)
+    assert again.resumed_from == len(first.history)
+    with pytest.raises(ValueError, match="checkpoint_minutes must be >= 0"):
+        FitConfig(checkpoint_minutes=-1)
+
+
+def test_edited_library_code_trains_afresh_and_sets_the_old_fit_aside(tmp_path, monkeypatch, caplog):
+    import diffkd_study.train.trainer as trainer
+
+    train, val = toy_set(24), toy_set(12, seed=5)
+    first = fit(_task(), train, val, _config(epochs=2), tmp_path, progress=False)
+    old_best = (tmp_path / "best.safetensors").read_bytes()
+    monkeypatch.setattr(trainer, "code_digest", lambda modules: "edited" + "0" * 58)
+    with caplog.at_level("WARNING", logger=trainer.__name__):
+        again = fit(_task(), train, val, _config(epochs=2), tmp_path, progress=False)
+    assert again.resumed_from == 0 and len(again.history) == len(first.history)
+    [aside] = (tmp_path / ".superseded").iterdir()
+    assert sorted(p.name for p in aside.iterdir()) == ["best.safetensors", "history.json", CHECKPOINT]
+    assert (aside / "best.safetensors").read_bytes() == old_best
+    assert "other library code" in caplog.text and str(aside) in caplog.text
+    # the same (patched) code again: the new fit is re-used
+    assert fit(_task(), train, val, _config(epochs=2), tmp_path, progress=False).resumed_from == 2
+
+
+def test_the_code_of_a_fit_is_its_task_losses_models_and_trainer_not_the_evaluation():
+    from diffkd_study.codedigest import module_closure
+    from diffkd_study.distill.hooks import build_adapter
+    from diffkd_study.train.trainer import fit_code_modules
+
+    torch.manual_seed(0)
+    student, teacher = TinyNet(), TinyNet()
+    adapter = build_adapter(student, teacher, "conv", "conv", input_shape=(1, 16, 16), use_relu=False)
+    loss = build_loss({"ce": {"type": "ce"}, "fitnet": {"type": "fitnet"}}, {"fitnet": {"adapter": adapter}})
+    task = DistillationTask(student, teacher, loss, student_features={"feature": "conv"},
+                            teacher_features={"feature": "conv"})
+    modules = fit_code_modules(task)
+    assert {"diffkd_study.train.trainer", "diffkd_study.distill.distiller", "diffkd_study.distill.composite",
+            type(adapter).__module__} <= set(modules)
+    assert "tests.unit.train.conftest" not in modules  # not the package's: its edits are the test's business
+    closure = module_closure(modules)
+    assert "diffkd_study.train.augment" in closure and not any(m.startswith("diffkd_study.eval") for m in closure)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_damaged_best_weights_are_never_handed_back(tmp_path, caplog, damage):
+    import diffkd_study.train.trainer as trainer
+
+    train, val = toy_set(24), toy_set(12, seed=5)
+    fit(_task(), train, val, _config(epochs=2), tmp_path, progress=False)
+    best = tmp_path / "best.safetensors"
+    if damage == "truncate":
+        best.write_bytes(best.read_bytes()[:-40])
+    else:
+        best.unlink()
+    with caplog.at_level("WARNING", logger=trainer.__name__):
+        again = fit(_task(), train, val, _config(epochs=2), tmp_path, progress=False)
+    assert again.resumed_from == 0 and best.is_file()
+    why = "differs from the weights last.pt recorded" if damage == "truncate" else "is missing"
+    assert f"{best} {why}" in caplog.text
+    [aside] = (tmp_path / ".superseded").iterdir()
+    assert (aside / CHECKPOINT).is_file()
+
+
+def test_an_unreadable_checkpoint_is_set_aside_and_the_fit_trains_afresh(tmp_path, caplog):
+    import diffkd_study.train.trainer as trainer
+
+    train, val = toy_set(24), toy_set(12, seed=5)
+    fit(_task(), train, val, _config(epochs=2), tmp_path, progress=False)
+    last = tmp_path / CHECKPOINT
+    last.write_bytes(last.read_bytes()[:100])
+    with caplog.at_level("WARNING", logger=trainer.__name__):
+        again = fit(_task(), train, val, _config(epochs=2), tmp_path, progress=False)
+    assert again.resumed_from == 0
+    assert f"{last} cannot be read" in caplog.text and len(caplog.records) == 1
+    [aside] = (tmp_path / ".superseded").iterdir()
+    assert (aside / CHECKPOINT).stat().st_size == 100
+
+
+def test_load_best_checks_the_recorded_sha256(tmp_path):
+    from diffkd_study.io import sha256_file
+    from diffkd_study.train.trainer import load_best
+
+    fit(_task(), toy_set(24), toy_set(12, seed=5), _config(epochs=1), tmp_path, progress=False)
+    best = tmp_path / "best.safetensors"
+    recorded = sha256_file(best)
+    model = load_best(TinyNet(), tmp_path, expected_sha256=recorded)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in load_file(best).items())
+    best.write_bytes(best.read_bytes()[:-8])
+    with pytest.raises(ValueError, match=r"best.safetensors has sha256 .*not the recorded .*--force STAGE") as err:
+        load_best(TinyNet(), tmp_path, expected_sha256=recorded)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"best.safetensors cannot be read .*--force STAGE"):
+        load_best(TinyNet(), tmp_path)
+
+
+def test_a_mid_epoch_checkpoint_of_another_process_count_is_a_clear_error(tmp_path, monkeypatch):
+    import diffkd_study.train.trainer as trainer
+
+    real_save = trainer._save_checkpoint
+
+    def crash(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt("simulated interruption")
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", crash)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_task(), toy_set(32), toy_set(12, seed=5), _config(checkpoint_minutes=1e-9), tmp_path, progress=False)
+    monkeypatch.setattr(trainer, "_save_checkpoint", real_save)
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    state["position"]["world"] = 2  # as if two torchrun processes had written it
+    torch.save(state, tmp_path / CHECKPOINT)
+    with pytest.raises(ValueError, match=r"middle of epoch 1 by 2 process\(es\); resume it with 2"):
+        fit(_task(), toy_set(32), toy_set(12, seed=5), _config(), tmp_path, progress=False)
