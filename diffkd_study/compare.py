@@ -46,6 +46,9 @@ def _rows(headline: dict[str, Any]) -> dict[str, tuple[float | None, str]]:
     roles = {model: role for role, model in headline.get("models", {}).items()}
     for row in headline.get("auc", []):
         role = roles.get(row["model"], row["model"])
+        if row.get("auc") is None:  # not estimable or not applicable on this test set: no number to compare
+            out[f"AUC {role}: {row['test_set']}"] = (None, f"not estimable (n={row.get('n')}; {row['model']})")
+            continue
         text = f"{row['auc']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] (n={row['n']}, {row['n_pos']} pos; {row['model']})"
         out[f"AUC {role}: {row['test_set']}"] = (float(row["auc"]), text)
     for name, value in headline.get("efficiency_ratios", {}).items():

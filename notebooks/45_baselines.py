@@ -27,6 +27,11 @@
 # * **image features**: a handful of measurements of the lesion in the image and its outline (mask):
 #   brightness and its variation, contrast to the surrounding tissue, darkening or brightening
 #   behind the lesion, size, irregularity of the outline, taller-than-wide shape and texture.
+#
+# A model is *not applicable* on a test set whose images do not record its inputs (for example a
+# dataset released without clinical conditions, or without lesion outlines): it makes no predictions
+# there, rather than one and the same guess for every image, and the evaluation lists it as not
+# applicable on that set.
 
 # %% tags=["parameters"]
 manifest_path = ""
@@ -84,6 +89,10 @@ for name, reason in skipped.items():
 for name, fit in fits.items():
     for note in fit.notes:
         display(Markdown(f"*{name}:* {note}"))
+not_applicable = {name: fit.not_applicable for name, fit in fits.items() if fit.not_applicable}
+for name, sets in not_applicable.items():
+    for test_set, reason in sets.items():
+        display(Markdown(f"**{name} is not applicable on {test_set}:** {reason}; it makes no predictions there."))
 display(Markdown(
     f"The model with the highest validation AUC, **{best}**, is used as *the model* in the reader study "
     "until the teacher and student networks exist."))
@@ -100,25 +109,28 @@ for name, fit in fits.items():
 
 # %% [markdown]
 # ## Predictions written
-# One row per image of the validation, internal test and external test sets; training images are
-# never scored (that would be leakage).
+# One row per image of the validation, internal test and external test sets (except those of a test
+# set a model is not applicable on); training images are never scored (that would be leakage).
 
 # %%
 counts = pd.concat([fit.predictions for fit in fits.values()]).groupby(["model", "split"]).size().unstack()
 counts
 
 # %% tags=["reviewer-only"]
-write_json(f"{predictions_dir}/summary.json", {
+write_json(f"{predictions_dir}/{baselines.SUMMARY_FILE}", {
     "best_model": best, "selection": "highest validation AUC", "models": {n: f.summary() for n, f in fits.items()},
-    "skipped": skipped})
+    "skipped": skipped, "not_applicable": not_applicable})
 write_metrics(metrics_path, {
     "models": {n: f.summary() for n, f in fits.items()},
     "skipped": skipped,
+    "not_applicable": not_applicable,
     "best_model": best,
     "index_section": {
         "title": "Baselines",
         "text": [f"Simple logistic-regression baselines fitted on the training split, tuned on validation only. "
-                 f"Best by validation AUC: {best}."] + [f"{n} not fitted: {r}" for n, r in skipped.items()],
+                 f"Best by validation AUC: {best}."] + [f"{n} not fitted: {r}" for n, r in skipped.items()]
+                + [f"{n} not applicable on {t} (no predictions there): {r}"
+                   for n, sets in not_applicable.items() for t, r in sets.items()],
         "tables": [{"title": "Validation AUC", "records": records(summary[["n_train", "n_features", "val_auc"]].round(3))}],
     },
 })

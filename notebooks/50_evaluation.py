@@ -22,7 +22,9 @@
 # the area under the ROC curve (AUC) with its 95% confidence interval, paired comparisons of the
 # models, calibration (do predicted risks match observed frequencies?), decision curves (is acting
 # on the model worthwhile?), and sensitivity, specificity, PPV and NPV at decision thresholds that
-# were fixed on the validation patients before the test sets were looked at.
+# were fixed on the validation patients before the test sets were looked at. A model that has no
+# predictions on a test set (a baseline whose inputs that set does not record) is listed there as *not
+# applicable*, with the reason, and left out of that set's figures.
 
 # %% tags=["parameters"]
 manifest_path = ""
@@ -52,6 +54,7 @@ from IPython.display import Markdown, display
 from diffkd_study.data.schema import read_manifest
 from diffkd_study.eval import dca, plots
 from diffkd_study.eval import evaluate as ev
+from diffkd_study.eval.baselines import read_not_applicable
 from diffkd_study.eval.predictions import read_predictions
 from diffkd_study.nbutil import (
     NotebookParameterError,
@@ -64,15 +67,26 @@ from diffkd_study.nbutil import (
 paths = require_paths(manifest_path=manifest_path, predictions_dir=predictions_dir)
 if bootstrap < 100 or band_resamples < 100:
     raise NotebookParameterError(f"bootstrap and band_resamples must be >= 100; got {bootstrap}, {band_resamples}")
-tables = sorted(Path(predictions_dir).glob("*.csv"))
+if models:  # the models the earlier stages produced: each one's table must be there
+    tables = [Path(predictions_dir) / f"{m}.csv" for m in models]
+    absent = [f"{m} ({t})" for m, t in zip(models, tables, strict=True) if not t.is_file()]
+    if absent:
+        raise NotebookParameterError(f"no predictions file for model(s) {', '.join(absent)}: the stage that writes "
+                                     "it did not run or failed; run it first, or leave the model out of models")
+else:  # every table found
+    tables = sorted(Path(predictions_dir).glob("*.csv"))
 if not tables:
     raise NotebookParameterError(f"no prediction tables in {predictions_dir}: run the baselines (or training) stage first")
 manifest = read_manifest(paths["manifest_path"])
 predictions = read_predictions(tables, manifest=manifest)
 tests = ev.evaluation_rows(predictions, models, seed=seed)
 seeds_used = ev.primary_seeds(predictions, seed)
-model_names = list(dict.fromkeys(tests["model"]))
-test_sets = list(dict.fromkeys(tests["test_set"]))
+model_names = list(models) or list(dict.fromkeys(predictions["model"]))
+test_sets = ev.manifest_test_sets(manifest)
+not_applicable = ev.not_applicable_pairs(tests, model_names, test_sets, read_not_applicable(predictions_dir))
+figure_sets = [t for t in test_sets if (tests["test_set"] == t).any()]  # a figure needs some model's predictions
+if not figure_sets:
+    raise NotebookParameterError(f"no model in {tables} has predictions on any test set ({', '.join(test_sets)})")
 condition = f"{manifest.schema.positive_class} lesions"
 negative = next(label for label in manifest.schema.label_set if label != manifest.schema.positive_class)
 
@@ -85,6 +99,8 @@ if several:
                      f"each (the study seed where trained, else the lowest): "
                      f"{', '.join(f'{m} seed {s}' for m, s in several.items())}; all seeds are summarised in "
                      "*Variability across training seeds*."))
+for row in not_applicable.itertuples():
+    display(Markdown(f"**{row.model}** is not applicable on **{row.test_set}**: {row.reason}."))
 
 # %% [markdown]
 # ## AUC per test set
@@ -93,8 +109,8 @@ if several:
 # n_pos those with a malignant lesion.
 
 # %%
-auc = ev.auc_table(tests, bootstrap=bootstrap, seed=seed)
-auc.round(3)
+auc = ev.auc_table(tests, bootstrap=bootstrap, seed=seed, not_applicable=not_applicable)
+ev.display_table(auc)
 
 # %%
 fig = plots.plot_auc_forest(auc)
@@ -110,6 +126,9 @@ display(Markdown(plots.caption("auc_forest", condition=condition)))
 roc_captions = {}
 for test_set in test_sets:
     part = tests[tests["test_set"] == test_set]
+    if test_set not in figure_sets:
+        display(Markdown(f"**{test_set}**: no model has predictions on this test set, so it has no figures."))
+        continue
     curves = {m: (g["y_true"].to_numpy(), g["y_score"].to_numpy()) for m, g in part.groupby("model", sort=False)}
     fig = plots.plot_roc(curves, n_resamples=band_resamples, seed=seed, title=f"ROC curves: {test_set}")
     plots.save_figure(fig, figures_dir, f"roc_{ev.slug(test_set)}")
@@ -117,7 +136,8 @@ for test_set in test_sets:
     first = next(iter(curves.values()))[0]
     roc_captions[test_set] = plots.caption("roc", test_set=ev.describe_test_set(test_set), n=len(first),
                                            n_pos=int(first.sum()), condition=condition)
-    display(Markdown(roc_captions[test_set] + f" (Bands: {band_resamples} bootstrap resamples.)"))
+    display(Markdown(roc_captions[test_set] + f" (Bands: {band_resamples} bootstrap resamples.) "
+                     + ev.not_applicable_note(not_applicable, test_set)))
 
 # %% [markdown]
 # ## Paired comparison of the models
@@ -154,33 +174,31 @@ seed_table
 # ## Calibration
 
 # %%
-calibration = ev.calibration_table(tests)
-calibration.round(3)
+calibration = ev.calibration_table(tests, not_applicable=not_applicable)
+ev.display_table(calibration)
 
 # %%
-for test_set in test_sets:
-    part = tests[tests["test_set"] == test_set]
-    probs = {m: g["y_score"].to_numpy() for m, g in part.groupby("model", sort=False)}
-    y = part[part["model"] == model_names[0]]["y_true"].to_numpy()
+for test_set in figure_sets:
+    y, probs = ev.scores_by_model(tests, test_set)
     fig = plots.plot_calibration(y, probs, title=f"Calibration: {test_set}")
     plots.save_figure(fig, figures_dir, f"calibration_{ev.slug(test_set)}")
     plt.show()
     display(Markdown(plots.caption("calibration", test_set=ev.describe_test_set(test_set), n=len(y),
-                                   n_pos=int(y.sum()), condition=condition)))
+                                   n_pos=int(y.sum()), condition=condition) + " "
+                     + ev.not_applicable_note(not_applicable, test_set)))
 
 # %% [markdown]
 # ## Decision curves
 
 # %%
-for test_set in test_sets:
-    part = tests[tests["test_set"] == test_set]
-    probs = {m: g["y_score"].to_numpy() for m, g in part.groupby("model", sort=False)}
-    y = part[part["model"] == model_names[0]]["y_true"].to_numpy()
+for test_set in figure_sets:
+    y, probs = ev.scores_by_model(tests, test_set)
     fig = plots.plot_decision_curves(dca.decision_curves(y, probs), title=f"Decision curves: {test_set}")
     plots.save_figure(fig, figures_dir, f"decision_curves_{ev.slug(test_set)}")
     plt.show()
     display(Markdown(plots.caption("decision_curves", test_set=ev.describe_test_set(test_set), n=len(y),
-                                   n_pos=int(y.sum()), condition=condition)))
+                                   n_pos=int(y.sum()), condition=condition) + " "
+                     + ev.not_applicable_note(not_applicable, test_set)))
 
 # %% [markdown]
 # ## Operating points
@@ -195,23 +213,27 @@ thresholds = ev.validation_thresholds(predictions, model_names, sensitivity_targ
 ev.threshold_table(thresholds).round(3)
 
 # %%
-operating = ev.operating_point_table(tests, thresholds)
-operating.round(3)
+operating = ev.operating_point_table(tests, thresholds, not_applicable=not_applicable)
+ev.display_table(operating)
 
 # %%
-fig, axes = plt.subplots(len(model_names), len(test_sets), squeeze=False, layout="constrained",
-                         figsize=(4.2 * len(test_sets), 3.6 * len(model_names)))
+fig, axes = plt.subplots(len(model_names), len(figure_sets), squeeze=False, layout="constrained",
+                         figsize=(4.2 * len(figure_sets), 3.6 * len(model_names)))
 for i, model in enumerate(model_names):
     threshold = next(iter(thresholds[model].values()))
-    for j, test_set in enumerate(test_sets):
+    for j, test_set in enumerate(figure_sets):
         part = tests[(tests["test_set"] == test_set) & (tests["model"] == model)]
+        if part.empty:
+            plots.draw_not_applicable(axes[i, j], f"{model}\n{test_set}")
+            continue
         calls = (part["y_score"] >= threshold.value).astype(int)
         plots.plot_confusion(part["y_true"], calls, {0: negative, 1: manifest.schema.positive_class},
                              title=f"{model}\n{test_set}", ax=axes[i, j])
 plots.save_figure(fig, figures_dir, "confusion_matrices")
 plt.show()
 display(Markdown(plots.caption("confusion", model="each model", test_set="each test set", n="all",
-                               condition=condition) + " Threshold: Youden index on validation."))
+                               condition=condition) + " Threshold: Youden index on validation. "
+                 + " ".join(ev.not_applicable_note(not_applicable, t) for t in figure_sets).strip()))
 
 # %% [markdown]
 # ## Centres and subgroups
@@ -263,7 +285,9 @@ if several:
 if "phantom" in set(manifest.df["dataset"]):
     limitations.insert(0, "The data are simulated (phantom cohort): the numbers show that the evaluation works, "
                           "not how a model performs on patients.")
-for _, row in auc.drop_duplicates("test_set").iterrows():
+for row in not_applicable.itertuples():
+    limitations.append(f"{row.model} is not applicable on {row.test_set}, so it has no results there: {row.reason}.")
+for _, row in auc[auc["n"] > 0].drop_duplicates("test_set").iterrows():
     if row["n_pos"] < 30:
         limitations.append(f"{row['test_set']}: only {row['n_pos']} malignant and {row['n_neg']} benign images; "
                            "its confidence intervals are wide.")
@@ -274,6 +298,7 @@ write_metrics(metrics_path, {
     "full_model": full_model,
     "seeds_used": seeds_used,
     "seed_variability": records(seed_table),
+    "not_applicable": records(not_applicable),
     "calibration": records(calibration),
     "thresholds": records(ev.threshold_table(thresholds)),
     "operating_points": records(operating),
@@ -296,8 +321,8 @@ write_metrics(metrics_path, {
                                                      "ci_high", "p_value"]].round(4).set_index("test_set"))},
         ],
         "figures": [
-            {"png": f"figures/roc_{ev.slug(test_sets[0])}.png", "title": f"ROC curves: {test_sets[0]}",
-             "caption": roc_captions[test_sets[0]]},
+            {"png": f"figures/roc_{ev.slug(figure_sets[0])}.png", "title": f"ROC curves: {figure_sets[0]}",
+             "caption": roc_captions[figure_sets[0]]},
             {"png": "figures/auc_forest.png", "title": "AUC by test set",
              "caption": plots.caption("auc_forest", condition=condition)},
         ],

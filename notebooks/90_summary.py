@@ -51,6 +51,7 @@ from diffkd_study.data.schema import read_manifest
 from diffkd_study.eval import evaluate as ev
 from diffkd_study.eval import plots
 from diffkd_study.eval import reader_study as rs
+from diffkd_study.eval.baselines import read_not_applicable
 from diffkd_study.eval.predictions import read_predictions
 from diffkd_study.io import write_json
 from diffkd_study.nbutil import (
@@ -79,6 +80,7 @@ if not headline:  # neither network was trained: the best baseline stands in
     headline = {"model": best} if best else {"model": str(predictions["model"].iloc[0])}
 models = list(headline.values())
 tests = ev.evaluation_rows(predictions, models, seed=seed)
+not_applicable = ev.not_applicable_pairs(tests, models, ev.manifest_test_sets(manifest), read_not_applicable(predictions_dir))
 seeds = ev.primary_seeds(predictions, seed)
 condition = f"{manifest.schema.positive_class} lesions"
 
@@ -91,10 +93,11 @@ display(Markdown("Headline models: " + ", ".join(f"{role} **{name}** (seed {seed
 # ## Diagnostic performance per test set
 # Area under the ROC curve (AUC) with its 95% confidence interval (DeLong, logit scale) on the
 # internal test set and on each external centre; n is the number of images, n_pos those with a
-# malignant lesion.
+# malignant lesion. A model without predictions on a test set (a baseline whose inputs that set does
+# not record) is listed there as not applicable.
 
 # %%
-auc = ev.auc_table(tests, bootstrap=200, seed=seed)
+auc = ev.auc_table(tests, bootstrap=200, seed=seed, not_applicable=not_applicable)
 auc_view = auc.assign(auc_95ci=auc.apply(ev.format_auc, axis=1))[["model", "test_set", "n", "n_pos", "auc_95ci"]]
 auc_view
 
@@ -171,7 +174,8 @@ display(Markdown("\n".join(f"* {item}" for item in limitations)))
 quality_records = records(quality) if len(quality) else []
 headline_json = {
     "models": headline, "seeds": {m: seeds[m] for m in models},
-    "auc": records(auc[["model", "test_set", "n", "n_pos", "auc", "ci_low", "ci_high"]]),
+    "auc": records(auc.loc[auc["n"] > 0, ["model", "test_set", "n", "n_pos", "auc", "ci_low", "ci_high", "note"]]),
+    "not_applicable": records(not_applicable),
     "synthetic_quality": quality_records, "efficiency_ratios": ratios,
     "ablation_vs_full": records(ablation) if len(ablation) else [],
 }

@@ -14,7 +14,17 @@ in the report as the yardstick a deep model has to beat.
   carry over to a new center.
 * ``image_features``: logistic regression on hand-crafted features of the preprocessed image and its
   lesion mask (``IMAGE_FEATURES``), computed from the preprocessing cache. It needs a mask for every
-  image and raises ``MissingMaskError`` otherwise (the stage then skips it and says why).
+  training and validation image and raises ``MissingMaskError`` otherwise (the stage then skips it and
+  says why).
+
+A baseline is *not applicable* on a test set (the internal test split, or one external center) whose
+images lack its inputs: for ``clinical`` when none of the conditions it uses is recorded for any image of
+the set (a dataset that released no conditions), for ``image_features`` when an image of the set has no
+mask. It then writes no prediction for that set, rather than one constant score for every image, and
+``BaselineFit.not_applicable`` says why; the stage records it in ``summary.json`` next to the
+prediction tables (``read_not_applicable``), where the evaluation finds the reason. Within a set that
+records some of the conditions, missing values are encoded as described above and ``BaselineFit.notes``
+counts them.
 
 Model selection uses the validation split only: the ridge penalty ``C`` is chosen from ``C_GRID`` by
 validation AUC (ties go to the stronger penalty). Test and external images are never looked at
@@ -23,6 +33,7 @@ before prediction. The fits are deterministic given ``seed``.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +46,13 @@ import pandas as pd
 from scipy import ndimage
 
 from diffkd_study.data.schema import Manifest
-from diffkd_study.eval.predictions import positive_labels, predictions_frame, write_predictions
+from diffkd_study.eval.predictions import (
+    label_test_sets,
+    ordered_test_sets,
+    positive_labels,
+    predictions_frame,
+    write_predictions,
+)
 from diffkd_study.eval.roc import roc_auc
 
 BASELINES: tuple[str, ...] = ("clinical", "image_features")
@@ -116,6 +133,11 @@ class ConditionEncoder:
         if not (enc.categorical or enc.numeric or enc.ordinal):
             raise BaselineError("no condition column is recorded in the training split: the clinical baseline has no input")
         return enc
+
+    @property
+    def columns(self) -> list[str]:
+        """The condition columns the encoding uses (those left out excluded)."""
+        return [*self.ordinal, *self.numeric, *self.categorical]
 
     @property
     def feature_names(self) -> list[str]:
@@ -203,7 +225,9 @@ def image_feature_table(
 ) -> pd.DataFrame:
     """``IMAGE_FEATURES`` of every manifest image (index image_id), from the preprocessing cache at ``image_size``.
 
-    Raises ``MissingMaskError`` naming the images without a mask.
+    Raises ``MissingMaskError`` naming the images without a mask that a fit would use: every image of a
+    manifest without a split column, else those of the training and validation splits. Test and external
+    images without a mask get NaN features (the baseline is not applicable on their test set).
     """
     from diffkd_study.data.cache import build_cache
 
@@ -211,10 +235,13 @@ def image_feature_table(
     if "mask_path" not in df.columns:
         raise MissingMaskError(f"{manifest.path}: the manifest has no mask_path column; the image-feature "
                                "baseline needs lesion masks")
-    absent = df.loc[df["mask_path"].isna() | (df["mask_path"].astype(str).str.strip() == ""), "image_id"]
+    needed = df["split"].isin(["train", "val"]) if "split" in df.columns else pd.Series(True, index=df.index)
+    absent = df.loc[~_has_mask(df) & needed, "image_id"]
     if len(absent):
-        raise MissingMaskError(f"{manifest.path}: {len(absent)} of {len(df)} image(s) have no lesion mask, e.g. "
-                               f"{list(absent.astype(str)[:5])}; the image-feature baseline needs one for every image")
+        fitted = "" if "split" not in df.columns else " training or validation"
+        raise MissingMaskError(f"{manifest.path}: {len(absent)} of {int(needed.sum())}{fitted} image(s) have no lesion "
+                               f"mask, e.g. {list(absent.astype(str)[:5])}; the image-feature baseline needs one for "
+                               f"every{fitted} image")
     cache = build_cache(manifest, root, size=image_size, mode="L", cache_dir=cache_dir, progress=progress)
     ids = df["image_id"].astype(str).tolist()
     rows = []
@@ -224,6 +251,54 @@ def image_feature_table(
     return pd.DataFrame(rows, index=pd.Index(ids, name="image_id"), columns=list(IMAGE_FEATURES))
 
 
+def _has_mask(df: pd.DataFrame) -> pd.Series:
+    if "mask_path" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df["mask_path"].notna() & (df["mask_path"].astype(str).str.strip() != "")
+
+
+# ----------------------------------------------------------------------------------------------
+# Where a baseline applies
+# ----------------------------------------------------------------------------------------------
+
+
+def _condition_coverage(df: pd.DataFrame, columns: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Per test set of ``df``: not applicable (test set -> reason) when none of ``columns`` is recorded
+    for any of its images; notes for columns a set never records and images that record none."""
+    test_sets = label_test_sets(df)
+    recorded = df[list(columns)].notna()
+    not_applicable: dict[str, str] = {}
+    notes: list[str] = []
+    for test_set in ordered_test_sets(df):
+        rows = recorded[(test_sets == test_set).to_numpy()]
+        n = len(rows)
+        if not rows.to_numpy().any():
+            not_applicable[test_set] = (f"no condition it uses ({', '.join(columns)}) is recorded for any of the "
+                                        f"{n} images of this test set")
+            continue
+        never = [c for c in columns if not rows[c].any()]
+        if never:
+            notes.append(f"{test_set}: {', '.join(never)} never recorded (encoded as missing for all {n} images)")
+        bare = int((~rows.any(axis=1)).sum())
+        if bare:
+            notes.append(f"{test_set}: {bare} of {n} images record none of its conditions (scored as a case with "
+                         "every condition missing)")
+    return not_applicable, notes
+
+
+def _mask_coverage(df: pd.DataFrame) -> dict[str, str]:
+    """Test sets (-> reason) with an image that has no lesion mask: the image features need one for every image."""
+    test_sets = label_test_sets(df)
+    without = ~_has_mask(df)
+    out = {}
+    for test_set in ordered_test_sets(df):
+        rows = (test_sets == test_set).to_numpy()
+        if without[rows].any():
+            out[test_set] = (f"{int(without[rows].sum())} of {int(rows.sum())} images of this test set have no lesion "
+                             "mask (the image features need one for every image)")
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Fitting
 # ----------------------------------------------------------------------------------------------
@@ -231,7 +306,11 @@ def image_feature_table(
 
 @dataclass
 class BaselineFit:
-    """A fitted baseline: its predictions for val/test/external and how it was chosen."""
+    """A fitted baseline: its predictions for val/test/external and how it was chosen.
+
+    ``not_applicable`` maps each test set on which the baseline writes no predictions (its inputs are
+    not recorded there) to the reason.
+    """
 
     model: str
     predictions: pd.DataFrame
@@ -241,11 +320,13 @@ class BaselineFit:
     coefficients: pd.Series
     n_train: int
     notes: list[str] = field(default_factory=list)
+    not_applicable: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {"model": self.model, "val_auc": self.val_auc, "penalty_C": self.penalty_c,
                 "val_auc_by_C": {str(k): v for k, v in self.val_auc_by_c.items()},
-                "n_train": self.n_train, "n_features": int(self.coefficients.size), "notes": self.notes}
+                "n_train": self.n_train, "n_features": int(self.coefficients.size), "notes": self.notes,
+                "not_applicable": self.not_applicable}
 
 
 def _fit_logistic(
@@ -281,7 +362,8 @@ def fit_baseline(
     seed: int = 0,
     progress: bool = False,
 ) -> BaselineFit:
-    """Fit baseline ``name`` (``BASELINES``) on the training split; predict val, test and external rows."""
+    """Fit baseline ``name`` (``BASELINES``) on the training split; predict val, test and external rows,
+    except those of the test sets it is not applicable on (``BaselineFit.not_applicable``)."""
     if name not in BASELINES:
         raise BaselineError(f"unknown baseline {name!r}; known: {list(BASELINES)}")
     df = manifest.df.reset_index(drop=True)
@@ -294,21 +376,25 @@ def fit_baseline(
         encoder = ConditionEncoder.fit(manifest, df[df["split"] == "train"], clinical_conditions)
         x, names = encoder.transform(df), encoder.feature_names
         notes += [f"{col} left out: {why}" for col, why in encoder.left_out.items()]
+        not_applicable, coverage = _condition_coverage(df, encoder.columns)
+        notes += coverage
     else:
         if root is None:
             raise BaselineError("the image-feature baseline needs the data root of the images")
         features = image_feature_table(manifest, root, image_size=image_size, cache_dir=cache_dir, progress=progress)
-        empty = features.isna().any(axis=1).to_numpy()
+        not_applicable = _mask_coverage(df)
+        empty = features.isna().any(axis=1).to_numpy() & _has_mask(df).to_numpy()
         if empty.any():
             notes.append(f"{int(empty.sum())} image(s) whose mask is empty at {image_size} px get the training median features")
         medians = features[split == "train"].median()
         x, names = features.fillna(medians).to_numpy(), list(features.columns)
     model, c, by_c = _fit_logistic(x, y, split, names, seed)
-    evaluated = split != "train"
+    evaluated = (split != "train") & ~label_test_sets(df).isin(list(not_applicable)).to_numpy()
     scores = pd.Series(model.predict_proba(x[evaluated])[:, 1], index=df.loc[evaluated, "image_id"].astype(str))
     predictions = predictions_frame(manifest, scores, model=name, seed=seed)
     coefficients = pd.Series(model[-1].coef_[0], index=names, name="coefficient (per SD)")
-    return BaselineFit(name, predictions, c, by_c[c], by_c, coefficients, int((split == "train").sum()), notes)
+    return BaselineFit(name, predictions, c, by_c[c], by_c, coefficients, int((split == "train").sum()), notes,
+                       not_applicable)
 
 
 def run_baselines(
@@ -326,7 +412,8 @@ def run_baselines(
     """Fit every baseline in ``models`` and write ``out_dir/<model>.csv``; return (fits, skipped with reasons).
 
     A baseline that cannot be fitted on this data (``BaselineError``, e.g. no masks) is skipped with
-    its reason; any other error propagates.
+    its reason; any other error propagates. A fitted baseline writes no rows for the test sets it is not
+    applicable on (``BaselineFit.not_applicable``).
     """
     out_dir = Path(out_dir)
     fits: dict[str, BaselineFit] = {}
@@ -343,6 +430,18 @@ def run_baselines(
     return fits, skipped
 
 
+SUMMARY_FILE = "summary.json"
+
+
+def read_not_applicable(predictions_dir: str | Path) -> dict[str, dict[str, str]]:
+    """model -> {test set -> reason} for the pairs the baselines stage found not applicable (its
+    ``summary.json`` in ``predictions_dir``); empty when that stage has not run."""
+    path = Path(predictions_dir) / SUMMARY_FILE
+    if not path.is_file():
+        return {}
+    return {str(m): dict(pairs) for m, pairs in json.loads(path.read_text(encoding="utf-8")).get("not_applicable", {}).items()}
+
+
 def best_by_validation(fits: Mapping[str, BaselineFit]) -> str:
     """The model with the highest validation AUC (first listed on a tie)."""
     if not fits:
@@ -351,6 +450,7 @@ def best_by_validation(fits: Mapping[str, BaselineFit]) -> str:
 
 
 __all__ = [
-    "BASELINES", "C_GRID", "IMAGE_FEATURES", "BaselineError", "BaselineFit", "ConditionEncoder", "MissingMaskError",
-    "best_by_validation", "birads_ordinal", "fit_baseline", "image_feature_table", "lesion_features", "run_baselines",
+    "BASELINES", "C_GRID", "IMAGE_FEATURES", "SUMMARY_FILE", "BaselineError", "BaselineFit", "ConditionEncoder",
+    "MissingMaskError", "best_by_validation", "birads_ordinal", "fit_baseline", "image_feature_table", "lesion_features",
+    "read_not_applicable", "run_baselines",
 ]

@@ -54,14 +54,16 @@ def check_probabilities(y_true: ArrayLike, y_prob: ArrayLike) -> tuple[np.ndarra
 def bin_edges(y_prob: np.ndarray, n_bins: int, strategy: BinStrategy) -> np.ndarray:
     """Bin edges: ``n_bins`` equal-width bins on [0, 1], or quantile bins of equal size.
 
-    Quantile edges that coincide (many tied probabilities) are merged, so fewer bins may result.
+    Quantile edges that coincide (many tied probabilities) are merged, so fewer bins may result; when
+    every probability is the same (a constant-score model) there is one bin ``[p, p]`` holding all cases.
     """
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1; got {n_bins}")
     if strategy == "uniform":
         return np.linspace(0.0, 1.0, n_bins + 1)
     if strategy == "quantile":
-        return np.unique(np.quantile(y_prob, np.linspace(0.0, 1.0, n_bins + 1)))
+        edges = np.unique(np.quantile(y_prob, np.linspace(0.0, 1.0, n_bins + 1)))
+        return np.repeat(edges, 2) if edges.size == 1 else edges
     raise ValueError(f"strategy must be 'quantile' or 'uniform'; got {strategy!r}")
 
 
@@ -76,7 +78,7 @@ class ReliabilityDiagram:
 
     ``bins``: one row per non-empty bin with its edges, n, events, mean predicted probability and
     observed event rate with a Wilson interval. ``smooth``: the LOWESS curve of y on p (sorted by
-    p; ``None`` when not requested).
+    p; ``None`` when not requested, or when every prediction is the same and there is no curve to fit).
     """
 
     bins: pd.DataFrame
@@ -107,6 +109,7 @@ def reliability_diagram(
         raise ValueError("no cases")
     edges = bin_edges(p, n_bins, strategy)
     idx = _assign_bins(p, edges)
+    columns = ["bin", "lower", "upper", "n", "n_events", "mean_predicted", "observed", "ci_low", "ci_high"]
     rows = []
     for k in range(len(edges) - 1):
         member = idx == k
@@ -129,10 +132,10 @@ def reliability_diagram(
             }
         )
     curve = None
-    if smooth:
+    if smooth and np.ptp(p) > 0:
         fitted = lowess(y.astype(float), p, frac=frac, it=0, return_sorted=True)
         curve = pd.DataFrame({"predicted": fitted[:, 0], "observed": np.clip(fitted[:, 1], 0.0, 1.0)})
-    return ReliabilityDiagram(pd.DataFrame(rows), curve, strategy, len(edges) - 1, int(y.size), frac)
+    return ReliabilityDiagram(pd.DataFrame(rows, columns=columns), curve, strategy, len(edges) - 1, int(y.size), frac)
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,16 @@ Every function takes a validated prediction table (``predictions.read_prediction
 statistics of ``roc``, ``operating_points``, ``calibration`` and ``tables``; nothing is re-derived
 here. Test sets are the internal test split (``internal test``) and each external center
 (``external: <center>``); the validation split is used only to choose thresholds.
+
+A model with no predictions on a test set (a baseline whose inputs that set does not record) is *not
+applicable* there: :func:`not_applicable_pairs` lists such pairs with their reason, the tables that take
+``not_applicable`` show each as a row with n = 0 and the note ``not applicable: <reason>``, and
+:func:`not_applicable_note` says which models a test set's figures leave out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import combinations
 
 import numpy as np
@@ -25,6 +30,8 @@ AGE_BANDS: tuple[tuple[float, float, str], ...] = (
     (0, 40, "<40"), (40, 50, "40-49"), (50, 60, "50-59"), (60, 70, "60-69"), (70, 200, ">=70"),
 )
 MISSING = "missing"
+NOT_APPLICABLE = "not applicable"
+NO_PREDICTIONS = "no predictions on this test set"
 
 
 def age_band(age: pd.Series) -> pd.Series:
@@ -63,6 +70,70 @@ def evaluation_rows(pred: pd.DataFrame, models: Sequence[str] | None = None, *, 
                            kind="stable").reset_index(drop=True)
 
 
+def manifest_test_sets(manifest: Manifest) -> list[str]:
+    """The test sets of the split study manifest in report order: ``internal test``, then each external center."""
+    if "split" not in manifest.df.columns:
+        raise ValueError(f"{manifest.path}: the manifest has no split column (use the study manifest)")
+    return ordered_test_sets(manifest.df)
+
+
+def not_applicable_pairs(
+    tests: pd.DataFrame, models: Sequence[str], test_sets: Sequence[str],
+    reasons: Mapping[str, Mapping[str, str]] | None = None,
+) -> pd.DataFrame:
+    """Every (model, test set) of ``models`` x ``test_sets`` with no row in ``tests``, and why:
+    ``reasons[model][test_set]`` (e.g. the baselines stage's record), else "no predictions on this test set".
+    Columns ``model, test_set, reason``, test sets in the order given, models within them too."""
+    present = set(zip(tests["model"], tests["test_set"], strict=True))
+    reasons = reasons or {}
+    rows = [{"model": m, "test_set": t, "reason": reasons.get(m, {}).get(t, NO_PREDICTIONS)}
+            for t in test_sets for m in models if (m, t) not in present]
+    return pd.DataFrame(rows, columns=["model", "test_set", "reason"])
+
+
+def not_applicable_note(not_applicable: pd.DataFrame | None, test_set: str) -> str:
+    """The sentence a test set's figures carry about the models they leave out; empty when none."""
+    if not_applicable is None:
+        return ""
+    part = not_applicable[not_applicable["test_set"] == test_set]
+    if part.empty:
+        return ""
+    return "Not shown (not applicable on this test set): " + "; ".join(
+        f"{r.model} ({r.reason})" for r in part.itertuples()) + "."
+
+
+def _with_not_applicable(table: pd.DataFrame, not_applicable: pd.DataFrame | None) -> pd.DataFrame:
+    """``table`` plus one row per not-applicable pair (n = 0, ``note`` "not applicable: <reason>"), sorted
+    by test set (report order) and model (order of first appearance), stable within a pair."""
+    if not_applicable is None or not_applicable.empty:
+        return table
+    extra = pd.DataFrame({
+        "model": not_applicable["model"].to_numpy(), "test_set": not_applicable["test_set"].to_numpy(),
+        **{c: 0 for c in ("n", "n_pos", "n_neg") if c in table.columns},
+        "note": (NOT_APPLICABLE + ": " + not_applicable["reason"]).to_numpy(),
+    })
+    combined = pd.concat([table.astype({"note": object}), extra], ignore_index=True)
+    combined["note"] = combined["note"].fillna("")
+    order = {name: k for k, name in enumerate(sorted(pd.unique(combined["test_set"]),
+                                                       key=lambda n: (n != INTERNAL_TEST, n)))}
+    rank = {m: k for k, m in enumerate(pd.unique(pd.concat([table["model"], extra["model"]])))}
+    combined = combined.sort_values(["test_set", "model"], kind="stable",
+                                    key=lambda c: c.map(order if c.name == "test_set" else rank))
+    return combined[list(table.columns)].reset_index(drop=True)
+
+
+def scores_by_model(tests: pd.DataFrame, test_set: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Labels and each model's scores on one test set, on the images every model there scored, in one order
+    (what the calibration and decision-curve figures compare). Raises when no model has predictions there."""
+    part = tests[tests["test_set"] == test_set]
+    if part.empty:
+        raise ValueError(f"no model has predictions on {test_set!r}")
+    wide = part.pivot(index="image_id", columns="model", values="y_score").dropna()
+    truth = part.drop_duplicates("image_id").set_index("image_id")["y_true"]
+    models = list(pd.unique(part["model"]))
+    return truth.loc[wide.index].to_numpy(), {m: wide[m].to_numpy() for m in models}
+
+
 def seed_variability_table(pred: pd.DataFrame, models: Sequence[str] | None = None, *, min_seeds: int = 2,
                            validation: bool = False) -> pd.DataFrame:
     """AUC of every seed of every model on each test set, summarised as mean +- SD over seeds next to each
@@ -87,8 +158,10 @@ def seed_variability_table(pred: pd.DataFrame, models: Sequence[str] | None = No
     return table[columns].reset_index(drop=True)
 
 
-def auc_table(tests: pd.DataFrame, *, bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """AUC with DeLong CI (logit scale) per model and test set, with n, n_pos and a bootstrap CI beside it."""
+def auc_table(tests: pd.DataFrame, *, bootstrap: int = 2000, seed: int = 0,
+              not_applicable: pd.DataFrame | None = None) -> pd.DataFrame:
+    """AUC with DeLong CI (logit scale) per model and test set, with n, n_pos and a bootstrap CI beside it;
+    a row per pair of ``not_applicable`` (:func:`not_applicable_pairs`) with n = 0 and the reason."""
     table = metrics_by_group(tests, ["test_set", "model"])
     order = {name: k for k, name in enumerate(pd.unique(tests["test_set"]))}
     rank = {m: k for k, m in enumerate(pd.unique(tests["model"]))}
@@ -104,15 +177,16 @@ def auc_table(tests: pd.DataFrame, *, bootstrap: int = 2000, seed: int = 0) -> p
         boot_low.append(res.ci_low)
         boot_high.append(res.ci_high)
     table["bootstrap_ci_low"], table["bootstrap_ci_high"] = boot_low, boot_high
-    return table[["model", "test_set", "n", "n_pos", "n_neg", "auc", "ci_low", "ci_high",
-                  "bootstrap_ci_low", "bootstrap_ci_high", "se", "note"]].reset_index(drop=True)
+    table = table[["model", "test_set", "n", "n_pos", "n_neg", "auc", "ci_low", "ci_high",
+                   "bootstrap_ci_low", "bootstrap_ci_high", "se", "note"]].reset_index(drop=True)
+    return _with_not_applicable(table, not_applicable)
 
 
 def _paired(tests: pd.DataFrame, test_set: str, a: str, b: str) -> pd.DataFrame:
     part = tests[tests["test_set"] == test_set]
     left = part[part["model"] == a].set_index("image_id")
     right = part[part["model"] == b].set_index("image_id")
-    return left[["y_true", "y_score"]].join(right[["y_score"]], rsuffix="_b", how="inner")
+    return left[["y_true", "y_score"]].join(right[["y_score"]].rename(columns={"y_score": "y_score_b"}), how="inner")
 
 
 def paired_delong_tests(tests: pd.DataFrame, *, level: float = 0.95, reference: str | None = None) -> pd.DataFrame:
@@ -140,8 +214,10 @@ def paired_delong_tests(tests: pd.DataFrame, *, level: float = 0.95, reference: 
     return pd.DataFrame(rows, columns=columns)
 
 
-def calibration_table(tests: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:
-    """Calibration intercept and slope (Wald CIs), Brier and scaled Brier per model and test set."""
+def calibration_table(tests: pd.DataFrame, *, level: float = 0.95,
+                      not_applicable: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Calibration intercept and slope (Wald CIs), Brier and scaled Brier per model and test set; a row per
+    pair of ``not_applicable`` with n = 0 and the reason."""
     rows = []
     for (test_set, model), part in tests.groupby(["test_set", "model"], sort=False):
         y, p = part["y_true"].to_numpy(), part["y_score"].to_numpy()
@@ -157,7 +233,7 @@ def calibration_table(tests: pd.DataFrame, *, level: float = 0.95) -> pd.DataFra
                      "note": cal.note})
     columns = ["model", "test_set", "n", "n_pos", "intercept", "intercept_ci_low", "intercept_ci_high", "slope",
                "slope_ci_low", "slope_ci_high", "brier", "scaled_brier", "note"]
-    return pd.DataFrame(rows, columns=columns)
+    return _with_not_applicable(pd.DataFrame(rows, columns=columns), not_applicable)
 
 
 def validation_thresholds(
@@ -187,8 +263,9 @@ def threshold_table(thresholds: dict[str, dict[str, Threshold]]) -> pd.DataFrame
 
 
 def operating_point_table(tests: pd.DataFrame, thresholds: dict[str, dict[str, Threshold]],
-                          *, level: float = 0.95) -> pd.DataFrame:
-    """Sensitivity, specificity, PPV and NPV (Wilson CIs, numerator/denominator) at each validation threshold."""
+                          *, level: float = 0.95, not_applicable: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Sensitivity, specificity, PPV and NPV (Wilson CIs, numerator/denominator) at each validation threshold;
+    a row per pair of ``not_applicable`` with n = 0 and the reason in ``note``."""
     rows = []
     for (test_set, model), part in tests.groupby(["test_set", "model"], sort=False):
         for rule, thr in thresholds[model].items():
@@ -199,8 +276,10 @@ def operating_point_table(tests: pd.DataFrame, thresholds: dict[str, dict[str, T
                 row[metric] = p.estimate
                 row[f"{metric}_ci"] = f"{p.ci_low:.2f}-{p.ci_high:.2f}" if p.denominator else "n/a"
                 row[f"{metric}_n"] = f"{p.numerator}/{p.denominator}"
-            rows.append(row)
-    return pd.DataFrame(rows)
+            rows.append({**row, "note": ""})
+    columns = ["model", "test_set", "rule", "threshold", "n"] + [
+        f"{metric}{suffix}" for metric in ("sensitivity", "specificity", "ppv", "npv") for suffix in ("", "_ci", "_n")]
+    return _with_not_applicable(pd.DataFrame(rows, columns=[*columns, "note"]), not_applicable)
 
 
 def add_subgroups(tests: pd.DataFrame, manifest: Manifest, columns: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
@@ -235,12 +314,18 @@ def subgroup_table(tests: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def format_auc(row: pd.Series | dict) -> str:
-    """'0.873 (0.821-0.912)' or 'n/a' when not estimable."""
+    """'0.873 (0.821-0.912)', 'not applicable' for a model without predictions on the set, 'n/a' when not estimable."""
+    if str(row.get("note") or "").startswith(NOT_APPLICABLE):
+        return NOT_APPLICABLE
     if row["auc"] is None or np.isnan(row["auc"]):
         return "n/a"
     return f"{row['auc']:.3f} ({row['ci_low']:.3f}-{row['ci_high']:.3f})"
 
 
+def display_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """``table`` for the report: numbers rounded to ``digits``, empty cells (those of a not-applicable row,
+    or a statistic that is not estimable) shown as a dash rather than NaN."""
+    return table.round(digits).astype(object).where(table.notna(), "\u2013")
 
 
 def slug(name: str) -> str:
@@ -258,7 +343,8 @@ def describe_test_set(name: str) -> str:
 
 
 __all__ = [
-    "AGE_BANDS", "add_subgroups", "age_band", "auc_table", "calibration_table", "describe_test_set", "format_auc",
-    "operating_point_table", "slug",
+    "AGE_BANDS", "NOT_APPLICABLE", "add_subgroups", "age_band", "auc_table", "calibration_table", "describe_test_set",
+    "display_table", "format_auc", "manifest_test_sets", "not_applicable_note", "not_applicable_pairs", "operating_point_table",
+    "scores_by_model", "slug",
     "paired_delong_tests", "subgroup_table", "evaluation_rows", "threshold_table", "validation_thresholds",
 ]

@@ -49,6 +49,7 @@ from diffkd_study.eval.calibration import (
 from diffkd_study.eval.dca import TREAT_ALL, TREAT_NONE
 from diffkd_study.eval.reader_study import ModelVsReaders, ORHResult
 from diffkd_study.eval.roc import AUCResult, auc_delong, roc_confidence_band, roc_curve, z_quantile
+from diffkd_study.io import atomic_path
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision
 # deficiencies. Yellow (#F0E442) is left out: it vanishes on a white background.
@@ -256,10 +257,29 @@ def _difference_text(estimate: float, low: float, high: float, level: float) -> 
     return f"{estimate:+.3f} ({level:.0%} CI {low:+.3f} to {high:+.3f})"
 
 
-def auc_label(name: str, result: AUCResult, ci: bool = True) -> str:
-    """Legend text "name: AUC 0.873 (95% CI 0.821-0.912); n=200 (80 positive)"."""
+def auc_label(name: str, result: AUCResult, ci: bool = True, *, constant: bool = False) -> str:
+    """Legend text "name: AUC 0.873 (95% CI 0.821-0.912); n=200 (80 positive)".
+
+    ``constant``: every score is the same, so the AUC is 0.5 by construction and its interval has no
+    width; the legend says so instead of showing a zero-width interval.
+    """
     interval = f" ({_ci_text(result.ci_low, result.ci_high, result.level)})" if ci else ""
+    if constant:
+        interval = " (every score equal: no discrimination)"
     return f"{name}: AUC {result.auc:.3f}{interval}; n={result.n} ({result.n_pos} positive)"
+
+
+NOT_APPLICABLE = "not applicable"
+
+
+def draw_not_applicable(ax: Axes, title: str | None = None, reason: str = "") -> Axes:
+    """Mark a panel of a grid (e.g. one model on one test set) as not applicable: no data, a short reason."""
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, NOT_APPLICABLE + (f"\n({reason})" if reason else ""), ha="center", va="center",
+            color="0.35", wrap=True, transform=ax.transAxes)
+    if title:
+        ax.set_title(title)
+    return ax
 
 
 # ----------------------------------------------------------------------------------------------
@@ -363,7 +383,7 @@ def plot_roc(
             color=style.color,
             linestyle=style.linestyle,
             linewidth=2.0,
-            label=auc_label(name, result, ci),
+            label=auc_label(name, result, ci, constant=bool(np.ptp(np.asarray(y_score, dtype=float)) == 0)),
         )
         model_handles.append(line)
     extra_handles: list[Any] = []
@@ -439,8 +459,9 @@ def plot_auc_forest(
     ``tables.metrics_by_group(preds, ["model", "test_set"])``; name other columns with
     ``model_col``/``test_set_col``). Test sets run top to bottom and models within a block in
     their order of first appearance (so put the internal test set first). A row whose AUC is NaN
-    (too few cases of a class) is listed as "not estimable" with its n. ``level`` only labels the
-    interval column: the intervals are the table's.
+    (too few cases of a class) is listed as "not estimable" with its n; a row with n = 0 (the model has
+    no predictions on that test set, e.g. a baseline whose inputs it lacks) as "not applicable".
+    ``level`` only labels the interval column: the intervals are the table's.
     """
     _require_columns(table, [model_col, test_set_col, "auc", "ci_low", "ci_high", "n", "n_pos"], "table")
     if table.empty:
@@ -486,11 +507,11 @@ def plot_auc_forest(
             label=str(model),
         )
         for (_, r), y in zip(part.iterrows(), ys, strict=True):
-            counts = f"{int(r['n'])} ({int(r['n_pos'])})"
+            counts = f"{int(r['n'])} ({int(r['n_pos'])})" if r["n"] > 0 else "\u2013"
             if pd.notna(r["auc"]):
                 estimate = f"{r['auc']:.3f} ({r['ci_low']:.3f}\u2013{r['ci_high']:.3f})"
             else:
-                estimate = "not estimable"
+                estimate = "not estimable" if r["n"] > 0 else NOT_APPLICABLE
             text_ax.text(0.0, y, estimate, va="center", ha="left", color=style.color)
             text_ax.text(0.72, y, counts, va="center", ha="left", color=style.color)
     text_ax.text(0.0, -1.0, f"AUC ({level:.0%} CI)", va="center", ha="left", fontweight="bold")
@@ -525,7 +546,10 @@ def _calibration_label(name: str, y_true: ArrayLike, prob: ArrayLike, level: flo
     cal = calibration_intercept_slope(y_true, prob, level=level)
     brier = brier_score(y_true, prob)
     intercept = f"intercept {cal.intercept:+.2f} ({cal.intercept_ci[0]:+.2f} to {cal.intercept_ci[1]:+.2f})"
-    if math.isnan(cal.slope):
+    p = np.asarray(prob, dtype=float)
+    if np.ptp(p) == 0:
+        slope = f"slope not estimable (every prediction is {p[0]:.2f})"
+    elif math.isnan(cal.slope):
         slope = "slope not estimable"
     else:
         slope = f"slope {cal.slope:.2f} ({cal.slope_ci[0]:.2f} to {cal.slope_ci[1]:.2f})"
@@ -1138,16 +1162,9 @@ def save_figure(fig: Figure, figures_dir: str | os.PathLike[str], name: str) -> 
     if Path(name).suffix.lower() in (".png", ".svg"):
         raise ValueError(f"give the name without extension (both .png and .svg are written); got {name!r}")
     folder = Path(figures_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    targets = {fmt: folder / f"{name}.{fmt}" for fmt in ("png", "svg")}
-    temporary = {fmt: folder / f".{name}.{fmt}.partial" for fmt in targets}
-    try:
-        with plt.rc_context({"svg.hashsalt": name}):
-            fig.savefig(temporary["png"], format="png", dpi=PNG_DPI, bbox_inches="tight")
-            fig.savefig(temporary["svg"], format="svg", bbox_inches="tight", metadata={"Date": None})
-        for fmt, target in targets.items():
-            os.replace(temporary[fmt], target)
-    finally:
-        for path in temporary.values():
-            path.unlink(missing_ok=True)
-    return targets["png"]
+    png, svg = folder / f"{name}.png", folder / f"{name}.svg"
+    # Unique temporary names (two runs saving the same figure never share one), renamed when both are complete.
+    with atomic_path(png) as tmp_png, atomic_path(svg) as tmp_svg, plt.rc_context({"svg.hashsalt": name}):
+        fig.savefig(tmp_png, format="png", dpi=PNG_DPI, bbox_inches="tight")
+        fig.savefig(tmp_svg, format="svg", bbox_inches="tight", metadata={"Date": None})
+    return png

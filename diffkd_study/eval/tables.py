@@ -15,6 +15,7 @@ import pandas as pd
 
 from diffkd_study.eval.roc import Scale, auc_delong
 
+CONSTANT_SCORE_NOTE = "every score is the same: AUC 0.5 by construction (no discrimination)"
 GROUP_TABLE_COLUMNS = (
     "n",
     "n_pos",
@@ -43,8 +44,10 @@ def metrics_by_group(
 
     ``label_col`` is compared with ``positive_label`` (so string labels such as "malignant" work).
     A group with fewer than 2 cases of either class gets NaN AUC and a ``note`` saying why, so that
-    a table over many centres is never interrupted by one small centre. Rows with missing group
-    values form their own group.
+    a table over many centres is never interrupted by one small centre. A group whose scores are all
+    equal (a constant-score model) has AUC 0.5 by construction, with no sampling variability (DeLong
+    variance 0, so the interval is [0.5, 0.5]); its ``note`` says so. Rows with missing group values
+    form their own group.
     """
     cols = [group_cols] if isinstance(group_cols, str) else list(group_cols)
     missing = [c for c in [*cols, label_col, score_col] if c not in pred_df.columns]
@@ -67,9 +70,11 @@ def metrics_by_group(
                 note="fewer than 2 cases of a class",
             )
         else:
-            res = auc_delong(y, part[score_col].to_numpy(dtype=float), level=level, scale=scale)
+            scores = part[score_col].to_numpy(dtype=float)
+            res = auc_delong(y, scores, level=level, scale=scale)
             row.update(
-                auc=res.auc, ci_low=res.ci_low, ci_high=res.ci_high, se=res.se, method=res.method, note=""
+                auc=res.auc, ci_low=res.ci_low, ci_high=res.ci_high, se=res.se, method=res.method,
+                note=CONSTANT_SCORE_NOTE if np.ptp(scores) == 0 else "",
             )
         rows.append(row)
     return pd.DataFrame(rows, columns=[*cols, *GROUP_TABLE_COLUMNS])

@@ -68,3 +68,16 @@ def test_compare_two_runs_side_by_side(tmp_path):
     assert table.loc["commit", "B - A"] == ""
     with pytest.raises(FileNotFoundError, match="no headline.json for run 'c'"):
         compare_runs("a", "c", reports_dir=tmp_path)
+
+
+def test_compare_shows_an_auc_that_is_not_estimable_without_crashing(tmp_path):
+    _headline(tmp_path / "a", 0.80, 100.0)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "headline.json").write_text(json.dumps({
+        "models": {"student": "student_diffkd"},
+        "auc": [{"model": "student_diffkd", "test_set": "internal test", "n": 0, "n_pos": 0, "auc": None,
+                 "ci_low": None, "ci_high": None}]}))
+    (tmp_path / "b" / "provenance.json").write_text(json.dumps({"seed": 0, "wall_s": 1.0, "git": {}}))
+    table = compare_runs("a", "b", reports_dir=tmp_path).set_index("measure")
+    assert table.loc["AUC student: internal test", "b"].startswith("not estimable (n=0")
+    assert table.loc["AUC student: internal test", "B - A"] == ""

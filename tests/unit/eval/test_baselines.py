@@ -114,5 +114,85 @@ def test_image_features_need_a_mask_for_every_image(tmp_path):
     m = _manifest()
     m.df["mask_path"] = [f"m{k}.png" for k in range(len(m.df))]
     m.df.loc[3, "mask_path"] = np.nan
-    with pytest.raises(MissingMaskError, match=r"1 of 120 image\(s\) have no lesion mask, e.g. \['i3'\]"):
+    with pytest.raises(MissingMaskError, match=r"1 of 90 training or validation image\(s\) have no lesion mask, "
+                                               r"e.g. \['i3'\]"):
         image_feature_table(m, tmp_path, image_size=32)
+
+
+def _with_external_centers(m: Manifest) -> Manifest:
+    """Center C records every condition, E records age only, D (a dataset that released none) nothing."""
+    test = m.df[m.df["split"] == "test"]
+    parts = [m.df]
+    for center in ("C", "D", "E"):
+        rows = test.assign(center=center, split="external", image_id=center + test["image_id"],
+                           patient_id=center + test["patient_id"])
+        if center == "D":
+            rows[[c for c in rows.columns if c.startswith("cond_")]] = np.nan
+        if center == "E":
+            rows["cond_birads"] = np.nan
+        parts.append(rows)
+    return Manifest(pd.concat(parts, ignore_index=True), m.schema)
+
+
+def test_clinical_baseline_is_not_applicable_where_no_condition_is_recorded():
+    m = _with_external_centers(_manifest())
+    fit = fit_baseline("clinical", m, seed=1)
+    assert set(fit.not_applicable) == {"external: D"}
+    assert fit.not_applicable["external: D"] == ("no condition it uses (cond_birads, cond_age) is recorded for any of "
+                                                 "the 30 images of this test set")
+    assert set(fit.predictions["center"]) == {"A", "B", "C", "E"}  # no row for D, rather than one constant guess
+    assert fit.summary()["not_applicable"] == fit.not_applicable
+    assert "external: E: cond_birads never recorded (encoded as missing for all 30 images)" in fit.notes
+    # the internal test set records everything: no note about it
+    assert not [n for n in fit.notes if n.startswith("internal test")]
+    # E: BI-RADS is encoded as missing, age still separates the images: not one constant score
+    assert fit.predictions.loc[fit.predictions["center"] == "E", "y_score"].nunique() > 1
+
+
+def test_clinical_notes_the_images_that_record_no_condition():
+    m = _with_external_centers(_manifest())
+    bare = m.df.index[m.df["center"] == "C"][:3]
+    m.df.loc[bare, ["cond_birads", "cond_age", "cond_scanner"]] = np.nan
+    fit = fit_baseline("clinical", m, seed=1)
+    assert ("external: C: 3 of 30 images record none of its conditions (scored as a case with every condition "
+            "missing)") in fit.notes
+    assert (fit.predictions["center"] == "C").sum() == 30
+
+
+def _write_images(m: Manifest, root, masked) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[5:11, 4:12] = 255
+    m.df["image_path"] = [f"img/{i}.png" for i in m.df["image_id"]]
+    m.df["mask_path"] = [f"mask/{i}.png" if keep else np.nan for i, keep in zip(m.df["image_id"], masked, strict=True)]
+    (root / "img").mkdir()
+    (root / "mask").mkdir()
+    for image_id, label in zip(m.df["image_id"], m.df["label"], strict=True):
+        pixels = rng.integers(60, 200, (16, 16)).astype(np.uint8)
+        pixels[mask > 0] = 40 if label == "malignant" else 120
+        Image.fromarray(pixels).save(root / "img" / f"{image_id}.png")
+        Image.fromarray(mask).save(root / "mask" / f"{image_id}.png")
+
+
+def test_image_features_are_not_applicable_on_a_test_set_without_masks(tmp_path):
+    m = _with_external_centers(_manifest())
+    _write_images(m, tmp_path, masked=(m.df["center"] != "D") & (m.df["image_id"] != "Ei100"))
+    fit = fit_baseline("image_features", m, root=tmp_path, image_size=16, cache_dir=tmp_path / "cache", seed=0)
+    assert fit.not_applicable == {
+        "external: D": "30 of 30 images of this test set have no lesion mask (the image features need one for every image)",
+        "external: E": "1 of 30 images of this test set have no lesion mask (the image features need one for every image)",
+    }
+    assert set(fit.predictions["center"]) == {"A", "B", "C"}
+
+
+def test_read_not_applicable_from_the_stage_summary(tmp_path):
+    from diffkd_study.eval.baselines import SUMMARY_FILE, read_not_applicable
+    from diffkd_study.io import write_json
+
+    assert read_not_applicable(tmp_path) == {}
+    write_json(tmp_path / SUMMARY_FILE, {"best_model": "clinical", "not_applicable": {"clinical": {"external: D": "why"}}})
+    assert read_not_applicable(tmp_path) == {"clinical": {"external: D": "why"}}
+    write_json(tmp_path / SUMMARY_FILE, {"best_model": "clinical"})  # written before the record existed
+    assert read_not_applicable(tmp_path) == {}

@@ -127,3 +127,26 @@ def test_probabilities_validated():
         brier_score([0, 1], [0.2, 1.3])
     with pytest.raises(ValueError, match="strategy"):
         reliability_diagram([0, 1], [0.2, 0.3], strategy="kmeans")
+
+
+def test_constant_predictions_form_one_bin_without_a_smooth_curve():
+    # A model that predicts 0.28 for everyone (e.g. a baseline whose inputs are all missing).
+    y = np.array([0, 1, 1, 0, 0])
+    p = np.full(5, 0.28)
+    diagram = reliability_diagram(y, p, n_bins=10, strategy="quantile")
+    assert diagram.n_bins == 1 and diagram.smooth is None
+    assert diagram.bins[["n", "n_events"]].values.tolist() == [[5, 2]]
+    assert diagram.bins.loc[0, "mean_predicted"] == pytest.approx(0.28)
+    assert diagram.bins.loc[0, "observed"] == pytest.approx(0.4)
+    assert expected_calibration_error(y, p, strategy="quantile") == pytest.approx(0.12)
+    assert expected_calibration_error(y, p) == pytest.approx(0.12)
+    cal = calibration_intercept_slope(y, p)
+    # With a constant offset the intercept is logit(observed rate) - logit(prediction).
+    assert cal.intercept == pytest.approx(np.log(0.4 / 0.6) - np.log(0.28 / 0.72), abs=1e-8)
+    assert np.isnan(cal.slope) and "all predictions are equal" in cal.note
+
+
+def test_reliability_bins_of_tied_predictions_have_every_column():
+    diagram = reliability_diagram([0, 1], [0.5, 0.5], smooth=True)
+    assert list(diagram.bins.columns) == ["bin", "lower", "upper", "n", "n_events", "mean_predicted", "observed",
+                                          "ci_low", "ci_high"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
+
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
@@ -135,6 +139,18 @@ def test_roc_reader_points_from_specificity_and_one_condition_only(cohort):
         plots.plot_roc({"m": (y, strong)}, bands=False, reader_points=two)
 
 
+def test_roc_of_a_constant_score_model_is_the_diagonal_and_says_so(cohort):
+    y, strong, _ = cohort
+    fig = plots.plot_roc({"constant": (y, np.full(y.size, 0.28)), "teacher": (y, strong)}, n_resamples=50)
+    ax = fig.axes[0]
+    line = ax.lines[0]
+    np.testing.assert_allclose(line.get_xdata(), [0, 1])
+    np.testing.assert_allclose(line.get_ydata(), [0, 1])
+    texts = _legend_texts(ax.get_legend())
+    assert texts[0] == f"constant: AUC 0.500 (every score equal: no discrimination); n={y.size} ({N_POS} positive)"
+    assert texts[1].startswith("teacher: AUC ") and "95% CI" in texts[1]
+
+
 def test_roc_draws_into_a_given_axes_and_keeps_global_style(cohort):
     y, strong, _ = cohort
     fig, ax = plt.subplots()
@@ -186,6 +202,23 @@ def test_auc_forest_rows_text_and_order():
     assert _legend_texts(fig.legends[0]) == ["teacher", "student"]
 
 
+def test_auc_forest_shows_a_model_without_predictions_as_not_applicable():
+    table = pd.concat([_forest_table(), pd.DataFrame([{
+        "model": "clinical", "test_set": "centre C", "auc": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+        "n": 0, "n_pos": 0}])], ignore_index=True)
+    fig = plots.plot_auc_forest(table)
+    texts = [t.get_text() for t in fig.axes[1].texts]
+    assert texts.count("not applicable") == 1 and "\u2013" in texts and "0 (0)" not in texts
+    assert [c.get_label() for c in _errorbars(fig.axes[0])] == ["teacher", "student", "clinical"]
+
+
+def test_draw_not_applicable_marks_an_empty_panel():
+    fig, ax = plt.subplots()
+    plots.draw_not_applicable(ax, "clinical\ncentre D", "no conditions recorded")
+    assert not ax.axison and ax.get_title() == "clinical\ncentre D"
+    assert ax.texts[0].get_text() == "not applicable\n(no conditions recorded)"
+
+
 def test_auc_forest_rejects_duplicates_and_missing_columns():
     table = _forest_table()
     with pytest.raises(ValueError, match="more than once"):
@@ -221,6 +254,20 @@ def test_calibration_reliability_histogram_and_legend(cohort):
     assert hist_ax.get_xlabel() == "predicted probability"
 
 
+def test_calibration_of_a_constant_score_model(cohort):
+    # The reliability diagram of a constant score has one bin (it had none: KeyError 'mean_predicted').
+    y, strong, _ = cohort
+    fig = plots.plot_calibration(y, {"constant": np.full(y.size, 0.28), "teacher": _probabilities(strong)})
+    ax = fig.axes[0]
+    constant = _errorbars(ax)[0]
+    np.testing.assert_allclose(_points(constant), [0.28])
+    np.testing.assert_allclose(_points(constant, "y"), [N_POS / (N_POS + N_NEG)])
+    curves = [line for line in ax.lines if line.get_linestyle() != "None"]  # error bars draw markers only
+    assert len(curves) == 2  # the ideal diagonal and the teacher's LOWESS curve: none through one point
+    texts = _legend_texts(fig.legends[0])
+    assert "slope not estimable (every prediction is 0.28)" in texts[0] and "slope 0" not in texts[0]
+
+
 def test_calibration_reports_an_inestimable_slope():
     y = np.array([0, 0, 1, 1])
     fig = plots.plot_calibration(y, {"separating": np.array([0.1, 0.2, 0.8, 0.9])}, n_bins=2)
@@ -246,6 +293,18 @@ def test_decision_curves_models_and_reference_strategies(cohort):
     np.testing.assert_allclose(lines[TREAT_NONE].get_ydata(), 0)
     assert ax.get_legend().get_title().get_text() == "n=120, prevalence 40.0%"
     assert ax.get_xlabel() == "threshold probability (%)"
+
+
+def test_decision_curves_of_a_constant_score_model(cohort):
+    # Treating everyone while pt <= 0.28 (net benefit of treat all), no one above it (0).
+    y, _, _ = cohort
+    curves = decision_curves(y, {"constant": np.full(y.size, 0.28)})
+    part = curves[curves["model"] == "constant"]
+    treat_all = net_benefit_treat_all(y, part["threshold"])
+    expected = np.where(part["threshold"] <= 0.28, treat_all, 0.0)
+    np.testing.assert_allclose(part["net_benefit"], expected)
+    fig = plots.plot_decision_curves(curves)
+    assert _legend_texts(fig.axes[0].get_legend())[0] == "constant"
 
 
 def test_decision_curves_compute_treat_all_when_absent(cohort):
@@ -434,6 +493,44 @@ def test_save_figure_writes_png_and_reproducible_svg(tmp_path, cohort):
     for bad in ("roc.png", "sub/roc", ""):
         with pytest.raises(ValueError, match="name"):
             plots.save_figure(fig, tmp_path, bad)
+
+
+def test_save_figure_uses_unique_temporary_names_and_the_umask_mode(tmp_path, cohort, monkeypatch):
+    y, strong, _ = cohort
+    fig = plots.plot_roc({"m": (y, strong)}, bands=False)
+    written = []
+    draw = fig.savefig
+
+    def recording(path, **kwargs):
+        written.append(Path(path))
+        assert not Path(path).name.startswith(".roc.png.partial")
+        draw(path, **kwargs)
+
+    monkeypatch.setattr(fig, "savefig", recording)
+    plots.save_figure(fig, tmp_path, "roc")
+    plots.save_figure(fig, tmp_path, "roc")
+    assert len(set(written)) == 4 and {p.parent for p in written} == {tmp_path}  # never one name twice
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["roc.png", "roc.svg"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for suffix in (".png", ".svg"):
+        assert stat.S_IMODE((tmp_path / f"roc{suffix}").stat().st_mode) == 0o666 & ~umask
+
+
+def test_save_figure_leaves_nothing_behind_when_a_format_fails(tmp_path, cohort, monkeypatch):
+    y, strong, _ = cohort
+    fig = plots.plot_roc({"m": (y, strong)}, bands=False)
+    draw = fig.savefig
+
+    def failing_svg(path, **kwargs):
+        if kwargs.get("format") == "svg":
+            raise OSError("disk full")
+        draw(path, **kwargs)
+
+    monkeypatch.setattr(fig, "savefig", failing_svg)
+    with pytest.raises(OSError, match="disk full"):
+        plots.save_figure(fig, tmp_path, "roc")
+    assert list(tmp_path.iterdir()) == []
 
 
 PLOT_FUNCTIONS = {
