@@ -148,5 +148,27 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+#: What a user does about weights that are missing, altered or unreadable.
+WEIGHTS_REMEDY = "re-run the stage that trained it with --force STAGE"
+
+
+def read_safetensors(path: str | os.PathLike[str], expected_sha256: str | None = None) -> dict[str, Any]:
+    """The tensors of a safetensors file, checked: a missing file, another sha256 than the recorded one,
+    or a truncated or foreign file is a one-line error naming the file and the remedy."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train the model first ({WEIGHTS_REMEDY})")
+    if expected_sha256 is not None and (actual := sha256_file(path)) != expected_sha256:
+        raise ValueError(f"{path} has sha256 {actual[:12]}..., not the recorded {expected_sha256[:12]}...: the "
+                         f"weights changed after they were recorded; {WEIGHTS_REMEDY}")
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error type for a truncated or foreign file
+        first = (str(err).splitlines() or [""])[0][:120]
+        raise ValueError(f"{path} cannot be read ({type(err).__name__}: {first}); {WEIGHTS_REMEDY}") from None
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

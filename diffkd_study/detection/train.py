@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torchvision.models.detection import RetinaNet
 from tqdm.auto import tqdm
@@ -55,7 +55,7 @@ from diffkd_study.detection.stage import ComotoProfile
 from diffkd_study.distill.hooks import FeatureHooks
 from diffkd_study.distill.lesion import ImageLevelKDLoss, ImPALoss, LesionKDLoss
 from diffkd_study.eval.detection import DETECTION_COLUMNS
-from diffkd_study.io import atomic_path
+from diffkd_study.io import atomic_path, read_safetensors
 from diffkd_study.models.detector import FEATURE_MODULE
 
 __all__ = [
@@ -229,7 +229,7 @@ def save_state(model: nn.Module, path: str | Path) -> None:
 
 
 def load_state(model: nn.Module, path: str | Path) -> nn.Module:
-    model.load_state_dict(load_file(str(path)), strict=True)
+    model.load_state_dict(read_safetensors(path), strict=True)
     return model
 
 

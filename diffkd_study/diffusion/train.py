@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -58,7 +58,7 @@ from diffkd_study.codedigest import code_digest
 from diffkd_study.data.cache import ImageCache
 from diffkd_study.data.datasets import ManifestDataset
 from diffkd_study.data.schema import Manifest
-from diffkd_study.io import atomic_dir, set_aside, sha256_file
+from diffkd_study.io import atomic_dir, read_safetensors, set_aside, sha256_file
 from diffkd_study.models.conditioning import ConditionBatch, ConditionDropout, encoder_spec_from_manifest
 from diffkd_study.models.unet import ConditionalUNet, create_conditional_unet, unet_profile
 from diffkd_study.repro import derive_seed, seed_everything
@@ -334,7 +334,7 @@ def load_model(path: str | os.PathLike[str], *, ema: bool = True) -> tuple[Condi
     path = Path(path)
     config = read_checkpoint_config(path)
     model = ConditionalUNet.from_config(config["model"])
-    model.load_state_dict(load_file(path / ("ema.safetensors" if ema else "model.safetensors")))
+    model.load_state_dict(read_safetensors(path / ("ema.safetensors" if ema else "model.safetensors")))
     model.eval()
     return model, config
 
@@ -342,10 +342,10 @@ def load_model(path: str | os.PathLike[str], *, ema: bool = True) -> tuple[Condi
 def _restore(path: Path, model: ConditionalUNet, ema: EMA, optimizer: torch.optim.Optimizer,
              lr_scheduler: torch.optim.lr_scheduler.LRScheduler) -> tuple[int, list[float]]:
     state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-    model.load_state_dict(load_file(path / "model.safetensors"))
-    ema.shadow = load_file(path / "ema.safetensors")
+    model.load_state_dict(read_safetensors(path / "model.safetensors"))
+    ema.shadow = read_safetensors(path / "ema.safetensors")
     ema.updates = int(state["ema_updates"])
-    tensors = load_file(path / "optimizer.safetensors")
+    tensors = read_safetensors(path / "optimizer.safetensors")
     opt_state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         pid, name = key.split(".", 1)
@@ -354,7 +354,7 @@ def _restore(path: Path, model: ConditionalUNet, ema: EMA, optimizer: torch.opti
         opt_state.setdefault(int(pid), {}).update(other)
     optimizer.load_state_dict({"state": opt_state, "param_groups": state["optimizer"]["param_groups"]})
     lr_scheduler.load_state_dict(state["lr_scheduler"])
-    rng = load_file(path / "rng.safetensors")
+    rng = read_safetensors(path / "rng.safetensors")
     torch.set_rng_state(rng["torch"])
     name, pos, has_gauss, cached = state["rng"]["numpy"]
     np.random.set_state((name, rng["numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))

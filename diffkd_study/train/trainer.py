@@ -59,13 +59,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
 from diffkd_study.codedigest import PACKAGE, code_digest
-from diffkd_study.io import atomic_path, set_aside, sha256_file, write_json
+from diffkd_study.io import atomic_path, read_safetensors, set_aside, sha256_file, write_json
 from diffkd_study.repro import derive_seed
 from diffkd_study.train.augment import augmentation
 from diffkd_study.train.data import EpochPlan, ImageTensors
@@ -531,16 +531,6 @@ def load_best(model: nn.Module, out_dir: str | os.PathLike[str], expected_sha256
     that changed since they were recorded are an error, never used silently. A missing, changed or
     unreadable file is a one-line error naming it and the remedy.
     """
-    path = Path(out_dir) / BEST_WEIGHTS
-    remedy = "re-run the stage that trained it with --force STAGE"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: train the model first ({remedy})")
-    if expected_sha256 is not None and (actual := sha256_file(path)) != expected_sha256:
-        raise ValueError(f"{path} has sha256 {actual[:12]}..., not the recorded {expected_sha256[:12]}...: the "
-                         f"weights changed after they were recorded; {remedy}")
-    try:
-        weights = load_file(path)
-    except Exception as err:  # safetensors raises its own error type for a truncated or foreign file
-        raise ValueError(f"{path} cannot be read ({_first_line(err)}); {remedy}") from None
+    weights = read_safetensors(Path(out_dir) / BEST_WEIGHTS, expected_sha256)
     model.load_state_dict(weights)
     return model
