@@ -10,15 +10,41 @@
     diffkd-study data cache MANIFEST --root DIR ...      preprocessing cache at training resolution
     diffkd-study phantom --out DIR                       the built-in simulated ultrasound cohort
 
-Exit codes: 0 success, 1 a stage or check failed, 2 bad input (missing file, invalid config/manifest).
+No command deletes or overwrites what it did not write: an existing output file, or a folder holding
+files of someone else, is refused unless ``--overwrite`` is given.
+
+Exit codes: 0 success, 1 a stage or check failed, 2 bad input (missing file, invalid config/manifest),
+3 the system refused (disk full, permission denied, folder in use), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+
+def _check_outputs(args: argparse.Namespace, *paths: str | Path | None) -> None:
+    """Refuse, before any work, to write over files the user has (``--overwrite`` allows it)."""
+    from diffkd_study.io import OutputExistsError
+
+    for path in paths:
+        if path is None or getattr(args, "overwrite", False):
+            continue
+        path = Path(path)
+        if path.is_dir():
+            raise OutputExistsError(f"{path} is a folder: give a file path for the output")
+        if path.exists():
+            raise OutputExistsError(f"{path} already exists: nothing was written; choose another output path or "
+                                    "pass --overwrite to replace it")
+
+
+def _manifest_outputs(out: str) -> tuple[Path, Path]:
+    from diffkd_study.data.schema import sidecar_path
+
+    return Path(out), sidecar_path(Path(out))
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -26,10 +52,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from diffkd_study.data.validate import validate_manifest
     from diffkd_study.io import write_json
 
+    _check_outputs(args, args.json)
     manifest = read_manifest(args.manifest)
     report = validate_manifest(
         manifest, args.root, check_files=not args.no_files,
         lesion_free_labels=tuple(args.lesion_free_labels), progress=not args.quiet,
+        allow_outside_root=args.allow_outside_root,
     )
     print(report.format())
     if args.json:
@@ -44,6 +72,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     if args.name not in BUILDERS:
         print(f"error: unknown dataset {args.name!r}; known: {', '.join(BUILDERS.names())}", file=sys.stderr)
         return 2
+    _check_outputs(args, *_manifest_outputs(args.out))
     manifest = build_manifest(args.name, Path(args.root))
     path = write_manifest(manifest, args.out)
     print(f"wrote {path} ({len(manifest.df)} rows) and its schema sidecar")
@@ -64,6 +93,7 @@ def _cmd_split(args: argparse.Namespace) -> int:
     from diffkd_study.data.schema import read_manifest, write_manifest
     from diffkd_study.data.splits import external_split, grouped_stratified_split, split_table
 
+    _check_outputs(args, *_manifest_outputs(args.out))
     manifest = read_manifest(args.manifest)
     options = {"val_frac": args.val_frac, "test_frac": args.test_frac, "seed": args.seed,
                "exclude_labels": args.exclude_labels}
@@ -81,6 +111,7 @@ def _cmd_combine(args: argparse.Namespace) -> int:
     from diffkd_study.data.schema import read_manifest, write_manifest
     from diffkd_study.data.splits import combine_manifests
 
+    _check_outputs(args, *_manifest_outputs(args.out))
     parts = []
     for item in args.parts:
         if "=" not in item:
@@ -109,7 +140,8 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     from diffkd_study.data.schema import read_manifest
 
     cache = build_cache(read_manifest(args.manifest), Path(args.root), size=args.size, mode=args.mode,
-                        resize_mode=args.resize_mode, cache_dir=args.cache_dir, progress=True)
+                        resize_mode=args.resize_mode, cache_dir=args.cache_dir, progress=True,
+                        allow_outside_root=args.allow_outside_root)
     print(f"cache ready: {cache.path}")
     return 0
 
@@ -118,7 +150,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     from diffkd_study.data.phantom import generate_phantom_cohort
 
     manifest = generate_phantom_cohort(Path(args.out), n_per_center=args.n_per_center, seed=args.seed,
-                                       image_size=args.size, progress=True)
+                                       image_size=args.size, progress=True, overwrite=args.overwrite)
     print(f"wrote {len(manifest.df)} images and {manifest.path}")
     return 0
 
@@ -141,6 +173,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from diffkd_study.compare import compare_runs, write_comparison
 
+    _check_outputs(args, args.out)
     table = compare_runs(args.run_a, args.run_b, reports_dir=args.reports_dir)
     print(table.to_string(index=False))
     out = args.out or Path(args.reports_dir) / f"compare_{Path(args.run_a).name}_vs_{Path(args.run_b).name}.html"
@@ -158,10 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reports-dir", default="reports")
     run.add_argument("--runs-dir", default="runs", help="where run artifacts (data, checkpoints) go")
     run.add_argument("--force", action="append", default=[], metavar="STAGE",
-                     help="re-execute this stage even if unchanged (repeatable); later stages are re-used "
+                     help="re-execute this stage even if unchanged, a training stage from scratch (its old "
+                          "checkpoints are moved to runs/NAME/.superseded/); repeatable; later stages are re-used "
                           "unless their own inputs changed")
     run.add_argument("--from", dest="from_stage", metavar="STAGE",
-                     help="re-execute this stage and every stage after it")
+                     help="re-execute this stage and every stage after it (training re-uses its fits when their "
+                          "code, config and data are unchanged; --force retrains)")
     run.add_argument("--dry-run", action="store_true", help="print which stages would run or be re-used, and stop")
     run.add_argument("--verbose", action="store_true", help="stream every notebook cell's output to the terminal")
     run.set_defaults(func=_cmd_run)
@@ -173,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_b")
     compare.add_argument("--reports-dir", default="reports")
     compare.add_argument("--out", help="HTML file (default: REPORTS_DIR/compare_A_vs_B.html)")
+    compare.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     compare.set_defaults(func=_cmd_compare)
 
     data = sub.add_parser("data", help="manifests: validate, build, split, cache")
@@ -184,14 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--no-files", action="store_true", help="check the table only, not the image files")
     validate.add_argument("--lesion-free-labels", nargs="*", default=["normal"],
                           help="labels whose masks may be empty (default: normal)")
+    validate.add_argument("--allow-outside-root", action="store_true",
+                          help="read image/mask paths that lead outside --root (absolute, ../ or symlinks); "
+                               "refused by default")
     validate.add_argument("--json", help="also write the problems as JSON to this file")
     validate.add_argument("--quiet", action="store_true", help="no progress bar")
+    validate.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     validate.set_defaults(func=_cmd_validate)
 
     build = data_sub.add_parser("build", help="build a manifest from an official public release")
     build.add_argument("name", help="bus-bra, breast-lesions-usg, busi, ham10000, mini-mias, bcs-dbt-slices")
     build.add_argument("--root", required=True, help="the release's folder (official layout)")
     build.add_argument("--out", required=True, help="output CSV; the schema sidecar is written next to it")
+    build.add_argument("--overwrite", action="store_true", help="replace an existing output manifest")
     build.set_defaults(func=_cmd_build)
 
     split = data_sub.add_parser("split", help="patient-grouped stratified split, optionally with external data")
@@ -203,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--external", nargs="*", default=[], metavar="COLUMN=VALUES",
                        help="rows to hold out as external, e.g. center=center_C or dataset=breast-lesions-usg")
     split.add_argument("--exclude-labels", nargs="*", default=[], help="labels to drop, e.g. normal")
+    split.add_argument("--overwrite", action="store_true", help="replace an existing output manifest")
     split.set_defaults(func=_cmd_split)
 
     combine = data_sub.add_parser("combine", help="combine manifests into one multi-center manifest")
@@ -212,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     combine.add_argument("--dataset", default=None, help="name of the combined dataset (default: joined names)")
     combine.add_argument("--rename-condition", nargs="*", default=[], metavar="OLD=NEW",
                          help="merge differently named conditions, e.g. cond_bi_rads=cond_birads")
+    combine.add_argument("--overwrite", action="store_true", help="replace an existing output manifest")
     combine.set_defaults(func=_cmd_combine)
 
     cache = data_sub.add_parser("cache", help="decode and resize once into a memory-mapped cache")
@@ -221,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--mode", choices=["L", "RGB"], default="L")
     cache.add_argument("--resize-mode", choices=["stretch", "pad"], default="stretch")
     cache.add_argument("--cache-dir", default=None)
+    cache.add_argument("--allow-outside-root", action="store_true",
+                       help="read image/mask paths that lead outside --root (absolute, ../ or symlinks); "
+                            "refused by default")
     cache.set_defaults(func=_cmd_cache)
 
     phantom = sub.add_parser("phantom", help="generate the built-in simulated breast-ultrasound cohort")
@@ -228,14 +274,30 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--n-per-center", type=int, default=100)
     phantom.add_argument("--seed", type=int, default=0)
     phantom.add_argument("--size", type=int, default=128)
+    phantom.add_argument("--overwrite", action="store_true",
+                         help="replace --out even if it holds files this program did not write")
     phantom.set_defaults(func=_cmd_phantom)
     return parser
+
+
+def _os_error(err: OSError) -> str:
+    where = f": {err.filename}" if err.filename else ""
+    if err.errno == errno.ENOSPC:
+        return (f"the disk is full{where}; nothing half-written was kept: free some space and run the same command "
+                "again (finished work is re-used)")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied{where}: choose a folder you can write to (e.g. --reports-dir, --runs-dir, --out)"
+    if err.errno == errno.EROFS:
+        return f"read-only file system{where}: choose a writable folder (e.g. --reports-dir, --runs-dir, --out)"
+    return f"{err.strerror or err}{where}" if err.strerror else str(err)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from diffkd_study.config import ConfigError
     from diffkd_study.data.schema import SchemaError
     from diffkd_study.data.study import DataPreparationError
+    from diffkd_study.report import StudyInterrupted
+    from diffkd_study.runlock import RunLockedError
 
     args = build_parser().parse_args(argv)
     try:
@@ -244,10 +306,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: the study data did not validate; nothing was written to the report folder.\n{err}",
               file=sys.stderr)
         return 2
-    except (ConfigError, SchemaError, FileNotFoundError, ValueError, KeyError) as err:
+    except StudyInterrupted as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("stopped: interrupted by the user; nothing half-written was kept", file=sys.stderr)
+        return 130
+    except RunLockedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except (ConfigError, SchemaError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+            ValueError, KeyError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"error: {_os_error(err)}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

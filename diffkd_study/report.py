@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import html
 import json
+import os
 import re
 import sys
 import time
@@ -25,10 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffkd_study.config import STAGE_NOTEBOOKS, STAGES, StudyConfig, load_config
+from diffkd_study.codedigest import module_file, notebook_modules
+from diffkd_study.config import STAGE_NOTEBOOKS, STAGES, ConfigError, StudyConfig, load_config
+from diffkd_study.data.cache import ALLOW_OUTSIDE_ROOT_ENV
 from diffkd_study.data.study import DataPreparationError, StudyData, prepare_study_data
-from diffkd_study.io import sha256_file, write_json, write_text
+from diffkd_study.io import set_aside, sha256_file, write_json, write_text
 from diffkd_study.provenance import now_iso, run_provenance
+from diffkd_study.repro import apply_thread_setting
+from diffkd_study.runlock import RunLock
 
 # an empty inline icon: browsers then request no /favicon.ico (a 404 on any static server)
 NO_FAVICON = "<link rel='icon' href='data:,'>"
@@ -230,23 +235,90 @@ class PlannedStage:
     reason: str
     parameters: dict[str, Any]
     previous: dict[str, Any] | None  # the ledger entry of this stage's last successful run
+    inputs: StageInputs | None = None
 
 
 LEDGER = "stages.json"
+#: Where under ``runs/NAME`` each training stage keeps its checkpoints and fits: ``--force STAGE`` moves
+#: these aside (into ``.superseded/``) so that the stage trains afresh instead of re-using them.
+STAGE_WORKDIRS: dict[str, tuple[str, ...]] = {
+    "diffusion": ("diffusion", "synthetic"),
+    "teacher": ("teacher",),
+    "student": ("student",),
+    "ssdkd_dermoscopy": ("ssdkd",),
+    "comoto_dbt": ("comoto",),
+}
+#: What decides a stage's result, in the order the plan names a change.
+INPUT_KINDS: tuple[str, ...] = ("config", "data", "code", "notebook", "upstream", "version")
 
 
-def _stage_key(stage: str, parameters: dict[str, Any], notebook: Path, data_sha: str, upstream: str) -> str:
-    """What decides a stage's result: its notebook, its parameters (the config slice, seeds, paths), the
-    study data, the package version and the key of the stage before it (so a change re-runs the stage
-    and every later one)."""
-    from diffkd_study import __version__
-
+def _digest(*parts: str) -> str:
     digest = hashlib.sha256()
-    for part in (stage, sha256_file(notebook) if notebook.is_file() else "missing",
-                 json.dumps(parameters, sort_keys=True, default=str), data_sha, __version__, upstream):
+    for part in parts:
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class StageInputs:
+    """What decides a stage's result: its parameters (the config slice, seeds, paths), the study data,
+    the package code its notebook runs (every module it imports, transitively: see
+    :mod:`diffkd_study.codedigest`), the notebook itself, the key of the stage before it (so that a
+    change re-runs the stage and every later one) and the package version."""
+
+    config: str
+    data: str
+    code: dict[str, str]  # module -> sha256 of its source
+    notebook: str
+    upstream: str
+    version: str
+
+    @classmethod
+    def of(cls, stage: str, parameters: dict[str, Any], notebook: Path, data_sha: str, upstream: str) -> StageInputs:
+        from diffkd_study import __version__
+
+        modules = notebook_modules(notebook) if notebook.is_file() else []
+        code = {m: sha256_file(module_file(m)) for m in modules}  # type: ignore[arg-type]
+        return cls(config=_digest(stage, json.dumps(parameters, sort_keys=True, default=str)), data=data_sha,
+                   code=code, notebook=sha256_file(notebook) if notebook.is_file() else "missing",
+                   upstream=upstream, version=__version__)
+
+    @property
+    def key(self) -> str:
+        return _digest(self.config, self.data, json.dumps(self.code, sort_keys=True), self.notebook, self.upstream,
+                       self.version)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def changes(self, previous: dict[str, Any] | None) -> list[str]:
+        """Which inputs differ from the ``inputs`` a ledger entry recorded, in words."""
+        if not previous:
+            return ["recorded by an older version of the runner"]
+        out = []
+        for kind in INPUT_KINDS:
+            if kind == "code":
+                old = previous.get("code") or {}
+                edited = sorted(m for m in self.code if m in old and old[m] != self.code[m])
+                added = sorted(set(self.code) - set(old))
+                dropped = sorted(set(old) - set(self.code))
+                names = [module_file(m).relative_to(module_file("diffkd_study").parent.parent).as_posix()  # type: ignore[union-attr]
+                         for m in edited + added]
+                if names or dropped:
+                    shown = names[:3] + ([f"{len(names) - 3} more"] if len(names) > 3 else [])
+                    out.append("code (" + ", ".join(shown + [f"{m} no longer used" for m in dropped[:2]]) + ")")
+            elif kind == "upstream":
+                if previous.get("upstream") != self.upstream:
+                    out.append("an earlier stage")
+            elif previous.get(kind) != getattr(self, kind):
+                out.append(kind)
+        return out
+
+
+def _stage_key(stage: str, parameters: dict[str, Any], notebook: Path, data_sha: str, upstream: str) -> str:
+    """The key of a stage's result (:class:`StageInputs`): equal keys mean the same result."""
+    return StageInputs.of(stage, parameters, notebook, data_sha, upstream).key
 
 
 def _read_ledger(run_dir: Path) -> dict[str, Any]:
@@ -254,51 +326,89 @@ def _read_ledger(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        ledger = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         log(f"warning: {path} is not valid JSON; every stage will run")
         return {}
+    return ledger if isinstance(ledger, dict) else {}
 
 
 def _report_files_exist(report_dir: Path, notebook: str) -> bool:
     return all((report_dir / f"{notebook}{s}").is_file() for s in (".ipynb", ".html", ".clinician.html"))
 
 
+def _artifact_path(name: str, run_dir: Path, report_dir: Path) -> Path:
+    """Ledger artifact names are ``run/<path under runs/NAME>`` or ``report/<path under reports/NAME>``."""
+    area, _, rel = name.partition("/")
+    return (run_dir if area == "run" else report_dir) / rel
+
+
+def artifact_problems(artifacts: dict[str, str], run_dir: Path, report_dir: Path) -> list[str]:
+    """Each recorded artifact that is missing or whose sha256 is not the one the stage recorded."""
+    problems = []
+    for name, sha in artifacts.items():
+        path = _artifact_path(name, run_dir, report_dir)
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif sha256_file(path) != sha:
+            problems.append(f"{name} was changed after the stage wrote it")
+    return problems
+
+
 def plan_stages(config: StudyConfig, data_sha: str, parameters: dict[str, dict[str, Any]], ledger: dict[str, Any],
                 report_dir: Path, notebook_dir: Path, *, force: tuple[str, ...] = (),
-                from_stage: str | None = None) -> list[PlannedStage]:
-    """Decide for every stage whether it runs or its last result is re-used (see :func:`run_study`)."""
-    unknown = [s for s in (*force, *([from_stage] if from_stage else [])) if s not in config.stages]
-    if unknown:
-        raise ValueError(f"--force/--from name stage(s) {unknown} that this study does not run; its stages: "
-                         f"{list(config.stages)}")
+                from_stage: str | None = None, run_dir: Path | None = None) -> list[PlannedStage]:
+    """Decide for every stage whether it runs or its last result is re-used (see :func:`run_study`).
+
+    A stage is re-used only when its key equals the one of its last successful run and every artifact
+    that run recorded (run files, metrics JSON, report pages, figures) is present with the recorded
+    sha256; otherwise the reason names what changed (config, data, code and which module, notebook,
+    an earlier stage) or which artifact is missing or altered.
+    """
+    check_stage_names(config, force, from_stage)
     plan: list[PlannedStage] = []
     upstream = ""
     rerun_from = config.stages.index(from_stage) if from_stage else len(config.stages)
     for i, stage in enumerate(config.stages):
         notebook = STAGE_NOTEBOOKS[stage]
         params = parameters[stage]
-        key = _stage_key(stage, params, notebook_dir / f"{notebook}.ipynb", data_sha, upstream)
+        inputs = StageInputs.of(stage, params, notebook_dir / f"{notebook}.ipynb", data_sha, upstream)
+        key = inputs.key
         upstream = key
         previous = ledger.get(stage)
         skip = config.reader_study.skip_reason() if stage == "reader_study" else None
+
+        def planned(action: str, reason: str) -> PlannedStage:
+            return PlannedStage(stage, notebook, key, action, reason, params, previous, inputs)  # noqa: B023
+
         if skip is not None:
-            plan.append(PlannedStage(stage, notebook, key, "skip", skip, params, previous))
+            plan.append(planned("skip", skip))
         elif stage in force:
-            plan.append(PlannedStage(stage, notebook, key, "run", "forced (--force)", params, previous))
+            retrain = " (its checkpoints are set aside: it trains afresh)" if stage in STAGE_WORKDIRS else ""
+            plan.append(planned("run", f"forced (--force){retrain}"))
         elif i >= rerun_from:
-            plan.append(PlannedStage(stage, notebook, key, "run", f"re-run from {from_stage} (--from)", params, previous))
+            plan.append(planned("run", f"re-run from {from_stage} (--from)"))
         elif previous is None:
-            plan.append(PlannedStage(stage, notebook, key, "run", "never run", params, previous))
+            plan.append(planned("run", "never run"))
         elif previous.get("key") != key:
-            plan.append(PlannedStage(stage, notebook, key, "run",
-                                     "its parameters, notebook, data or an earlier stage changed", params, previous))
+            changed = inputs.changes(previous.get("inputs"))
+            plan.append(planned("run", "changed: " + "; ".join(changed or ["its key"])))
         elif not _report_files_exist(report_dir, notebook):
-            plan.append(PlannedStage(stage, notebook, key, "run", "its report files are missing", params, previous))
+            plan.append(planned("run", "its report files are missing"))
+        elif problems := artifact_problems(previous.get("artifacts") or {}, run_dir or Path(), report_dir):
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            plan.append(planned("run", f"{problems[0]}{more}"))
         else:
-            plan.append(PlannedStage(stage, notebook, key, "cached", f"unchanged since {previous.get('finished')}",
-                                     params, previous))
+            plan.append(planned("cached", f"unchanged since {previous.get('finished')}"))
     return plan
+
+
+def check_stage_names(config: StudyConfig, force: tuple[str, ...] = (), from_stage: str | None = None) -> None:
+    """``--force``/``--from`` must name stages of this study: checked before any work is done."""
+    unknown = [s for s in (*force, *([from_stage] if from_stage else [])) if s not in config.stages]
+    if unknown:
+        raise ConfigError(f"--force/--from name stage(s) {unknown} that this study does not run; its stages: "
+                          f"{list(config.stages)}")
 
 
 def format_plan(plan: list[PlannedStage]) -> str:
@@ -320,14 +430,54 @@ def _eta(plan: list[PlannedStage], index: int) -> str:
     return text + (" (plus stages never timed)" if len(known) < len(remaining) else "")
 
 
-def _run_artifacts(run_dir: Path, since: float) -> dict[str, str]:
-    """sha256 of the manifests, tables, records and weights a stage wrote under the run folder."""
-    out = {}
-    for path in sorted(run_dir.rglob("*")):
-        if path.is_file() and path.suffix in (".csv", ".json", ".safetensors") and path.name != LEDGER \
-                and path.stat().st_mtime >= since:
-            out[str(path.relative_to(run_dir))] = sha256_file(path)
-    return out
+def _visible_files(folder: Path) -> list[Path]:
+    """Files under ``folder`` outside hidden names (locks, temporary files, ``.superseded/``)."""
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+
+
+def stage_artifacts(stage: PlannedStage, run_dir: Path, report_dir: Path, since: float) -> dict[str, str]:
+    """sha256 of what a stage produced: the manifests, tables, records and weights it wrote under the run
+    folder, its report pages, metrics JSON and figures, plus what its previous run recorded and is still
+    there (a re-used fit is not rewritten, yet still belongs to the stage)."""
+    names = {f"run/{p.relative_to(run_dir).as_posix()}" for p in _visible_files(run_dir)
+             if p.suffix in (".csv", ".json", ".safetensors") and p.name != LEDGER and p.stat().st_mtime >= since}
+    names |= {f"report/figures/{p.relative_to(report_dir / 'figures').as_posix()}"
+              for p in _visible_files(report_dir / "figures") if p.stat().st_mtime >= since}
+    names |= {f"report/{stage.notebook}{suffix}" for suffix in (".ipynb", ".html", ".clinician.html", ".metrics.json")
+              if (report_dir / f"{stage.notebook}{suffix}").is_file()}
+    names |= {n for n in ((stage.previous or {}).get("artifacts") or {})
+              if _artifact_path(n, run_dir, report_dir).is_file()}
+    return {n: sha256_file(_artifact_path(n, run_dir, report_dir)) for n in sorted(names)}
+
+
+def produced_models(ledger: dict[str, Any], stages: tuple[str, ...]) -> list[str]:
+    """The models whose predictions the given stages recorded (``run/predictions/<model>.csv``)."""
+    prefix = "run/predictions/"
+    return sorted({n[len(prefix):-len(".csv")] for stage in stages for n in (ledger.get(stage, {}).get("artifacts") or {})
+                   if n.startswith(prefix) and n.endswith(".csv") and "/" not in n[len(prefix):]})
+
+
+def _default_models(config: StudyConfig, stage: str, parameters: dict[str, Any], ledger: dict[str, Any]) -> None:
+    """``evaluation.models`` empty means every model the stages before it produced, named explicitly so
+    that a missing prediction table is an error in the evaluation rather than a model silently left out."""
+    if stage == "evaluation" and not config.evaluation.models:
+        produced = produced_models(ledger, config.stages[:config.stages.index(stage)])
+        if produced:
+            parameters["models"] = produced
+
+
+def set_aside_stage(run_dir: Path, stage: str) -> Path | None:
+    """Move a stage's checkpoint folders (:data:`STAGE_WORKDIRS`) into ``runs/NAME/.superseded/<UTC time>/``
+    so that it trains afresh; nothing is deleted. Returns where they went (None: nothing to move)."""
+    present = [f for f in STAGE_WORKDIRS.get(stage, ()) if (run_dir / f).exists()]
+    return set_aside(run_dir, present) if present else None
+
+
+class StudyInterrupted(Exception):
+    """The user interrupted a run (Ctrl-C); the message says where and that the same command resumes."""
 
 
 def run_study(
@@ -345,24 +495,57 @@ def run_study(
 ) -> RunResult:
     """Run the stages of a study config; raises ``DataPreparationError`` (nothing written) on bad data.
 
-    Caching: every stage has a key (:func:`_stage_key`); a stage whose key equals that of its last
-    successful run, and whose report files exist, is not executed again (``cached``). ``force``
-    re-executes the named stages only (e.g. after editing a figure; later stages keep their results
-    unless their own key changed); ``from_stage`` re-executes that stage and every later one. The
-    ledger ``runs/NAME/stages.json`` is updated after each successful stage, so a run that is
-    interrupted or fails resumes at the first stage that has not finished (training stages
-    themselves resume from their checkpoints). The first failed stage stops the run: its executed
-    notebook is kept, its error is shown in the index, later stages are not run, and the command
-    exits non-zero. ``dry_run`` prints the plan and changes nothing.
+    Before any work: the config, its ``--force``/``--from`` names and what can be checked on the
+    manifests' tables are checked (:mod:`diffkd_study.preflight`); torch's threads are set from
+    ``OMP_NUM_THREADS`` or the process's CPU affinity and exported to every notebook kernel; the run
+    folder is locked (:class:`~diffkd_study.runlock.RunLock`).
+
+    Caching: every stage has a key (:class:`StageInputs`: config slice, data, the package code its
+    notebook imports, the notebook, the stage before it); a stage whose key equals that of its last
+    successful run, and whose recorded artifacts are all present and unaltered (sha256), is not executed
+    again (``cached``). ``force`` re-executes the named stages and, for training stages, sets their
+    checkpoints aside first (:func:`set_aside`), so they train afresh; later stages keep their results
+    unless their own key changed. ``from_stage`` re-executes that stage and every later one (training
+    re-uses fits whose own signature is unchanged). The ledger ``runs/NAME/stages.json`` is updated
+    after each successful stage, so a run that is interrupted or fails resumes at the first stage that
+    has not finished (training stages themselves resume from their checkpoints). The first failed stage
+    stops the run: its executed notebook is kept, its error is shown in the index, later stages are not
+    run, and the command exits non-zero. ``dry_run`` prints the plan and changes nothing.
     """
-    started = time.perf_counter()
+    from diffkd_study.preflight import preflight
+
     config = load_config(config_path)
+    check_stage_names(config, tuple(force), from_stage)
     project_root = Path(project_root)
+    for warning in preflight(config, project_root=project_root,
+                             data_root=None if data_root is None else Path(data_root)):
+        log(f"warning: {warning}")
+    threads, source = apply_thread_setting()
+    # the study's opt-in reaches every reader of its images, in this process and in the notebook kernels
+    if config.data.allow_paths_outside_root:
+        os.environ[ALLOW_OUTSIDE_ROOT_ENV] = "1"
+    else:
+        os.environ.pop(ALLOW_OUTSIDE_ROOT_ENV, None)
     run_dir = Path(runs_dir) / config.name
     report_dir = Path(reports_dir) / config.name
-    notebook_dir = project_root / "notebooks"
-    log(f"study {config.name!r}: stages {', '.join(config.stages)}; run folder {run_dir}, reports {report_dir}")
+    log(f"study {config.name!r}: stages {', '.join(config.stages)}; run folder {run_dir}, reports {report_dir}; "
+        f"{threads} thread(s) per process (from {source})")
+    if dry_run:
+        return _run_study(config, config_path, run_dir, report_dir, project_root, data_root, progress, tuple(force),
+                          from_stage, True, verbose)
+    with RunLock(run_dir) as lock:
+        if lock.stale:
+            log(f"note: took over the lock of a run that ended without releasing it (pid {lock.stale.get('pid')}, "
+                f"started {lock.stale.get('started')})")
+        return _run_study(config, config_path, run_dir, report_dir, project_root, data_root, progress, tuple(force),
+                          from_stage, False, verbose)
 
+
+def _run_study(config: StudyConfig, config_path: str | Path, run_dir: Path, report_dir: Path, project_root: Path,
+               data_root: str | Path | None, progress: bool, force: tuple[str, ...], from_stage: str | None,
+               dry_run: bool, verbose: bool) -> RunResult:
+    started = time.perf_counter()
+    notebook_dir = project_root / "notebooks"
     if dry_run:
         study_json = run_dir / "data" / "study.json"
         if not study_json.is_file():
@@ -373,14 +556,21 @@ def run_study(
             study_json.read_text())["root"]), validation=None, inputs_sha256={})  # type: ignore[arg-type]
     else:
         log("preparing data (generate or read manifests, split, validate)")
-        data = prepare_study_data(config, run_dir, data_root=data_root, project_root=project_root, progress=progress)
+        try:
+            data = prepare_study_data(config, run_dir, data_root=data_root, project_root=project_root,
+                                      progress=progress)
+        except KeyboardInterrupt:
+            raise StudyInterrupted("interrupted while preparing the data; nothing was recorded. Run the same "
+                                   "command again to start over") from None
         log(f"data ready: {data.validation.summary()}")
     data_sha = json.loads((run_dir / "data" / "study.json").read_text())["manifest_content_sha256"]
+    ledger = _read_ledger(run_dir)
     parameters = {stage: stage_parameters(stage, config, data, report_dir, run_dir, project_root, data_root)
                   for stage in config.stages}
-    ledger = _read_ledger(run_dir)
-    plan = plan_stages(config, data_sha, parameters, ledger, report_dir, notebook_dir, force=tuple(force),
-                       from_stage=from_stage)
+    for stage in config.stages:
+        _default_models(config, stage, parameters[stage], ledger)
+    plan = plan_stages(config, data_sha, parameters, ledger, report_dir, notebook_dir, force=force,
+                       from_stage=from_stage, run_dir=run_dir)
     print(format_plan(plan), file=sys.stderr if not dry_run else sys.stdout, flush=True)
     if dry_run:
         return RunResult(config.name, report_dir, [], 0.0)
@@ -393,12 +583,14 @@ def run_study(
 
     results: list[StageResult] = []
     failed = False
+    upstream = ""
     for i, item in enumerate(plan, 1):
         stage = item.stage
         where = f"stage {i}/{len(plan)} {stage}"
         if item.action == "skip":
             results.append(StageResult(stage, item.notebook, "skipped", 0.0, item.reason))
             log(f"{where}: skipped ({item.reason})")
+            upstream = item.key
             continue
         if failed:
             results.append(StageResult(stage, item.notebook, "skipped", 0.0, "not run: an earlier stage failed"))
@@ -409,7 +601,16 @@ def run_study(
             results.append(StageResult(stage, item.notebook, "cached", float(item.previous.get("wall_s", 0.0)),
                                        None, metrics))
             log(f"{where}: re-used ({item.reason})")
+            upstream = item.key
             continue
+        # what the earlier stages of this run produced decides some parameters (evaluation.models) and
+        # every later key: recompute them now, so the ledger records what this execution really used
+        _default_models(config, stage, item.parameters, ledger)
+        item.inputs = StageInputs.of(stage, item.parameters, notebook_dir / f"{item.notebook}.ipynb", data_sha,
+                                     upstream)
+        item.key = upstream = item.inputs.key
+        if stage in force and (moved := set_aside_stage(run_dir, stage)) is not None:
+            log(f"{where}: its earlier checkpoints are set aside in {moved} (--force trains afresh)")
         eta = _eta(plan, i - 1)
         log(f"{where}: executing notebooks/{item.notebook}.ipynb ({item.reason})" + (f"; {eta}" if eta else ""))
         stage_started, stage_clock = now_iso(), time.time()
@@ -419,22 +620,35 @@ def run_study(
         try:
             result = execute_stage(stage, notebook_dir, report_dir, item.parameters, progress=progress,
                                    verbose=verbose)
+        except KeyboardInterrupt:
+            result = StageResult(stage, item.notebook, "failed", time.time() - stage_clock,
+                                 "KeyboardInterrupt: interrupted by the user")
         except Exception as err:  # a broken stage is reported in the index, not hidden
             result = StageResult(stage, item.notebook, "failed", time.time() - stage_clock,
                                  f"{type(err).__name__}: {err}")
             log(traceback.format_exc())
-        stage_provenance.update({"stage_finished": now_iso(), "wall_s": round(result.wall_s, 2), "status": result.status,
-                                 "error": result.error, "artifacts_sha256": _run_artifacts(run_dir, stage_clock)})
-        write_json(report_dir / f"{item.notebook}.provenance.json", stage_provenance)
-        results.append(result)
-        log(f"stage {stage}: {result.status} in {result.wall_s:.1f} s" + (f" ({result.error})" if result.error else ""))
+        interrupted = (result.error or "").startswith("KeyboardInterrupt")
+        stage_provenance.update({"stage_finished": now_iso(), "wall_s": round(result.wall_s, 2),
+                                 "status": "interrupted" if interrupted else result.status, "error": result.error})
         if result.status == "ok":
-            ledger[stage] = {"key": item.key, "finished": stage_provenance["stage_finished"],
-                             "wall_s": round(result.wall_s, 2), "notebook": item.notebook}
-            write_json(run_dir / LEDGER, ledger)
+            artifacts = stage_artifacts(item, run_dir, report_dir, stage_clock)
+            stage_provenance["artifacts_sha256"] = artifacts
+            if not Path(item.parameters["metrics_path"]).is_file():
+                result.error = "the notebook finished without writing its metrics file: its results are not in the index"
+        write_json(report_dir / f"{item.notebook}.provenance.json", stage_provenance)
+        if result.status == "ok":
+            ledger[stage] = {"key": item.key, "inputs": item.inputs.to_dict(),
+                             "finished": stage_provenance["stage_finished"], "wall_s": round(result.wall_s, 2),
+                             "notebook": item.notebook, "artifacts": stage_provenance["artifacts_sha256"]}
         else:
             ledger.pop(stage, None)
-            write_json(run_dir / LEDGER, ledger)
+        write_json(run_dir / LEDGER, ledger)
+        if interrupted:
+            raise StudyInterrupted(f"interrupted during {where}; the stages before it are saved and its training "
+                                   "resumes from its last checkpoint: run the same command again to continue")
+        results.append(result)
+        log(f"stage {stage}: {result.status} in {result.wall_s:.1f} s" + (f" ({result.error})" if result.error else ""))
+        if result.status != "ok":
             failed = True
 
     wall = time.perf_counter() - started
@@ -566,6 +780,11 @@ def write_index(report_dir: Path, config: StudyConfig, provenance: dict[str, Any
             continue
         if r.status in ("ok", "cached") and r.metrics.get("index_section"):
             parts.append(_section_html(r.metrics["index_section"]))
+        elif r.status in ("ok", "cached") and not r.metrics:
+            parts.append(f"<h2>{html.escape(r.stage.replace('_', ' ').capitalize())}</h2>"
+                         f"<p class='warn'>No results to show: the stage's metrics file "
+                         f"({html.escape(r.notebook)}.metrics.json) is missing. Run the same command again to "
+                         "re-create it.</p>")
         elif r.status == "skipped":
             parts.append(f"<h2>{html.escape(r.stage.replace('_', ' ').capitalize())}</h2>"
                          f"<p class='warn'>Not run: {html.escape(r.error or '')}</p>")
@@ -579,4 +798,5 @@ def write_index(report_dir: Path, config: StudyConfig, provenance: dict[str, Any
     return path
 
 
-__all__ = ["DataPreparationError", "RunResult", "StageResult", "export_html", "run_study", "write_index"]
+__all__ = ["DataPreparationError", "RunResult", "StageResult", "StudyInterrupted", "export_html", "run_study",
+           "write_index"]

@@ -72,4 +72,4 @@ def test_failed_stage_stops_the_run_and_resumes_after_the_fix(study):
     assert prov["status"] == "failed" and prov["stage_key"] and prov["stage_started"]
     assert run() == (0, {"data_audit": "cached", "baselines": "cached", "evaluation": "ok"})
     prov = json.loads((report / "45_baselines.provenance.json").read_text())
-    assert any(name.startswith("predictions/") for name in prov["artifacts_sha256"])
+    assert any(name.startswith("run/predictions/") for name in prov["artifacts_sha256"])
