@@ -1,0 +1,100 @@
+"""Issue 20, items 2, 3 and 8 (runner side): a re-run never returns results of older code, artifacts are
+verified before re-use, --force retrains, and stage names are checked before any work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import diffkd_study.codedigest as codedigest
+from diffkd_study.report import STAGE_WORKDIRS, StageInputs, produced_models, set_aside
+from tests.faults.conftest import PROJECT, TINY_STUDY, error_lines
+
+pytestmark = pytest.mark.notebook
+
+
+def statuses(tmp_path: Path) -> dict[str, str]:
+    prov = json.loads((tmp_path / "reports" / "faults" / "provenance.json").read_text())
+    return {s["stage"]: s["status"] for s in prov["stages"]}
+
+
+def plan_lines(err: str) -> dict[str, str]:
+    """The plan the runner prints: stage -> 'action  reason'."""
+    out = {}
+    for line in err.splitlines():
+        parts = line.split()
+        if len(parts) > 2 and parts[0].rstrip(".").isdigit() and parts[2] in ("run", "cached", "skip"):
+            out[parts[1]] = " ".join(parts[2:])
+    return out
+
+
+def test_a_code_edit_reruns_the_stages_that_import_it_and_says_so(study, tmp_path, monkeypatch):
+    assert study(TINY_STUDY)[0] == 0
+    # a copy of the package in which one module is edited: the planner reads the copy's sources
+    package = tmp_path / "pkg" / "diffkd_study"
+    shutil.copytree(PROJECT / "diffkd_study", package, ignore=shutil.ignore_patterns("__pycache__"))
+    with (package / "eval" / "baselines.py").open("a") as handle:
+        handle.write("\n# an edit\n")
+    monkeypatch.setattr(codedigest, "PACKAGE_DIR", package)
+    code, err = study(TINY_STUDY, "--dry-run")
+    plan = plan_lines(err + "\n")
+    assert code == 0
+    assert plan["data_audit"].startswith("cached")  # the audit does not import eval/baselines.py
+    assert plan["baselines"].startswith("run") and "code (diffkd_study/eval/baselines.py)" in plan["baselines"]
+    assert plan["evaluation"].startswith("run") and "an earlier stage" in plan["evaluation"]
+
+
+def test_stage_inputs_name_each_change():
+    notebook = PROJECT / "notebooks" / "50_evaluation.ipynb"
+    base = StageInputs.of("evaluation", {"bootstrap": 100}, notebook, "data1", "up1")
+    assert "diffkd_study.eval.evaluate" in base.code and "diffkd_study.train.trainer" not in base.code
+    edited = dict(base.code, **{"diffkd_study.eval.roc": "0" * 64})
+    other = StageInputs(base.config, "data2", edited, base.notebook, "up2", base.version)
+    assert other.changes(base.to_dict()) == ["data", "code (diffkd_study/eval/roc.py)", "an earlier stage"]
+    assert base.changes(base.to_dict()) == [] and base.key != other.key
+
+
+def test_deleted_or_altered_artifacts_rerun_their_stage(study, tmp_path):
+    assert study(TINY_STUDY)[0] == 0
+    run_dir, report = tmp_path / "runs" / "faults", tmp_path / "reports" / "faults"
+    (run_dir / "predictions" / "clinical.csv").unlink()
+    code, err = study(TINY_STUDY, "--force", "evaluation")
+    assert code == 0 and "run/predictions/clinical.csv is missing" in err
+    assert statuses(tmp_path) == {"data_audit": "cached", "baselines": "ok", "evaluation": "ok"}
+    params = json.loads((report / "50_evaluation.provenance.json").read_text())["parameters"]
+    assert params["models"] == ["clinical", "image_features"]  # named explicitly: a missing one is an error
+    (report / "45_baselines.metrics.json").unlink()
+    with (run_dir / "predictions" / "image_features.csv").open("a") as handle:
+        handle.write("tampered\n")
+    code, err = study(TINY_STUDY)
+    assert code == 0 and "45_baselines.metrics.json is missing" in err
+    assert statuses(tmp_path)["baselines"] == "ok"
+    assert "Baseline" in (report / "index.html").read_text()
+    assert study(TINY_STUDY)[0] == 0 and set(statuses(tmp_path).values()) == {"cached"}
+
+
+def test_force_sets_a_training_stage_aside_and_nothing_is_deleted(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "teacher" / "real" / "seed0").mkdir(parents=True)
+    (run_dir / "teacher" / "real" / "seed0" / "best.safetensors").write_bytes(b"w")
+    moved = set_aside(run_dir, "teacher")
+    assert len(moved) == 1 and (moved[0] / "real" / "seed0" / "best.safetensors").read_bytes() == b"w"
+    assert not (run_dir / "teacher").exists() and moved[0].is_relative_to(run_dir / ".superseded")
+    assert set_aside(run_dir, "evaluation") == [] and "teacher" in STAGE_WORKDIRS
+
+
+def test_produced_models_come_from_the_recorded_prediction_tables():
+    ledger = {"baselines": {"artifacts": {"run/predictions/clinical.csv": "a", "run/predictions/summary.json": "b"}},
+              "teacher": {"artifacts": {"run/predictions/teacher_real.csv": "c", "run/teacher/records.json": "d"}}}
+    assert produced_models(ledger, ("baselines", "teacher")) == ["clinical", "teacher_real"]
+    assert produced_models(ledger, ("baselines",)) == ["clinical"]
+
+
+@pytest.mark.parametrize("flag", ["--force", "--from"])
+def test_unknown_force_or_from_stage_fails_before_any_work(study, tmp_path, flag):
+    code, err = study(TINY_STUDY, flag, "teacher")
+    assert code == 2 and "teacher" in err and len(error_lines(err)) == 1
+    assert not (tmp_path / "runs").exists()
