@@ -114,13 +114,16 @@ def execute_stage(
     if not source.is_file():
         raise FileNotFoundError(f"stage {stage}: notebook {source} not found")
     executed = report_dir / f"{name}.ipynb"
-    running = report_dir / f".{name}.running.ipynb"
+    running = report_dir / f".{name}.{os.getpid()}.running.ipynb"  # unique: never another run's file
     started = time.perf_counter()
     error = None
     try:
         pm.execute_notebook(
             str(source), str(running), parameters=parameters, kernel_name="python3",
             progress_bar=progress, cwd=str(notebook_dir), language="python", log_output=verbose,
+            # the kernel's own log (its transport warning, and the tracebacks it logs when a Ctrl-C closes
+            # its channels mid-cell) is not the user's business: cell errors reach the runner as messages
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
     except pm.PapermillExecutionError as err:
         error = f"{err.ename}: {err.evalue}"
@@ -314,11 +317,6 @@ class StageInputs:
             elif previous.get(kind) != getattr(self, kind):
                 out.append(kind)
         return out
-
-
-def _stage_key(stage: str, parameters: dict[str, Any], notebook: Path, data_sha: str, upstream: str) -> str:
-    """The key of a stage's result (:class:`StageInputs`): equal keys mean the same result."""
-    return StageInputs.of(stage, parameters, notebook, data_sha, upstream).key
 
 
 def _read_ledger(run_dir: Path) -> dict[str, Any]:

@@ -462,7 +462,8 @@ def build_cache(
 
     has_mask = [source.mask_path is not None for source in sources]
     started = time.perf_counter()
-    with atomic_dir(folder) as tmp:
+    # a folder holding our index.json is a cache this program built (before folders were marked as ours)
+    with atomic_dir(folder, overwrite=(folder / "index.json").is_file()) as tmp:
         images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
                                            shape=(len(sources), *prep.image_shape))
         masks = (

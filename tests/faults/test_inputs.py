@@ -3,7 +3,6 @@ error naming the file, the row and the rule, before any work; nothing is read fr
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -146,4 +145,12 @@ def test_a_study_reading_outside_its_root_stops_before_any_stage(study, cohort_c
     code, err = study(raw, "--data-root", tmp_path)
     assert code == 2 and "path-outside-root" in err
     assert not (tmp_path / "reports" / "faults").exists()
-    assert json.dumps(raw)  # the config itself was fine: only the data was refused
+
+
+def test_a_decompression_bomb_stops_a_study_in_its_data_step(study, cohort_copy, tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    raw = {**TINY_STUDY, "data": {"manifests": [{"path": str(cohort_copy / "phantom.csv"), "root": "data"}],
+                                  "split": {"val_frac": 0.25, "test_frac": 0.25}}, "stages": ["data_audit"]}
+    code, err = study(raw, "--data-root", tmp_path)
+    assert code == 2 and "unreadable-image" in err and "pixels" in err
+    assert not (tmp_path / "reports" / "faults").exists()

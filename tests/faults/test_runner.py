@@ -98,3 +98,39 @@ def test_unknown_force_or_from_stage_fails_before_any_work(study, tmp_path, flag
     code, err = study(TINY_STUDY, flag, "teacher")
     assert code == 2 and "teacher" in err and len(error_lines(err)) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_real_ctrl_c_stops_in_one_line_and_the_same_command_resumes(tmp_path):
+    """SIGINT to the process group in the middle of a stage, as a terminal's Ctrl-C sends it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    config = tmp_path / "faults.yaml"
+    config.write_text(yaml.safe_dump(TINY_STUDY))
+    env = {**os.environ, "DIFFKD_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "diffkd_study.cli", "run", str(config), "--reports-dir", str(tmp_path / "reports"),
+               "--runs-dir", str(tmp_path / "runs")]
+    log = tmp_path / "first.log"
+    with log.open("w") as handle:
+        first = subprocess.Popen(command, cwd=PROJECT, env=env, stderr=handle, stdout=handle, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while "stage 3/3 evaluation: executing" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # inside the evaluation notebook
+        os.killpg(first.pid, signal.SIGINT)
+        code = first.wait(timeout=120)
+    text = log.read_text()
+    stopped = [line for line in text.splitlines() if line.startswith("stopped:")]
+    assert code == 130 and len(stopped) == 1 and "evaluation" in stopped[0], text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    ledger = json.loads((tmp_path / "runs" / "faults" / "stages.json").read_text())
+    assert set(ledger) == {"data_audit", "baselines"}
+    again = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert statuses(tmp_path) == {"data_audit": "cached", "baselines": "cached", "evaluation": "ok"}
+    assert not list((tmp_path / "reports" / "faults").glob(".*running*"))
