@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import diffkd_study.codedigest as codedigest
-from diffkd_study.report import STAGE_WORKDIRS, StageInputs, produced_models, set_aside
+from diffkd_study.report import STAGE_WORKDIRS, StageInputs, produced_models, set_aside_stage
 from tests.faults.conftest import PROJECT, TINY_STUDY, error_lines
 
 pytestmark = pytest.mark.notebook
@@ -80,10 +80,11 @@ def test_force_sets_a_training_stage_aside_and_nothing_is_deleted(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "teacher" / "real" / "seed0").mkdir(parents=True)
     (run_dir / "teacher" / "real" / "seed0" / "best.safetensors").write_bytes(b"w")
-    moved = set_aside(run_dir, "teacher")
-    assert len(moved) == 1 and (moved[0] / "real" / "seed0" / "best.safetensors").read_bytes() == b"w"
-    assert not (run_dir / "teacher").exists() and moved[0].is_relative_to(run_dir / ".superseded")
-    assert set_aside(run_dir, "evaluation") == [] and "teacher" in STAGE_WORKDIRS
+    moved = set_aside_stage(run_dir, "teacher")
+    assert moved is not None and moved.is_relative_to(run_dir / ".superseded")
+    assert (moved / "teacher" / "real" / "seed0" / "best.safetensors").read_bytes() == b"w"
+    assert not (run_dir / "teacher").exists()
+    assert set_aside_stage(run_dir, "evaluation") is None and "teacher" in STAGE_WORKDIRS
 
 
 def test_produced_models_come_from_the_recorded_prediction_tables():
