@@ -60,11 +60,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from diffkd_study import __version__
 from diffkd_study.data.schema import OUTSIDE_ROOT_REMEDY, Manifest, path_outside_root
 from diffkd_study.io import atomic_dir, sha256_bytes, write_json
+from diffkd_study.progress import progress_bar
 
 CACHE_FORMAT = 2  # part of the key; 2: images deeper than 8 bits scaled by bit depth (1 clipped them)
 CACHE_DIR_ENV = "DIFFKD_CACHE_DIR"
@@ -480,8 +480,8 @@ def build_cache(
         pool = ThreadPoolExecutor(max_workers=workers or _default_workers())
         try:
             jobs = pool.map(fill, range(len(sources)))  # yields in order, re-raises the first error
-            for _ in tqdm(jobs, total=len(sources), unit="img", disable=not progress,
-                          desc=f"caching {len(sources)} images at {prep.size[0]}x{prep.size[1]}"):
+            for _ in progress_bar(jobs, total=len(sources), unit="img", disable=not progress,
+                                  desc=f"caching {len(sources)} images at {prep.size[0]}x{prep.size[1]}"):
                 pass
         finally:
             pool.shutdown(wait=True, cancel_futures=True)  # on error, do not decode the rest

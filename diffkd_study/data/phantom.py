@@ -644,7 +644,7 @@ def generate_phantom_cohort(out_dir: str | Path, *, n_per_center: int | Mapping[
     An ``out_dir`` that holds files this program did not write is refused before any work (see
     :func:`diffkd_study.io.atomic_dir`) unless ``overwrite``; a cohort it wrote earlier is replaced.
     """
-    from tqdm.auto import tqdm
+    from diffkd_study.progress import progress_bar
 
     out_dir = Path(out_dir)
     counts = _counts(n_per_center)
@@ -653,7 +653,7 @@ def generate_phantom_cohort(out_dir: str | Path, *, n_per_center: int | Mapping[
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
-        for center, index in tqdm(jobs, desc="phantom cohort", unit="img", disable=not progress):
+        for center, index in progress_bar(jobs, desc="phantom cohort", unit="img", disable=not progress):
             case = simulate_case(derive_seed(seed, center, index), center, image_size)
             image_id = f"ph{center.removeprefix('center_')}_{index:05d}"
             Image.fromarray(case.image).save(tmp / "images" / f"{image_id}.png", compress_level=3)

@@ -347,9 +347,9 @@ def _check_files(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(job, rows)
         if progress:
-            from tqdm.auto import tqdm
+            from diffkd_study.progress import progress_bar
 
-            results = tqdm(results, total=len(rows), desc="validate images", unit="img")
+            results = progress_bar(results, total=len(rows), desc="validate images", unit="img")
         collected = list(results)
 
     def outside(column: str, info: _ImageInfo, index: Any) -> None:

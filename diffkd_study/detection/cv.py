@@ -44,7 +44,6 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
-from tqdm.auto import tqdm
 
 from diffkd_study.detection.data import DetectionData
 from diffkd_study.detection.stage import METHODS, ComotoStageConfig, MethodSpec
@@ -61,6 +60,7 @@ from diffkd_study.distill.lesion import ImageLevelKDLoss, ImPALoss, LesionKDLoss
 from diffkd_study.eval.detection import FROCResult, evaluate_detections
 from diffkd_study.io import atomic_path, write_json
 from diffkd_study.models.detector import DetectorSpec, create_detector
+from diffkd_study.progress import progress_bar
 from diffkd_study.repro import derive_seed, seed_everything
 
 __all__ = [
@@ -259,7 +259,7 @@ def run_cross_validation(
     write_json(out_dir / "folds.json", {str(i): int(k) for i, k in zip(data.image_ids, fold_of, strict=True)})
     plan = [(k, r, m) for k in range(config.folds) for r in config.regimes for m in config.methods]
     rows = []
-    bar = tqdm(plan, desc="CoMoTo runs", disable=not progress, unit="run")
+    bar = progress_bar(plan, desc="CoMoTo runs", disable=not progress, unit="run")
     for fold, regime, name in bar:
         method = METHODS[name]
         bar.set_postfix(fold=fold, regime=regime_name(regime), method=name, refresh=False)

@@ -48,7 +48,6 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 from torchvision.models.detection import RetinaNet
-from tqdm.auto import tqdm
 
 from diffkd_study.detection.data import BatchStream, DetectionData, network_batch
 from diffkd_study.detection.stage import ComotoProfile
@@ -57,6 +56,7 @@ from diffkd_study.distill.lesion import ImageLevelKDLoss, ImPALoss, LesionKDLoss
 from diffkd_study.eval.detection import DETECTION_COLUMNS
 from diffkd_study.io import atomic_path, read_safetensors
 from diffkd_study.models.detector import FEATURE_MODULE
+from diffkd_study.progress import progress_bar
 
 __all__ = [
     "Distillation",
@@ -156,7 +156,7 @@ def fit_detector(
                       if distill is not None else None)
     hooks = FeatureHooks(model, {"feature": FEATURE_MODULE}) if (impa or distill) else None
     rows: list[dict[str, Any]] = []
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, unit="step")
+    bar = progress_bar(range(steps), desc=desc, disable=not progress, leave=False, unit="step")
     try:
         for step in bar:
             started = time.perf_counter()

@@ -76,7 +76,7 @@ class ImageSet:
 def load_image_set(manifest: Manifest, root: str | os.PathLike[str], size: int, *, name: str,
                    splits: Sequence[str] | None = None, progress: bool = False) -> ImageSet:
     """The rows of ``splits`` (all rows when ``None``) decoded at ``size`` px (the study's preprocessing)."""
-    from tqdm.auto import tqdm
+    from diffkd_study.progress import progress_bar
 
     df = manifest.df
     if splits is not None:
@@ -88,7 +88,7 @@ def load_image_set(manifest: Manifest, root: str | os.PathLike[str], size: int, 
     subset = Manifest(df.reset_index(drop=True), manifest.schema, manifest.path)
     dataset = ManifestDataset(subset, root, size=size)
     images, masks = [], []
-    for index in tqdm(range(len(dataset)), desc=f"loading {name}", unit="img", disable=not progress):
+    for index in progress_bar(range(len(dataset)), desc=f"loading {name}", unit="img", disable=not progress):
         sample = dataset[index]
         pixels = (sample["image"] * 255).round().to(torch.uint8).numpy()
         images.append(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))

@@ -38,7 +38,6 @@ import pandas as pd
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from PIL import Image
-from tqdm.auto import tqdm
 
 from diffkd_study.data.cache import ImageCache, Preprocessing, load_mask
 from diffkd_study.data.schema import Manifest, ManifestSchema, write_manifest
@@ -46,6 +45,7 @@ from diffkd_study.diffusion.train import checkpoint_sha256, load_model
 from diffkd_study.io import atomic_dir, write_json
 from diffkd_study.models.conditioning import ConditionBatch, ConditionDrop
 from diffkd_study.models.unet import ConditionalUNet
+from diffkd_study.progress import progress_bar
 from diffkd_study.repro import derive_seed
 
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmsolver++")
@@ -87,8 +87,8 @@ def sample_images(model: ConditionalUNet, noise_scheduler_config: Mapping[str, A
     n_categorical = len(model.encoder.categorical_names)
     out = np.zeros((n, image_size, image_size, channels), dtype=np.uint8)
     starts = list(range(0, n, batch_size))
-    for b, start in enumerate(tqdm(starts, desc=f"sampling ({sampler}, {steps} steps)", unit="batch",
-                                   disable=not progress)):
+    for b, start in enumerate(progress_bar(starts, desc=f"sampling ({sampler}, {steps} steps)", unit="batch",
+                                           disable=not progress)):
         rows = slice(start, min(start + batch_size, n))
         cond = conditions.index(rows).to(device)
         mask = None if masks is None else masks[rows].to(device)

@@ -52,7 +52,6 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from safetensors.torch import save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from diffkd_study.codedigest import code_digest
 from diffkd_study.data.cache import ImageCache
@@ -61,6 +60,7 @@ from diffkd_study.data.schema import Manifest
 from diffkd_study.io import atomic_dir, read_safetensors, set_aside, sha256_file
 from diffkd_study.models.conditioning import ConditionBatch, ConditionDropout, encoder_spec_from_manifest
 from diffkd_study.models.unet import ConditionalUNet, create_conditional_unet, unet_profile
+from diffkd_study.progress import progress_bar
 from diffkd_study.repro import derive_seed, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -431,9 +431,9 @@ def train_diffusion(manifest: Manifest, out_dir: str | os.PathLike[str], config:
     model.train()
     # at most ~200 redraws: in a notebook every redraw is kept in the saved output (a large maxinterval
     # keeps tqdm's monitor thread from resetting miniters to 1 when steps are slow)
-    bar = tqdm(range(start, config.max_steps), initial=start, total=config.max_steps, desc="diffusion",
-               unit="step", disable=not progress, miniters=max(1, config.max_steps // 200), mininterval=1.0,
-               maxinterval=3600.0)
+    bar = progress_bar(range(start, config.max_steps), initial=start, total=config.max_steps, desc="diffusion",
+                       unit="step", disable=not progress, miniters=max(1, config.max_steps // 200), mininterval=1.0,
+                       maxinterval=3600.0)
     began, images_seen = time.perf_counter(), 0
     last_saved = time.monotonic()
     for step in bar:

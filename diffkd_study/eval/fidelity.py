@@ -222,13 +222,13 @@ def as_uint8_nchw(images: np.ndarray | torch.Tensor | Sequence[np.ndarray]) -> t
 def extract_features(images: Any, extractor: str | nn.Module = INCEPTION_EXTRACTOR,
                      batch_size: int = 32, progress: bool = False) -> np.ndarray:
     """Float64 ``(N, D)`` features of uint8 images."""
-    from tqdm.auto import tqdm
+    from diffkd_study.progress import progress_bar
 
     module = get_extractor(extractor)
     x = as_uint8_nchw(images)
     starts = range(0, len(x), batch_size)
     out = [module(x[i:i + batch_size])[0].double().cpu()
-           for i in tqdm(starts, desc=f"features ({module.get_name()})", unit="batch", disable=not progress)]
+           for i in progress_bar(starts, desc=f"features ({module.get_name()})", unit="batch", disable=not progress)]
     return torch.cat(out).numpy()
 
 

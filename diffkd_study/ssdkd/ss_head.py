@@ -32,11 +32,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from diffkd_study.distill.hooks import FeatureHooks
 from diffkd_study.distill.ssd import N_ROTATIONS, ProjectionHead, TeacherSSHeadLoss
 from diffkd_study.io import atomic_path, write_json
+from diffkd_study.progress import progress_bar
 from diffkd_study.repro import derive_seed
 from diffkd_study.ssdkd.tasks import rotated_views
 from diffkd_study.train.data import ImageTensors
@@ -96,7 +96,7 @@ def rotation_embeddings(
     try:
         with FeatureHooks(teacher, {"embedding": embedding_path}, detach=True) as hooks:
             starts = range(0, len(data), batch_images)
-            for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
+            for start in progress_bar(starts, desc=desc, unit="batch", disable=not progress, leave=False):
                 images01 = data.images[start:start + batch_images].to(device).float().div_(255.0)
                 rows = rotated_views(images01, augment, generator)
                 _, features = hooks.run((rows - mean) / std)

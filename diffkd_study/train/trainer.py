@@ -62,10 +62,10 @@ import torch
 from safetensors.torch import save_file
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
-from tqdm.auto import tqdm
 
 from diffkd_study.codedigest import PACKAGE, code_digest
 from diffkd_study.io import atomic_path, read_safetensors, set_aside, sha256_file, write_json
+from diffkd_study.progress import progress_bar
 from diffkd_study.repro import derive_seed
 from diffkd_study.train.augment import augmentation
 from diffkd_study.train.data import EpochPlan, ImageTensors
@@ -416,8 +416,8 @@ def fit(task: nn.Module, train: ImageTensors, val: ImageTensors, config: FitConf
             if mine["cuda_rng"] is not None and device.type == "cuda":
                 torch.cuda.set_rng_state(mine["cuda_rng"], device)
             position = None
-        bar = tqdm(batches[skip:], initial=skip, total=len(batches), desc=f"{desc} epoch {epoch + 1}/{config.epochs}",
-                   unit="batch", disable=not progress or rank != 0, leave=False)
+        bar = progress_bar(batches[skip:], initial=skip, total=len(batches),
+                           desc=f"{desc} epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress or rank != 0, leave=False)
         for done, rows in enumerate(bar, start=skip + 1):  # done: batches of this epoch finished
             batch = make_batch(train, rows, device, normalisation=normalisation, augment=augment, generator=generator)
             with autocast:
