@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from diffkd_study.cli import main
 from diffkd_study.data.schema import read_manifest, write_manifest
@@ -55,6 +56,16 @@ def test_cache_command(make_cohort, tmp_path, capsys):
     assert main(["data", "cache", str(path), "--root", str(root), "--size", "16",
                  "--cache-dir", str(tmp_path / "cache")]) == 0
     assert "cache ready" in capsys.readouterr().out
+
+
+def test_cache_command_crops_around_the_lesion_with_the_given_margin(make_cohort, tmp_path, capsys):
+    manifest, root = make_cohort(4)
+    path = write_manifest(manifest, root / "m.csv")
+    assert main(["data", "cache", str(path), "--root", str(root), "--size", "16", "--resize-mode", "lesion",
+                 "--roi-margin", "0.5", "--cache-dir", str(tmp_path / "cache")]) == 0
+    (index,) = (tmp_path / "cache").glob("*/index.json")
+    prep = json.loads(index.read_text())["preprocessing"]
+    assert (prep["resize_mode"], prep["roi_margin"]) == ("lesion", 0.5)
 
 
 def test_phantom_command_writes_a_valid_cohort(tmp_path, capsys):
