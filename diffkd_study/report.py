@@ -109,6 +109,8 @@ def execute_stage(
 ) -> StageResult:
     import papermill as pm
 
+    from diffkd_study.progress import PLAIN_PROGRESS_ENV, bar_options
+
     name = STAGE_NOTEBOOKS[stage]
     source = notebook_dir / f"{name}.ipynb"
     if not source.is_file():
@@ -117,10 +119,19 @@ def execute_stage(
     running = report_dir / f".{name}.{os.getpid()}.running.ipynb"  # unique: never another run's file
     started = time.perf_counter()
     error = None
+    # The kernel inherits this process's environment. Its figures reach the notebook (and both HTML pages) only
+    # through the inline backend, which an inherited MPLBACKEND (the Makefile's Agg) would replace; its progress
+    # bars are saved as text, never as widgets, so tqdm's warning that widgets are missing (raised when a library,
+    # huggingface_hub through timm, imports tqdm.auto in a kernel) is noise on the pages. Restored afterwards.
+    no_widget_warning = "ignore:IProgress not found:Warning"
+    kernel_env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", PLAIN_PROGRESS_ENV: "1",
+                  "PYTHONWARNINGS": ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), no_widget_warning)))}
+    inherited = {key: os.environ.get(key) for key in kernel_env}
+    os.environ.update(kernel_env)
     try:
         pm.execute_notebook(
             str(source), str(running), parameters=parameters, kernel_name="python3",
-            progress_bar=progress, cwd=str(notebook_dir), language="python", log_output=verbose,
+            progress_bar=progress and bar_options(), cwd=str(notebook_dir), language="python", log_output=verbose,
             # the kernel's own log (its transport warning, and the tracebacks it logs when a Ctrl-C closes
             # its channels mid-cell) is not the user's business: cell errors reach the runner as messages
             extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
@@ -128,6 +139,11 @@ def execute_stage(
     except pm.PapermillExecutionError as err:
         error = f"{err.ename}: {err.evalue}"
     finally:
+        for key, value in inherited.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         # the executed notebook is kept even when a cell failed: it shows the error in context
         if running.exists():
             running.replace(executed)
@@ -670,7 +686,16 @@ th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 .prov{background:#f8f8f8;border:1px solid #e3e3e3;padding:.6em 1em;font-size:.85em}
 .caption{color:#555;font-size:.9em;max-width:900px} img{max-width:100%;border:1px solid #eee}
 .warn{background:#fff4e5;border-left:4px solid #f0a030;padding:.5em 1em}
+.headline h2{margin-top:.6em;border:none} .headline li{margin:.4em 0} .banner{font-size:1.05em}
+.missing{color:#8a6d00}
+.reported{color:#1a7f37;font-weight:600} .not-reported,.stage-failed{color:#c62828;font-weight:600}
+.not-in-this-run,.authors{color:#8a6d00;font-weight:600} table.checklist td{text-align:left}
 """
+
+
+def anchor_id(title: str) -> str:
+    """The id of an index section's heading: 'The study at a glance' -> 'the-study-at-a-glance'."""
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "section"
 
 
 def _table_html(records: list[dict[str, Any]]) -> str:
@@ -702,14 +727,16 @@ def _provenance_html(provenance: dict[str, Any]) -> str:
         ("inputs sha256", "; ".join(f"{k}: {v[:16]}…" for k, v in provenance.get("inputs_sha256", {}).items())),
     ]
     rows = "".join(f"<div><b>{html.escape(k)}:</b> {html.escape(str(v))}</div>" for k, v in items)
-    return f'<div class="prov">{rows}<div>full record: <a href="provenance.json">provenance.json</a></div></div>'
+    return (f'<h2 id="provenance">Provenance</h2><div class="prov">{rows}'
+            '<div>full record: <a href="provenance.json">provenance.json</a></div></div>')
 
 
 def _section_html(section: dict[str, Any]) -> str:
     """A stage's part of the index, as its notebook wrote it in the metrics JSON under ``index_section``:
     ``title``, ``text`` (paragraphs), ``tables`` [{title, caption, records}], ``figures`` [{png, title, caption}],
     ``limitations``."""
-    parts = [f"<h2>{html.escape(section.get('title', ''))}</h2>"]
+    title = section.get("title", "")
+    parts = [f"<h2 id='{anchor_id(title)}'>{html.escape(title)}</h2>"]
     parts += [f"<p>{html.escape(p)}</p>" for p in section.get("text", [])]
     for table in section.get("tables", []):
         parts.append(f"<h3>{html.escape(table.get('title', ''))}</h3>")
@@ -726,7 +753,7 @@ def _section_html(section: dict[str, Any]) -> str:
 
 
 def _cohort_html(metrics: dict[str, Any]) -> list[str]:
-    parts = ["<h2>Cohort</h2>", f"<p class='caption'>{html.escape(metrics.get('caption_cohort', ''))}</p>",
+    parts = ["<h2 id='cohort'>Cohort</h2>", f"<p class='caption'>{html.escape(metrics.get('caption_cohort', ''))}</p>",
              _table_html(metrics.get("cohort_table", [])), "<h3>Splits</h3>" + _table_html(metrics.get("split_table", []))]
     validation = metrics.get("validation", {})
     parts.append(f"<p>Data validation: {validation.get('n_errors', '?')} error(s), {validation.get('n_warnings', '?')} "
@@ -735,6 +762,35 @@ def _cohort_html(metrics: dict[str, Any]) -> list[str]:
         parts.append(f"<figure><img src='{html.escape(fig['png'])}' alt='{html.escape(fig['title'])}'>"
                      f"<figcaption class='caption'>{html.escape(fig['caption'])}</figcaption></figure>")
     return parts
+
+
+def _headline_box_html(config: StudyConfig, results: list[StageResult]) -> str:
+    """The box the index starts with: the summary stage's headline, else one from the evaluation metrics, else
+    a sentence saying which stage is missing; the simulated-data banner whenever the cohort is the phantom."""
+    from diffkd_study.summary import headline_from_evaluation, headline_html
+
+    simulated = config.data.phantom is not None
+    by_stage = {r.stage: r for r in results}
+    summary, evaluation = by_stage.get("summary"), by_stage.get("evaluation")
+    if summary is not None and summary.status in ("ok", "cached") and summary.metrics.get("headline_box"):
+        return headline_html(summary.metrics["headline_box"], simulated=simulated)
+    headline = None
+    if evaluation is not None and evaluation.status in ("ok", "cached"):
+        headline = headline_from_evaluation(evaluation.metrics, simulated=simulated)
+
+    def why(stage: str, result: StageResult | None) -> str:
+        if result is None:
+            return f"the study has no {stage} stage"
+        if result.status in ("ok", "cached"):
+            return f"the {stage} stage wrote no headline numbers"
+        if result.status == "failed":
+            return f"the {stage} stage failed"
+        return f"the {stage} stage was not run" + (f" ({result.error.removeprefix('not run: ')})" if result.error else "")
+
+    missing = (f"No headline numbers: {why('summary', summary)} and {why('evaluation', evaluation)}. Add or fix "
+               "these stages (they need a stage that writes predictions: baselines, teacher or student) and run "
+               "the study again.")
+    return headline_html(headline, simulated=simulated, missing=missing)
 
 
 def write_index(report_dir: Path, config: StudyConfig, provenance: dict[str, Any], results: list[StageResult]) -> Path:
@@ -748,12 +804,18 @@ def write_index(report_dir: Path, config: StudyConfig, provenance: dict[str, Any
         f"<title>diffkd-study: {html.escape(config.name)}</title><style>{_CSS}</style></head><body>",
         f"<h1>Study report: {html.escape(config.name)}</h1>",
         f"<p>{html.escape(config.description)}</p>" if config.description else "",
-        _provenance_html(provenance),
+        _headline_box_html(config, results),
     ]
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
+        # the page that shows the error in context, if the notebook got as far as being executed and exported
+        shown = next((f"{r.notebook}{s}" for s in (".html", ".ipynb") if (report_dir / f"{r.notebook}{s}").is_file()),
+                     None)
+        where = (f"Its executed notebook (<a href='{html.escape(shown)}'>{html.escape(shown)}</a>) shows the error in "
+                 "context" if shown else "It stopped before its notebook ran, so there is no executed notebook to "
+                 "show; the runner's output has the traceback")
         parts.append(f"<p class='warn'><b>Stage {html.escape(r.stage)} failed:</b> {html.escape(r.error or '')}. "
-                     f"Its executed notebook (linked below) shows the error in context; later stages were not run.</p>")
+                     f"{where}; later stages were not run.</p>")
     parts.append("<p><a href='checklist.html'>Reporting checklist (TRIPOD+AI / CLAIM topics)</a></p>")
     summary = next((r for r in results if r.stage == "summary" and r.status in ("ok", "cached")), None)
     if summary is not None and summary.metrics.get("index_section"):
@@ -789,6 +851,7 @@ def write_index(report_dir: Path, config: StudyConfig, provenance: dict[str, Any
     if summary is None and audit is not None and audit.metrics.get("limitations"):
         parts.append("<h2>Limitations</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>"
                                                           for x in audit.metrics["limitations"]) + "</ul>")
+    parts.append(_provenance_html(provenance))  # how the run was made, after what it found
     parts.append("</body></html>")
     path = report_dir / "index.html"
     write_text(path, "\n".join(parts))

@@ -16,7 +16,8 @@
 # %% [markdown]
 # # 90 · The study at a glance
 #
-# This last report gathers the headline results of the whole study in one place: how well the teacher
+# The box first says in plain words how well the main model separates malignant from benign lesions on each
+# test set. This last report then gathers the headline results of the whole study in one place: how well the teacher
 # and the distilled student separate malignant from benign lesions on each test set (with 95%
 # confidence intervals), how they compare with the readers, what each stage of the method contributes
 # (the partial combinations), how good the synthetic images are, and how much smaller and faster the
@@ -44,7 +45,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from diffkd_study import summary as sm
 from diffkd_study.data.schema import read_manifest
@@ -83,8 +84,17 @@ tests = ev.evaluation_rows(predictions, models, seed=seed)
 not_applicable = ev.not_applicable_pairs(tests, models, ev.manifest_test_sets(manifest), read_not_applicable(predictions_dir))
 seeds = ev.primary_seeds(predictions, seed)
 condition = f"{manifest.schema.positive_class} lesions"
+auc = ev.auc_table(tests, bootstrap=200, seed=seed, not_applicable=not_applicable)
+simulated_cohort = "phantom" in set(manifest.df["dataset"])
+# the oracle: the AUC of the true risk the phantom drew each label from, on the same cases (real data has none)
+oracle = ev.oracle_auc_table(tests, manifest) if ev.TRUE_RISK in manifest.df.columns else pd.DataFrame()
+headline_box = sm.headline_box(headline, records(auc), records(ev.test_set_sizes(tests)), records(oracle),
+                               positive_class=str(manifest.schema.positive_class), simulated=simulated_cohort,
+                               missing=[f"{r.model} is not applicable on {r.test_set}: {r.reason}."
+                                        for r in not_applicable.itertuples()])
 
 # %%
+display(HTML(sm.headline_html(headline_box, simulated=simulated_cohort)))
 display(Markdown(provenance_markdown(provenance_path)))
 display(Markdown("Headline models: " + ", ".join(f"{role} **{name}** (seed {seeds[name]})"
                                                  for role, name in headline.items()) + "."))
@@ -94,11 +104,14 @@ display(Markdown("Headline models: " + ", ".join(f"{role} **{name}** (seed {seed
 # Area under the ROC curve (AUC) with its 95% confidence interval (DeLong, logit scale) on the
 # internal test set and on each external centre; n is the number of images, n_pos those with a
 # malignant lesion. A model without predictions on a test set (a baseline whose inputs that set does
-# not record) is listed there as not applicable.
+# not record) is listed there as not applicable. On the simulated cohort the oracle row is the AUC of
+# the true risk itself: the ceiling any model can reach on the same cases.
 
 # %%
-auc = ev.auc_table(tests, bootstrap=200, seed=seed, not_applicable=not_applicable)
-auc_view = auc.assign(auc_95ci=auc.apply(ev.format_auc, axis=1))[["model", "test_set", "n", "n_pos", "auc_95ci"]]
+auc_view = pd.concat([auc, oracle]) if len(oracle) else auc
+auc_view = auc_view.assign(auc_95ci=auc_view.apply(ev.format_auc, axis=1))[["model", "test_set", "n", "n_pos", "auc_95ci"]]
+auc_view = auc_view.sort_values("test_set", key=lambda c: c.map({t: k for k, t in enumerate(pd.unique(auc["test_set"]))}),
+                                kind="stable").reset_index(drop=True)
 auc_view
 
 # %% [markdown]
@@ -175,6 +188,7 @@ quality_records = records(quality) if len(quality) else []
 headline_json = {
     "models": headline, "seeds": {m: seeds[m] for m in models},
     "auc": records(auc.loc[auc["n"] > 0, ["model", "test_set", "n", "n_pos", "auc", "ci_low", "ci_high", "note"]]),
+    "oracle_auc": records(oracle[["test_set", "n", "n_pos", "auc", "ci_low", "ci_high", "note"]]) if len(oracle) else [],
     "not_applicable": records(not_applicable),
     "synthetic_quality": quality_records, "efficiency_ratios": ratios,
     "ablation_vs_full": records(ablation) if len(ablation) else [],
@@ -182,6 +196,7 @@ headline_json = {
 write_json(report_dir / "headline.json", headline_json)
 write_metrics(metrics_path, {
     **headline_json,
+    "headline_box": headline_box,
     "limitations": limitations,
     "index_section": {
         "title": "The study at a glance",

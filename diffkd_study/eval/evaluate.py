@@ -32,15 +32,18 @@ AGE_BANDS: tuple[tuple[float, float, str], ...] = (
 MISSING = "missing"
 NOT_APPLICABLE = "not applicable"
 NO_PREDICTIONS = "no predictions on this test set"
+# ordered so that tables and figures list the bands by age (<40 first), not alphabetically; missing last
+AGE_BAND_DTYPE = pd.CategoricalDtype([label for *_, label in AGE_BANDS] + [MISSING], ordered=True)
 
 
 def age_band(age: pd.Series) -> pd.Series:
-    """Age in years -> band label (``AGE_BANDS``); ``missing`` where not recorded."""
+    """Age in years -> band label (``AGE_BANDS``), an ordered categorical (``AGE_BAND_DTYPE``: ``<40`` first,
+    ``missing`` where not recorded, last)."""
     years = pd.to_numeric(age, errors="coerce")
     out = pd.Series(MISSING, index=age.index, dtype=object)
     for low, high, label in AGE_BANDS:
         out[(years >= low) & (years < high)] = label
-    return out
+    return out.astype(AGE_BAND_DTYPE)
 
 
 def primary_seeds(pred: pd.DataFrame, seed: int | None = None) -> dict[str, int]:
@@ -290,7 +293,9 @@ def add_subgroups(tests: pd.DataFrame, manifest: Manifest, columns: Sequence[str
     used = [c for c in columns if c in ref.columns and c not in ("center",) and ref[c].notna().any()]
     out = tests.copy()
     for col in used:
-        out[col] = ref[col].reindex(out["image_id"]).fillna(MISSING).astype(str).to_numpy()
+        values = ref[col].reindex(out["image_id"]).fillna(MISSING)
+        # an ordered categorical (the age bands) keeps its order through the subgroup table's grouping
+        out[col] = values.array if isinstance(values.dtype, pd.CategoricalDtype) else values.astype(str).to_numpy()
     return out, (["center"] if "center" in columns else []) + used
 
 
@@ -311,6 +316,45 @@ def subgroup_table(tests: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     table = table.sort_values(["_t", "_s", "_m"], kind="stable")
     return table.reset_index(drop=True)[
         ["model", "test_set", "subgroup", "level", "n", "n_pos", "n_neg", "auc", "ci_low", "ci_high", "note"]]
+
+
+ORACLE = "oracle (true risk)"
+TRUE_RISK = "true_risk"
+
+
+def test_set_sizes(tests: pd.DataFrame) -> pd.DataFrame:
+    """Per test set (in the order of ``tests``, :func:`evaluation_rows`), the distinct images, patients
+    (``patient_id``) and positive images among its rows (an image scored by several models counts once)."""
+    cases = tests.drop_duplicates(["test_set", "image_id"])
+    table = cases.groupby("test_set", sort=False).agg(
+        n_images=("image_id", "size"), n_patients=("patient_id", "nunique"), n_pos=("y_true", "sum"))
+    return table.reset_index().astype({"n_images": int, "n_patients": int, "n_pos": int})
+
+
+def oracle_auc_table(tests: pd.DataFrame, manifest: Manifest, *, risk_column: str = TRUE_RISK,
+                     level: float = 0.95) -> pd.DataFrame:
+    """The AUC of the simulated cohort's true risk (the probability of malignancy each phantom case's label was
+    drawn from, manifest column ``true_risk``) per test set, on the cases of ``tests`` in that set (each image
+    once), with its DeLong interval (``roc.auc_delong``, logit scale): the ceiling any model can reach on those
+    cases, since no score separates the labels better than the risk they were drawn from (in expectation).
+    Test sets in the order of ``tests``; columns as :func:`auc_table`'s DeLong part, ``model`` = :data:`ORACLE`; a set with fewer than 2 cases of a
+    class has no AUC and a ``note``. Raises when the manifest has no such column (real data) or lacks a case."""
+    if risk_column not in manifest.df.columns:
+        raise ValueError(f"{manifest.path}: no {risk_column!r} column; only the simulated (phantom) cohort records "
+                         "each case's true risk, so the oracle AUC exists only there")
+    risk = pd.to_numeric(manifest.df[risk_column], errors="coerce")
+    risk.index = manifest.df["image_id"].astype(str)
+    cases = tests.drop_duplicates(["test_set", "image_id"])
+    cases = cases.assign(**{risk_column: risk.reindex(cases["image_id"].astype(str)).to_numpy()})
+    missing = cases.loc[cases[risk_column].isna(), "image_id"]
+    if len(missing):
+        raise ValueError(f"{manifest.path}: no {risk_column} for image(s) {', '.join(map(str, missing[:5]))}"
+                         + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    table = metrics_by_group(cases.assign(model=ORACLE), ["test_set", "model"], score_col=risk_column, level=level)
+    order = {name: k for k, name in enumerate(pd.unique(cases["test_set"]))}
+    table = table.sort_values("test_set", key=lambda c: c.map(order), kind="stable")
+    return table[["model", "test_set", "n", "n_pos", "n_neg", "auc", "ci_low", "ci_high", "se", "note"]].reset_index(
+        drop=True)
 
 
 def format_auc(row: pd.Series | dict) -> str:
@@ -343,8 +387,8 @@ def describe_test_set(name: str) -> str:
 
 
 __all__ = [
-    "AGE_BANDS", "NOT_APPLICABLE", "add_subgroups", "age_band", "auc_table", "calibration_table", "describe_test_set",
+    "AGE_BANDS", "NOT_APPLICABLE", "ORACLE", "TRUE_RISK", "add_subgroups", "age_band", "auc_table", "calibration_table", "describe_test_set",
     "display_table", "format_auc", "manifest_test_sets", "not_applicable_note", "not_applicable_pairs", "operating_point_table",
-    "scores_by_model", "slug",
+    "oracle_auc_table", "scores_by_model", "slug", "test_set_sizes",
     "paired_delong_tests", "subgroup_table", "evaluation_rows", "threshold_table", "validation_thresholds",
 ]

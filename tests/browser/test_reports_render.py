@@ -1,5 +1,7 @@
 """Real-browser test: every page of a run's report renders in headless Chromium with no broken image, no
-broken link and no JavaScript error; a screenshot of the index is saved.
+broken link and no JavaScript error; every stage page (reviewer and clinician) shows, drawn at a real size,
+at least the figures its metrics JSON lists; screenshots of the index, the summary and the evaluation pages
+are saved.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them with apt when missing) and
 the ``selenium`` client (dev extra). Skipped, with the reason, only where Chromium is not installed.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import shutil
 import threading
@@ -29,6 +32,9 @@ CHROMEDRIVER = shutil.which("chromedriver")
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--no-first-run", "--window-size=1280,2000")
+# a figure drawn by the notebook, not an icon of nbconvert's template (those are a few dozen px)
+MIN_FIGURE_PX = 100
+SCREENSHOTS = ("index.html", "90_summary.clinician.html", "50_evaluation.clinician.html")
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +104,42 @@ def _status(url: str) -> int:
         return err.code
 
 
+def _listed_figures(metrics: object) -> list[str]:
+    """The PNG files a stage's metrics JSON lists, wherever (``index_section.figures``, ``headline_figures``)."""
+    if isinstance(metrics, dict):
+        own = [metrics["png"]] if isinstance(metrics.get("png"), str) else []
+        return own + _listed_figures(list(metrics.values()))
+    if isinstance(metrics, list):
+        return [png for item in metrics for png in _listed_figures(item)]
+    return []
+
+
+def _shown_figures(driver) -> int:
+    return driver.execute_script(
+        f"return Array.from(document.images).filter(i => i.complete && i.naturalWidth > {MIN_FIGURE_PX} "
+        f"&& i.naturalHeight > {MIN_FIGURE_PX} && i.getBoundingClientRect().width > {MIN_FIGURE_PX}).length")
+
+
+def test_every_stage_page_shows_the_figures_its_metrics_list(report, server, browser):
+    """The notebooks draw through the inline backend: an MPLBACKEND the runner inherits (``make test``
+    exports Agg) must not leave the pages with captions of figures that are not there."""
+    metrics_files = sorted(report.glob("[0-9][0-9]_*.metrics.json"))
+    listed = {m.name.removesuffix(".metrics.json"): _listed_figures(json.loads(m.read_text())) for m in metrics_files}
+    assert sum(len(pngs) for pngs in listed.values()) >= 5  # audit, evaluation (2), reader study, summary
+    problems = []
+    for notebook, pngs in listed.items():
+        for page in (f"{notebook}.html", f"{notebook}.clinician.html"):
+            browser.get(f"{server}/{page}")
+            shown = _shown_figures(browser)
+            if shown < len(pngs):
+                problems.append(f"{page}: {shown} figure(s) shown larger than {MIN_FIGURE_PX} px, but its metrics "
+                                f"list {len(pngs)}: {', '.join(pngs)}")
+            text = browser.execute_script("return document.body.innerText")
+            if "TqdmWarning" in text or "IProgress not found" in text:
+                problems.append(f"{page}: shows tqdm's IProgress warning")
+    assert not problems, "\n".join(problems)
+
+
 def test_every_page_renders_without_broken_images_links_or_js_errors(report, server, browser, tmp_path):
     pages = ["index.html", "checklist.html"] + sorted(p.name for p in report.glob("[0-9][0-9]_*.html"))
     assert len(pages) >= 2 + 2 * 5
@@ -115,8 +157,10 @@ def test_every_page_renders_without_broken_images_links_or_js_errors(report, ser
         problems += [f"{page}: JavaScript/console error: {message}" for message in errors]
     assert not problems, "\n".join(problems)
     browser.get(f"{server}/index.html")
-    n_images = browser.execute_script("return document.images.length")
-    assert n_images >= 2  # the headline ROC and the cohort figures
-    shot = Path(os.environ.get("DIFFKD_SCREENSHOT_DIR", tmp_path)) / "index.png"
-    shot.parent.mkdir(parents=True, exist_ok=True)
-    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    assert _shown_figures(browser) >= 2  # the headline ROC and the cohort figures
+    folder = Path(os.environ.get("DIFFKD_SCREENSHOT_DIR", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    for page in SCREENSHOTS:
+        browser.get(f"{server}/{page}")
+        shot = folder / f"{page.removesuffix('.html')}.png"
+        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000, shot
