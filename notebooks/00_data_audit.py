@@ -40,7 +40,17 @@ from IPython.display import Markdown, display
 from diffkd_study.data import audit
 from diffkd_study.data.schema import read_manifest
 from diffkd_study.data.splits import split_table
-from diffkd_study.nbutil import provenance_markdown, records, require_paths, write_metrics
+from diffkd_study.eval.predictions import label_test_sets, ordered_test_sets
+from diffkd_study.nbutil import (
+    SIMULATED_DATA,
+    dedupe_limitations,
+    few_cases_limitation,
+    provenance_markdown,
+    records,
+    require_paths,
+    show_table,
+    write_metrics,
+)
 
 paths = require_paths(manifest_path=manifest_path, data_root=data_root, validation_path=validation_path)
 manifest = read_manifest(paths["manifest_path"])
@@ -56,7 +66,7 @@ display(Markdown(provenance_markdown(provenance_path)))
 
 # %%
 cohort = audit.cohort_table(manifest)
-cohort
+show_table(cohort, digits=1)
 
 # %%
 fig = audit.plot_label_balance(manifest)
@@ -69,7 +79,7 @@ audit.save_figure(fig, figures_dir, "label_balance");
 
 # %%
 splits = split_table(manifest)
-splits
+show_table(splits)
 
 # %% [markdown]
 # ## Example images
@@ -86,7 +96,7 @@ examples_png = audit.save_figure(fig, figures_dir, "examples_per_center")
 # sizes; all images are resized to the study resolution before training.
 
 # %%
-audit.image_size_table(manifest, validation["image_sizes"])
+show_table(audit.image_size_table(manifest, validation["image_sizes"]), digits=0)
 
 # %%
 fig = audit.plot_image_sizes(manifest, validation["image_sizes"])
@@ -100,8 +110,10 @@ audit.save_figure(fig, figures_dir, "image_sizes");
 
 # %%
 for name, table in audit.condition_tables(manifest).items():
-    display(Markdown(f"**{name.removeprefix('cond_')}**"))
-    display(table)
+    label = name.removeprefix("cond_").replace("_", " ")
+    display(Markdown(f"**{label}**"))
+    display(show_table(table.rename_axis(index=label if table.index.name == name else table.index.name, columns=None),
+                       digits=1, empty=f"No image records {label}."))
 
 # %% [markdown]
 # ## Data validation
@@ -113,24 +125,29 @@ summary = audit.validation_summary(validation)
 display(Markdown(
     f"{validation['n_rows']} images checked: **{validation['n_errors']} error(s)**, "
     f"**{validation['n_warnings']} warning(s)**."))
-summary
+show_table(summary, empty="Every rule passed: the validator found nothing to report.")
 
 # %%
 import pandas as pd
 
-pd.DataFrame(validation["problems"]).head(50) if validation["problems"] else Markdown("No problems found.")
+show_table(pd.DataFrame(validation["problems"]).head(50), empty="No problems found.")
 
 # %% tags=["reviewer-only"]
 positive = manifest.schema.positive_class
 n_pos = int((manifest.df["label"] == positive).sum()) if positive else None
 limitations = []
 if "phantom" in set(manifest.df["dataset"]):
-    limitations.append("The data are simulated (built-in phantom cohort): results show that the pipeline works, "
-                       "not how a model performs on patients.")
-for split_name, part in manifest.df.groupby("split"):
+    limitations.append(SIMULATED_DATA)
+for split_name, part in manifest.df[manifest.df["split"].isin(["train", "val"])].groupby("split"):
     if positive and (part["label"] == positive).sum() < 30:
         limitations.append(f"The {split_name} split has only {(part['label'] == positive).sum()} {positive} cases: "
                            "confidence intervals will be wide.")
+test_sets = label_test_sets(manifest.df)
+for test_set in ordered_test_sets(manifest.df):
+    n_test_pos = int((manifest.df.loc[test_sets == test_set, "label"] == positive).sum()) if positive else 30
+    if n_test_pos < 30:  # worded as the evaluation words it, so that the summary lists it once
+        limitations.append(few_cases_limitation(test_set, n_test_pos, positive))
+limitations = dedupe_limitations(limitations)
 write_metrics(metrics_path, {
     "n_images": len(manifest.df),
     "n_patients": int(manifest.df["patient_id"].nunique()),

@@ -80,6 +80,7 @@ from diffkd_study.nbutil import (
     provenance_markdown,
     records,
     require_paths,
+    show_table,
     write_metrics,
 )
 
@@ -126,7 +127,7 @@ training_table = pd.DataFrame([{
     "wall time (s, all runs)": summary.wall_s_total, "images/s (this run)": summary.images_per_second,
     "final loss (mean of last 10%)": round(float(pd.Series(summary.losses).tail(max(1, summary.steps // 10)).mean()), 4),
     "checkpoint": summary.checkpoint.name, "checkpoint sha256": summary.checkpoint_sha256[:16]}])
-training_table.T.rename(columns={0: "value"})
+show_table(training_table.T.rename(columns={0: "Value"}).rename_axis("Training"), digits=2)
 
 # %%
 history = workflow.loss_history(summary.losses)
@@ -157,8 +158,8 @@ display(Markdown(
      if synthetic.reused else f"Sampled in {synthetic.wall_s:.0f} s "
      f"({synthetic.wall_s / max(1, len(synthetic.manifest.df)):.2f} s per image). ")
     + f"Sampler {section.sampler}, {section.sampling_steps} steps, guidance scale {section.guidance_scale:g}, "
-    f"seed {seed}; written to `{synthetic_dir}`."))
-counts
+    f"seed {seed}."))
+show_table(counts.rename_axis("Class"))
 
 # %% tags=["reviewer-only"]
 write_metrics(metrics_path, {

@@ -70,6 +70,7 @@ from diffkd_study.nbutil import (
     provenance_markdown,
     records,
     require_paths,
+    show_table,
     write_metrics,
 )
 
@@ -120,7 +121,7 @@ sets_table = pd.DataFrame([
     {"set": "real training", "splits": "train", "images": len(training)},
     {"set": "real reference", "splits": ", ".join(section.reference_splits), "images": len(reference)},
     {"set": "synthetic", "splits": "-", "images": len(synthetic)}])
-sets_table
+show_table(sets_table, {"set": "Image set", "splits": "Splits", "images": "Images"})
 
 # %% [markdown]
 # ## Realism: FID, KID, precision and recall
@@ -146,12 +147,16 @@ main_table = quality.fidelity_table(candidates, reference, kid_subsets=section.k
                                     kid_subset_size=section.kid_subset_size, batch_size=section.feature_batch_size)
 split_half = quality.split_half_floor(reference, kid_subsets=section.kid_subsets, seed=seed)
 fidelity_display = pd.concat([main_table, split_half], ignore_index=True)
-fidelity_display.round(4)
+FIDELITY_COLUMNS = {"set": "Image set", "extractor": "Feature network", "guidance": "Guidance scale", "n_generated": "Images",
+                    "n_real": "Reference images", "fid": "FID", "kid_mean": "KID", "kid_std": "KID SD",
+                    "precision": "Precision", "recall": "Recall"}
+show_table(fidelity_display, FIDELITY_COLUMNS, digits=4)
 
 # %%
 headline = quality.compare_to_floor(main_table).round(
     {"FID": 2, "FID floor": 2, "FID - floor": 2, "KID": 4, "KID SD": 4, "KID floor": 4})
-headline
+show_table(headline.rename(columns={"n": "images", "n_reference": "reference images"}),
+           digits={"FID": 2, "FID floor": 2, "FID - floor": 2, "KID": 4, "KID SD": 4, "KID floor": 4})
 
 # %% [markdown]
 # ### Per class and per center
@@ -174,7 +179,8 @@ group_table = pd.concat(group_views, ignore_index=True) if group_views else pd.D
 for name, skipped in (("class", class_skipped), ("center", center_skipped)):
     if skipped:
         display(Markdown(f"Not compared per {name} (fewer than {section.min_group_size} images): {'; '.join(skipped)}."))
-group_table.round(4)
+show_table(group_table.rename(columns={"n": "images", "n_reference": "reference images"}), digits=4,
+           empty=f"No class or center has at least {section.min_group_size} images in every set: no per-group comparison.")
 
 # %% [markdown]
 # ## Guidance scale
@@ -196,7 +202,7 @@ if section.guidance_sweep:
     sweep_caption = dplots.caption("guidance_sweep", n=n_sweep, n_real=len(reference))
     plt.show()
     display(Markdown(sweep_caption))
-sweep_table.round(4)
+show_table(sweep_table, FIDELITY_COLUMNS, digits=4, empty="No guidance sweep was asked for in this run.")
 
 # %% [markdown]
 # ## Do the images show what they were generated for?
@@ -212,14 +218,14 @@ faithfulness, faithfulness_notes = quality.faithfulness_table(
     seed=seed)
 for note in faithfulness_notes:
     display(Markdown(f"*{note}*"))
-faithfulness.round(3)
+show_table(faithfulness, empty="No diagnosis or category has enough images to train the checking classifier.")
 
 # %% [markdown]
 # ## Memorization audit
 # For every synthetic image, its nearest training image in image-feature space and in pixel space.
-# A synthetic image is flagged when it is at least as close to a training image as the closest
-# `memorization_percentile` percent of real training images are to each other; flagged images are
-# excluded from the training data for the classifier (`augmentation.csv`).
+# A synthetic image is flagged when it is at least as close to a training image as the closest few
+# percent of real training images are to each other (the percentage is stated below the histograms);
+# flagged images are excluded from the classifier's training data.
 
 # %%
 audit = fidelity.memorization_audit(
@@ -239,10 +245,11 @@ nn_caption = dplots.caption("nn_histograms", percentile=section.memorization_per
 plt.show()
 display(Markdown(nn_caption))
 display(Markdown(
-    f"{len(flagged_ids)} of {len(synthetic)} synthetic images flagged; `augmentation.csv` holds "
-    f"{len(augmentation.df)} images{' (flagged ones excluded)' if section.exclude_flagged else ' (all: exclude_flagged is off)'}. "
+    f"{len(flagged_ids)} of {len(synthetic)} synthetic images flagged; the classifier's training data takes "
+    f"{len(augmentation.df)} synthetic images"
+    f"{' (flagged ones excluded)' if section.exclude_flagged else ' (all of them: the configuration keeps flagged ones)'}. "
     f"Thresholds: {', '.join(f'{k} {v.threshold:.4g}' for k, v in audit.spaces.items())}."))
-flag_counts
+show_table(flag_counts.rename_axis("Class"))
 
 # %%
 closest = audit.closest_pairs.groupby("space", sort=False).head(4)  # the 4 closest pairs of each space

@@ -60,15 +60,19 @@ crop_margin = 0.25
 checkpoint_minutes = 10.0
 
 # %% tags=["reviewer-only"]
+from pathlib import Path
+
 import pandas as pd
 from IPython.display import Markdown, display
 
 from diffkd_study.eval import plots
 from diffkd_study.nbutil import (
     NotebookParameterError,
+    dedupe_limitations,
     provenance_markdown,
     records,
     require_paths,
+    show_table,
     write_metrics,
 )
 from diffkd_study.train import study
@@ -83,7 +87,7 @@ except ValueError as err:
 # %%
 display(Markdown(provenance_markdown(provenance_path)))
 display(Markdown(
-    f"Teacher network **{config.model}** (initial weights: `{config.weights}`), {image_size} x {image_size} "
+    f"Teacher network **{config.model}** (initial weights: {Path(config.weights).name}), {image_size} x {image_size} "
     f"pixels, variants {', '.join(config.variants)}, seeds {list(config.seeds)}, at most {config.epochs} epochs "
     f"(early stop after {config.patience} epochs without a better validation AUC). Input: "
     + ("the whole image." if config.crop == "none" else
@@ -104,7 +108,7 @@ result = study.run_stage("teacher", params)
 
 # %%
 counts = pd.DataFrame(result["counts"]).set_index("set")
-counts
+show_table(counts.rename_axis("Set"))
 
 # %%
 notes = [f"**{variant}** was not trained: {reason}" for variant, reason in result["skipped"].items()]
@@ -120,7 +124,10 @@ for note in notes:
 
 # %%
 fits = study.fits_table(result)
-fits.round(3)
+show_table(fits, {"variant": "Variant", "seed": "Seed", "epochs_run": "Epochs run", "best_epoch": "Best epoch",
+                  "val_auc": "Validation AUC", "val_balanced_accuracy": "Validation balanced accuracy",
+                  "n_train_real": "Real training images", "synthetic_per_epoch": "Synthetic images per epoch",
+                  "n_val": "Validation images", "wall_s": "Training time (s)"}, digits={"wall_s": 0})
 
 # %%
 curve_names = study.save_training_curves(result, figures_dir)
@@ -134,6 +141,7 @@ limitations = [f"{v} not trained: {r}" for v, r in result["skipped"].items()]
 if fits["n_val"].iloc[0] < 100:
     limitations.append(f"The validation set has only {int(fits['n_val'].iloc[0])} images: the choice of the best "
                        "epoch is noisy.")
+limitations = dedupe_limitations(limitations)
 write_metrics(metrics_path, {
     "records": {k: v for k, v in result.items() if k != "fits"},
     "fits": records(fits),

@@ -66,6 +66,8 @@ feature_weight = 0.0
 efficiency_runs = 30
 
 # %% tags=["reviewer-only"]
+from pathlib import Path
+
 import torch
 from IPython.display import Markdown, display
 
@@ -75,9 +77,11 @@ from diffkd_study.eval.efficiency import compare_models
 from diffkd_study.models.classifier import create_classifier
 from diffkd_study.nbutil import (
     NotebookParameterError,
+    dedupe_limitations,
     provenance_markdown,
     records,
     require_paths,
+    show_table,
     write_metrics,
 )
 from diffkd_study.train import study
@@ -97,7 +101,7 @@ objective = {"kd": f"{config.ce_weight} x cross-entropy + {config.kd_weight} x T
              "kd+fitnet": f"Hinton KD plus {config.feature_weight} x FitNets feature hint",
              "kd+at": f"Hinton KD plus {config.feature_weight} x attention transfer"}[config.loss]
 display(Markdown(
-    f"Student network **{config.model}** (initial weights: `{config.weights}`), {image_size} x {image_size} pixels; "
+    f"Student network **{config.model}** (initial weights: {Path(config.weights).name}), {image_size} x {image_size} pixels; "
     f"distillation objective: {objective}. Variants {', '.join(config.variants)}; seeds {list(config.seeds)}."))
 
 # %% [markdown]
@@ -119,7 +123,10 @@ for variant, reason in result["skipped"].items():
 
 # %%
 fits = study.fits_table(result)
-fits.round(3)
+show_table(fits, {"variant": "Variant", "seed": "Seed", "epochs_run": "Epochs run", "best_epoch": "Best epoch",
+                  "val_auc": "Validation AUC", "val_balanced_accuracy": "Validation balanced accuracy",
+                  "n_train_real": "Real training images", "synthetic_per_epoch": "Synthetic images per epoch",
+                  "n_val": "Validation images", "wall_s": "Training time (s)"}, digits={"wall_s": 0})
 
 # %%
 curve_names = study.save_training_curves(result, figures_dir)
@@ -135,7 +142,7 @@ display(Markdown(plots.caption("loss_curves", model="each student variant")))
 manifest = read_manifest(manifest_path)
 names = [f["name"] for f in teacher_records["fits"]] + [f["name"] for f in result["fits"]]
 ablation = study.ablation_table(predictions_dir, list(dict.fromkeys(names)), manifest)
-ablation
+show_table(ablation.rename_axis("Model"), empty="No prediction tables of the teacher or student yet: nothing to compare.")
 
 # %% [markdown]
 # ## Size and speed: teacher vs student
@@ -150,13 +157,15 @@ teacher_net = create_classifier(teacher_records["config"]["model"], classes, in_
 student_net = create_classifier(config.model, classes, in_chans, "none")
 efficiency = compare_models(teacher_net, student_net, (1, in_chans, image_size, image_size), threads=1, warmup=5,
                             runs=efficiency_runs)
-efficiency.round(4)
+show_table(efficiency.rename_axis("Measure"), {"Measure": "Measure", "teacher": "Teacher", "student": "Student",
+                                              "student_to_teacher": "Student / teacher"})
 
 # %% tags=["reviewer-only"]
 ratios = efficiency["student_to_teacher"]
 limitations = [f"{v} not trained: {r}" for v, r in result["skipped"].items()]
 if len(config.seeds) < 3:
     limitations.append(f"{len(config.seeds)} training seed(s) per variant: the SD over seeds is a rough guide.")
+limitations = dedupe_limitations(limitations)
 write_metrics(metrics_path, {
     "records": {k: v for k, v in result.items() if k != "fits"},
     "fits": records(fits),

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 40 · Baselines
+# # 45 · Baselines
 #
 # Before any deep network is trained, two simple models set the bar it has to clear. Both are
 # logistic regressions fitted on the training patients only; their settings are chosen on the
@@ -58,6 +58,7 @@ from diffkd_study.nbutil import (
     provenance_markdown,
     records,
     require_paths,
+    show_table,
     write_metrics,
 )
 
@@ -81,7 +82,8 @@ fits, skipped = baselines.run_baselines(
     image_size=image_size, seed=seed)
 best = baselines.best_by_validation(fits)
 summary = pd.DataFrame([fit.summary() for fit in fits.values()]).set_index("model")
-summary[["n_train", "n_features", "penalty_C", "val_auc"]]
+show_table(summary, {"model": "Model", "n_train": "Training images", "n_features": "Inputs",
+                     "penalty_C": "Regularisation (C)", "val_auc": "Validation AUC"})
 
 # %%
 for name, reason in skipped.items():
@@ -105,7 +107,9 @@ display(Markdown(
 # %%
 for name, fit in fits.items():
     display(Markdown(f"**{name}**"))
-    display(fit.coefficients.sort_values(key=abs, ascending=False).head(15).to_frame())
+    display(show_table(fit.coefficients.sort_values(key=abs, ascending=False).head(15).rename_axis("input").to_frame()
+                       .reset_index().assign(input=lambda t: t["input"].str.removeprefix("cond_").str.replace("_", " ")),
+                       {"input": "Input", fit.coefficients.name: "Coefficient (per SD)"}))
 
 # %% [markdown]
 # ## Predictions written
@@ -114,7 +118,7 @@ for name, fit in fits.items():
 
 # %%
 counts = pd.concat([fit.predictions for fit in fits.values()]).groupby(["model", "split"]).size().unstack()
-counts
+show_table(counts.rename(columns={"val": "validation", "test": "internal test", "external": "external test"}))
 
 # %% tags=["reviewer-only"]
 write_json(f"{predictions_dir}/{baselines.SUMMARY_FILE}", {

@@ -57,10 +57,14 @@ from diffkd_study.eval import evaluate as ev
 from diffkd_study.eval.baselines import read_not_applicable
 from diffkd_study.eval.predictions import read_predictions
 from diffkd_study.nbutil import (
+    SIMULATED_DATA,
     NotebookParameterError,
+    dedupe_limitations,
+    few_cases_limitation,
     provenance_markdown,
     records,
     require_paths,
+    show_table,
     write_metrics,
 )
 
@@ -89,6 +93,7 @@ if not figure_sets:
     raise NotebookParameterError(f"no model in {tables} has predictions on any test set ({', '.join(test_sets)})")
 condition = f"{manifest.schema.positive_class} lesions"
 negative = next(label for label in manifest.schema.label_set if label != manifest.schema.positive_class)
+positives = f"{manifest.schema.positive_class.capitalize()} images"
 
 # %%
 display(Markdown(provenance_markdown(provenance_path)))
@@ -110,7 +115,9 @@ for row in not_applicable.itertuples():
 
 # %%
 auc = ev.auc_table(tests, bootstrap=bootstrap, seed=seed, not_applicable=not_applicable)
-ev.display_table(auc)
+show_table(auc, {"model": "Model", "test_set": "Test set", "n": "Images", "n_pos": positives, "auc": "AUC",
+                 "ci": "95% CI (DeLong)", "bootstrap_ci": "95% CI (bootstrap)", "note": "Note"},
+           intervals={"ci": ("ci_low", "ci_high"), "bootstrap_ci": ("bootstrap_ci_low", "bootstrap_ci_high")})
 
 # %%
 fig = plots.plot_auc_forest(auc)
@@ -146,7 +153,10 @@ for test_set in test_sets:
 
 # %%
 paired = ev.paired_delong_tests(tests)
-paired.round(4)
+show_table(paired, {"test_set": "Test set", "model_a": "Model A", "model_b": "Model B", "n": "Images", "auc_a": "AUC A",
+                   "auc_b": "AUC B", "difference": "Difference (A - B)", "ci": "95% CI", "p_value": "p", "note": "Note"},
+           intervals={"ci": ("ci_low", "ci_high")}, p_values=["p_value"],
+           empty="Only one model has predictions on the test sets: there is no pair to compare.")
 
 # %% [markdown]
 # ## Partial combinations against the full method
@@ -157,9 +167,11 @@ paired.round(4)
 # %%
 full_model = "student_diffkd" if "student_diffkd" in model_names else None
 ablation = ev.paired_delong_tests(tests, reference=full_model) if full_model else paired.iloc[0:0]
-if full_model is None:
-    display(Markdown("No `student_diffkd` predictions in this run (the training stages did not run): no ablation."))
-ablation.round(4)
+show_table(ablation, {"test_set": "Test set", "model_a": "Model A", "model_b": "Model B", "n": "Images", "auc_a": "AUC A",
+                   "auc_b": "AUC B", "difference": "Difference (A - B)", "ci": "95% CI", "p_value": "p", "note": "Note"},
+           intervals={"ci": ("ci_low", "ci_high")}, p_values=["p_value"],
+           empty="The full method's student network has not been trained in this run (the training stages did not "
+                 "run), so there is nothing to compare it with.")
 
 # %% [markdown]
 # ## Variability across training seeds
@@ -168,14 +180,22 @@ ablation.round(4)
 
 # %%
 seed_table = ev.seed_variability_table(predictions, model_names)
-seed_table
+show_table(seed_table, {"model": "Model", "test_set": "Test set", "n": "Images", "n_pos": positives, "n_seeds": "Seeds",
+                        "summary": "AUC, mean \u00b1 SD over seeds", "per_seed": "AUC of each seed (95% CI)"},
+           empty="Every model in this run was trained with a single seed, so there is no variability across seeds "
+                 "to show.")
 
 # %% [markdown]
 # ## Calibration
 
 # %%
 calibration = ev.calibration_table(tests, not_applicable=not_applicable)
-ev.display_table(calibration)
+show_table(calibration, {"model": "Model", "test_set": "Test set", "n": "Images", "n_pos": positives,
+                         "intercept": "Calibration intercept", "intercept_ci": "Intercept 95% CI",
+                         "slope": "Calibration slope", "slope_ci": "Slope 95% CI", "brier": "Brier score",
+                         "scaled_brier": "Scaled Brier score", "note": "Note"},
+           intervals={"intercept_ci": ("intercept_ci_low", "intercept_ci_high"),
+                      "slope_ci": ("slope_ci_low", "slope_ci_high")})
 
 # %%
 for test_set in figure_sets:
@@ -210,11 +230,20 @@ for test_set in figure_sets:
 # %%
 thresholds = ev.validation_thresholds(predictions, model_names, sensitivity_target=sensitivity_target,
                                       specificity_target=specificity_target)
-ev.threshold_table(thresholds).round(3)
+show_table(ev.threshold_table(thresholds),
+           {"model": "Model", "rule": "Rule (chosen on validation)", "threshold": "Threshold",
+            "validation_sensitivity": "Validation sensitivity", "validation_specificity": "Validation specificity",
+            "validation_n": "Validation images"})
 
 # %%
 operating = ev.operating_point_table(tests, thresholds, not_applicable=not_applicable)
-ev.display_table(operating)
+show_table(operating.assign(**{f"{m}_counts": operating[f"{m}_n"] + " (" + operating[f"{m}_ci"] + ")"
+                               for m in ("sensitivity", "specificity", "ppv", "npv")}),
+           {"model": "Model", "test_set": "Test set", "rule": "Threshold rule", "n": "Images",
+            "sensitivity": "Sensitivity", "sensitivity_counts": "Sensitivity: cases (95% CI)",
+            "specificity": "Specificity", "specificity_counts": "Specificity: cases (95% CI)",
+            "ppv": "PPV", "ppv_counts": "PPV: cases (95% CI)", "npv": "NPV", "npv_counts": "NPV: cases (95% CI)",
+            "note": "Note"}, digits=2)
 
 # %%
 fig, axes = plt.subplots(len(model_names), len(figure_sets), squeeze=False, layout="constrained",
@@ -243,7 +272,11 @@ display(Markdown(plots.caption("confusion", model="each model", test_set="each t
 # %%
 with_groups, subgroup_columns = ev.add_subgroups(tests, manifest, subgroups)
 subgroup = ev.subgroup_table(with_groups, subgroup_columns)
-subgroup.round(3)
+show_table(subgroup.assign(subgroup=subgroup["subgroup"].str.replace("_", " ")) if len(subgroup) else subgroup,
+           {"model": "Model", "test_set": "Test set", "subgroup": "Subgroup", "level": "Group", "n": "Images",
+            "n_pos": positives, "auc": "AUC", "ci": "95% CI", "note": "Note"},
+           intervals={"ci": ("ci_low", "ci_high")}, n_column="n",
+           empty="The manifest records no subgroup (centre, BI-RADS, age) for the test images.")
 
 # %% [markdown]
 # ## Efficiency: teacher vs student
@@ -271,7 +304,8 @@ efficiency = compare_models(networks["teacher"], networks["student"], (1, 1, ima
                             threads=efficiency_threads, warmup=5, runs=efficiency_runs)
 display(Markdown(f"Teacher **{architectures['teacher']}**, student **{architectures['student']}**, input 1 x "
                  f"{image_size} x {image_size} pixels, {efficiency_threads} CPU thread(s), {efficiency_runs} timed runs."))
-efficiency.round(3)
+show_table(efficiency.rename_axis("Measure"), {"Measure": "Measure", "teacher": "Teacher", "student": "Student",
+                                              "student_to_teacher": "Student / teacher"})
 
 # %% tags=["reviewer-only"]
 headline = auc.assign(auc_95ci=auc.apply(ev.format_auc, axis=1))
@@ -283,14 +317,13 @@ if several:
     limitations.append("Tables, curves and tests use one training seed per network (" +
                        ", ".join(f"{m}: {s}" for m, s in several.items()) + "); the seed table shows the others.")
 if "phantom" in set(manifest.df["dataset"]):
-    limitations.insert(0, "The data are simulated (phantom cohort): the numbers show that the evaluation works, "
-                          "not how a model performs on patients.")
+    limitations.insert(0, SIMULATED_DATA)
 for row in not_applicable.itertuples():
     limitations.append(f"{row.model} is not applicable on {row.test_set}, so it has no results there: {row.reason}.")
 for _, row in auc[auc["n"] > 0].drop_duplicates("test_set").iterrows():
     if row["n_pos"] < 30:
-        limitations.append(f"{row['test_set']}: only {row['n_pos']} malignant and {row['n_neg']} benign images; "
-                           "its confidence intervals are wide.")
+        limitations.append(few_cases_limitation(row["test_set"], int(row["n_pos"]), manifest.schema.positive_class))
+limitations = dedupe_limitations(limitations)
 write_metrics(metrics_path, {
     "auc": records(auc),
     "paired_delong": records(paired),

@@ -56,9 +56,12 @@ from diffkd_study.eval.roc import auc_delong
 from diffkd_study.io import atomic_path
 from diffkd_study.nbutil import (
     NotebookParameterError,
+    dedupe_limitations,
     provenance_markdown,
     records,
     require_paths,
+    show_table,
+    table_frame,
     write_metrics,
 )
 
@@ -109,7 +112,7 @@ else:
 study = rs.read_reader_study(reads_file, truth)
 simulated = "simulated" in study.reads.columns and bool(pd.to_numeric(study.reads["simulated"]).any())
 who = "simulated readers" if simulated else "readers"
-display(Markdown(f"{study.summary()}. Read table: `{reads_file}`" + (" (**simulated readers**)." if simulated else ".")))
+display(Markdown(study.describe(who, condition) + (" These are **simulated readers**." if simulated else "")))
 
 # %% [markdown]
 # ## Readers on the model's ROC curve
@@ -125,7 +128,12 @@ plt.show()
 roc_caption = plots.caption("roc", test_set="the reader-study cases (internal and external test sets)",
                             n=len(truth), n_pos=int(truth["truth"].sum()), condition=condition)
 display(Markdown(roc_caption))
-ops.round(3)
+show_table(ops, {"reader_id": "Reader", "reader_group": "Experience", "n_cases": "Cases", "sensitivity": "Sensitivity",
+                 "sensitivity_ci": "Sensitivity 95% CI", "specificity": "Specificity",
+                 "specificity_ci": "Specificity 95% CI", "auc": "AUC", "auc_ci": "AUC 95% CI"},
+           intervals={"sensitivity_ci": ("sensitivity_ci_low", "sensitivity_ci_high"),
+                      "specificity_ci": ("specificity_ci_low", "specificity_ci_high"),
+                      "auc_ci": ("auc_ci_low", "auc_ci_high")}, digits=2)
 
 # %% [markdown]
 # ## The model at each reader's operating point
@@ -135,21 +143,27 @@ ops.round(3)
 
 # %%
 matched = rs.model_at_reader_operating_points(study, model_scores)
-matched[["reader_id", "reader_group", "comparison", "n", "reader_estimate", "model_estimate", "difference",
-         "mcnemar_p"]].round(3)
+show_table(matched, {"reader_id": "Reader", "reader_group": "Experience", "comparison": "Comparison", "n": "Cases",
+                     "reader_estimate": "Reader's value", "model_estimate": "Model's value",
+                     "difference": "Difference (model - reader)", "mcnemar_p": "McNemar p"},
+           p_values=["mcnemar_p"], digits=2)
 
 # %% [markdown]
 # ## Reader groups
 
 # %%
 group_summary = rs.reader_group_summary(study)
-group_summary.round(3)
+show_table(group_summary, {**({"treatment": "Reading condition"} if len(study.treatments) > 1 else {}),
+                           "reader_group": "Readers", "n_readers": "Number", "mean_sensitivity": "Mean sensitivity",
+                           "sd_sensitivity": "SD sensitivity", "mean_specificity": "Mean specificity",
+                           "sd_specificity": "SD specificity", "mean_auc": "Mean AUC", "auc_ci": "Mean AUC 95% CI"},
+           intervals={"auc_ci": ("auc_ci_low", "auc_ci_high")}, digits=2)
 
 # %% [markdown]
 # ## Model versus readers (ORH)
-# Difference between the model's AUC and the readers' mean AUC, treating readers and cases as random
-# samples (1T-RRRC), with the case covariance estimated by the jackknife (primary) and by DeLong's
-# method (check).
+# Difference between the model's AUC and the readers' mean AUC, treating both the readers and the
+# cases as samples from larger populations, so that the interval allows for other readers and other
+# patients.
 
 # %%
 comparisons = {}
@@ -162,10 +176,27 @@ orh = pd.DataFrame([{"comparison": k, "model_auc": v.model_auc, "mean_reader_auc
                      "difference": v.difference, "ci_low": v.ci_low, "ci_high": v.ci_high, "df": v.df,
                      "p_value": v.p_value, "n_readers": len(v.readers), "n_cases": v.n_pos + v.n_neg}
                     for k, v in comparisons.items()])
-orh.round(4)
+primary = comparisons[f"all {who} (jackknife)"]
+display(Markdown(primary.describe(who)))
+orh_view = table_frame(
+    orh[orh["comparison"].str.endswith("(jackknife)")].assign(comparison=lambda t: t["comparison"].str.removesuffix(" (jackknife)")),
+    {"comparison": "Readers", "n_readers": "Number", "n_cases": "Cases", "model_auc": "Model AUC",
+     "mean_reader_auc": "Readers' mean AUC", "difference": "Difference (model - readers)", "ci": "95% CI", "p_value": "p"},
+    intervals={"ci": ("ci_low", "ci_high")}, p_values=["p_value"], digits=2)
+show_table(orh_view)
+
+# %% tags=["reviewer-only"]
+# the full 1T-RRRC results (t, its Hillis df, p to 6 decimals): case covariance by the jackknife (primary)
+# and by DeLong's method (check)
+for name, result in comparisons.items():
+    print(f"{name}: {result}")
+show_table(orh.assign(t=[v.statistic for v in comparisons.values()]),
+           {"comparison": "comparison (1T-RRRC)", "model_auc": "model AUC", "mean_reader_auc": "readers' mean AUC",
+            "difference": "difference", "ci": "95% CI", "t": "t", "df": "df", "p_value": "p", "n_readers": "readers",
+            "n_cases": "cases"}, intervals={"ci": ("ci_low", "ci_high")}, p_values=["p_value"],
+           digits={"t": 4, "df": 4, "p_value": 6, "ci": 4, "model_auc": 4, "mean_reader_auc": 4, "difference": 4})
 
 # %%
-primary = comparisons[f"all {who} (jackknife)"]
 model_auc = auc_delong(truth["truth"].to_numpy(), model_scores.to_numpy())
 fig = plots.plot_reader_study(ops, model_auc={chosen: model_auc}, group_summary=group_summary,
                               comparison=primary, simulated=simulated, title=f"{who.capitalize()} and model")
@@ -180,6 +211,7 @@ limitations = [] if chosen.startswith(("student_", "teacher_")) else [
 if simulated:
     limitations.insert(0, "The readers are simulated readers (a statistical model of reader behaviour), not "
                           "radiologists: the comparison demonstrates the analysis only.")
+limitations = dedupe_limitations(limitations)
 write_metrics(metrics_path, {
     "model": chosen,
     "simulated_readers": simulated,
@@ -192,8 +224,8 @@ write_metrics(metrics_path, {
     "orh": records(orh),
     "index_section": {
         "title": "Reader study" + (" (simulated readers)" if simulated else ""),
-        "text": [f"{primary}", f"Model: {chosen}; {len(study.readers)} {who}, {len(study.cases)} cases."],
-        "tables": [{"title": f"Model vs {who} (ORH)", "records": records(orh.round(4).set_index("comparison"))}],
+        "text": [primary.describe(who), f"Model: {chosen}; {len(study.readers)} {who}, {len(study.cases)} cases."],
+        "tables": [{"title": f"Model vs {who}", "records": records(orh_view)}],
         "figures": [{"png": "figures/reader_study.png", "title": f"{who} and model", "caption": reader_caption}],
         "limitations": limitations,
     },

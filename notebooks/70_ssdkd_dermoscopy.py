@@ -75,6 +75,7 @@ threads = 1
 
 # %% tags=["reviewer-only"]
 import dataclasses
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -84,9 +85,11 @@ from IPython.display import Markdown, display
 from diffkd_study.eval import plots
 from diffkd_study.nbutil import (
     NotebookParameterError,
+    dedupe_limitations,
     provenance_markdown,
     records,
     require_paths,
+    show_table,
     write_metrics,
 )
 from diffkd_study.ssdkd import workflow
@@ -107,8 +110,8 @@ if int(image_size) < 32:
 # %%
 display(Markdown(provenance_markdown(provenance_path)))
 display(Markdown(
-    f"Teacher **{config.teacher_model}** (initial weights `{config.teacher_weights}`), student "
-    f"**{config.student_model}** (initial weights `{config.student_weights}`), {image_size} x {image_size} pixels. "
+    f"Teacher **{config.teacher_model}** (initial weights {Path(config.teacher_weights).name}), student "
+    f"**{config.student_model}** (initial weights {Path(config.student_weights).name}), {image_size} x {image_size} pixels. "
     f"Students: {', '.join(METHODS[m] for m in config.methods)}; seeds {list(config.seeds)}; teacher at most "
     f"{config.teacher_epochs} epochs, students at most {config.student_epochs} epochs (best epoch by validation "
     f"balanced accuracy, early stop after {config.patience} epochs without improvement); "
@@ -158,13 +161,13 @@ result = workflow.run_stage(params)
 # %%
 counts = pd.DataFrame(result["counts"]).set_index("split")
 sub = result["subsample"]
-display(counts)
+display(show_table(counts.rename_axis("Split")))
 display(Markdown(
     f"Training set: {sub['images_after']} images of {sub['lesions_after']} lesions"
     + (f" ({sub['train_fraction']:.0%} of the {sub['lesions_before']} training lesions of each diagnosis, "
        f"{sub['images_before']} images, chosen at random with the study seed {result['study_seed']}; validation "
        "and test are complete)." if sub["train_fraction"] < 1 else ".")
-    + " Class weights of the weighted cross-entropy (official `frequency` weighting, N / n_c): "
+    + " Class weights of the weighted cross-entropy (the official frequency weighting: images / images of the class): "
     + ", ".join(f"{c} {w:g}" for c, w in zip(result["classes"], result["class_weights"] or [], strict=False))))
 
 # %% [markdown]
@@ -177,11 +180,11 @@ display(Markdown(
 comparison = workflow.comparison_table(result, "test")
 comparison_display = comparison[["model", "seeds", "n images", "n lesions", "accuracy", "balanced accuracy",
                                  "macro AUC"]]
-comparison_display
+show_table(comparison_display)
 
 # %%
 seed_rows = workflow.seed_table(result, "test")
-seed_rows
+show_table(seed_rows)
 
 # %%
 goal = workflow.goal_check(result, "test")
@@ -215,7 +218,7 @@ per_class = {}
 for name in [m for m in ("teacher", "ce", "ssd_kd") if m in order]:
     per_class[name] = workflow.per_class_table(result, name, primary, "test")
     display(Markdown(f"**{titles[name]}** (seed {primary})"))
-    display(per_class[name])
+    display(show_table(per_class[name]))
 
 # %%
 classes = result["classes"]
@@ -258,8 +261,10 @@ if result["ss_heads"]:
     plots.save_figure(fig, figures_dir, "ssdkd_ss_head")
     plt.show()
     display(Markdown(CAPTIONS["ss_head"]))
-    display(pd.DataFrame([{k: r[k] for k in ("teacher_seed", "epochs", "best_epoch", "best_val_ss_loss",
-                                            "best_val_ss_accuracy", "wall_s")} for r in result["ss_heads"]]).round(3))
+    display(show_table(pd.DataFrame(result["ss_heads"]),
+                       {"teacher_seed": "Teacher seed", "epochs": "Epochs", "best_epoch": "Best epoch",
+                        "best_val_ss_loss": "Best validation loss", "best_val_ss_accuracy": "Best validation accuracy",
+                        "wall_s": "Training time (s)"}, digits={"wall_s": 0}))
 
 # %% [markdown]
 # ## Size and speed: teacher vs student
@@ -268,7 +273,7 @@ if result["ss_heads"]:
 
 # %%
 efficiency = workflow.efficiency(result)
-efficiency.round(4)
+show_table(efficiency)
 
 # %% [markdown]
 # ## Computing time
@@ -277,8 +282,8 @@ efficiency.round(4)
 
 # %%
 timing = workflow.timing_table(result)
-display(timing)
-display(Markdown(f"Device `{result['device']}`, {result['threads']} CPU thread(s); total training time "
+display(show_table(timing, digits=1))
+display(Markdown(f"Device {result['device']}, {result['threads']} CPU thread(s); total training time "
                  f"{timing['train min'].fillna(0).sum():.0f} min; this execution {result['wall_s'] / 60:.0f} min."))
 
 # %% tags=["reviewer-only"]
@@ -294,6 +299,7 @@ if config.teacher_model != "resnet50":
 limitations.append("HAM10000 has 7 classes (no SCC); the paper's figures are on ISIC 2019 (8 classes).")
 if goal.get("evaluated") and not goal["goal_met"]:
     limitations.append(f"The reproduction goal ({workflow.GOAL_STATEMENT}) was not reached in this run.")
+limitations = dedupe_limitations(limitations)
 efficiency_records = records(efficiency.reset_index())
 write_metrics(metrics_path, {
     "records": {k: v for k, v in result.items() if k not in ("evaluation",)},

@@ -80,9 +80,11 @@ from diffkd_study.io import write_json
 from diffkd_study.models.detector import DetectorSpec, create_detector, detector_info
 from diffkd_study.nbutil import (
     NotebookParameterError,
+    dedupe_limitations,
     provenance_markdown,
     records,
     require_paths,
+    show_table,
     write_metrics,
 )
 
@@ -104,9 +106,10 @@ torch.manual_seed(seed)
 # %%
 display(Markdown(provenance_markdown(provenance_path)))
 display(Markdown(
-    f"Profile **{config.profile}**: detector RetinaNet on `{settings.backbone}` (initial weights `{settings.weights}`, "
+    f"Profile **{config.profile}**: detector RetinaNet on {settings.backbone} (initial weights "
+    f"{Path(settings.weights).name}, "
     f"feature stage {settings.feature_stage}), images letterboxed to {settings.image_size} x {settings.image_size} "
-    f"pixels, batch {settings.batch_size}, {settings.optimizer} lr {settings.lr:g}; device `{compute}`. "
+    f"pixels, batch {settings.batch_size}, {settings.optimizer} lr {settings.lr:g}; device {compute}. "
     f"KD: alpha {config.alpha:g}, T {config.temperature:g}, ImPA beta {config.beta:g}, {config.num_points} points."))
 
 # %% [markdown]
@@ -125,7 +128,7 @@ mammo = load_detection_data(teacher_manifest_path, teacher_image_root, settings.
                             hit_min_distance=config.hit_min_distance, release_scale=config.teacher_release_scale,
                             progress=False)
 data_table = pd.DataFrame([{"role": "student (DBT)", **dbt.summary()}, {"role": "teacher (mammography)", **mammo.summary()}])
-data_table.set_index("role")
+show_table(data_table.drop(columns="source", errors="ignore"))
 
 # %%
 if len(mammo.excluded):
@@ -154,7 +157,7 @@ teacher_table = pd.DataFrame([
     {"teacher": kind, "steps": t.steps, "minutes": t.seconds / 60, "reused": t.reused,
      **({} if t.holdout is None else t.holdout.summary("holdout "))}
     for kind, t in teachers.items()]).set_index("teacher")
-teacher_table.round(3)
+show_table(teacher_table, digits={"minutes": 1})
 
 # %%
 teacher_history = pd.concat([history_long(t.history.drop(columns=["total"]), split=f"teacher {k}")
@@ -173,7 +176,8 @@ plt.show()
 # %%
 results = cv.run_cross_validation(config, dbt, teachers, mammo, out_dir, seed, compute, progress=True)
 fold_sizes = results.groupby("fold")[["n_test_patients", "n_images", "n_boxes"]].first()
-fold_sizes.rename(columns={"n_images": "n_test_slices", "n_boxes": "n_test_lesions"})
+show_table(fold_sizes, {"fold": "Fold", "n_test_patients": "Test patients", "n_images": "Test slices",
+                        "n_boxes": "Test lesions"})
 
 # %% [markdown]
 # ## Mean sensitivity
@@ -185,14 +189,14 @@ fold_sizes.rename(columns={"n_images": "n_test_slices", "n_boxes": "n_test_lesio
 metric_names = [f"sens@{k:g}fp" for k in config.fps_per_image] + ["mean_sensitivity"]
 summary = report.summary_table(results, metric_names)
 mean_table = report.fold_table(summary, "mean_sensitivity", config.methods, config.regimes)
-mean_table
+show_table(mean_table)
 
 # %% [markdown]
 # Sensitivity at 2 false positives per slice (the official challenge's second metric):
 
 # %%
 sens2_table = report.fold_table(summary, "sens@2fp", config.methods, config.regimes)
-sens2_table
+show_table(sens2_table)
 
 # %% [markdown]
 # Paired differences: each fold trains every method on the same patients, so the per-fold difference
@@ -208,7 +212,8 @@ differences = pd.DataFrame([
      "sd": float((wide.loc[regime][reference] - wide.loc[regime][other]).std()),
      "n_folds": int(wide.loc[regime][[reference, other]].dropna().shape[0])}
     for regime in config.regimes for other in config.methods if other != reference])
-differences.round(3)
+show_table(differences, {"regime": "Training data", "comparison": "Comparison", "mean": "Mean difference",
+                         "sd": "SD over folds", "n_folds": "Folds"})
 
 # %% [markdown]
 # ## FROC curves
@@ -227,7 +232,7 @@ plt.show()
 pooled_table = pd.DataFrame([
     {"regime": cv.regime_name(regime), "method": METHODS[method].title,
      **pooled[(regime, method)].summary()} for regime in config.regimes for method in config.methods])
-pooled_table.set_index(["regime", "method"]).round(3)
+show_table(pooled_table)
 
 # %% [markdown]
 # ## Detections on example slices
@@ -254,7 +259,7 @@ if examples:
 
 # %%
 timing = report.timing_table({k: (t.seconds, t.steps) for k, t in teachers.items()}, results)
-timing.round(1)
+show_table(timing, digits=1)
 
 # %% tags=["reviewer-only"]
 summary.to_csv(out_dir / "summary.csv", index=False)
@@ -275,6 +280,7 @@ if config.profile == "cpu":
         "50 epochs. Absolute sensitivities are therefore not comparable with the paper's.")
 elapsed = time.perf_counter() - started
 write_json(out_dir / "stage.json", {"config": config.to_dict(), "wall_seconds": elapsed})
+limitations = dedupe_limitations(limitations)
 write_metrics(metrics_path, {
     "config": config.to_dict(),
     "detector": info,

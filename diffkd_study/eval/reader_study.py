@@ -70,6 +70,7 @@ from scipy import stats
 
 from diffkd_study.eval.operating_points import choose_threshold, mcnemar_test, wilson_ci
 from diffkd_study.eval.roc import delong_placements, require_classes, z_quantile
+from diffkd_study.nbutil import format_p
 
 Covariance = Literal["jackknife", "delong"]
 
@@ -285,6 +286,20 @@ class ReaderStudy:
         if self.unread_cases():
             text += f"; {len(self.unread_cases())} truth-table case(s) never read"
         return text
+
+    def describe(self, who: str = "readers", condition: str = "diseased") -> str:
+        """The study in a sentence for a report (no file names): readers by group, cases, missing reads."""
+        groups = pd.Series(self.reader_groups).value_counts().sort_index()
+        text = (
+            f"{len(self.readers)} {who} ({', '.join(f'{n} {g}' for g, n in groups.items())}) read "
+            f"{len(self.cases)} cases ({int(self.truth[list(self.cases)].sum())} with {condition})"
+        )
+        if len(self.treatments) > 1:
+            text += f" under {len(self.treatments)} reading conditions ({', '.join(self.treatments)})"
+        n_missing = len(self.missing_reads())
+        if n_missing:
+            text += f"; {n_missing} read(s) are missing"
+        return text + "."
 
     def score_array(
         self, treatments: Sequence[str] | None = None, readers: Sequence[str] | None = None
@@ -793,12 +808,13 @@ class ORHResult:
         for test in (self.rrrc, self.frrc, self.rrfc):
             dist = "F" if test.distribution == "F" else "chi2"
             lines.append(
-                f"{test.analysis}: {dist}({test.df1:g}, {test.df2:.4g}) = {test.statistic:.4f}, p = {test.p_value:.4g}"
+                f"{test.analysis}: {dist}({test.df1:g}, {test.df2:.4g}) = {test.statistic:.4f}, "
+                f"p {_p_text(test.p_value, 4)}"
             )
             for row in test.contrasts.itertuples():
                 lines.append(
                     f"  {row.treatment_a} - {row.treatment_b}: {row.difference:+.4f} "
-                    f"({self.level:.0%} CI {row.ci_low:+.4f} to {row.ci_high:+.4f}), p = {row.p_value:.4g}"
+                    f"({self.level:.0%} CI {row.ci_low:+.4f} to {row.ci_high:+.4f}), p {_p_text(row.p_value, 4)}"
                 )
         return "\n".join(lines)
 
@@ -1039,11 +1055,40 @@ class ModelVsReaders:
         text = (
             f"model AUC {self.model_auc:.3f} vs mean of {len(self.readers)} readers {self.mean_reader_auc:.3f}: "
             f"difference {self.difference:+.3f} ({self.level:.0%} CI {self.ci_low:+.3f} to {self.ci_high:+.3f}), "
-            f"t({self.df:.1f}) = {self.statistic:.2f}, p = {self.p_value:.4g} [1T-RRRC, {self.covariance}]"
+            f"t({self.df:.1f}) = {self.statistic:.2f}, p {_p_text(self.p_value, 4)} [1T-RRRC, {self.covariance}]"
         )
         if self.margin is not None:
-            text += f"; non-inferiority margin {self.margin}: p = {self.p_noninferiority:.4g}"
+            text += f"; non-inferiority margin {self.margin}: p {_p_text(self.p_noninferiority, 4)}"
         return text
+
+    def describe(self, who: str = "readers", digits: int = 2) -> str:
+        """The comparison in words for a clinical reader (the test statistic stays in ``str()``), e.g. "The
+        model's AUC (0.71) was 0.18 lower than the readers' average AUC (0.89); 95% confidence interval of
+        the difference: 0.05 to 0.31 lower (p = 0.008). ..." """
+        def amount(x: float) -> str:
+            return f"{abs(x):.{digits}f} {'higher' if x > 0 else 'lower'}" if round(x, digits) else "no different"
+
+        if round(self.difference, digits) == 0:
+            head = f"was the same as the {who}' average AUC ({self.mean_reader_auc:.{digits}f})"
+        else:
+            head = f"was {amount(self.difference)} than the {who}' average AUC ({self.mean_reader_auc:.{digits}f})"
+        low, high = self.ci_low, self.ci_high
+        if low > 0 or high < 0:
+            ci = f"{amount(low) if low > 0 else amount(high)} to {amount(high) if low > 0 else amount(low)}"
+            verdict = (f"the interval does not include zero: on these cases the model was "
+                       f"{'better' if low > 0 else 'worse'} than the average reader.")
+        else:
+            ci = f"{amount(low)} to {amount(high)}"
+            verdict = "the interval includes zero (no difference): these cases cannot tell the model and the readers apart."
+        return (f"The model's AUC ({self.model_auc:.{digits}f}) {head}; {self.level:.0%} confidence interval of the "
+                f"difference: {ci} (p {_p_text(self.p_value)}, {len(self.readers)} {who}, "
+                f"{self.n_pos + self.n_neg} cases). {verdict[0].upper()}{verdict[1:]}")
+
+
+def _p_text(p: float | None, digits: int = 3) -> str:
+    """``= 0.042`` or ``< 0.001``: a p-value after "p" in a sentence."""
+    text = format_p(p, digits)
+    return text if text.startswith("<") else f"= {text}"
 
 
 def model_vs_readers_analysis(

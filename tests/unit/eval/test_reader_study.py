@@ -426,3 +426,37 @@ def test_orh_type_one_error_near_five_percent():
             rejections[covariance] += orh_analysis(ratings, truth, covariance).rrrc.p_value < 0.05
     rates = {k: v / reps for k, v in rejections.items()}
     assert all(0.03 <= r <= 0.07 for r in rates.values()), rates
+
+
+def _comparison(difference, ci_low, ci_high, p_value):
+    from diffkd_study.eval.reader_study import ModelVsReaders
+
+    return ModelVsReaders(
+        model_auc=0.71, reader_auc=np.array([0.88, 0.90]), readers=("r1", "r2"), mean_reader_auc=0.89,
+        difference=difference, se=0.05, df=10.0, statistic=difference / 0.05, p_value=p_value, ci_low=ci_low,
+        ci_high=ci_high, ms_r=0.0, var=0.0, cov2=0.0, rrfc_se=0.0, rrfc_p_value=0.0, rrfc_ci_low=0.0,
+        rrfc_ci_high=0.0, n_pos=6, n_neg=18, covariance="jackknife", level=0.95)
+
+
+def test_model_vs_readers_in_words_for_clinicians():
+    lower = _comparison(-0.18, -0.31, -0.05, 0.0004)
+    assert lower.describe("simulated readers") == (
+        "The model's AUC (0.71) was 0.18 lower than the simulated readers' average AUC (0.89); 95% confidence "
+        "interval of the difference: 0.05 lower to 0.31 lower (p < 0.001, 2 simulated readers, 24 cases). The "
+        "interval does not include zero: on these cases the model was worse than the average reader.")
+    unclear = _comparison(0.156, -0.092, 0.404, 0.2057)
+    assert unclear.describe() == (
+        "The model's AUC (0.71) was 0.16 higher than the readers' average AUC (0.89); 95% confidence interval of "
+        "the difference: 0.09 lower to 0.40 higher (p = 0.206, 2 readers, 24 cases). The interval includes zero "
+        "(no difference): these cases cannot tell the model and the readers apart.")
+    # the reviewer's line keeps the statistic and the method, and never prints p = 0
+    assert str(lower) == ("model AUC 0.710 vs mean of 2 readers 0.890: difference -0.180 (95% CI -0.310 to -0.050), "
+                          "t(10.0) = -3.60, p = 0.0004 [1T-RRRC, jackknife]")
+    assert "p < 0.0001" in str(_comparison(-0.18, -0.31, -0.05, 1e-7))
+
+
+def test_reader_study_described_without_file_names(simulated):
+    study, _ = simulated
+    text = study.describe("simulated readers", "malignant lesions")
+    assert text.startswith("8 simulated readers (4 junior, 4 senior) read 160 cases (")
+    assert text.endswith(" with malignant lesions).") and "/" not in text and ".csv" not in text
