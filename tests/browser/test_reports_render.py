@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from diffkd_study.summary import SIMULATED_BANNER
 from tests.studyrun import run_study
 
 pytestmark = [pytest.mark.notebook, pytest.mark.browser]
@@ -158,6 +159,18 @@ def test_every_page_renders_without_broken_images_links_or_js_errors(report, ser
     assert not problems, "\n".join(problems)
     browser.get(f"{server}/index.html")
     assert _shown_figures(browser) >= 2  # the headline ROC and the cohort figures
+    for page in ("index.html", "90_summary.clinician.html"):
+        browser.get(f"{server}/{page}")
+        # what a clinician reads first: the headline box, above everything else, with the simulated-data banner
+        first = browser.execute_script(
+            "const box = document.getElementById('headline'); if (!box) return null;"
+            "const r = box.getBoundingClientRect();"
+            "return {top: r.top + window.scrollY, height: r.height, text: box.innerText,"
+            " tables_above: Array.from(document.querySelectorAll('table, img'))"
+            "   .filter(e => e.getBoundingClientRect().top + window.scrollY < r.top + window.scrollY).length};")
+        assert first is not None, f"{page}: no headline box"
+        assert first["height"] > 100 and first["tables_above"] == 0, (page, first)
+        assert SIMULATED_BANNER in first["text"] and "AUC" in first["text"] and "patients" in first["text"], first
     folder = Path(os.environ.get("DIFFKD_SCREENSHOT_DIR", tmp_path))
     folder.mkdir(parents=True, exist_ok=True)
     for page in SCREENSHOTS:
