@@ -72,6 +72,28 @@ def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
     write_json(path, metrics)
 
 
+#: Human names of the code names that table columns carry in metrics JSON files (the index shows those
+#: tables to clinicians); a name not listed is shown with its underscores as spaces.
+COLUMN_NAMES: dict[str, str] = {
+    "test_set": "Test set", "model": "Model", "model_a": "Model A", "model_b": "Model B", "n": "Images",
+    "n_pos": "Malignant images", "n_neg": "Benign images", "n_cases": "Cases", "n_readers": "Readers",
+    "auc": "AUC", "auc_95ci": "AUC (95% CI)", "ci_low": "95% CI low", "ci_high": "95% CI high",
+    "difference": "Difference", "p_value": "p", "df": "Degrees of freedom", "model_auc": "Model AUC",
+    "mean_reader_auc": "Readers' mean AUC", "val_auc": "Validation AUC", "n_features": "Inputs",
+    "n_train": "Training images", "n_real": "Real images", "n_generated": "Generated images",
+    "n_reference": "Reference images", "n_agree": "Agreeing", "n_levels": "Levels", "fid": "FID",
+    "kid_mean": "KID", "kid_std": "KID SD", "student_to_teacher": "Student / teacher",
+    "teacher_to_student": "Teacher / student", "std": "SD",
+}
+#: Columns that hold p-values: shown with :func:`format_p` (never 0.000).
+P_VALUE_COLUMNS: frozenset[str] = frozenset({"p_value", "p"})
+
+
+def human_column(name: str) -> str:
+    """The heading a clinician reads for a table column's code name."""
+    return COLUMN_NAMES.get(name, name.replace("_", " "))
+
+
 def format_p(p: float | None, digits: int = 3) -> str:
     """A p-value as reports show it: ``0.042``; ``< 0.001`` below the last digit shown (never ``0.000``);
     a dash when there is none. ``digits=6`` for the reviewer's full precision."""

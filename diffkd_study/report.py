@@ -31,6 +31,7 @@ from diffkd_study.config import STAGE_NOTEBOOKS, STAGES, ConfigError, StudyConfi
 from diffkd_study.data.cache import ALLOW_OUTSIDE_ROOT_ENV
 from diffkd_study.data.study import DataPreparationError, StudyData, prepare_study_data
 from diffkd_study.io import set_aside, sha256_file, write_json, write_text
+from diffkd_study.nbutil import P_VALUE_COLUMNS, format_p, human_column
 from diffkd_study.provenance import now_iso, run_provenance
 from diffkd_study.repro import apply_thread_setting
 from diffkd_study.runlock import RunLock
@@ -698,13 +699,25 @@ def anchor_id(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "section"
 
 
+def _index_cell(column: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    if column in P_VALUE_COLUMNS and isinstance(value, int | float):
+        return format_p(float(value))
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3f}"
+    return str(value)
+
+
 def _table_html(records: list[dict[str, Any]]) -> str:
+    """A table of the index: human column names, numbers to 3 decimals, p-values never 0.000, and a sentence
+    instead of an empty table."""
     if not records:
-        return "<p>(empty)</p>"
+        return "<p class='caption'>Nothing to show: this run produced no rows for this table.</p>"
     columns = list(records[0])
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    head = "".join(f"<th>{html.escape(human_column(str(c)))}</th>" for c in columns)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape('' if r.get(c) is None else str(r.get(c)))}</td>" for c in columns) + "</tr>"
+        "<tr>" + "".join(f"<td>{html.escape(_index_cell(str(c), r.get(c)))}</td>" for c in columns) + "</tr>"
         for r in records
     )
     return f"<table><tr>{head}</tr>{rows}</table>"

@@ -121,6 +121,8 @@ auc_view
 
 # %%
 reads_file = reader_study_dir / "reads.csv"
+# the figure names what it shows: the trained networks, or only baselines when no network was trained
+who = "Teacher and student" if any(m.startswith(("teacher", "student")) for m in models) else "Baseline models"
 cases = tests[tests["model"] == models[0]][["image_id", "y_true"]]
 reader_points, simulated = None, False
 if reads_file.is_file():
@@ -129,13 +131,13 @@ if reads_file.is_file():
     reader_points = rs.reader_operating_points(study)
     simulated = "simulated" in study.reads.columns and bool(pd.to_numeric(study.reads["simulated"]).any())
     curves = {m: (g["y_true"].to_numpy(), g["y_score"].to_numpy()) for m, g in tests.groupby("model", sort=False)}
-    title = "Teacher, student and " + ("simulated readers" if simulated else "readers")
+    title = f"{who} and " + ("simulated readers" if simulated else "readers")
     headline_set = "the internal and external test images together"
 else:
     first = tests["test_set"].iloc[-1]
     part = tests[tests["test_set"] == first]
     curves = {m: (g["y_true"].to_numpy(), g["y_score"].to_numpy()) for m, g in part.groupby("model", sort=False)}
-    title = f"Teacher and student: {first}"
+    title = f"{who}: {first}"
     headline_set = ev.describe_test_set(first)
 fig = plots.plot_roc(curves, reader_points=reader_points, simulated_readers=simulated, n_resamples=band_resamples,
                      seed=seed, title=title)

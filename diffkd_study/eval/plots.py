@@ -50,6 +50,7 @@ from diffkd_study.eval.dca import TREAT_ALL, TREAT_NONE
 from diffkd_study.eval.reader_study import ModelVsReaders, ORHResult
 from diffkd_study.eval.roc import AUCResult, auc_delong, roc_confidence_band, roc_curve, z_quantile
 from diffkd_study.io import atomic_path
+from diffkd_study.nbutil import format_p
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision
 # deficiencies. Yellow (#F0E442) is left out: it vanishes on a white background.
@@ -251,6 +252,12 @@ def _require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> Non
 
 def _ci_text(low: float, high: float, level: float, digits: int = 3) -> str:
     return f"{level:.0%} CI {low:.{digits}f}\u2013{high:.{digits}f}"
+
+
+def _p_text(p: float) -> str:
+    """``= 0.042`` or ``< 0.001``: a p-value after the letter p, never ``0.000``."""
+    shown = format_p(p)
+    return shown if shown.startswith("<") else f"= {shown}"
 
 
 def _difference_text(estimate: float, low: float, high: float, level: float) -> str:
@@ -1137,7 +1144,7 @@ def plot_reader_study(
         labels.append(
             f"{name + ': ' if name else ''}model \u2212 mean reader AUC "
             f"{_difference_text(result.difference, result.ci_low, result.ci_high, result.level)}, "
-            f"p = {result.p_value:.3g} (1T-RRRC, {len(result.readers)} readers, {result.n_pos + result.n_neg} cases)"
+            f"p {_p_text(result.p_value)} (1T-RRRC, {len(result.readers)} readers, {result.n_pos + result.n_neg} cases)"
         )
     fig.legend(legend, labels, loc="outside lower center", ncols=1)
     if title:

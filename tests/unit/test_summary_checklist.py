@@ -228,3 +228,14 @@ def test_compare_shows_an_auc_that_is_not_estimable_without_crashing(tmp_path):
     table = compare_runs("a", "b", reports_dir=tmp_path).set_index("measure")
     assert table.loc["AUC student: internal test", "b"].startswith("not estimable (n=0")
     assert table.loc["AUC student: internal test", "B - A"] == ""
+
+
+def test_index_tables_use_human_names_round_numbers_and_never_show_p_as_zero():
+    from diffkd_study.report import _table_html
+
+    page = _table_html([{"test_set": "internal test", "n_pos": 13, "auc_95ci": "0.737 (0.533-0.873)",
+                         "difference": -0.17412, "p_value": 0.00001, "ci_low": None}])
+    assert "<th>Test set</th>" in page and "<th>Malignant images</th>" in page and "<th>AUC (95% CI)</th>" in page
+    assert "<td>-0.174</td>" in page and "<td>&lt; 0.001</td>" in page and "<td>–</td>" in page
+    assert "n_pos" not in page and "0.000" not in page
+    assert "Nothing to show" in _table_html([]) and "(empty)" not in _table_html([])
