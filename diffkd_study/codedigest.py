@@ -19,7 +19,8 @@ from pathlib import Path
 PACKAGE = "diffkd_study"
 PACKAGE_DIR = Path(__file__).resolve().parent
 
-__all__ = ["PACKAGE", "code_digest", "module_closure", "module_file", "notebook_modules", "source_imports"]
+__all__ = ["PACKAGE", "code_digest", "module_closure", "module_file", "module_hashes", "notebook_modules",
+           "source_imports"]
 
 
 def module_file(module: str) -> Path | None:
@@ -108,12 +109,16 @@ def notebook_modules(notebook: str | Path) -> list[str]:
     return module_closure(direct)
 
 
+def module_hashes(modules: Iterable[str]) -> dict[str, str]:
+    """sha256 of the source of ``modules`` and of everything they import from the package, by module name."""
+    return {m: hashlib.sha256(module_file(m).read_bytes()).hexdigest()  # type: ignore[union-attr]
+            for m in module_closure(modules)}
+
+
 def code_digest(modules: Iterable[str]) -> str:
     """sha256 over the names and sources of ``modules`` and everything they import from the package."""
     digest = hashlib.sha256()
-    for module in module_closure(modules):
-        path = module_file(module)
-        assert path is not None
+    for module, sha in module_hashes(modules).items():
         digest.update(module.encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(bytes.fromhex(sha))
     return digest.hexdigest()

@@ -116,13 +116,12 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
 SUPERSEDED = ".superseded"
 
 
-def set_aside(folder: str | os.PathLike[str], names: Iterable[str] | None = None, *,
-              into: str | os.PathLike[str] | None = None) -> Path:
+def set_aside(folder: str | os.PathLike[str], names: Iterable[str] | None = None) -> Path:
     """Move ``names`` of ``folder`` (those present; default every entry but the hidden ones) into a new
-    ``<into or folder>/.superseded/<UTC time>/`` and return it: work that is replaced is kept, not deleted."""
+    ``folder/.superseded/<UTC time>/`` and return it: work that is replaced is kept, not deleted."""
     folder = Path(folder)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    target = Path(into or folder) / SUPERSEDED / stamp
+    target = folder / SUPERSEDED / stamp
     target.mkdir(parents=True)
     chosen = sorted(e.name for e in folder.iterdir() if not e.name.startswith(".")) if names is None else names
     for name in chosen:
@@ -148,6 +147,11 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def first_line(err: BaseException) -> str:
+    """An exception as one short line (its type and the first line of its message), for one-line errors."""
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:120]}"
+
+
 #: What a user does about weights that are missing, altered or unreadable.
 WEIGHTS_REMEDY = "re-run the stage that trained it with --force STAGE"
 
@@ -166,8 +170,7 @@ def read_safetensors(path: str | os.PathLike[str], expected_sha256: str | None =
     try:
         return load_file(str(path))
     except Exception as err:  # safetensors raises its own error type for a truncated or foreign file
-        first = (str(err).splitlines() or [""])[0][:120]
-        raise ValueError(f"{path} cannot be read ({type(err).__name__}: {first}); {WEIGHTS_REMEDY}") from None
+        raise ValueError(f"{path} cannot be read ({first_line(err)}); {WEIGHTS_REMEDY}") from None
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffkd_study.codedigest import module_file, notebook_modules
+from diffkd_study.codedigest import module_file, module_hashes, notebook_modules
 from diffkd_study.config import STAGE_NOTEBOOKS, STAGES, ConfigError, StudyConfig, load_config
 from diffkd_study.data.cache import ALLOW_OUTSIDE_ROOT_ENV
 from diffkd_study.data.study import DataPreparationError, StudyData, prepare_study_data
@@ -298,8 +298,7 @@ class StageInputs:
     def of(cls, stage: str, parameters: dict[str, Any], notebook: Path, data_sha: str, upstream: str) -> StageInputs:
         from diffkd_study import __version__
 
-        modules = notebook_modules(notebook) if notebook.is_file() else []
-        code = {m: sha256_file(module_file(m)) for m in modules}  # type: ignore[arg-type]
+        code = module_hashes(notebook_modules(notebook)) if notebook.is_file() else {}
         return cls(config=_digest(stage, json.dumps(parameters, sort_keys=True, default=str)), data=data_sha,
                    code=code, notebook=sha256_file(notebook) if notebook.is_file() else "missing",
                    upstream=upstream, version=__version__)

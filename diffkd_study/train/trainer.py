@@ -64,7 +64,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
 
 from diffkd_study.codedigest import PACKAGE, code_digest
-from diffkd_study.io import atomic_path, read_safetensors, set_aside, sha256_file, write_json
+from diffkd_study.io import atomic_path, first_line, read_safetensors, set_aside, sha256_file, write_json
 from diffkd_study.progress import progress_bar
 from diffkd_study.repro import derive_seed
 from diffkd_study.train.augment import augmentation
@@ -276,16 +276,12 @@ def _signature(task: nn.Module, train: ImageTensors, val: ImageTensors, config: 
     return digest.hexdigest()
 
 
-def _first_line(err: BaseException) -> str:
-    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:120]}"
-
-
 def _continuable(checkpoint: Path, signature: str, code: str) -> tuple[dict[str, Any] | None, str]:
     """The state saved in ``checkpoint`` when a fit may continue from it, else None and why not."""
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: torch raises several types, all mean "unreadable"
-        return None, f"{checkpoint} cannot be read ({_first_line(err)})"
+        return None, f"{checkpoint} cannot be read ({first_line(err)})"
     if not isinstance(state, dict) or "signature" not in state:
         return None, f"{checkpoint} is not a checkpoint of this trainer"
     if state.get("code_digest") != code:
