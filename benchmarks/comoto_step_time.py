@@ -5,7 +5,7 @@ Times ``--steps`` steps (after one untimed warm-up step) of the detection loss a
 and inference per image, at the settings of a profile of a study config. The images are synthetic (bright
 squares on noise at the profile's input size): the cost of a step does not depend on the pixels. The
 projection multiplies the measured step times by the steps the study will run (the budget rule of
-``diffkd_study.detection.stage``) for the given dataset sizes (defaults: BCS-DBT slices, 5 folds; mini-MIAS).
+``diffkd_study.methods.comoto.stage``) for the given dataset sizes (defaults: BCS-DBT slices, 5 folds; mini-MIAS).
 This is how the ``cpu`` profile of ``configs/comoto_dbt.yaml`` was sized.
 
     OMP_NUM_THREADS=1 python benchmarks/comoto_step_time.py
@@ -23,12 +23,12 @@ import pandas as pd
 import torch
 
 from diffkd_study.config import load_config
-from diffkd_study.detection.cv import regime_name
-from diffkd_study.detection.data import DetectionData, letterbox
-from diffkd_study.detection.stage import METHODS, ComotoStageConfig
-from diffkd_study.detection.train import Distillation, fit_detector, predict, resolve_device, steps_for
-from diffkd_study.distill.lesion import ImageLevelKDLoss, ImPALoss, LesionKDLoss
-from diffkd_study.models.detector import DetectorSpec, create_detector
+from diffkd_study.methods.comoto.cv import regime_name
+from diffkd_study.methods.comoto.data import DetectionData, letterbox
+from diffkd_study.methods.comoto.stage import METHODS, ComotoStageConfig
+from diffkd_study.methods.comoto.train import Distillation, fit_detector, predict, resolve_device, steps_for
+from diffkd_study.methods.comoto.lesion import ImageLevelKDLoss, ImPALoss, LesionKDLoss
+from diffkd_study.methods.comoto.detector import DetectorSpec, create_detector
 
 
 def synthetic_set(n: int, size: int, seed: int) -> DetectionData:

@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from diffkd_study.diffusion.sample import _load_masks, draw_conditions, sample_images
-from diffkd_study.diffusion.train import TrainConfig, load_model, make_noise_scheduler, read_checkpoint_config
-from diffkd_study.models.conditioning import EncoderSpec
-from diffkd_study.models.unet import create_conditional_unet, unet_profile
+from diffkd_study.methods.diffkd.diffusion.sample import _load_masks, draw_conditions, sample_images
+from diffkd_study.methods.diffkd.diffusion.train import TrainConfig, load_model, make_noise_scheduler, read_checkpoint_config
+from diffkd_study.methods.diffkd.diffusion.conditioning import EncoderSpec
+from diffkd_study.methods.diffkd.diffusion.unet import create_conditional_unet, unet_profile
 
 SETTINGS = (("ddpm", 1000), ("ddim", 50), ("dpmsolver++", 20), ("dpmsolver++", 10))
 TARGET_SPEEDUP = 40.0
@@ -43,7 +43,7 @@ TARGET_FID_RATIO = 0.10
 
 def training_throughput(checkpoint: str, manifest, root: str | None, steps: int) -> dict:
     """Images/s of ``steps`` training steps with the checkpoint's configuration (fresh weights)."""
-    from diffkd_study.diffusion.train import train_diffusion
+    from diffkd_study.methods.diffkd.diffusion.train import train_diffusion
 
     config = TrainConfig.from_dict(read_checkpoint_config(checkpoint)["train"])
     timings = {}
@@ -104,7 +104,7 @@ def main() -> None:
     if args.reference_split:
         if not (args.checkpoint and manifest is not None):
             parser.error("--reference-split needs --checkpoint and --manifest")
-        from diffkd_study.diffusion.quality import EXTRACTORS, load_image_set
+        from diffkd_study.methods.diffkd.diffusion.quality import EXTRACTORS, load_image_set
 
         reference = load_image_set(manifest, args.root, size, name="reference",
                                    splits=args.reference_split.split(","))
@@ -121,8 +121,8 @@ def main() -> None:
                                batch_size=args.batch_size, device=device, progress=True)
         row = {"sampler": f"{sampler}-{steps}", "s_per_image": (time.perf_counter() - began) / args.n, "n": args.n}
         if reference is not None:
-            from diffkd_study.diffusion.quality import EXTRACTORS
-            from diffkd_study.eval.fidelity import extract_features, fidelity_from_features
+            from diffkd_study.methods.diffkd.diffusion.quality import EXTRACTORS
+            from diffkd_study.metrics.fidelity import extract_features, fidelity_from_features
 
             for label, extractor in EXTRACTORS.items():
                 short = "inception" if "Inception" in label else "domain"

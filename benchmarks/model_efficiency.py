@@ -23,7 +23,7 @@ import platform  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from diffkd_study.eval.efficiency import compare_models, onnxruntime_available  # noqa: E402
+from diffkd_study.metrics.efficiency import compare_models, onnxruntime_available  # noqa: E402
 from diffkd_study.models.classifier import (  # noqa: E402
     DEFAULT_STUDENT,
     DEFAULT_STUDENT_WEIGHTS,

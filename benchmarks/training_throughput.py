@@ -1,7 +1,7 @@
 """Training throughput (images/s) of the teacher, the student alone and the distilled student, one CPU thread.
 
 Data: the built-in phantom cohort at the study resolution, read once through the preprocessing cache into
-memory (``diffkd_study.train.data.load_images``), so the figure is the cost of augmentation + forward +
+memory (``diffkd_study.training.data.load_images``), so the figure is the cost of augmentation + forward +
 backward + optimiser step, not of decoding. Each configuration runs ``--epochs`` epochs of the real
 trainer (``trainer.fit``, ultrasound augmentation, batch 16); the first epoch is a warm-up and the
 median images/s over the others is printed, with the teacher/student ratios. One process, the
@@ -34,8 +34,8 @@ from diffkd_study.models.classifier import (  # noqa: E402
     DEFAULT_TEACHER_WEIGHTS,
     create_classifier,
 )
-from diffkd_study.train.data import load_images  # noqa: E402
-from diffkd_study.train.trainer import ClassifierTask, FitConfig, fit  # noqa: E402
+from diffkd_study.training.data import load_images  # noqa: E402
+from diffkd_study.training.trainer import ClassifierTask, FitConfig, fit  # noqa: E402
 
 
 def main() -> None:

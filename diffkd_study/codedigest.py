@@ -24,7 +24,7 @@ __all__ = ["PACKAGE", "code_digest", "module_closure", "module_file", "module_ha
 
 
 def module_file(module: str) -> Path | None:
-    """The source file of a package module (``diffkd_study.eval.roc``), or None if it is not one."""
+    """The source file of a package module (``diffkd_study.metrics.roc``), or None if it is not one."""
     if module != PACKAGE and not module.startswith(PACKAGE + "."):
         return None
     parts = module.split(".")[1:]
@@ -43,8 +43,8 @@ def _package_of(module: str, path: Path) -> str:
 def source_imports(source: str, module: str = "", path: Path | None = None) -> set[str]:
     """The package modules that ``source`` imports (absolute and relative imports, any depth).
 
-    ``from diffkd_study.eval import plots`` names ``diffkd_study.eval.plots`` when that is a module,
-    else ``diffkd_study.eval``; every parent package is included too (Python runs its ``__init__``).
+    ``from diffkd_study.metrics import roc`` names ``diffkd_study.metrics.roc`` when that is a module,
+    else ``diffkd_study.metrics``; every parent package is included too (Python runs its ``__init__``).
     """
     tree = ast.parse(source)
     found: set[str] = set()

@@ -34,11 +34,11 @@ from typing import Any
 
 import yaml
 
-from diffkd_study.detection.stage import ComotoStageConfig
-from diffkd_study.diffusion.stage import DiffusionStageConfig, SyntheticQualityStageConfig
-from diffkd_study.ssdkd.stage import SSDKDStageConfig
+from diffkd_study.methods.comoto.stage import ComotoStageConfig
+from diffkd_study.methods.diffkd.diffusion.stage import DiffusionStageConfig, SyntheticQualityStageConfig
+from diffkd_study.methods.ssdkd.stage import SSDKDStageConfig
 from diffkd_study.summary import SummaryStageConfig
-from diffkd_study.train.stage import StudentStageConfig, TeacherStageConfig
+from diffkd_study.methods.diffkd.stage import StudentStageConfig, TeacherStageConfig
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ STAGES: dict[str, StageSpec] = _stage_table()
 KNOWN_STAGES: tuple[str, ...] = tuple(sorted(STAGES, key=lambda s: STAGES[s].notebook))
 STAGE_NOTEBOOKS: dict[str, str] = {name: spec.notebook for name, spec in STAGES.items()}
 
-BASELINE_MODELS: tuple[str, ...] = ("clinical", "image_features")  # diffkd_study.eval.baselines.BASELINES
+BASELINE_MODELS: tuple[str, ...] = ("clinical", "image_features")  # diffkd_study.methods.diffkd.baselines.BASELINES
 DEFAULT_MANIFEST_IMAGE_SIZE = 224
 
 

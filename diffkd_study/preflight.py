@@ -205,7 +205,7 @@ def _check_subgroups(subgroups: Sequence[str], origin: str, cohort: _Cohort) -> 
 def _baseline_warnings(config: StudyConfig, origin: str, rows: pd.DataFrame) -> list[str]:
     """What ``eval.baselines`` will find missing. The internal rows stand in for the training and validation
     splits (not drawn yet); each external center is a test set of its own, as in the evaluation."""
-    from diffkd_study.eval.baselines import _is_center_proxy  # the rule ConditionEncoder.fit applies
+    from diffkd_study.methods.diffkd.baselines import _is_center_proxy  # the rule ConditionEncoder.fit applies
 
     warnings = []
     is_external = _external_mask(config, rows)

@@ -40,7 +40,7 @@ from IPython.display import Markdown, display
 from diffkd_study.data import audit
 from diffkd_study.data.schema import read_manifest
 from diffkd_study.data.splits import split_table
-from diffkd_study.eval.predictions import label_test_sets, ordered_test_sets
+from diffkd_study.predictions import label_test_sets, ordered_test_sets
 from diffkd_study.nbutil import (
     SIMULATED_DATA,
     dedupe_limitations,

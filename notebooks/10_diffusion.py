@@ -71,10 +71,10 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from diffkd_study.data.schema import read_manifest
-from diffkd_study.diffusion import plots as dplots
-from diffkd_study.diffusion import workflow
-from diffkd_study.diffusion.stage import DiffusionStageConfig, section_from_parameters
-from diffkd_study.eval.plots import plot_loss_curves, save_figure
+from diffkd_study.methods.diffkd.diffusion import plots as dplots
+from diffkd_study.methods.diffkd.diffusion import workflow
+from diffkd_study.methods.diffkd.diffusion.stage import DiffusionStageConfig, section_from_parameters
+from diffkd_study.viz import plot_loss_curves, save_figure
 from diffkd_study.nbutil import (
     NotebookParameterError,
     provenance_markdown,

@@ -59,12 +59,12 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from diffkd_study.data.schema import read_manifest
-from diffkd_study.diffusion import augment, quality, workflow
-from diffkd_study.diffusion import plots as dplots
-from diffkd_study.diffusion.stage import SyntheticQualityStageConfig, section_from_parameters
-from diffkd_study.diffusion.train import read_checkpoint_config
-from diffkd_study.eval import fidelity
-from diffkd_study.eval.plots import save_figure
+from diffkd_study.methods.diffkd.diffusion import augment, quality, workflow
+from diffkd_study.methods.diffkd.diffusion import plots as dplots
+from diffkd_study.methods.diffkd.diffusion.stage import SyntheticQualityStageConfig, section_from_parameters
+from diffkd_study.methods.diffkd.diffusion.train import read_checkpoint_config
+from diffkd_study.metrics import fidelity
+from diffkd_study.viz import save_figure
 from diffkd_study.nbutil import (
     NotebookParameterError,
     provenance_markdown,

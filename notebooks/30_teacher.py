@@ -65,7 +65,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from diffkd_study.eval import plots
+from diffkd_study import viz as plots
 from diffkd_study.nbutil import (
     NotebookParameterError,
     dedupe_limitations,
@@ -75,7 +75,7 @@ from diffkd_study.nbutil import (
     show_table,
     write_metrics,
 )
-from diffkd_study.train import study
+from diffkd_study.methods.diffkd import study
 
 paths = require_paths(manifest_path=manifest_path, data_root=data_root, run_dir=run_dir)
 params = {name: globals()[name] for name in study.parameter_names("teacher")}

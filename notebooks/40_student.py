@@ -72,8 +72,8 @@ import torch
 from IPython.display import Markdown, display
 
 from diffkd_study.data.schema import read_manifest
-from diffkd_study.eval import plots
-from diffkd_study.eval.efficiency import compare_models
+from diffkd_study import viz as plots
+from diffkd_study.metrics.efficiency import compare_models
 from diffkd_study.models.classifier import create_classifier
 from diffkd_study.nbutil import (
     NotebookParameterError,
@@ -84,7 +84,7 @@ from diffkd_study.nbutil import (
     show_table,
     write_metrics,
 )
-from diffkd_study.train import study
+from diffkd_study.methods.diffkd import study
 
 paths = require_paths(manifest_path=manifest_path, data_root=data_root, run_dir=run_dir)
 params = {name: globals()[name] for name in study.parameter_names("student")}

@@ -51,7 +51,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from diffkd_study.data.schema import read_manifest
-from diffkd_study.eval import baselines
+from diffkd_study.methods.diffkd import baselines
 from diffkd_study.io import write_json
 from diffkd_study.nbutil import (
     NotebookParameterError,

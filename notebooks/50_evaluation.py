@@ -52,10 +52,11 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from diffkd_study.data.schema import read_manifest
-from diffkd_study.eval import dca, plots
-from diffkd_study.eval import evaluate as ev
-from diffkd_study.eval.baselines import read_not_applicable
-from diffkd_study.eval.predictions import read_predictions
+from diffkd_study.metrics import dca
+from diffkd_study import viz as plots
+from diffkd_study.methods.diffkd import evaluate as ev
+from diffkd_study.methods.diffkd.baselines import read_not_applicable
+from diffkd_study.predictions import read_predictions
 from diffkd_study.nbutil import (
     SIMULATED_DATA,
     NotebookParameterError,
@@ -287,7 +288,7 @@ show_table(subgroup.assign(subgroup=subgroup["subgroup"].str.replace("_", " ")) 
 # %% tags=["reviewer-only"]
 import torch
 
-from diffkd_study.eval.efficiency import compare_models
+from diffkd_study.metrics.efficiency import compare_models
 from diffkd_study.models.classifier import DEFAULT_STUDENT, DEFAULT_TEACHER, create_classifier
 
 architectures = {"teacher": DEFAULT_TEACHER, "student": DEFAULT_STUDENT}

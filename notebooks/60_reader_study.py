@@ -48,11 +48,11 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from diffkd_study.data.schema import read_manifest
-from diffkd_study.eval import plots
-from diffkd_study.eval import reader_study as rs
-from diffkd_study.eval.evaluate import primary_seeds
-from diffkd_study.eval.predictions import read_predictions
-from diffkd_study.eval.roc import auc_delong
+from diffkd_study import viz as plots
+from diffkd_study import reader_study as rs
+from diffkd_study.methods.diffkd.evaluate import primary_seeds
+from diffkd_study.predictions import read_predictions
+from diffkd_study.metrics.roc import auc_delong
 from diffkd_study.io import atomic_path
 from diffkd_study.nbutil import (
     NotebookParameterError,

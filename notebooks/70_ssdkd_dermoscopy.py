@@ -82,7 +82,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from diffkd_study.eval import plots
+from diffkd_study import viz as plots
 from diffkd_study.nbutil import (
     NotebookParameterError,
     dedupe_limitations,
@@ -92,9 +92,9 @@ from diffkd_study.nbutil import (
     show_table,
     write_metrics,
 )
-from diffkd_study.ssdkd import workflow
-from diffkd_study.ssdkd.plots import CAPTIONS, plot_comparison, ss_head_frame
-from diffkd_study.ssdkd.stage import METHODS, SSDKDStageConfig, stage_config_from_parameters
+from diffkd_study.methods.ssdkd import workflow
+from diffkd_study.methods.ssdkd.plots import CAPTIONS, plot_comparison, ss_head_frame
+from diffkd_study.methods.ssdkd.stage import METHODS, SSDKDStageConfig, stage_config_from_parameters
 
 paths = require_paths(manifest_path=manifest_path, data_root=data_root, run_dir=run_dir)
 fields = [f.name for f in dataclasses.fields(SSDKDStageConfig)]

@@ -70,14 +70,14 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from diffkd_study.detection import cv, report
-from diffkd_study.detection.data import load_detection_data
-from diffkd_study.detection.stage import METHODS, resolve_teacher_paths, stage_config_from_parameters
-from diffkd_study.detection.train import history_long, resolve_device
-from diffkd_study.eval import plots
-from diffkd_study.eval.detection import evaluate_detections, match_detections
+from diffkd_study.methods.comoto import cv, report
+from diffkd_study.methods.comoto.data import load_detection_data
+from diffkd_study.methods.comoto.stage import METHODS, resolve_teacher_paths, stage_config_from_parameters
+from diffkd_study.methods.comoto.train import history_long, resolve_device
+from diffkd_study import viz as plots
+from diffkd_study.metrics.froc import evaluate_detections, match_detections
 from diffkd_study.io import write_json
-from diffkd_study.models.detector import DetectorSpec, create_detector, detector_info
+from diffkd_study.methods.comoto.detector import DetectorSpec, create_detector, detector_info
 from diffkd_study.nbutil import (
     NotebookParameterError,
     dedupe_limitations,

@@ -49,11 +49,11 @@ from IPython.display import HTML, Markdown, display
 
 from diffkd_study import summary as sm
 from diffkd_study.data.schema import read_manifest
-from diffkd_study.eval import evaluate as ev
-from diffkd_study.eval import plots
-from diffkd_study.eval import reader_study as rs
-from diffkd_study.eval.baselines import read_not_applicable
-from diffkd_study.eval.predictions import read_predictions
+from diffkd_study.methods.diffkd import evaluate as ev
+from diffkd_study import viz as plots
+from diffkd_study import reader_study as rs
+from diffkd_study.methods.diffkd.baselines import read_not_applicable
+from diffkd_study.predictions import read_predictions
 from diffkd_study.io import write_json
 from diffkd_study.nbutil import (
     NotebookParameterError,

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from diffkd_study.data.cache import open_image, to_8bit
 from diffkd_study.data.schema import Manifest, row_boxes
-from diffkd_study.eval.plots import save_figure  # noqa: F401  (re-exported for the notebooks)
+from diffkd_study.viz import save_figure  # noqa: F401  (re-exported for the notebooks)
 
 GROUP_COLUMNS: tuple[str, str] = ("dataset", "center")
 

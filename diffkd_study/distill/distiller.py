@@ -1,7 +1,7 @@
 """The distillation task: a student learns from a frozen teacher through a :class:`CompositeLoss`.
 
 ``DistillationTask(student, teacher, loss, student_features=..., teacher_features=...)`` is a task for
-:func:`diffkd_study.train.trainer.fit`: ``forward(batch)`` runs the teacher (eval mode, no gradients)
+:func:`diffkd_study.training.trainer.fit`: ``forward(batch)`` runs the teacher (eval mode, no gradients)
 and the student on the same images and calls the loss with one context:
 
 ==========================  =====================================================================

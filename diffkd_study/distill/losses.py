@@ -1,7 +1,7 @@
 """Knowledge-distillation losses, each an ``nn.Module`` registered by name in :data:`LOSSES`.
 
-Conventions shared by every loss here (and in :mod:`~diffkd_study.distill.ssd` and
-:mod:`~diffkd_study.distill.lesion`, which register into the same registry):
+Conventions shared by every loss here (and in :mod:`~diffkd_study.methods.ssdkd.diverse` and
+:mod:`~diffkd_study.methods.comoto.lesion`, which register into the same registry):
 
 * ``forward`` returns a scalar tensor. Losses made of several parts subclass :class:`MultiTermLoss`:
   their ``terms(...)`` returns ``{part: weighted tensor}`` and ``forward`` is the sum, so
@@ -398,5 +398,5 @@ class AttentionTransferLoss(nn.Module):
 
 # The SSD-KD and CoMoTo losses register into LOSSES from their own modules, which import LOSSES from
 # here; importing them at the end makes the registry complete for anyone who imports this module.
-from diffkd_study.distill import lesion as _lesion  # noqa: E402, F401
-from diffkd_study.distill import ssd as _ssd  # noqa: E402, F401
+from diffkd_study.methods.comoto import lesion as _lesion  # noqa: E402, F401
+from diffkd_study.methods.ssdkd import diverse as _ssd  # noqa: E402, F401

@@ -43,17 +43,17 @@ def test_a_code_edit_reruns_the_stages_that_import_it_and_says_so(study, tmp_pat
     plan = plan_lines(err + "\n")
     assert code == 0
     assert plan["data_audit"].startswith("cached")  # the audit does not import eval/baselines.py
-    assert plan["baselines"].startswith("run") and "code (diffkd_study/eval/baselines.py)" in plan["baselines"]
+    assert plan["baselines"].startswith("run") and "code (diffkd_study/methods/diffkd/baselines.py)" in plan["baselines"]
     assert plan["evaluation"].startswith("run") and "an earlier stage" in plan["evaluation"]
 
 
 def test_stage_inputs_name_each_change():
     notebook = PROJECT / "notebooks" / "50_evaluation.ipynb"
     base = StageInputs.of("evaluation", {"bootstrap": 100}, notebook, "data1", "up1")
-    assert "diffkd_study.eval.evaluate" in base.code and "diffkd_study.train.trainer" not in base.code
-    edited = dict(base.code, **{"diffkd_study.eval.roc": "0" * 64})
+    assert "diffkd_study.methods.diffkd.evaluate" in base.code and "diffkd_study.training.trainer" not in base.code
+    edited = dict(base.code, **{"diffkd_study.metrics.roc": "0" * 64})
     other = StageInputs(base.config, "data2", edited, base.notebook, "up2", base.version)
-    assert other.changes(base.to_dict()) == ["data", "code (diffkd_study/eval/roc.py)", "an earlier stage"]
+    assert other.changes(base.to_dict()) == ["data", "code (diffkd_study/metrics/roc.py)", "an earlier stage"]
     assert base.changes(base.to_dict()) == [] and base.key != other.key
 
 

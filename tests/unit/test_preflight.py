@@ -169,7 +169,7 @@ def test_the_default_subgroups_ask_only_for_what_the_data_records(project):
 
 
 def test_derived_subgroups_are_those_the_evaluation_derives():
-    from diffkd_study.eval.evaluate import add_subgroups
+    from diffkd_study.methods.diffkd.evaluate import add_subgroups
 
     manifest = Manifest(pd.DataFrame(_rows("a", "c1", 2, cond_age="45")), ManifestSchema("a", ("benign", "malignant")))
     tests = pd.DataFrame({"image_id": manifest.df["image_id"]})

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from diffkd_study.detection import cv
-from diffkd_study.detection.data import load_detection_data
-from diffkd_study.detection.stage import ComotoProfile, ComotoStageConfig
+from diffkd_study.methods.comoto import cv
+from diffkd_study.methods.comoto.data import load_detection_data
+from diffkd_study.methods.comoto.stage import ComotoProfile, ComotoStageConfig
 
 TINY = ComotoProfile(backbone="resnet18", weights="none", feature_stage=2, image_size=64, anchor_sizes=(8, 16, 32),
                      batch_size=2, warmup_steps=0, detections_per_img=5, teacher_epochs=0, teacher_min_steps=2,

@@ -9,7 +9,7 @@ from PIL import Image
 
 from diffkd_study.data.cache import Preprocessing, load_image
 from diffkd_study.data.schema import read_manifest, write_manifest
-from diffkd_study.detection.data import (
+from diffkd_study.methods.comoto.data import (
     BatchStream,
     DetectionDataError,
     letterbox,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diffkd_study.distill.hooks import FeatureHooks
-from diffkd_study.models.detector import FEATURE_MODULE, DetectorSpec, create_detector, detector_info
+from diffkd_study.methods.comoto.detector import FEATURE_MODULE, DetectorSpec, create_detector, detector_info
 
 SMALL = DetectorSpec(backbone="resnet18", weights="none", feature_stage=2, image_size=64, anchor_sizes=(8, 16))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from diffkd_study.config import ConfigError, load_config, parse_section
-from diffkd_study.detection.stage import (
+from diffkd_study.methods.comoto.stage import (
     METHODS,
     ComotoStageConfig,
     FullProfile,
@@ -83,6 +83,6 @@ def test_teacher_paths_resolve_against_project_and_data_root(tmp_path):
 
 
 def test_the_stage_module_does_not_import_torch():
-    code = "import sys, diffkd_study.detection.stage; print('torch' in sys.modules)"
+    code = "import sys, diffkd_study.methods.comoto.stage; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT)
     assert out.stdout.strip() == "False"

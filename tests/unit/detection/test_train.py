@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from diffkd_study.detection.data import load_detection_data
-from diffkd_study.detection.stage import ComotoProfile
-from diffkd_study.detection.train import (
+from diffkd_study.methods.comoto.data import load_detection_data
+from diffkd_study.methods.comoto.stage import ComotoProfile
+from diffkd_study.methods.comoto.train import (
     Distillation,
     fit_detector,
     load_state,
@@ -19,14 +19,14 @@ from diffkd_study.detection.train import (
     save_state,
     steps_for,
 )
-from diffkd_study.distill.lesion import (
+from diffkd_study.methods.comoto.lesion import (
     ImageLevelKDLoss,
     ImPALoss,
     LesionKDLoss,
     extract_lesion_points,
     impa_loss,
 )
-from diffkd_study.models.detector import DetectorSpec, create_detector
+from diffkd_study.methods.comoto.detector import DetectorSpec, create_detector
 
 TINY = ComotoProfile(backbone="resnet18", weights="none", feature_stage=2, image_size=64, anchor_sizes=(8, 16, 32),
                      batch_size=2, warmup_steps=0, detections_per_img=5)

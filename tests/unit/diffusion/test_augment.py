@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from diffkd_study.data.schema import Manifest, ManifestSchema, read_manifest
-from diffkd_study.diffusion.augment import (
+from diffkd_study.methods.diffkd.diffusion.augment import (
     AugmentParams,
     augment_image,
     classic_augmentation,

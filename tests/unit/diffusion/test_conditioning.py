@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diffkd_study.data.schema import ConditionSpec, Manifest, ManifestSchema
-from diffkd_study.models.conditioning import (
+from diffkd_study.methods.diffkd.diffusion.conditioning import (
     ConditionDrop,
     ConditionDropout,
     ConditionEncoder,
@@ -14,7 +14,7 @@ from diffkd_study.models.conditioning import (
     EncoderSpec,
     NumericStats,
 )
-from diffkd_study.models.unet import create_conditional_unet
+from diffkd_study.methods.diffkd.diffusion.unet import create_conditional_unet
 
 SCHEMA = ManifestSchema(
     dataset="tiny",

@@ -9,9 +9,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from diffkd_study.diffusion import plots  # noqa: E402
-from diffkd_study.eval.fidelity import memorization_audit  # noqa: E402
-from diffkd_study.eval.plots import save_figure  # noqa: E402
+from diffkd_study.methods.diffkd.diffusion import plots  # noqa: E402
+from diffkd_study.metrics.fidelity import memorization_audit  # noqa: E402
+from diffkd_study.viz import save_figure  # noqa: E402
 
 IMAGES = [np.full((8, 8), v, np.uint8) for v in (10, 120, 250)]
 

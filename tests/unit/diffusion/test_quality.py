@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffkd_study.diffusion.quality import (
+from diffkd_study.methods.diffkd.diffusion.quality import (
     EXTRACTORS,
     ImageSet,
     compare_to_floor,
@@ -14,7 +14,7 @@ from diffkd_study.diffusion.quality import (
     seeded_subset,
     stratified_subset,
 )
-from diffkd_study.eval.fidelity import fidelity_from_features, memorization_audit
+from diffkd_study.metrics.fidelity import fidelity_from_features, memorization_audit
 
 from ..eval.test_fidelity import smooth_images
 

@@ -7,8 +7,8 @@ from PIL import Image
 
 from diffkd_study.data.cache import Preprocessing, load_mask
 from diffkd_study.data.schema import read_manifest
-from diffkd_study.diffusion.sample import SAMPLERS, draw_conditions, generate_synthetic, make_sampler
-from diffkd_study.diffusion.train import checkpoint_sha256, train_diffusion, train_profile
+from diffkd_study.methods.diffkd.diffusion.sample import SAMPLERS, draw_conditions, generate_synthetic, make_sampler
+from diffkd_study.methods.diffkd.diffusion.train import checkpoint_sha256, train_diffusion, train_profile
 
 from .conftest import SMOKE_CONDITIONS
 

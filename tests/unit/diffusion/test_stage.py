@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from diffkd_study.config import STAGES, ConfigError, parse_section
-from diffkd_study.diffusion import stage
-from diffkd_study.diffusion.stage import (
+from diffkd_study.methods.diffkd.diffusion import stage
+from diffkd_study.methods.diffkd.diffusion.stage import (
     DiffusionStageConfig,
     SyntheticQualityStageConfig,
     parse_class_counts,
@@ -21,8 +21,8 @@ def test_the_light_module_does_not_import_torch():
 
 
 def test_names_match_the_library():
-    from diffkd_study.diffusion.sample import SAMPLERS
-    from diffkd_study.diffusion.train import BETA_SCHEDULES, PREDICTION_TYPES, TRAIN_PROFILES, TrainConfig
+    from diffkd_study.methods.diffkd.diffusion.sample import SAMPLERS
+    from diffkd_study.methods.diffkd.diffusion.train import BETA_SCHEDULES, PREDICTION_TYPES, TRAIN_PROFILES, TrainConfig
 
     assert stage.TRAIN_PROFILE_NAMES == tuple(TRAIN_PROFILES)
     assert stage.SAMPLER_NAMES == SAMPLERS

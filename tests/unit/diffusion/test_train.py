@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diffkd_study.data.schema import Manifest
-from diffkd_study.diffusion.train import (
+from diffkd_study.methods.diffkd.diffusion.train import (
     TrainConfig,
     batch_indices,
     checkpoint_sha256,
@@ -17,7 +17,7 @@ from diffkd_study.diffusion.train import (
     train_diffusion,
     train_profile,
 )
-from diffkd_study.models.conditioning import ConditionDropout
+from diffkd_study.methods.diffkd.diffusion.conditioning import ConditionDropout
 
 from .conftest import SMOKE_CONDITIONS
 
@@ -96,7 +96,7 @@ def test_profiles_and_config_round_trip():
 def test_a_time_triggered_checkpoint_resumes_like_the_uninterrupted_run(phantom_cohort, tmp_path, monkeypatch):
     """checkpoint_minutes: a checkpoint after every interval of wall-clock time, at whatever step that is
     (here a tiny interval: every step); resuming the latest equals the uninterrupted run bit for bit."""
-    import diffkd_study.diffusion.train as train
+    import diffkd_study.methods.diffkd.diffusion.train as train
 
     manifest, root = phantom_cohort
     settings = dict(max_steps=5, checkpoint_every=100, dropout=ConditionDropout(0.3, 0.3, 0.3, 0.3), warmup_steps=2)
@@ -137,7 +137,7 @@ def test_checkpoints_are_listed_by_step(tmp_path):
 
 def test_other_training_code_trains_afresh_and_sets_the_old_run_aside(phantom_cohort, tmp_path, monkeypatch,
                                                                       caplog):
-    import diffkd_study.diffusion.train as train
+    import diffkd_study.methods.diffkd.diffusion.train as train
 
     manifest, root = phantom_cohort
     config = smoke_config(max_steps=2, checkpoint_every=1)

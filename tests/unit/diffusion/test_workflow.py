@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from diffkd_study.data.schema import Manifest, read_manifest
-from diffkd_study.diffusion.stage import DiffusionStageConfig
-from diffkd_study.diffusion.train import list_checkpoints
-from diffkd_study.diffusion.workflow import (
+from diffkd_study.methods.diffkd.diffusion.stage import DiffusionStageConfig
+from diffkd_study.methods.diffkd.diffusion.train import list_checkpoints
+from diffkd_study.methods.diffkd.diffusion.workflow import (
     ensure_synthetic,
     loss_history,
     read_condition_table,
@@ -138,7 +138,7 @@ def test_condition_table_needs_a_label(tmp_path):
 
 
 def test_the_quality_stage_finds_the_sampling_checkpoint_and_checks_its_hash(phantom_cohort, tmp_path):
-    from diffkd_study.diffusion.quality import read_generation
+    from diffkd_study.methods.diffkd.diffusion.quality import read_generation
 
     manifest, root = phantom_cohort
     checkpoint = _one_step_checkpoint(manifest, root, tmp_path / "diffusion")
@@ -154,7 +154,7 @@ def test_the_quality_stage_finds_the_sampling_checkpoint_and_checks_its_hash(pha
 
 
 def test_run_training_after_a_code_change_trains_afresh_and_keeps_the_old_run(phantom_cohort, tmp_path, monkeypatch):
-    import diffkd_study.diffusion.train as train
+    import diffkd_study.methods.diffkd.diffusion.train as train
 
     manifest, root = phantom_cohort
     config = train_config_from_section(DiffusionStageConfig(profile="smoke", conditions=SMOKE_CONDITIONS[:2],

@@ -12,7 +12,7 @@ from torch import nn
 from diffkd_study.distill.composite import CompositeLoss, build_loss
 from diffkd_study.distill.hooks import Adapter
 from diffkd_study.distill.losses import CrossEntropyLoss, DKDLoss, FitNetLoss, KDLoss
-from diffkd_study.distill.ssd import ProjectionHead, SSDKDLoss
+from diffkd_study.methods.ssdkd.diverse import ProjectionHead, SSDKDLoss
 
 TOL = 1e-6
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from diffkd_study.distill.lesion import (
+from diffkd_study.methods.comoto.lesion import (
     POINT_NAMES,
     ImageLevelKDLoss,
     ImPALoss,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffkd_study.distill.ssd import (
+from diffkd_study.methods.ssdkd.diverse import (
     ChannelRelationLoss,
     DiverseKDLoss,
     DualRelationalLoss,

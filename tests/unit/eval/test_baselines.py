@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from diffkd_study.data.schema import ConditionSpec, Manifest, ManifestSchema
-from diffkd_study.eval.baselines import (
+from diffkd_study.methods.diffkd.baselines import (
     ConditionEncoder,
     MissingMaskError,
     best_by_validation,
@@ -188,7 +188,7 @@ def test_image_features_are_not_applicable_on_a_test_set_without_masks(tmp_path)
 
 
 def test_read_not_applicable_from_the_stage_summary(tmp_path):
-    from diffkd_study.eval.baselines import SUMMARY_FILE, read_not_applicable
+    from diffkd_study.methods.diffkd.baselines import SUMMARY_FILE, read_not_applicable
     from diffkd_study.io import write_json
 
     assert read_not_applicable(tmp_path) == {}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import expit, logit
 
-from diffkd_study.eval.calibration import (
+from diffkd_study.metrics.calibration import (
     brier_score,
     calibration_intercept_slope,
     expected_calibration_error,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffkd_study.eval.detection import (
+from diffkd_study.metrics.froc import (
     FROCMetric,
     evaluate_detections,
     fold_summary,

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from diffkd_study.eval import efficiency
-from diffkd_study.eval.efficiency import (
+from diffkd_study.metrics import efficiency
+from diffkd_study.metrics.efficiency import (
     LatencyResult,
     compare_models,
     count_flops,

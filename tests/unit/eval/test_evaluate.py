@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from diffkd_study.data.schema import Manifest, ManifestSchema
-from diffkd_study.eval import evaluate as ev
-from diffkd_study.eval.operating_points import choose_threshold
-from diffkd_study.eval.tables import CONSTANT_SCORE_NOTE, metrics_by_group
+from diffkd_study.methods.diffkd import evaluate as ev
+from diffkd_study.metrics.operating_points import choose_threshold
+from diffkd_study.metrics.tables import CONSTANT_SCORE_NOTE, metrics_by_group
 
 Y = np.array([1, 0, 1, 0, 0, 1, 0, 0, 1, 0])
 SCORES = np.array([0.9, 0.2, 0.7, 0.4, 0.1, 0.6, 0.5, 0.3, 0.8, 0.35])

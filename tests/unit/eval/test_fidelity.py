@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffkd_study.eval.fidelity import (
+from diffkd_study.metrics.fidelity import (
     DOMAIN_EXTRACTOR,
     INCEPTION_EXTRACTOR,
     conditional_faithfulness,

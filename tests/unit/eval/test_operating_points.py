@@ -10,7 +10,7 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
-from diffkd_study.eval.operating_points import (
+from diffkd_study.metrics.operating_points import (
     candidate_thresholds,
     choose_threshold,
     compare_calls,

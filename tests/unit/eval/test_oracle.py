@@ -8,8 +8,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from diffkd_study.data.schema import Manifest, ManifestSchema
-from diffkd_study.eval import evaluate as ev
-from diffkd_study.eval.roc import auc_delong
+from diffkd_study.methods.diffkd import evaluate as ev
+from diffkd_study.metrics.roc import auc_delong
 
 SCHEMA = ManifestSchema("toy", ("benign", "malignant"), positive_class="malignant")
 

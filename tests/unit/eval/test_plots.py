@@ -14,11 +14,11 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.container import ErrorbarContainer
 
-from diffkd_study.eval import plots
-from diffkd_study.eval.calibration import brier_score
-from diffkd_study.eval.dca import TREAT_ALL, TREAT_NONE, decision_curves, net_benefit_treat_all
-from diffkd_study.eval.reader_study import orh_analysis, simulate_ratings
-from diffkd_study.eval.roc import auc_delong, roc_confidence_band, roc_curve
+from diffkd_study import viz as plots
+from diffkd_study.metrics.calibration import brier_score
+from diffkd_study.metrics.dca import TREAT_ALL, TREAT_NONE, decision_curves, net_benefit_treat_all
+from diffkd_study.reader_study import orh_analysis, simulate_ratings
+from diffkd_study.metrics.roc import auc_delong, roc_confidence_band, roc_curve
 
 matplotlib.use("Agg")
 

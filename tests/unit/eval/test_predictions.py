@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from diffkd_study.data.schema import Manifest, ManifestSchema
-from diffkd_study.eval.predictions import (
+from diffkd_study.predictions import (
     PREDICTION_COLUMNS,
     PredictionError,
     label_test_sets,

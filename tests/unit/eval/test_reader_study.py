@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffkd_study.eval.operating_points import wilson_ci
-from diffkd_study.eval.reader_study import (
+from diffkd_study.metrics.operating_points import wilson_ci
+from diffkd_study.reader_study import (
     LatentCorrelation,
     ReaderGroupSpec,
     ReaderStudyError,
@@ -429,7 +429,7 @@ def test_orh_type_one_error_near_five_percent():
 
 
 def _comparison(difference, ci_low, ci_high, p_value):
-    from diffkd_study.eval.reader_study import ModelVsReaders
+    from diffkd_study.reader_study import ModelVsReaders
 
     return ModelVsReaders(
         model_auc=0.71, reader_auc=np.array([0.88, 0.90]), readers=("r1", "r2"), mean_reader_auc=0.89,

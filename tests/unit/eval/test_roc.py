@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from diffkd_study.eval.roc import (
+from diffkd_study.metrics.roc import (
     ROCAUCMetric,
     _bootstrap_auc_distribution,
     auc_bootstrap,
@@ -29,7 +29,7 @@ from diffkd_study.eval.roc import (
     tpr_at_fpr,
     wald_auc_interval,
 )
-from diffkd_study.eval.tables import aggregate_seeds, metrics_by_group
+from diffkd_study.metrics.tables import aggregate_seeds, metrics_by_group
 
 REFERENCE_DIR = Path(__file__).resolve().parents[3] / ".." / "shared" / "reference"
 ASAH_CSV = REFERENCE_DIR / "asah.csv"

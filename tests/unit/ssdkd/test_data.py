@@ -10,7 +10,7 @@ import pytest
 
 from diffkd_study.data.schema import read_manifest
 from diffkd_study.data.splits import grouped_stratified_split
-from diffkd_study.ssdkd.data import lesion_subsample
+from diffkd_study.methods.ssdkd.data import lesion_subsample
 
 PROJECT = Path(__file__).resolve().parents[3]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffkd_study.distill.ssd import DiverseKDLoss, SSDKDLoss, crkd_loss
-from diffkd_study.ssdkd.losses import DiverseKDLossDual, SSDKDLossDual, crkd_loss_dual
+from diffkd_study.methods.ssdkd.diverse import DiverseKDLoss, SSDKDLoss, crkd_loss
+from diffkd_study.methods.ssdkd.losses import DiverseKDLossDual, SSDKDLossDual, crkd_loss_dual
 
 
 def _rand(seed, *shape):

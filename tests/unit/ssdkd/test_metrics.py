@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from diffkd_study.eval.operating_points import wilson_ci
-from diffkd_study.ssdkd.metrics import (
+from diffkd_study.metrics.operating_points import wilson_ci
+from diffkd_study.methods.ssdkd.metrics import (
     cluster_bootstrap_weights,
     confusion_matrix,
     format_interval,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from diffkd_study.config import ConfigError, load_config, parse_section
-from diffkd_study.ssdkd.stage import METHODS, SSDKDStageConfig, stage_config_from_parameters
+from diffkd_study.methods.ssdkd.stage import METHODS, SSDKDStageConfig, stage_config_from_parameters
 
 PROJECT = Path(__file__).resolve().parents[3]
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from diffkd_study.distill.losses import kd_loss
-from diffkd_study.distill.ssd import ProjectionHead, rotate_batch
+from diffkd_study.methods.ssdkd.diverse import ProjectionHead, rotate_batch
 from diffkd_study.models.classifier import create_classifier
-from diffkd_study.ssdkd.stage import SSDKDStageConfig
-from diffkd_study.ssdkd.tasks import RotationDistillationTask, build_student_task, rotated_views
+from diffkd_study.methods.ssdkd.stage import SSDKDStageConfig
+from diffkd_study.methods.ssdkd.tasks import RotationDistillationTask, build_student_task, rotated_views
 
 SIZE = 32
 CLASSES = 3

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffkd_study.ssdkd import workflow
+from diffkd_study.methods.ssdkd import workflow
 
 CLASSES = ("a", "b", "c")
 

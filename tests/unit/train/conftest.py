@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffkd_study.train.data import ImageTensors
+from diffkd_study.training.data import ImageTensors
 
 
 def toy_set(n: int = 24, size: int = 16, seed: int = 0, synthetic: int = 0) -> ImageTensors:

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from diffkd_study.distill.composite import build_loss
-from diffkd_study.train.distributed import distributed_session
-from diffkd_study.train.trainer import ClassifierTask, FitConfig, fit
+from diffkd_study.training.distributed import distributed_session
+from diffkd_study.training.trainer import ClassifierTask, FitConfig, fit
 from tests.unit.train.conftest import TinyNet, toy_set
 
 WORLD_BATCH = 8
@@ -35,7 +35,7 @@ if __name__ == "__main__":
         assert distributed and torch.distributed.get_backend() == "gloo"
         world = torch.distributed.get_world_size()
         if len(sys.argv) > 2 and torch.distributed.get_rank() == 0:
-            import diffkd_study.train.trainer as trainer
+            import diffkd_study.training.trainer as trainer
 
             real_save, saves = trainer._save_checkpoint, []
 

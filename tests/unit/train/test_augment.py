@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffkd_study.train.augment import Augmentation, augmentation
+from diffkd_study.training.augment import Augmentation, augmentation
 
 
 def _batch(n: int = 6):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffkd_study.train.data import EpochPlan, class_weights, concat
+from diffkd_study.training.data import EpochPlan, class_weights, concat
 from tests.unit.train.conftest import toy_set
 
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from diffkd_study.train.stage import StudentStageConfig, TeacherStageConfig
-from diffkd_study.train.study import parameter_names, run_stage, stage_config
+from diffkd_study.methods.diffkd.stage import StudentStageConfig, TeacherStageConfig
+from diffkd_study.methods.diffkd.study import parameter_names, run_stage, stage_config
 
 
 def test_parameter_names_are_the_run_and_section_fields():
@@ -42,7 +42,7 @@ def test_student_refuses_a_teacher_trained_on_other_inputs(tmp_path):
 
 
 def test_the_checkpoint_interval_reaches_the_trainer():
-    from diffkd_study.train.study import _fit_config
+    from diffkd_study.methods.diffkd.study import _fit_config
 
     assert TeacherStageConfig().checkpoint_minutes == 10.0
     section = stage_config("teacher", {"checkpoint_minutes": 2.5})
@@ -53,7 +53,7 @@ def test_student_refuses_teacher_weights_changed_since_the_teacher_stage(tmp_pat
     from types import SimpleNamespace
 
     from diffkd_study.io import sha256_bytes
-    from diffkd_study.train import study
+    from diffkd_study.methods.diffkd import study
     from tests.unit.train.conftest import toy_set
 
     weights = tmp_path / "teacher" / "real" / "seed0" / "best.safetensors"

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from diffkd_study.distill.composite import build_loss
 from diffkd_study.distill.distiller import DistillationTask
-from diffkd_study.train.trainer import (
+from diffkd_study.training.trainer import (
     CHECKPOINT,
     ClassifierTask,
     FitConfig,
@@ -50,7 +50,7 @@ def test_resume_from_a_killed_run_is_bit_identical(tmp_path, monkeypatch):
     config = _config(epochs=4)
     full = fit(_task(), train, val, config, tmp_path / "full", progress=False)
 
-    import diffkd_study.train.trainer as trainer
+    import diffkd_study.training.trainer as trainer
 
     real_save = trainer._save_checkpoint
     calls = {"n": 0}
@@ -159,7 +159,7 @@ def _strip(history):
 def test_a_time_checkpoint_in_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
     """A wall-clock checkpoint in the middle of an epoch keeps the batch position, both RNG states and the
     running sums: the resumed run ends with the uninterrupted run's weights byte for byte."""
-    import diffkd_study.train.trainer as trainer
+    import diffkd_study.training.trainer as trainer
 
     train, val = toy_set(32), toy_set(12, seed=5)  # 4 batches of 8 per epoch
 
@@ -204,7 +204,7 @@ def test_the_checkpoint_interval_is_no_reason_to_retrain(tmp_path):
 
 
 def test_edited_library_code_trains_afresh_and_sets_the_old_fit_aside(tmp_path, monkeypatch, caplog):
-    import diffkd_study.train.trainer as trainer
+    import diffkd_study.training.trainer as trainer
 
     train, val = toy_set(24), toy_set(12, seed=5)
     first = fit(_task(), train, val, _config(epochs=2), tmp_path, progress=False)
@@ -224,7 +224,7 @@ def test_edited_library_code_trains_afresh_and_sets_the_old_fit_aside(tmp_path, 
 def test_the_code_of_a_fit_is_its_task_losses_models_and_trainer_not_the_evaluation():
     from diffkd_study.codedigest import module_closure
     from diffkd_study.distill.hooks import build_adapter
-    from diffkd_study.train.trainer import fit_code_modules
+    from diffkd_study.training.trainer import fit_code_modules
 
     torch.manual_seed(0)
     student, teacher = TinyNet(), TinyNet()
@@ -233,16 +233,16 @@ def test_the_code_of_a_fit_is_its_task_losses_models_and_trainer_not_the_evaluat
     task = DistillationTask(student, teacher, loss, student_features={"feature": "conv"},
                             teacher_features={"feature": "conv"})
     modules = fit_code_modules(task)
-    assert {"diffkd_study.train.trainer", "diffkd_study.distill.distiller", "diffkd_study.distill.composite",
+    assert {"diffkd_study.training.trainer", "diffkd_study.distill.distiller", "diffkd_study.distill.composite",
             type(adapter).__module__} <= set(modules)
     assert "tests.unit.train.conftest" not in modules  # not the package's: its edits are the test's business
     closure = module_closure(modules)
-    assert "diffkd_study.train.augment" in closure and not any(m.startswith("diffkd_study.eval") for m in closure)
+    assert "diffkd_study.training.augment" in closure and not any(m.startswith(("diffkd_study.metrics", "diffkd_study.viz")) for m in closure)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete"])
 def test_damaged_best_weights_are_never_handed_back(tmp_path, caplog, damage):
-    import diffkd_study.train.trainer as trainer
+    import diffkd_study.training.trainer as trainer
 
     train, val = toy_set(24), toy_set(12, seed=5)
     fit(_task(), train, val, _config(epochs=2), tmp_path, progress=False)
@@ -261,7 +261,7 @@ def test_damaged_best_weights_are_never_handed_back(tmp_path, caplog, damage):
 
 
 def test_an_unreadable_checkpoint_is_set_aside_and_the_fit_trains_afresh(tmp_path, caplog):
-    import diffkd_study.train.trainer as trainer
+    import diffkd_study.training.trainer as trainer
 
     train, val = toy_set(24), toy_set(12, seed=5)
     fit(_task(), train, val, _config(epochs=2), tmp_path, progress=False)
@@ -277,7 +277,7 @@ def test_an_unreadable_checkpoint_is_set_aside_and_the_fit_trains_afresh(tmp_pat
 
 def test_load_best_checks_the_recorded_sha256(tmp_path):
     from diffkd_study.io import sha256_file
-    from diffkd_study.train.trainer import load_best
+    from diffkd_study.training.trainer import load_best
 
     fit(_task(), toy_set(24), toy_set(12, seed=5), _config(epochs=1), tmp_path, progress=False)
     best = tmp_path / "best.safetensors"
@@ -293,7 +293,7 @@ def test_load_best_checks_the_recorded_sha256(tmp_path):
 
 
 def test_a_mid_epoch_checkpoint_of_another_process_count_is_a_clear_error(tmp_path, monkeypatch):
-    import diffkd_study.train.trainer as trainer
+    import diffkd_study.training.trainer as trainer
 
     real_save = trainer._save_checkpoint
 

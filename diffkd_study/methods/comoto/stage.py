@@ -1,0 +1,277 @@
+"""Parameters of the CoMoTo stage (``notebooks/80_comoto_dbt``): a light module, no torch import.
+
+The runner parses the YAML section ``comoto_dbt`` into :class:`ComotoStageConfig` and passes every
+field to the notebook as a papermill parameter of the same name; the notebook rebuilds the dataclass
+with :func:`stage_config_from_parameters`, so the checks below run in both places.
+
+Methods (:data:`METHODS`; ``METHODS.md`` 2.3 and 2.4)
+    ``dbt_only``     the backbone's own initialisation (ImageNet for the default backbone), DBT only.
+    ``pretraining``  CoMoTo's "pre-training" baseline: initialised from the mammography teacher
+                     (trained with ImPA, as the official teacher checkpoint is: ``intra_align: true``),
+                     fine-tuned on DBT, no KD (``distill_mode: pretraining``).
+    ``image_kd``     the same initialisation + image-level KD from that teacher (all spatial positions).
+    ``lskd``         LsKD without ImPA: teacher trained with the detection loss only; the student is
+                     initialised from it and distils its lesion points (the ablation of ImPA).
+    ``comoto``       full CoMoTo: ImPA teacher, initialisation from it, LsKD.
+    The official ``main.py --dbt`` always initialises the student from the teacher checkpoint, so
+    every KD variant above does too; only ``dbt_only`` (not in the official code) does not.
+
+Budget (the same for every method in a fold and regime, and the same seed)
+    ``steps = max(min_steps, epochs * ceil(n_train_images / batch_size))``. The official code trains
+    50 epochs (teacher and student) with no minimum; the CPU profile adds a minimum so that the
+    10% regime (about 9 slices) gets enough updates to learn at all.
+
+Profiles
+    ``cpu`` (default): sized for a 2-core CPU (the measured run is documented in the notebook);
+    ``full``: paper-like settings for a GPU (``FullProfile``: SGD lr 5e-5, momentum 0.9, step decay
+    at epoch 30 of 50, batch 8, 50 epochs, anchors 32..512, 4 head convolutions, stride-32 features of
+    the largest offline ImageNet backbone). The paper's ResNet-50 has no offline ImageNet weights here:
+    set ``backbone: resnet50`` and ``weights: file:PATH#sha256=HEX`` (timm key layout) to use one.
+    A profile given in the YAML replaces only the keys it names; the others keep that profile's
+    defaults (each profile has its own dataclass, so ``full``'s defaults are the paper-like ones).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "METHODS",
+    "METHOD_NAMES",
+    "PROFILES",
+    "ComotoProfile",
+    "ComotoStageConfig",
+    "FullProfile",
+    "MethodSpec",
+    "resolve_teacher_paths",
+    "stage_config_from_parameters",
+]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How a student is built: its initialisation, which teacher it uses, and its KD term."""
+
+    name: str
+    title: str
+    init: str  # "backbone" (the profile's weights) | "teacher"
+    teacher: str | None  # "impa" | "plain" | None
+    kd: str  # "none" | "lskd" | "image"
+
+
+METHODS: dict[str, MethodSpec] = {
+    "dbt_only": MethodSpec("dbt_only", "DBT only", "backbone", None, "none"),
+    "pretraining": MethodSpec("pretraining", "Pre-training", "teacher", "impa", "none"),
+    "image_kd": MethodSpec("image_kd", "Image-level KD", "teacher", "impa", "image"),
+    "lskd": MethodSpec("lskd", "LsKD without ImPA", "teacher", "plain", "lskd"),
+    "comoto": MethodSpec("comoto", "CoMoTo (LsKD + ImPA)", "teacher", "impa", "lskd"),
+}
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
+PROFILES: tuple[str, ...] = ("cpu", "full")
+SENSITIVITY_METHODS: tuple[str, ...] = ("interpolate", "step")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ComotoProfile:
+    """Network, optimisation and budget: the CPU profile's values are the defaults."""
+
+    # detector (diffkd_study.methods.comoto.detector.DetectorSpec)
+    backbone: str = "tf_efficientnet_lite0"
+    weights: str = "package:efficientnet-lite0"
+    feature_stage: int = 3  # blocks.4 of EfficientNet-Lite0: 112 channels at stride 16
+    head_channels: int = 0
+    head_convs: int = 2
+    anchor_sizes: tuple[int, ...] = (16, 32, 64, 128)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    image_size: int = 256
+    score_thresh: float = 0.001
+    nms_thresh: float = 0.5
+    detections_per_img: int = 20
+    # optimisation (teacher and student alike, as in the official configs.json)
+    batch_size: int = 4
+    optimizer: str = "adamw"
+    lr: float = 3e-4
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 20
+    lr_step_fraction: float = 0.6  # lr * lr_gamma after this fraction of the steps (official: epoch 30 of 50)
+    lr_gamma: float = 0.1
+    grad_clip: float = 10.0  # max gradient norm; 0 = no clipping
+    flip_prob: float = 0.5  # horizontal flip (official RandFlipd prob 0.5)
+    # budget
+    teacher_epochs: int = 5
+    teacher_min_steps: int = 0
+    student_epochs: int = 4
+    student_min_steps: int = 40
+
+    def __post_init__(self) -> None:
+        if self.image_size < 64 or self.image_size % 32:
+            raise ValueError(f"image_size must be a multiple of 32 and >= 64; got {self.image_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}; got {self.optimizer!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError("lr must be > 0, weight_decay >= 0 and momentum in [0, 1)")
+        if not 0 < self.lr_step_fraction <= 1 or not 0 < self.lr_gamma <= 1:
+            raise ValueError("lr_step_fraction and lr_gamma must be in (0, 1]")
+        if self.warmup_steps < 0 or self.grad_clip < 0 or not 0 <= self.flip_prob <= 1:
+            raise ValueError("warmup_steps and grad_clip must be >= 0 and flip_prob in [0, 1]")
+        budget = (self.teacher_epochs, self.teacher_min_steps, self.student_epochs, self.student_min_steps)
+        if min(budget) < 0 or self.teacher_epochs + self.teacher_min_steps == 0 or \
+                self.student_epochs + self.student_min_steps == 0:
+            raise ValueError("epochs and min_steps must be >= 0, and each model needs at least one step")
+
+    def detector_fields(self) -> dict[str, Any]:
+        """The keyword arguments of ``DetectorSpec``."""
+        names = ("backbone", "weights", "feature_stage", "head_channels", "head_convs", "anchor_sizes",
+                 "aspect_ratios", "image_size", "score_thresh", "nms_thresh", "detections_per_img")
+        return {name: getattr(self, name) for name in names}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def teacher_dict(self) -> dict[str, Any]:
+        """The settings a teacher depends on (all but the student budget): changing only the student
+        budget keeps trained teachers valid."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("student_epochs", "student_min_steps")}
+
+
+@dataclass(frozen=True)
+class FullProfile(ComotoProfile):
+    """Paper-like settings (final official ``configs.json``) for a GPU."""
+
+    backbone: str = "tf_efficientnet_lite2"
+    weights: str = "package:efficientnet-lite2"
+    feature_stage: int = -1  # the last stage (stride 32), as CoMoTo's C5
+    head_convs: int = 4
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    image_size: int = 1024
+    detections_per_img: int = 100
+    batch_size: int = 8
+    optimizer: str = "sgd"
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 0.0
+    teacher_epochs: int = 50
+    student_epochs: int = 50
+    student_min_steps: int = 0
+
+
+@dataclass(frozen=True)
+class ComotoStageConfig:
+    """The ``comoto_dbt`` section (see the module notes; every field is a notebook parameter)."""
+
+    teacher_manifest: str = "data_manifests/mini-mias.csv"  # relative to the project root, or absolute
+    teacher_root: str = "mini-mias"  # relative to --data-root, or absolute
+    teacher_holdout_frac: float = 0.2  # mammography patients held out to check the teacher
+    # stored / release pixel size of the teacher images: mini-MIAS 512 / 1024, so the 100 px reach is 50 px
+    # of the stored 512-px films (2 cm at the release's 200 um pixels; used for the teacher hold-out check only)
+    teacher_release_scale: float = 0.5
+    methods: tuple[str, ...] = METHOD_NAMES
+    regimes: tuple[float, ...] = (0.1, 0.25, 1.0)  # fractions of each fold's DBT training patients
+    folds: int = 5
+    profile: str = "cpu"
+    cpu: ComotoProfile = field(default_factory=ComotoProfile)
+    full: FullProfile = field(default_factory=FullProfile)
+    alpha: float = 2.0  # LsKD / image-level KD weight
+    temperature: float = 4.0
+    beta: float = 2.0  # ImPA weight
+    num_points: int = 9
+    hit_min_distance: float = 100.0  # pixels of the full-resolution release (official BCS-DBT metric)
+    scale_column: str = "scale"  # manifest column: stored / release pixel size (BCS-DBT slices: 0.5)
+    fps_per_image: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0)
+    sensitivity_method: str = "interpolate"
+    example_slices: int = 4
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods or len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods must name each of {list(METHODS)} at most once; got {list(self.methods)}")
+        if not self.regimes or any(not 0 < r <= 1 for r in self.regimes) or \
+                list(self.regimes) != sorted(set(self.regimes)):
+            raise ValueError(f"regimes must be increasing fractions in (0, 1]; got {list(self.regimes)}")
+        if self.folds < 2:
+            raise ValueError(f"folds must be >= 2; got {self.folds}")
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {list(PROFILES)}; got {self.profile!r}")
+        if not 0 <= self.teacher_holdout_frac < 1:
+            raise ValueError(f"teacher_holdout_frac must be in [0, 1); got {self.teacher_holdout_frac}")
+        if not self.teacher_release_scale > 0 or self.hit_min_distance < 0:
+            raise ValueError("teacher_release_scale must be > 0 and hit_min_distance >= 0")
+        if not self.temperature > 0 or self.alpha < 0 or self.beta < 0:
+            raise ValueError("temperature must be > 0, alpha and beta >= 0")
+        if self.num_points not in (1, 4, 5, 9):
+            raise ValueError(f"num_points must be 1, 4, 5 or 9; got {self.num_points}")
+        if not self.fps_per_image or any(k <= 0 for k in self.fps_per_image):
+            raise ValueError(f"fps_per_image must be positive FP rates; got {list(self.fps_per_image)}")
+        if self.sensitivity_method not in SENSITIVITY_METHODS:
+            raise ValueError(f"sensitivity_method must be one of {list(SENSITIVITY_METHODS)}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {list(DEVICES)}; got {self.device!r}")
+        if self.example_slices < 0:
+            raise ValueError("example_slices must be >= 0")
+
+    @property
+    def active(self) -> ComotoProfile:
+        """The profile selected by ``profile``."""
+        return self.cpu if self.profile == "cpu" else self.full
+
+    @property
+    def teachers_needed(self) -> tuple[str, ...]:
+        """The teacher variants the chosen methods use, in a fixed order."""
+        used = {METHODS[m].teacher for m in self.methods}
+        return tuple(kind for kind in ("plain", "impa") if kind in used)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict() if isinstance(value, ComotoProfile) else (
+                list(value) if isinstance(value, tuple) else value)
+        return out
+
+
+def stage_config_from_parameters(**parameters: Any) -> ComotoStageConfig:
+    """The stage config from notebook parameters (lists and dicts as papermill passes them).
+
+    Uses the runner's typed section parser, so a wrong type or value fails here with the same
+    message as in the YAML; keys that are not fields of the section are ignored (the common ones).
+    """
+    from diffkd_study.config import parse_section
+
+    names = {f.name for f in dataclasses.fields(ComotoStageConfig)}
+    return parse_section({k: v for k, v in parameters.items() if k in names}, ComotoStageConfig,
+                         "80_comoto_dbt parameters")
+
+
+def resolve_teacher_paths(
+    config: ComotoStageConfig, project_root: str | Path, data_root_base: str | Path | None
+) -> tuple[Path, Path]:
+    """The teacher manifest (against ``project_root``) and its image folder (against ``data_root_base``)."""
+    manifest = Path(config.teacher_manifest).expanduser()
+    if not manifest.is_absolute():
+        manifest = Path(project_root) / manifest
+    if not manifest.is_file():
+        raise FileNotFoundError(
+            f"teacher_manifest {manifest} not found (comoto_dbt.teacher_manifest, relative to the project root "
+            f"{project_root}); build it with `diffkd-study data build mini-mias --root DIR --out {config.teacher_manifest}`"
+        )
+    root = Path(config.teacher_root).expanduser()
+    if not root.is_absolute():
+        if not data_root_base:
+            raise FileNotFoundError(
+                f"teacher_root {config.teacher_root!r} is relative but no --data-root was given; "
+                "pass --data-root or make comoto_dbt.teacher_root absolute"
+            )
+        root = Path(data_root_base) / root
+    if not root.is_dir():
+        raise FileNotFoundError(f"teacher_root {root} is not a directory (comoto_dbt.teacher_root)")
+    return manifest.resolve(), root.resolve()

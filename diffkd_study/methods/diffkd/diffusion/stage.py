@@ -1,0 +1,238 @@
+"""Sections of the two stage-1 stages: ``diffusion`` (notebook 10) and ``synthetic_quality`` (notebook 20).
+
+This module is light on purpose (no torch or diffusers import): ``diffkd_study.config`` imports it to
+parse a study config. The work itself is in :mod:`diffkd_study.methods.diffkd.diffusion.workflow` and
+:mod:`diffkd_study.methods.diffkd.diffusion.quality`.
+
+Artifacts (all under the run folder ``runs/NAME``)
+--------------------------------------------------
+``diffusion/``
+    ``checkpoint-<step>/`` (see :mod:`diffkd_study.methods.diffkd.diffusion.train`; every ``checkpoint_every`` steps
+    and every ``checkpoint_minutes`` of wall-clock time; a re-run with the same section resumes from the
+    latest one, and a finished run is not trained again; one written by other training code is moved
+    to ``.superseded/<UTC time>/`` with the run's other files, and training starts afresh), ``loss.csv``
+    (one row per optimizer step: ``step, loss``) and ``training.json`` (steps, wall time and images/s of
+    the last call, the checkpoint used and its sha256, the training configuration).
+``synthetic/``
+    The synthetic set as a manifest folder: ``synthetic.csv`` + ``synthetic.schema.yaml`` (the study
+    manifest's schema: same dataset, label set and declared conditions), ``images/*.png`` (uint8) and,
+    for mask-conditioned models, ``masks/*.png`` (0/255, the conditioning mask). Every row has
+    ``split=train``, ``synthetic=1``, the conditions it was generated from (conditions the model does not
+    use are left empty), ``source_image_id`` / ``source_center`` (the training row whose conditions and
+    mask were used), ``sampler``, ``steps``, ``guidance``, ``seed`` and ``checkpoint_sha256``.
+    ``generation.json`` records how the set was made; a re-run with the same checkpoint and settings
+    keeps the existing set (sampling is deterministic, so it would be identical).
+    The synthetic-quality stage adds ``memorization.csv`` (one row per synthetic image: nearest training
+    image and distance in domain-feature and in pixel space, the thresholds, ``flagged``) and
+    ``augmentation.csv`` + sidecar: the synthetic manifest without the flagged rows (with
+    ``exclude_flagged: false``, all rows). Its paths are relative to ``synthetic/``, like those of
+    ``synthetic.csv``. **This is the table the teacher stage mixes with the real training images.**
+
+Resolution
+----------
+The diffusion model trains and samples at its own resolution (``diffusion_image_size``; 0 = the UNet
+profile's: 32 px smoke, 64 px demo, 128 px full), which may be below the study resolution
+(``image_size``, e.g. 128 px for the phantom demo, 224 px for BUS-BRA). The synthetic PNGs are written at
+the diffusion resolution and are **not** upsampled here: a consumer loads them with
+``ManifestDataset(manifest, root=run_dir / "synthetic", size=image_size)``, whose preprocessing resizes
+every image (bilinear, ``stretch``) and mask (nearest) to the study resolution exactly as it resizes the
+real images. Their effective detail is that of the diffusion resolution, which the reports state. The
+quality metrics compare synthetic and real images at the diffusion resolution (the real images are
+loaded at that size), so neither set has an advantage of detail.
+
+Class counts
+------------
+``class_counts`` (``["benign=120", "malignant=120"]``) fixes the number per label; otherwise
+``n_per_class`` images per label of the training split; ``n_per_class: 0`` (the default) balances the
+classes: every label gets as many images as the most frequent label has training images. Conditions and
+masks are whole training rows drawn with replacement within each label (the empirical joint
+distribution), or the rows of ``condition_table`` (a CSV with ``label``, the ``cond_*`` columns and, for
+mask-conditioned models, ``mask_path`` relative to the study's data folder).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+#: the training presets of :data:`diffkd_study.methods.diffkd.diffusion.train.TRAIN_PROFILES` (checked by a test)
+TRAIN_PROFILE_NAMES: tuple[str, ...] = ("smoke", "demo", "full")
+#: :data:`diffkd_study.methods.diffkd.diffusion.sample.SAMPLERS`
+SAMPLER_NAMES: tuple[str, ...] = ("ddpm", "ddim", "dpmsolver++")
+PREDICTION_TYPE_NAMES: tuple[str, ...] = ("epsilon", "v_prediction")
+BETA_SCHEDULE_NAMES: tuple[str, ...] = ("squaredcos_cap_v2", "linear")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+NUM_TRAIN_TIMESTEPS = 1000
+_CLASS_COUNT = re.compile(r"^\s*(?P<label>[^=]+?)\s*=\s*(?P<count>\d+)\s*$")
+
+
+def _probability(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+
+
+def parse_class_counts(entries: tuple[str, ...] | list[str]) -> dict[str, int]:
+    """``["benign=120", "malignant=80"]`` -> ``{"benign": 120, "malignant": 80}`` (each label once)."""
+    counts: dict[str, int] = {}
+    for entry in entries:
+        match = _CLASS_COUNT.match(str(entry))
+        if match is None:
+            raise ValueError(f"class_counts entry {entry!r} is not of the form 'label=count' (count >= 0)")
+        label = match["label"]
+        if label in counts:
+            raise ValueError(f"class_counts names label {label!r} twice")
+        counts[label] = int(match["count"])
+    if counts and sum(counts.values()) == 0:
+        raise ValueError("class_counts asks for no image at all")
+    return counts
+
+
+def section_from_parameters(cls: type, values: Mapping[str, Any]) -> Any:
+    """A section dataclass from notebook parameters (papermill passes tuples as lists); other names ignored.
+
+    The dataclass's own checks raise ``ValueError`` for a bad value.
+    """
+    return cls(**{f.name: tuple(values[f.name]) if isinstance(values[f.name], list) else values[f.name]
+                  for f in fields(cls) if f.name in values})
+
+
+@dataclass(frozen=True)
+class DiffusionStageConfig:
+    """The ``diffusion`` section: train the conditional diffusion model, then sample the synthetic set.
+
+    Training fields left at 0 take the value of the training profile (``profile``; see
+    :data:`diffkd_study.methods.diffkd.diffusion.train.TRAIN_PROFILES`), except ``checkpoint_minutes``, where 0 turns the
+    wall-clock checkpoints off.
+    """
+
+    profile: str = "demo"
+    diffusion_image_size: int = 0  # px; 0 = the profile's
+    conditions: tuple[str, ...] = ()  # cond_* columns; empty = every condition the manifest declares
+    mask_conditioning: bool = True  # the lesion mask as an extra input channel (rows without one: none)
+    max_steps: int = 0
+    batch_size: int = 0
+    learning_rate: float = 0.0
+    ema_decay: float = 0.0
+    checkpoint_every: int = 0
+    checkpoint_minutes: float = 10.0  # also a checkpoint after this much wall-clock time; 0 = off
+    prediction_type: str = "epsilon"
+    beta_schedule: str = "squaredcos_cap_v2"
+    # classifier-free-guidance dropout, per modality (each categorical condition independently)
+    label_dropout: float = 0.1
+    condition_dropout: float = 0.1
+    numeric_dropout: float = 0.1
+    mask_dropout: float = 0.1
+    resume: bool = True  # continue from the latest checkpoint; false: delete the checkpoints and start over
+    sampler: str = "dpmsolver++"
+    sampling_steps: int = 20
+    guidance_scale: float = 2.0
+    sample_batch_size: int = 32
+    n_per_class: int = 0  # 0: balance the classes (each as many as the largest training class)
+    class_counts: tuple[str, ...] = ()  # "label=count" entries; override n_per_class
+    condition_table: str = ""  # CSV of conditions to sample (relative to the project root or absolute)
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.profile not in TRAIN_PROFILE_NAMES:
+            raise ValueError(f"profile must be one of {TRAIN_PROFILE_NAMES}, got {self.profile!r}")
+        if self.diffusion_image_size and (self.diffusion_image_size < 16 or self.diffusion_image_size % 16):
+            raise ValueError(f"diffusion_image_size must be 0 (the profile's) or a multiple of 16 >= 16, "
+                             f"got {self.diffusion_image_size}")
+        bad = [c for c in self.conditions if not c.startswith("cond_")]
+        if bad:
+            raise ValueError(f"conditions {bad} are not condition columns (cond_*)")
+        if len(set(self.conditions)) != len(self.conditions):
+            raise ValueError(f"conditions lists a column twice: {list(self.conditions)}")
+        for name in ("max_steps", "batch_size", "checkpoint_every", "n_per_class"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 = default), got {getattr(self, name)}")
+        if not self.checkpoint_minutes >= 0:
+            raise ValueError(f"checkpoint_minutes must be >= 0 (0 = off), got {self.checkpoint_minutes}")
+        if self.learning_rate < 0 or self.learning_rate > 1:
+            raise ValueError(f"learning_rate must be 0 (the profile's) or in (0, 1], got {self.learning_rate}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be 0 (the profile's) or in (0, 1), got {self.ema_decay}")
+        if self.prediction_type not in PREDICTION_TYPE_NAMES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPE_NAMES}, got {self.prediction_type!r}")
+        if self.beta_schedule not in BETA_SCHEDULE_NAMES:
+            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULE_NAMES}, got {self.beta_schedule!r}")
+        for name in ("label_dropout", "condition_dropout", "numeric_dropout", "mask_dropout"):
+            _probability(name, getattr(self, name))
+        if self.sampler not in SAMPLER_NAMES:
+            raise ValueError(f"sampler must be one of {SAMPLER_NAMES}, got {self.sampler!r}")
+        if not 1 <= self.sampling_steps <= NUM_TRAIN_TIMESTEPS:
+            raise ValueError(f"sampling_steps must be in [1, {NUM_TRAIN_TIMESTEPS}], got {self.sampling_steps}")
+        if not 0.0 <= self.guidance_scale <= 20.0:
+            raise ValueError(f"guidance_scale must be in [0, 20] (1 = no guidance), got {self.guidance_scale}")
+        if self.sample_batch_size < 1:
+            raise ValueError(f"sample_batch_size must be >= 1, got {self.sample_batch_size}")
+        parse_class_counts(self.class_counts)
+        if self.condition_table and (self.class_counts or self.n_per_class):
+            raise ValueError("give either condition_table or class_counts / n_per_class, not both")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+
+    def train_overrides(self) -> dict[str, Any]:
+        """The training fields that differ from the profile (keyword arguments of ``train_profile``)."""
+        out: dict[str, Any] = {"prediction_type": self.prediction_type, "beta_schedule": self.beta_schedule,
+                               "mask_conditioning": self.mask_conditioning,
+                               "checkpoint_minutes": self.checkpoint_minutes}
+        for name, key in (("diffusion_image_size", "image_size"), ("max_steps", "max_steps"),
+                          ("batch_size", "batch_size"), ("learning_rate", "learning_rate"),
+                          ("ema_decay", "ema_decay"), ("checkpoint_every", "checkpoint_every")):
+            if getattr(self, name):
+                out[key] = getattr(self, name)
+        return out
+
+
+@dataclass(frozen=True)
+class SyntheticQualityStageConfig:
+    """The ``synthetic_quality`` section: fidelity, faithfulness and memorization of the synthetic set."""
+
+    reference_splits: tuple[str, ...] = ("test",)  # the real images the synthetic set is compared with
+    kid_subsets: int = 100
+    kid_subset_size: int = 0  # 0: min(1000, n_generated, n_real)
+    guidance_sweep: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)  # scales of the FID-vs-guidance sweep
+    sweep_images: int = 64  # images sampled per scale of the sweep
+    min_group_size: int = 10  # per-class / per-center FID only where every set has at least this many
+    faithfulness_min_per_level: int = 10  # training images per level for a condition's probe
+    memorization_percentile: float = 1.0  # flag at or below this percentile of real-vs-real NN distances
+    memorization_pixel_size: int = 32
+    exclude_flagged: bool = True  # leave flagged images out of augmentation.csv
+    grid_images: int = 4  # image pairs per row of the sample grids
+    grid_condition: str = ""  # condition of the per-level grid; empty = the model's first categorical one
+    feature_batch_size: int = 32
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        known = ("train", "val", "test", "external")
+        bad = [s for s in self.reference_splits if s not in known]
+        if bad or not self.reference_splits:
+            raise ValueError(f"reference_splits must name at least one of {known}; got {list(self.reference_splits)}")
+        if "train" in self.reference_splits:
+            raise ValueError("reference_splits must not include 'train': the synthetic set is compared with real "
+                             "images the diffusion model has not seen")
+        if self.kid_subsets < 1 or self.kid_subset_size < 0:
+            raise ValueError("kid_subsets must be >= 1 and kid_subset_size >= 0 (0 = automatic)")
+        if any(not 0.0 <= s <= 20.0 for s in self.guidance_sweep):
+            raise ValueError(f"guidance_sweep scales must lie in [0, 20], got {list(self.guidance_sweep)}")
+        if len(set(self.guidance_sweep)) != len(self.guidance_sweep):
+            raise ValueError(f"guidance_sweep lists a scale twice: {list(self.guidance_sweep)}")
+        if self.guidance_sweep and self.sweep_images < 4:
+            raise ValueError(f"sweep_images must be >= 4 for an FID, got {self.sweep_images}")
+        if self.min_group_size < 2 or self.faithfulness_min_per_level < 2:
+            raise ValueError("min_group_size and faithfulness_min_per_level must be >= 2")
+        if not 0.0 <= self.memorization_percentile <= 50.0:
+            raise ValueError(f"memorization_percentile must lie in [0, 50], got {self.memorization_percentile}")
+        if self.memorization_pixel_size < 8:
+            raise ValueError(f"memorization_pixel_size must be >= 8, got {self.memorization_pixel_size}")
+        if not 1 <= self.grid_images <= 16:
+            raise ValueError(f"grid_images must be in [1, 16], got {self.grid_images}")
+        if self.grid_condition and not self.grid_condition.startswith("cond_"):
+            raise ValueError(f"grid_condition must be a condition column (cond_*), got {self.grid_condition!r}")
+        if self.feature_batch_size < 1:
+            raise ValueError(f"feature_batch_size must be >= 1, got {self.feature_batch_size}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")

@@ -1,0 +1,433 @@
+"""The teacher and student stages: every (variant, seed) trained, its predictions and records written.
+
+Both notebooks call :func:`run_stage` with their parameters (the stage section of the study config
+plus the common run parameters); with ``launcher: torchrun`` it runs the same function under
+``torchrun --standalone --nproc-per-node N -m diffkd_study.training.launch`` and reads what rank 0 wrote,
+so the notebook is unchanged on one CPU, one GPU or several.
+
+Artifacts (``{run_dir}/teacher/`` and ``{run_dir}/student/``)::
+
+    <variant>/seed<k>/best.safetensors, last.pt, history.json     one fit (see trainer.fit); older fits
+                                                                   a fresh one replaced: .superseded/
+    records.json                                                   every fit: settings, epochs, validation
+                                                                   metrics, weights path and sha256, wall time
+
+and one prediction table per variant in ``predictions_dir`` (every seed; validation, internal test and
+external rows; see :mod:`diffkd_study.predictions`): ``teacher_real.csv``, ``teacher_real+syn.csv``,
+``student_scratch.csv``, ``student_kd_real.csv``, ``student_diffkd.csv``, ``student_diffkd+syn.csv``.
+
+Choices of ours (DiffKD-DCIS publishes none of them): the teacher is an ImageNet EfficientNet-Lite2
+fine-tuned end to end with class-balanced cross-entropy; the student (PP-LCNet x0.35, from scratch)
+minimises ``0.5 CE + 0.5 T^2 KL`` at ``T = 4`` (Hinton KD) by default; model selection by
+validation AUC; the same epochs, optimiser and augmentation for every variant of a stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from diffkd_study.data.schema import Manifest, read_manifest
+from diffkd_study.distill.composite import build_loss
+from diffkd_study.io import sha256_file, write_json
+from diffkd_study.training.data import EpochPlan, ImageTensors, concat, load_images
+from diffkd_study.methods.diffkd.stage import (
+    STUDENT_VARIANTS,
+    TEACHER_VARIANTS,
+    StudentStageConfig,
+    TeacherStageConfig,
+    TrainingSection,
+)
+
+__all__ = [
+    "StageData", "ablation_table", "fits_table", "history_frame", "load_stage_data", "model_name", "parameter_names",
+    "read_records", "run_stage", "stage_config", "synthetic_source",
+]
+
+EVALUATED_SPLITS: tuple[str, ...] = ("val", "test", "external")
+RECORDS = "records.json"
+
+
+def model_name(kind: str, variant: str) -> str:
+    """The prediction-table name of a variant: ``teacher_real``, ``student_diffkd+syn``, ..."""
+    return f"{kind}_{variant}"
+
+
+def synthetic_source(run_dir: str | os.PathLike[str]) -> tuple[Path | None, bool]:
+    """The synthetic manifest to train with and whether it was audited for memorization."""
+    folder = Path(run_dir) / "synthetic"
+    if (folder / "augmentation.csv").is_file():
+        return folder / "augmentation.csv", True
+    if (folder / "synthetic.csv").is_file():
+        return folder / "synthetic.csv", False
+    return None, False
+
+
+@dataclass
+class StageData:
+    manifest: Manifest
+    train: ImageTensors
+    val: ImageTensors
+    evaluated: ImageTensors  # val + test + external rows, scored after training
+    synthetic: ImageTensors | None
+    synthetic_path: Path | None
+    synthetic_audited: bool
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.manifest.schema.label_set)
+
+    @property
+    def positive_index(self) -> int:
+        schema = self.manifest.schema
+        return list(schema.label_set).index(schema.positive_class) if schema.positive_class else 1
+
+    def counts(self) -> pd.DataFrame:
+        classes = list(self.manifest.schema.label_set)
+        rows = {"train (real)": self.train, "validation": self.val}
+        if self.synthetic is not None:
+            rows["train (synthetic)"] = self.synthetic
+        table = pd.DataFrame({name: np.bincount(part.labels.numpy(), minlength=len(classes))
+                              for name, part in rows.items()}, index=classes).T
+        table["total"] = table.sum(axis=1)
+        return table
+
+
+def load_stage_data(manifest_path: str | os.PathLike[str], data_root: str | os.PathLike[str], run_dir: str | os.PathLike[str],
+                    image_size: int, *, use_synthetic: str = "auto", mode: str = "L", crop: str = "none",
+                    crop_margin: float = 0.25, cache_dir: str | os.PathLike[str] | None = None,
+                    progress: bool = False) -> StageData:
+    """The study's training, validation and evaluated rows, plus the synthetic set when there is one."""
+    manifest = read_manifest(manifest_path)
+    options = {"size": image_size, "mode": mode, "cache_dir": cache_dir, "progress": progress,
+               "resize_mode": "lesion" if crop == "lesion" else "stretch", "roi_margin": crop_margin}
+    train = load_images(manifest, data_root, splits=("train",), **options)
+    val = load_images(manifest, data_root, splits=("val",), **options)
+    present = tuple(s for s in EVALUATED_SPLITS if (manifest.df["split"] == s).any())
+    evaluated = load_images(manifest, data_root, splits=present, **options)
+    synthetic_path, audited = (None, False) if use_synthetic == "none" else synthetic_source(run_dir)
+    if use_synthetic == "required" and synthetic_path is None:
+        raise FileNotFoundError(f"synthetic: required, but {Path(run_dir) / 'synthetic'} holds no synthetic.csv or "
+                                "augmentation.csv: run the diffusion stage first")
+    synthetic = None
+    if synthetic_path is not None:
+        synthetic_manifest = read_manifest(synthetic_path)
+        if tuple(synthetic_manifest.schema.label_set) != tuple(manifest.schema.label_set):
+            raise ValueError(f"{synthetic_path}: label set {list(synthetic_manifest.schema.label_set)} differs from the "
+                             f"study's {list(manifest.schema.label_set)}")
+        if len(synthetic_manifest.df):
+            synthetic = load_images(synthetic_manifest, synthetic_path.parent, synthetic=True, **options)
+    return StageData(manifest, train, val, evaluated, synthetic, synthetic_path, audited)
+
+
+RUN_PARAMETERS: tuple[str, ...] = ("manifest_path", "data_root", "predictions_dir", "run_dir", "image_size")
+
+
+def parameter_names(kind: str) -> tuple[str, ...]:
+    """The notebook parameters :func:`run_stage` reads: the run's and the stage section's fields."""
+    from dataclasses import fields
+
+    cls = TeacherStageConfig if kind == "teacher" else StudentStageConfig
+    return RUN_PARAMETERS + tuple(f.name for f in fields(cls))
+
+
+def stage_config(kind: str, params: Mapping[str, Any]) -> TeacherStageConfig | StudentStageConfig:
+    """The stage section from notebook parameters (the fields of the dataclass; other keys ignored)."""
+    from dataclasses import fields
+
+    cls = TeacherStageConfig if kind == "teacher" else StudentStageConfig
+    values = {f.name: params[f.name] for f in fields(cls) if f.name in params}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**values)
+
+
+def _expected_class_weights(train: ImageTensors, plan: EpochPlan, n_classes: int, scheme: str) -> list[float] | None:
+    """Class weights for the rows an epoch draws in expectation (real rows + the synthetic share)."""
+    if scheme == "none":
+        return None
+    labels = train.labels.numpy()
+    counts = np.bincount(labels[plan.real_rows], minlength=n_classes).astype(float)
+    if len(plan.synthetic_rows):
+        counts += np.bincount(labels[plan.synthetic_rows], minlength=n_classes) * plan.n_synthetic / len(plan.synthetic_rows)
+    if (counts == 0).any():
+        raise ValueError(f"class(es) {np.flatnonzero(counts == 0).tolist()} have no training images")
+    n = counts.sum()
+    weights = n / (n_classes * counts) if scheme == "balanced" else np.round(n / counts, 3)
+    return weights.tolist()
+
+
+def _fit_config(cfg: Any, seed: int, synthetic_ratio: float, binary: bool):
+    from diffkd_study.training.trainer import FitConfig
+
+    return FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                     warmup_epochs=cfg.warmup_epochs, grad_clip=cfg.grad_clip, patience=cfg.patience,
+                     min_epochs=cfg.min_epochs, selection="auc" if binary else "balanced_accuracy",
+                     augment=cfg.augment, synthetic_ratio=synthetic_ratio, seed=seed,
+                     eval_batch_size=cfg.eval_batch_size, device=cfg.device,
+                     checkpoint_minutes=cfg.checkpoint_minutes)
+
+
+def _student_loss(cfg: StudentStageConfig, class_weights: list[float] | None, student, teacher, image_size: int,
+                  in_chans: int):
+    """The student's CompositeLoss and the feature paths it needs hooked (student, teacher)."""
+    from diffkd_study.distill.distiller import default_feature_paths
+    from diffkd_study.distill.hooks import build_adapter
+
+    ce = {"type": "ce", "weight": cfg.ce_weight, "params": {"class_weights": class_weights}}
+    terms: dict[str, dict[str, Any]] = {"ce": ce}
+    extra: dict[str, dict[str, Any]] = {}
+    student_paths: dict[str, str] = {}
+    teacher_paths: dict[str, str] = {}
+    if cfg.loss == "dkd":
+        terms["dkd"] = {"type": "dkd", "weight": cfg.kd_weight,
+                        "params": {"temperature": cfg.temperature, "warmup_epochs": 0}}
+    else:
+        terms["kd"] = {"type": "kd", "weight": cfg.kd_weight, "params": {"temperature": cfg.temperature}}
+    if cfg.loss in ("kd+fitnet", "kd+at"):
+        student_paths = {"feature": default_feature_paths(student)["feature"]}
+        teacher_paths = {"feature": default_feature_paths(teacher)["feature"]}
+        if cfg.loss == "kd+fitnet":
+            adapter = build_adapter(student, teacher, student_paths["feature"], teacher_paths["feature"],
+                                    input_shape=(in_chans, image_size, image_size), use_relu=False)
+            terms["fitnet"] = {"type": "fitnet", "weight": cfg.feature_weight}
+            extra["fitnet"] = {"adapter": adapter}
+        else:
+            terms["at"] = {"type": "at", "weight": cfg.feature_weight}
+    return build_loss(terms, extra), student_paths, teacher_paths
+
+
+def _predictions(model, data: StageData, *, name: str, seed: int, eval_batch_size: int, device) -> pd.DataFrame:
+    from diffkd_study.predictions import predictions_frame
+    from diffkd_study.training.trainer import predict_proba
+
+    probabilities = predict_proba(model, data.evaluated, batch_size=eval_batch_size, device=device)
+    scores = pd.Series(probabilities[:, data.positive_index], index=data.evaluated.image_ids)
+    return predictions_frame(data.manifest, scores, model=name, seed=seed)
+
+
+def _teacher_weights(run_dir: Path, variant: str, seed: int) -> tuple[dict[str, Any], int]:
+    records_path = run_dir / "teacher" / RECORDS
+    if not records_path.is_file():
+        raise FileNotFoundError(f"{records_path} not found: run the teacher stage before the student stage")
+    records = json.loads(records_path.read_text(encoding="utf-8"))
+    fits = [r for r in records["fits"] if r["variant"] == variant]
+    if not fits:
+        raise ValueError(f"the teacher stage trained no {variant!r} teacher ({records_path}); its variants: "
+                         f"{sorted({r['variant'] for r in records['fits']})}")
+    chosen = next((r for r in fits if r["seed"] == seed), fits[0])
+    return chosen, int(chosen["seed"])
+
+
+def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) -> dict[str, Any]:
+    """Train every variant and seed of the ``teacher`` or ``student`` stage; return (and write) the records."""
+    cfg = stage_config(kind, params)
+    if cfg.launcher == "torchrun" and cfg.nproc > 1 and "RANK" not in os.environ:
+        return _launch_torchrun(kind, params, cfg.nproc)
+    from diffkd_study.models.classifier import create_classifier
+    from diffkd_study.training.trainer import ClassifierTask, fit, resolve_device
+
+    run_dir = Path(params["run_dir"])
+    stage_dir = run_dir / kind
+    predictions_dir = Path(params["predictions_dir"])
+    image_size = int(params["image_size"])
+    rank = int(os.environ.get("RANK", "0"))
+    started = time.perf_counter()
+    if kind == "student":
+        teacher_config = read_records(run_dir, "teacher")["config"]
+        # records written before these keys existed mean the defaults (the whole image)
+        teacher_inputs = {k: teacher_config.get(k, getattr(TrainingSection, k)) for k in ("crop", "crop_margin")}
+        mismatch = {k: (t, getattr(cfg, k)) for k, t in teacher_inputs.items() if t != getattr(cfg, k)}
+        if mismatch:
+            raise ValueError("student: the teacher was trained on other inputs ("
+                             + ", ".join(f"{k}: teacher {t!r}, student {s!r}" for k, (t, s) in mismatch.items())
+                             + "); set the same crop in both sections: distillation feeds both networks one image")
+    data = load_stage_data(params["manifest_path"], params["data_root"], run_dir, image_size,
+                           use_synthetic=cfg.synthetic, crop=cfg.crop, crop_margin=cfg.crop_margin,
+                           progress=progress and rank == 0)
+    binary = data.n_classes == 2
+    in_chans = data.train.channels
+    device = resolve_device(cfg.device)
+    variants = TEACHER_VARIANTS if kind == "teacher" else {k: v[1] for k, v in STUDENT_VARIANTS.items()}
+    fits: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    for variant in cfg.variants:
+        uses_synthetic = variants[variant]
+        teacher_variant = STUDENT_VARIANTS[variant][0] if kind == "student" else None
+        needs_synthetic = uses_synthetic or teacher_variant == "real+syn"
+        if needs_synthetic and data.synthetic is None:
+            skipped[variant] = "no synthetic images in this run (the diffusion stage did not run or made none)"
+            continue
+        train = concat([data.train, data.synthetic]) if uses_synthetic and data.synthetic is not None else data.train
+        tables = []
+        for seed in cfg.seeds:
+            out_dir = stage_dir / variant / f"seed{seed}"
+            ratio = cfg.synthetic_ratio if uses_synthetic else 0.0
+            fit_config = _fit_config(cfg, seed, ratio, binary)
+            plan = EpochPlan.for_set(train, ratio, seed)
+            weights = _expected_class_weights(train, plan, data.n_classes, cfg.class_weighting)
+            torch.manual_seed(seed)
+            model = create_classifier(cfg.model, data.n_classes, in_chans, cfg.weights)
+            description: dict[str, Any] = {"kind": kind, "variant": variant, "seed": seed, "model": cfg.model,
+                                           "weights": cfg.weights, "class_weights": weights,
+                                           "synthetic_manifest": None if not uses_synthetic else str(data.synthetic_path)}
+            teacher_record = None
+            if teacher_variant is None:
+                task = ClassifierTask(model, build_loss({"ce": {"type": "ce", "params": {"class_weights": weights}}}))
+            else:
+                from diffkd_study.distill.distiller import DistillationTask
+                from diffkd_study.training.trainer import load_best
+
+                teacher_record, teacher_seed = _teacher_weights(run_dir, teacher_variant, seed)
+                teacher = create_classifier(teacher_record["model"], data.n_classes, in_chans, "none")
+                # the recorded digest: a teacher file changed since the teacher stage ran is an error, not used
+                load_best(teacher, Path(teacher_record["weights"]).parent,
+                          expected_sha256=teacher_record["weights_sha256"])
+                loss, student_paths, teacher_paths = _student_loss(cfg, weights, model, teacher, image_size, in_chans)
+                task = DistillationTask(model, teacher, loss, student_features=student_paths,
+                                        teacher_features=teacher_paths)
+                description.update({"teacher_variant": teacher_variant, "teacher_seed": teacher_seed,
+                                    "teacher_weights_sha256": teacher_record["weights_sha256"], "loss": cfg.loss,
+                                    "ce_weight": cfg.ce_weight, "kd_weight": cfg.kd_weight,
+                                    "temperature": cfg.temperature, "feature_weight": cfg.feature_weight})
+            result = fit(task, train, data.val, fit_config, out_dir, positive_index=data.positive_index,
+                         description=description, progress=progress, desc=f"{kind} {variant} seed {seed}")
+            name = model_name(kind, variant)
+            tables.append(_predictions(model, data, name=name, seed=seed, eval_batch_size=cfg.eval_batch_size,
+                                       device=device))
+            last = result.history[result.best_epoch - 1]
+            fits.append({
+                **description, "name": name, "fit": asdict(fit_config), **result.summary(),
+                "val_auc": last.get("val_auc"), "val_balanced_accuracy": last.get("val_balanced_accuracy"),
+                "val_accuracy": last.get("val_accuracy"),
+                "n_train_real": int((~train.synthetic).sum()), "n_train_synthetic": int(train.synthetic.sum()),
+                "synthetic_per_epoch": plan.n_synthetic, "n_val": len(data.val),
+                "weights": str(result.best_weights), "weights_sha256": sha256_file(result.best_weights) if rank == 0 else None,
+                "history": str(out_dir / "history.json"),
+            })
+        if rank == 0:
+            from diffkd_study.predictions import write_predictions
+
+            write_predictions(pd.concat(tables, ignore_index=True), predictions_dir / f"{model_name(kind, variant)}.csv",
+                              manifest=data.manifest)
+    records = {
+        "kind": kind, "config": asdict(cfg), "image_size": image_size, "in_chans": in_chans,
+        "classes": list(data.manifest.schema.label_set), "fits": fits, "skipped": skipped,
+        "synthetic_manifest": None if data.synthetic_path is None else str(data.synthetic_path),
+        "synthetic_audited": data.synthetic_audited, "counts": data.counts().reset_index(names="set").to_dict("records"),
+        "device": str(device), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "wall_s": round(time.perf_counter() - started, 2),
+    }
+    if rank == 0:
+        write_json(stage_dir / RECORDS, records)
+    return records
+
+
+def _launch_torchrun(kind: str, params: Mapping[str, Any], nproc: int) -> dict[str, Any]:
+    """Run :func:`run_stage` under torchrun (one process per device) and return rank 0's records."""
+    stage_dir = Path(params["run_dir"]) / kind
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    launch = stage_dir / "launch.json"
+    write_json(launch, dict(params))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "diffkd_study.training.launch", kind, str(launch)]
+    completed = subprocess.run(command, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with status {completed.returncode}")
+    return json.loads((stage_dir / RECORDS).read_text(encoding="utf-8"))
+
+
+# -- report helpers -------------------------------------------------------------------------------------------
+def read_records(run_dir: str | os.PathLike[str], kind: str) -> dict[str, Any]:
+    path = Path(run_dir) / kind / RECORDS
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the {kind} stage has not run")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def history_frame(records: Mapping[str, Any]) -> pd.DataFrame:
+    """Tidy per-epoch values of every fit: ``variant, seed, epoch, term, value, split``.
+
+    Training rows: each loss term averaged over the epoch (split ``train``). Validation rows: the
+    validation NLL (term ``validation NLL``) and the selection metric (``validation AUC`` or
+    ``validation balanced accuracy``), split ``validation``.
+    """
+    rows = []
+    for fit_record in records["fits"]:
+        history = json.loads(Path(fit_record["history"]).read_text(encoding="utf-8"))["history"]
+        for epoch in history:
+            for key, value in epoch.items():
+                if key.startswith("train_") and key not in ("train_images", "train_images_per_s"):
+                    term, split = key.removeprefix("train_"), "train"
+                elif key in ("val_loss", "val_auc", "val_balanced_accuracy"):
+                    term = {"val_loss": "validation NLL", "val_auc": "validation AUC",
+                            "val_balanced_accuracy": "validation balanced accuracy"}[key]
+                    split = "validation"
+                else:
+                    continue
+                rows.append({"variant": fit_record["variant"], "seed": fit_record["seed"], "epoch": epoch["epoch"],
+                             "term": term, "value": value, "split": split})
+    return pd.DataFrame(rows)
+
+
+def fits_table(records: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per (variant, seed): epochs, best epoch, validation metrics, data sizes, time."""
+    columns = ["name", "variant", "seed", "epochs_run", "best_epoch", "val_auc", "val_balanced_accuracy",
+               "n_train_real", "synthetic_per_epoch", "n_val", "wall_s", "train_images_per_s"]
+    table = pd.DataFrame(records["fits"])
+    return table[[c for c in columns if c in table.columns]] if len(table) else pd.DataFrame(columns=columns)
+
+
+def ablation_table(predictions_dir: str | os.PathLike[str], names: list[str], manifest: Manifest) -> pd.DataFrame:
+    """AUC of each model on the validation set and each test set, mean +- SD over seeds, one column per set
+    (its number of images and positives in the header).
+
+    (The evaluation stage adds the DeLong intervals and the paired tests against the full model.)
+    """
+    from diffkd_study.methods.diffkd.evaluate import seed_variability_table
+    from diffkd_study.predictions import read_predictions
+
+    paths = [Path(predictions_dir) / f"{n}.csv" for n in names if (Path(predictions_dir) / f"{n}.csv").is_file()]
+    if not paths:
+        return pd.DataFrame()
+    table = seed_variability_table(read_predictions(paths, manifest=manifest), names, min_seeds=1, validation=True)
+    sets = list(dict.fromkeys(table["test_set"]))
+    header = {s: f"{s} (n={int(r['n'])}, {int(r['n_pos'])} pos)" for s, r in table.drop_duplicates("test_set")
+              .set_index("test_set").iterrows()}
+    wide = table.pivot(index="model", columns="test_set", values="summary")[sets].rename(columns=header)
+    wide.columns.name = None
+    return wide.loc[[n for n in names if n in wide.index]]
+
+
+def save_training_curves(records: Mapping[str, Any], figures_dir: str | os.PathLike[str], *,
+                         show: bool = True) -> list[tuple[str, str]]:
+    """One figure of per-term training curves per variant (seeds as mean +- SD), saved as PNG + SVG;
+    returns ``[(variant, figure name)]``."""
+    import matplotlib.pyplot as plt
+
+    from diffkd_study import viz as plots
+
+    kind = records["kind"]
+    history = history_frame(records)
+    saved = []
+    for variant in dict.fromkeys(history["variant"]):
+        fig = plots.plot_loss_curves(history[history["variant"] == variant], x="epoch",
+                                     title=f"{kind.capitalize()} {variant}: training curves")
+        name = f"{kind}_curves_{variant.replace('+', '_')}"
+        plots.save_figure(fig, figures_dir, name)
+        if show:
+            plt.show()
+        else:
+            plt.close(fig)
+        saved.append((variant, name))
+    return saved

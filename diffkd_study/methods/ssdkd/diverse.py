@@ -1,0 +1,659 @@
+"""SSD-KD (Wang et al., Medical Image Analysis 84:102693, 2023) and its D-KD loss, as the official code computes them.
+
+Source read: ``enkiwang/Portable-Skin-Lesion-Diagnosis`` at b8bf301 (``experiment/isic/kd_losses/ssd_kd.py``,
+``experiment/isic/isic_ssd_kd.py``), whose self-supervision branch is a copy of SSKD's ``student.py``
+(``xuguodong03/SSKD``). See ``METHODS.md`` sections 3.5 and 3.6.
+
+Batch layout
+    ``rotate_batch`` turns B images into 4B rows ``[x0_0, x0_90, x0_180, x0_270, x1_0, ...]``
+    (``torch.rot90`` over the last two axes, counter-clockwise like the official ``np.rot90`` on HWC
+    images). ``nor_index`` = rows with index % 4 == 0 (originals), ``aug_index`` = the other 3B.
+
+Self-supervision (SS) heads
+    ``ProjectionHead`` = Linear(d, d)-ReLU-Linear(d, d) on the pooled embedding. ``similarity_matrix``
+    gives S (3B x B) with ``S[i, j] = cos(r_aug[i], r_nor[j])``; the target of row i is its source
+    image ``i // 3``. Stage A (``ssd_teacher_ss``) trains the teacher head on ``CE(S, source)``
+    with the backbone frozen; stage B (``ssd_kd``) trains the student.
+
+Losses registered here
+    ``rkd`` (Park et al. 2019 distance + angle, AberHu's code), ``crkd`` (channel-Gram relation),
+    ``d_kd`` (the D-KD objective), ``ssd_dr`` (the DR term), ``ssd_kd`` (the full SSD-KD student
+    objective), ``ssd_teacher_ss`` (stage A).
+
+Defaults are the official ones: D-KD lambda 0.5 and T 5 (class defaults, not overridden by the
+script), lambda_rkd 1, w_dist 25, w_angle 50, lambda_crkd 1000 (script and README; the class default
+is 1e4, and commit 98963d4 moved the SSD-KD run from 3/3000 to 1/1000: which produced the paper's
+numbers is [UNVERIFIED]). SSD-KD: ce 0.1, kd 0.9, tf 2.7, ss 10, DR weight (``_hr_w``) 1, T_kd = T_tf
+= 4, tau_ss = 0.5, ratio_tf 1.0, ratio_ss 0.75 (SSKD's defaults).
+
+Deviations from the official code, all deliberate:
+
+* ``class DR(D_KD)`` calls ``super().__init__()`` without D_KD's three required arguments and so
+  raises ``TypeError`` at construction in every committed version; :class:`DualRelationalLoss` is
+  a plain module with the same computation (the fix METHODS.md 3.8 describes).
+* The deprecated ``KLDivLoss(size_average=False) / batch`` is written as
+  ``reduction='batchmean'`` (the same number).
+* Row selection sorts with ``stable=True``. The official ``torch.argsort`` is not stable, so when
+  several wrong rows share the rank error at the cut-off which one is kept is arbitrary there; here
+  the earlier row wins. Ties between class scores (or similarities) in the ranking itself are
+  equally arbitrary in both.
+* A KL term whose selected row set is empty (possible when ``ratio < 1`` and nearly every row is
+  wrong) is 0 here; the official ``batchmean`` over zero rows gives NaN.
+* Teacher-side tensors are detached inside the losses (the official code runs the teacher under
+  ``torch.no_grad``); ``crkd`` therefore never sends gradients into a teacher.
+* The adapter (ConvReg) and the student's projection head are owned by the loss module rather than
+  kept in a ``module_list``; the computation is unchanged.
+
+One option that is not in the official code, off by default: ``kd_class_weighting=True`` averages
+the per-row KLs of the softened-output terms (D-KD's ``kl``; SSD-KD's ``kd`` and ``tf``) with the WCE
+class weight of each row's label instead of a plain batch mean. In the official objectives only the
+small WCE term (weight 0.5, or 0.1 in SSD-KD, against ``0.9 T**2`` and ``2.7 T**2`` for the KLs) sees
+the class weights, so on a long-tailed set the distilled student is trained almost entirely on the
+natural class mix; one reading of the abstract's "weighted softened outputs" is this weighting.
+
+[UNVERIFIED]: which paper term is meant by "weighted softened outputs" (most likely kd + tf); the
+paper's tables; whether the paper used the 1/1000 or 3/3000 lambdas. Not reproduced here: the data
+pipeline's independent imgaug augmentation of each rotated copy (``MyDataset_ss``), which belongs to
+the dataset, not the loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import ArrayLike
+from torch import nn
+
+from diffkd_study.distill.losses import (
+    LOSSES,
+    AdaptedFeatureLoss,
+    MultiTermLoss,
+    as_class_weights,
+    class_row_weights,
+    make_adapter,
+    softened_kl,
+)
+
+__all__ = [
+    "ChannelRelationLoss",
+    "DiverseKDLoss",
+    "DualRelationalLoss",
+    "ProjectionHead",
+    "RKDLoss",
+    "RowSelection",
+    "SSDKDLoss",
+    "TeacherSSHeadLoss",
+    "channel_gram",
+    "crkd_loss",
+    "error_level_selection",
+    "frequency_class_weights",
+    "layout_indices",
+    "pairwise_distances",
+    "rkd_angle_loss",
+    "rkd_distance_loss",
+    "rotate_batch",
+    "rotation_targets",
+    "similarity_matrix",
+    "source_targets",
+]
+
+N_ROTATIONS = 4
+
+
+# ----------------------------------------------------------------------------------------- layout
+def rotate_batch(x: torch.Tensor) -> torch.Tensor:
+    """(B, ..., H, W) -> (4B, ..., H, W) ordered ``[x0_0, x0_90, x0_180, x0_270, x1_0, ...]``.
+
+    Rotations are ``torch.rot90(x, k, dims=(-2, -1))`` for k = 0..3 (counter-clockwise, the same as
+    the official ``np.rot90`` on an HWC image). Images must be square so the copies stack.
+    """
+    if x.ndim < 3:
+        raise ValueError(f"rotate_batch needs (B, ..., H, W) images; got {tuple(x.shape)}")
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"rotated copies only stack for square images; got H x W = {tuple(x.shape[-2:])}")
+    copies = [torch.rot90(x, k, dims=(-2, -1)) for k in range(N_ROTATIONS)]
+    return torch.stack(copies, dim=1).reshape(-1, *x.shape[1:])
+
+
+def layout_indices(
+    n_rows: int, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean ``(nor_index, aug_index)`` over 4B rows: originals (index % 4 == 0) and rotated copies."""
+    if n_rows % N_ROTATIONS:
+        raise ValueError(f"SSD-KD batches hold 4 rotations per image; {n_rows} rows is not a multiple of 4")
+    position = torch.arange(n_rows, device=device) % N_ROTATIONS
+    return position == 0, position != 0
+
+
+def rotation_targets(target: torch.Tensor) -> torch.Tensor:
+    """Class label of each rotated row (3B): every original label repeated 3 times."""
+    return target.repeat_interleave(N_ROTATIONS - 1)
+
+
+def source_targets(batch: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Index of the source image of each rotated row (3B): ``[0, 0, 0, 1, 1, 1, ...]``."""
+    return torch.arange(batch, device=device).repeat_interleave(N_ROTATIONS - 1)
+
+
+def _batch_of(n_rows: int, target: torch.Tensor | None = None) -> int:
+    layout_indices(n_rows)  # validates the multiple of 4
+    batch = n_rows // N_ROTATIONS
+    if target is not None and target.shape != (batch,):
+        raise ValueError(
+            f"target must hold one label per original image ({batch} for {n_rows} rows); got shape {tuple(target.shape)}"
+        )
+    return batch
+
+
+# -------------------------------------------------------------------------------------- SS heads
+class ProjectionHead(nn.Sequential):
+    """SSKD's self-supervision head: Linear(d, d) - ReLU - Linear(d, d)."""
+
+    def __init__(self, dim: int):
+        super().__init__(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+
+
+def similarity_matrix(representation: torch.Tensor) -> torch.Tensor:
+    """S (3B x B): cosine similarity of each rotated row with each original row (SSKD's ``simi``)."""
+    nor_index, aug_index = layout_indices(representation.shape[0], representation.device)
+    nor, aug = representation[nor_index], representation[aug_index]
+    return F.cosine_similarity(aug.unsqueeze(1), nor.unsqueeze(0), dim=2)
+
+
+@dataclass(frozen=True)
+class RowSelection:
+    """Rows kept by error-level ranking (sorted), and how many the teacher ranked right / wrong."""
+
+    index: torch.Tensor
+    n_correct: int
+    n_wrong: int
+
+
+def error_level_selection(
+    scores: torch.Tensor, target: torch.Tensor, keep_wrong_ratio: float
+) -> RowSelection:
+    """SSKD's "error-level ranking": which rows of ``scores`` to distil.
+
+    ``rank[i]`` is the position of ``target[i]`` among row i's scores sorted in descending order
+    (0 = the teacher ranks the true class/source first). All rows with rank 0 are kept, plus
+    ``int(keep_wrong_ratio * n_wrong)`` of the others, smallest rank first; ties at the cut-off keep
+    the earlier row (stable sort; see the module notes).
+    """
+    if not 0.0 <= keep_wrong_ratio <= 1.0:
+        raise ValueError(f"keep_wrong_ratio must be in [0, 1]; got {keep_wrong_ratio}")
+    order = torch.argsort(scores, dim=1, descending=True)
+    rank = torch.argmax((order == target.unsqueeze(1)).long(), dim=1)
+    n_wrong = int((rank != 0).sum())
+    n_correct = rank.numel() - n_wrong
+    keep = n_correct + int(n_wrong * keep_wrong_ratio)
+    kept = torch.sort(torch.argsort(rank, stable=True)[:keep]).values
+    return RowSelection(kept, n_correct, n_wrong)
+
+
+def _selected_kl(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    index: torch.Tensor,
+    temperature: float,
+    row_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``T**2 KL`` over the rows ``index`` (batch mean, or weighted by ``row_weights[index]``); 0 for no row."""
+    if index.numel() == 0:
+        return student.sum() * 0.0
+    rows = None if row_weights is None else row_weights[index]
+    return softened_kl(student[index], teacher[index], temperature, rows) * temperature**2
+
+
+# ------------------------------------------------------------------------------ relational terms
+def pairwise_distances(embedding: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Euclidean distance matrix as AberHu's ``pdist``: squared distances clamped at ``eps``, zero diagonal."""
+    square = embedding.pow(2).sum(dim=1)
+    squared = (square.unsqueeze(0) + square.unsqueeze(1) - 2 * embedding @ embedding.t()).clamp(min=eps)
+    distances = squared.sqrt().clone()
+    diagonal = torch.arange(len(embedding), device=embedding.device)
+    distances[diagonal, diagonal] = 0
+    return distances
+
+
+def _normalised_distances(embedding: torch.Tensor) -> torch.Tensor:
+    distances = pairwise_distances(embedding)
+    return distances / distances[distances > 0].mean()
+
+
+def rkd_distance_loss(student_embedding: torch.Tensor, teacher_embedding: torch.Tensor) -> torch.Tensor:
+    """RKD distance: smooth-L1 between distance matrices, each divided by its mean non-zero distance."""
+    with torch.no_grad():
+        teacher = _normalised_distances(teacher_embedding.detach().flatten(1))
+    return F.smooth_l1_loss(_normalised_distances(student_embedding.flatten(1)), teacher)
+
+
+def _angles(embedding: torch.Tensor) -> torch.Tensor:
+    differences = F.normalize(embedding.unsqueeze(0) - embedding.unsqueeze(1), p=2, dim=2)
+    return torch.bmm(differences, differences.transpose(1, 2)).reshape(-1)
+
+
+def rkd_angle_loss(student_embedding: torch.Tensor, teacher_embedding: torch.Tensor) -> torch.Tensor:
+    """RKD angle: smooth-L1 between ``<unit(e_b - e_a), unit(e_c - e_a)>`` over all N**3 triplets."""
+    with torch.no_grad():
+        teacher = _angles(teacher_embedding.detach().flatten(1))
+    return F.smooth_l1_loss(_angles(student_embedding.flatten(1)), teacher)
+
+
+def channel_gram(feature: torch.Tensor) -> torch.Tensor:
+    """Per-instance channel Gram matrix ``F F^T / (C H W)`` of a (N, C, H, W) map: (N, C, C)."""
+    if feature.ndim != 4:
+        raise ValueError(f"channel Gram matrices need (N, C, H, W) maps; got {tuple(feature.shape)}")
+    n, c, h, w = feature.shape
+    flat = feature.reshape(n, c, h * w)
+    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+
+
+def crkd_loss(adapted_student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+    """Intra-instance channel relation: ``sqrt(MSE(G(F_s_adapted), G(F_t)))`` (RMSE over all entries).
+
+    As in the official code there is no epsilon under the square root, so its gradient is not
+    finite when the two Gram matrices are exactly equal.
+    """
+    gram_s, gram_t = channel_gram(adapted_student_feature), channel_gram(teacher_feature.detach())
+    if gram_s.shape != gram_t.shape:
+        raise ValueError(
+            f"channel Gram matrices differ: student {tuple(gram_s.shape)} vs teacher {tuple(gram_t.shape)}; "
+            "the adapter must map student channels onto teacher channels"
+        )
+    return F.mse_loss(gram_s, gram_t).sqrt()
+
+
+def frequency_class_weights(
+    labels_or_counts: ArrayLike, n_classes: int | None = None, counts: bool = False
+) -> torch.Tensor:
+    """SSD-KD's "frequency" WCE weights ``round(N / n_c, 3)``.
+
+    Pass training labels (or, with ``counts=True``, per-class counts). A class with no example gets
+    weight 0 rather than infinity.
+    """
+    values = np.asarray(labels_or_counts)
+    per_class = (
+        values.astype(float)
+        if counts
+        else np.bincount(values.astype(int), minlength=n_classes or 0).astype(float)
+    )
+    with np.errstate(divide="ignore"):
+        weights = np.where(per_class > 0, np.round(per_class.sum() / per_class, 3), 0.0)
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
+# ------------------------------------------------------------------------------- loss modules
+@LOSSES.register("rkd")
+class RKDLoss(MultiTermLoss):
+    """Relational KD on pooled embeddings: ``w_dist * L_dist + w_angle * L_angle`` (terms ``dist``, ``angle``).
+
+    Args:
+        w_dist: distance weight (default 25, AberHu / SSD-KD).
+        w_angle: angle weight (default 50).
+    """
+
+    def __init__(self, w_dist: float = 25.0, w_angle: float = 50.0):
+        super().__init__()
+        self.w_dist = w_dist
+        self.w_angle = w_angle
+
+    def terms(
+        self, student_embedding: torch.Tensor, teacher_embedding: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        return {
+            "dist": self.w_dist * rkd_distance_loss(student_embedding, teacher_embedding),
+            "angle": self.w_angle * rkd_angle_loss(student_embedding, teacher_embedding),
+        }
+
+
+@LOSSES.register("crkd")
+class ChannelRelationLoss(AdaptedFeatureLoss):
+    """SSD-KD's intra-instance relation ``weight * sqrt(MSE(G(adapter(F_s)), G(F_t)))``.
+
+    Args:
+        student_channels, teacher_channels: build a 1x1 ConvReg-style adapter (or pass ``adapter``).
+        use_relu: ReLU at the end of the built adapter (default True, as ConvReg).
+        adapter: a ready adapter module.
+        weight: multiplier (default 1.0; the official lambda_crkd is 1000, see ``d_kd``).
+    """
+
+    def forward(self, student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+        return self.weight * crkd_loss(self.adapter(student_feature), teacher_feature)
+
+
+class _RelationalMixin(MultiTermLoss):
+    """The DR part shared by D-KD, DR and SSD-KD: ``lambda_rkd (w_dist L_dist + w_angle L_angle) + lambda_crkd L_CRKD``.
+
+    ``gram_loss`` computes ``L_CRKD``; a subclass may swap in an equal number computed differently
+    (:mod:`diffkd_study.methods.ssdkd.losses` uses the dual form).
+    """
+
+    gram_loss = staticmethod(crkd_loss)
+
+    def _init_relational(
+        self,
+        lambd_rkd: float,
+        w_dist: float,
+        w_angle: float,
+        lambd_crkd: float,
+        adapter: nn.Module | None,
+        student_channels: int | None,
+        teacher_channels: int | None,
+        use_relu: bool,
+    ) -> None:
+        self.lambd_rkd = lambd_rkd
+        self.w_dist = w_dist
+        self.w_angle = w_angle
+        self.lambd_crkd = lambd_crkd
+        self.adapter = make_adapter(adapter, student_channels, teacher_channels, use_relu)
+
+    def _relational_terms(
+        self,
+        student_embedding: torch.Tensor,
+        teacher_embedding: torch.Tensor,
+        student_feature: torch.Tensor,
+        teacher_feature: torch.Tensor,
+        scale: float = 1.0,
+    ) -> dict[str, torch.Tensor]:
+        return {
+            "rkd_dist": scale
+            * self.lambd_rkd
+            * self.w_dist
+            * rkd_distance_loss(student_embedding, teacher_embedding),
+            "rkd_angle": scale
+            * self.lambd_rkd
+            * self.w_angle
+            * rkd_angle_loss(student_embedding, teacher_embedding),
+            "crkd": scale * self.lambd_crkd * self.gram_loss(self.adapter(student_feature), teacher_feature),
+        }
+
+
+def _kd_weights_checked(kd_class_weighting: bool, class_weights: torch.Tensor | None) -> bool:
+    if kd_class_weighting and class_weights is None:
+        raise ValueError("kd_class_weighting weights the KD rows by the WCE class weights: pass class_weights")
+    return bool(kd_class_weighting)
+
+
+def _wce(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    return F.cross_entropy(logits, target, weight=None if weights is None else weights.to(logits.dtype))
+
+
+@LOSSES.register("d_kd")
+class DiverseKDLoss(_RelationalMixin):
+    """D-KD (``D_KD.forward``): ``(1-lambd) WCE + lambd T**2 KL + lambd_rkd (w_dist L_dist + w_angle L_angle) + lambd_crkd L_CRKD``.
+
+    Terms: ``wce``, ``kl``, ``rkd_dist``, ``rkd_angle``, ``crkd`` (each with its weight).
+    Embeddings are the pooled features (``avg_pool``, (N, d) or (N, d, 1, 1)); features are the last
+    conv maps (student ``features[18]``, teacher ``layer4`` in the official models).
+
+    Args:
+        class_weights: WCE class weights (``frequency_class_weights``; ``None`` for plain CE).
+        lambd: 0.5. temperature: 5.0. lambd_rkd: 1.0. w_dist: 25. w_angle: 50. lambd_crkd: 1000.
+        adapter / student_channels / teacher_channels / use_relu: the ConvReg on the student map.
+        kd_class_weighting: ``False`` (official): the KL is a batch mean. ``True`` (not in the official
+            code): the per-row KLs are averaged with the class weight of each row's label, as the WCE
+            averages its rows, so the KD term sees the same class balance as the WCE term.
+    """
+
+    def __init__(
+        self,
+        class_weights: Sequence[float] | torch.Tensor | None = None,
+        lambd: float = 0.5,
+        temperature: float = 5.0,
+        lambd_rkd: float = 1.0,
+        w_dist: float = 25.0,
+        w_angle: float = 50.0,
+        lambd_crkd: float = 1000.0,
+        adapter: nn.Module | None = None,
+        student_channels: int | None = None,
+        teacher_channels: int | None = None,
+        use_relu: bool = True,
+        kd_class_weighting: bool = False,
+    ):
+        super().__init__()
+        self.register_buffer("class_weights", as_class_weights(class_weights))
+        self.kd_class_weighting = _kd_weights_checked(kd_class_weighting, self.class_weights)
+        self.lambd = lambd
+        self.temperature = temperature
+        self._init_relational(
+            lambd_rkd, w_dist, w_angle, lambd_crkd, adapter, student_channels, teacher_channels, use_relu
+        )
+
+    def terms(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        target: torch.Tensor,
+        student_embedding: torch.Tensor,
+        teacher_embedding: torch.Tensor,
+        student_feature: torch.Tensor,
+        teacher_feature: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        t = self.temperature
+        rows = class_row_weights(self.class_weights, target) if self.kd_class_weighting else None
+        return {
+            "wce": (1 - self.lambd) * _wce(student_logits, target, self.class_weights),
+            "kl": self.lambd * t * t * softened_kl(student_logits, teacher_logits, t, rows),
+            **self._relational_terms(student_embedding, teacher_embedding, student_feature, teacher_feature),
+        }
+
+
+@LOSSES.register("ssd_dr")
+class DualRelationalLoss(_RelationalMixin):
+    """SSD-KD's DR term (``class DR``): ``lambd_rkd (w_dist L_dist + w_angle L_angle) + lambd_crkd L_CRKD``.
+
+    The official constructor crashes (see the module notes); this is the intended computation.
+    Terms ``rkd_dist``, ``rkd_angle``, ``crkd``. Arguments as :class:`DiverseKDLoss`.
+    """
+
+    def __init__(
+        self,
+        lambd_rkd: float = 1.0,
+        w_dist: float = 25.0,
+        w_angle: float = 50.0,
+        lambd_crkd: float = 1000.0,
+        adapter: nn.Module | None = None,
+        student_channels: int | None = None,
+        teacher_channels: int | None = None,
+        use_relu: bool = True,
+    ):
+        super().__init__()
+        self._init_relational(
+            lambd_rkd, w_dist, w_angle, lambd_crkd, adapter, student_channels, teacher_channels, use_relu
+        )
+
+    def terms(
+        self,
+        student_embedding: torch.Tensor,
+        teacher_embedding: torch.Tensor,
+        student_feature: torch.Tensor,
+        teacher_feature: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        return self._relational_terms(student_embedding, teacher_embedding, student_feature, teacher_feature)
+
+
+def _head(head: nn.Module | None, dim: int | None, role: str) -> nn.Module | None:
+    if head is not None and dim is not None:
+        raise ValueError(f"give either a {role} head module or {role}_dim, not both")
+    if head is not None:
+        return head
+    return None if dim is None else ProjectionHead(dim)
+
+
+@LOSSES.register("ssd_teacher_ss")
+class TeacherSSHeadLoss(nn.Module):
+    """Stage A of SSD-KD: the teacher's SS head on frozen-backbone embeddings, ``CE(S, source index)``.
+
+    ``forward(teacher_embedding)`` takes the 4B pooled teacher embeddings in rotation layout
+    (computed under ``torch.no_grad``; the backbone is not trained). ``last_stats["ss_accuracy"]`` is
+    the fraction of rotated rows whose most similar original is their source.
+
+    Args:
+        dim: embedding size (builds a :class:`ProjectionHead`), or
+        head: a ready head. After this stage pass the head to :class:`SSDKDLoss` (``teacher_head``).
+    """
+
+    def __init__(self, dim: int | None = None, head: nn.Module | None = None):
+        super().__init__()
+        built = _head(head, dim, "teacher")
+        if built is None:
+            raise ValueError("TeacherSSHeadLoss needs dim or head")
+        self.head = built
+        self.last_stats: dict[str, float] = {}
+
+    def forward(self, teacher_embedding: torch.Tensor) -> torch.Tensor:
+        batch = _batch_of(teacher_embedding.shape[0])
+        similarity = similarity_matrix(self.head(teacher_embedding.detach().flatten(1)))
+        source = source_targets(batch, similarity.device)
+        self.last_stats = {"ss_accuracy": float((similarity.argmax(1) == source).float().mean())}
+        return F.cross_entropy(similarity, source)
+
+
+@LOSSES.register("ssd_kd")
+class SSDKDLoss(_RelationalMixin):
+    """The SSD-KD student objective (``isic_ssd_kd.py``, stage B) on a rotation-layout batch of 4B rows.
+
+    ``ce_weight * WCE(z_s[nor], y)`` (term ``ce``)
+    ``+ kd_weight * T_kd**2 KL(z_t[nor] || z_s[nor])`` (``kd``)
+    ``+ tf_weight * T_tf**2 KL(z_t[aug] || z_s[aug])`` on rows ``I_tf`` (``tf``)
+    ``+ ss_weight * tau**2 KL(S_t || S_s)`` on rows ``I_ss`` (``ss``)
+    ``+ dr_weight * DR`` over all 4B rows (``rkd_dist``, ``rkd_angle``, ``crkd``).
+
+    ``I_tf``: error-level selection of the rotated rows by the teacher's softened class scores
+    (ratio_tf); ``I_ss``: the same on the teacher similarity matrix against the source index
+    (ratio_ss). ``S_s`` uses the student head (trained with the student); ``S_t`` the frozen teacher
+    head from stage A. The DR term uses the pooled embeddings (not the projections) and the adapted
+    student feature map, as ``DR.forward`` does.
+
+    Inputs of ``terms``/``forward``: logits (4B, K), ``target`` (B,) labels of the originals,
+    pooled embeddings (4B, d), last conv maps (4B, C, H, W). ``last_stats``: ``n_tf_rows``,
+    ``n_ss_rows`` (rows distilled), ``teacher_tf_accuracy``, ``teacher_ss_accuracy``,
+    ``student_ss_accuracy``.
+
+    Args:
+        student_dim / student_head: the student projection head (built from the dim, or given).
+        teacher_dim / teacher_head: the teacher head (frozen here: ``requires_grad_(False)``, kept in
+            eval mode); load stage-A weights into ``loss.teacher_head`` or pass the trained module.
+        class_weights: WCE weights (``None``: plain CE).
+        ce_weight 0.1, kd_weight 0.9, tf_weight 2.7, ss_weight 10.0, dr_weight 1.0 (``_hr_w``).
+        kd_temperature 4.0, tf_temperature 4.0, ss_temperature 0.5.
+        ratio_tf 1.0, ratio_ss 0.75: share of teacher-wrong rows kept.
+        lambd_rkd 1.0, w_dist 25, w_angle 50, lambd_crkd 1000: the DR weights.
+        adapter / student_channels / teacher_channels / use_relu: the ConvReg for CRKD.
+        kd_class_weighting: ``False`` (official): ``kd`` and ``tf`` are batch means. ``True`` (not in
+            the official code): their per-row KLs are averaged with the class weight of each row's
+            label (a rotated row has its original's label), as the ``ce`` term averages its rows.
+    """
+
+    def __init__(
+        self,
+        student_dim: int | None = None,
+        teacher_dim: int | None = None,
+        student_head: nn.Module | None = None,
+        teacher_head: nn.Module | None = None,
+        class_weights: Sequence[float] | torch.Tensor | None = None,
+        ce_weight: float = 0.1,
+        kd_weight: float = 0.9,
+        tf_weight: float = 2.7,
+        ss_weight: float = 10.0,
+        dr_weight: float = 1.0,
+        kd_temperature: float = 4.0,
+        tf_temperature: float = 4.0,
+        ss_temperature: float = 0.5,
+        ratio_tf: float = 1.0,
+        ratio_ss: float = 0.75,
+        lambd_rkd: float = 1.0,
+        w_dist: float = 25.0,
+        w_angle: float = 50.0,
+        lambd_crkd: float = 1000.0,
+        adapter: nn.Module | None = None,
+        student_channels: int | None = None,
+        teacher_channels: int | None = None,
+        use_relu: bool = True,
+        kd_class_weighting: bool = False,
+    ):
+        super().__init__()
+        self.student_head = _head(student_head, student_dim, "student")
+        self.teacher_head = _head(teacher_head, teacher_dim, "teacher")
+        if self.student_head is None or self.teacher_head is None:
+            raise ValueError(
+                "SSDKDLoss needs both projection heads (student_dim/student_head and teacher_dim/teacher_head)"
+            )
+        self.teacher_head.requires_grad_(False)
+        self.teacher_head.eval()
+        self.register_buffer("class_weights", as_class_weights(class_weights))
+        self.kd_class_weighting = _kd_weights_checked(kd_class_weighting, self.class_weights)
+        self.ce_weight, self.kd_weight, self.tf_weight = ce_weight, kd_weight, tf_weight
+        self.ss_weight, self.dr_weight = ss_weight, dr_weight
+        self.kd_temperature, self.tf_temperature, self.ss_temperature = (
+            kd_temperature,
+            tf_temperature,
+            ss_temperature,
+        )
+        self.ratio_tf, self.ratio_ss = ratio_tf, ratio_ss
+        self._init_relational(
+            lambd_rkd, w_dist, w_angle, lambd_crkd, adapter, student_channels, teacher_channels, use_relu
+        )
+
+    def train(self, mode: bool = True) -> SSDKDLoss:
+        super().train(mode)
+        self.teacher_head.eval()
+        return self
+
+    def terms(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        target: torch.Tensor,
+        student_embedding: torch.Tensor,
+        teacher_embedding: torch.Tensor,
+        student_feature: torch.Tensor,
+        teacher_feature: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        n_rows = student_logits.shape[0]
+        batch = _batch_of(n_rows, target)
+        nor_index, aug_index = layout_indices(n_rows, student_logits.device)
+        teacher_logits = teacher_logits.detach()
+
+        aug_target = rotation_targets(target)
+        aug_teacher_scores = F.softmax(teacher_logits[aug_index] / self.tf_temperature, dim=1)
+        tf_rows = error_level_selection(aug_teacher_scores, aug_target, self.ratio_tf)
+        nor_weights = aug_weights = None
+        if self.kd_class_weighting:
+            nor_weights = class_row_weights(self.class_weights, target)
+            aug_weights = class_row_weights(self.class_weights, aug_target)
+
+        student_rep = self.student_head(student_embedding.flatten(1))
+        with torch.no_grad():
+            teacher_rep = self.teacher_head(teacher_embedding.detach().flatten(1))
+        student_simi = similarity_matrix(student_rep)
+        teacher_simi = similarity_matrix(teacher_rep)
+        source = source_targets(batch, student_logits.device)
+        ss_rows = error_level_selection(teacher_simi, source, self.ratio_ss)
+
+        self.last_stats = {
+            "n_tf_rows": float(tf_rows.index.numel()),
+            "n_ss_rows": float(ss_rows.index.numel()),
+            "teacher_tf_accuracy": tf_rows.n_correct / (3 * batch),
+            "teacher_ss_accuracy": ss_rows.n_correct / (3 * batch),
+            "student_ss_accuracy": float((student_simi.argmax(1) == source).float().mean()),
+        }
+        return {
+            "ce": self.ce_weight * _wce(student_logits[nor_index], target, self.class_weights),
+            "kd": self.kd_weight
+            * self.kd_temperature**2
+            * softened_kl(student_logits[nor_index], teacher_logits[nor_index], self.kd_temperature, nor_weights),
+            "tf": self.tf_weight
+            * _selected_kl(
+                student_logits[aug_index], teacher_logits[aug_index], tf_rows.index, self.tf_temperature, aug_weights
+            ),
+            "ss": self.ss_weight
+            * _selected_kl(student_simi, teacher_simi, ss_rows.index, self.ss_temperature),
+            **self._relational_terms(
+                student_embedding, teacher_embedding, student_feature, teacher_feature, scale=self.dr_weight
+            ),
+        }

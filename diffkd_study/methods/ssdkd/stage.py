@@ -1,0 +1,170 @@
+"""Parameters of the SSD-KD dermoscopy stage (``notebooks/70_ssdkd_dermoscopy``): a light module, no torch import.
+
+The runner parses the YAML section ``ssdkd_dermoscopy`` into :class:`SSDKDStageConfig` and passes every
+field to the notebook as a papermill parameter of the same name (plus the common ones: ``manifest_path``,
+``data_root``, ``run_dir``, ``image_size``, ``seed``, ...); the notebook rebuilds the dataclass with
+:func:`stage_config_from_parameters`, so the checks below run in both places.
+
+Methods (:data:`METHODS`), every student the same network, seeds, epochs, optimiser and augmentation:
+
+``ce``      the plain student: class-frequency weighted cross-entropy (WCE) only.
+``kd``      Hinton KD as in D-KD's first two terms: ``(1 - kd_lambda) WCE + kd_lambda T^2 KL`` (T =
+            ``kd_temperature``), so that ``d_kd`` minus ``kd`` isolates the relational terms.
+``rkd``     WCE + ``lambd_rkd (25 L_dist + 50 L_angle)`` on the pooled embeddings (Park et al. 2019).
+``dkd``     WCE + decoupled KD (Zhao et al. 2022; ``dkd_alpha``, ``dkd_beta``, ``dkd_temperature``; no
+            warm-up, which mdistiller spreads over 20 of 240 CIFAR epochs).
+``d_kd``    the official D-KD: ``kd`` + ``lambd_rkd (25 L_dist + 50 L_angle) + lambd_crkd L_CRKD``.
+``ssd_kd``  the official SSD-KD student objective on the 4-rotation batch layout, after the teacher's
+            self-supervision head has been trained (stage A).
+
+``kd_class_weighting`` (not in the official code; on in the CPU profile, off in the paper-like GPU
+profile): the softened-output KL terms of ``kd``, ``dkd``, ``d_kd`` and ``ssd_kd`` average their
+per-row KLs with the WCE class weight of each row's label, as the WCE averages its rows (see
+:mod:`diffkd_study.methods.ssdkd.diverse`). Off, those terms are plain batch means and only the WCE term,
+weighted 0.5 (0.1 in SSD-KD) against ``0.9 T^2`` and ``2.7 T^2`` for the KLs, sees the class weights.
+
+Defaults are the CPU profile of ``configs/ham10000_ssdkd.yaml``; ``configs/ham10000_ssdkd_full.yaml``
+holds the paper-like GPU profile (224 px, all training lesions, 60 SS-head epochs, longer training).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "AUGMENTATIONS",
+    "CLASS_WEIGHTING",
+    "METHODS",
+    "SSDKDStageConfig",
+    "stage_config_from_parameters",
+]
+
+METHODS: dict[str, str] = {
+    "ce": "Plain student (WCE)",
+    "kd": "Hinton KD",
+    "rkd": "RKD",
+    "dkd": "DKD",
+    "d_kd": "D-KD (KD + RKD + Gram)",
+    "ssd_kd": "SSD-KD",
+}
+CLASS_WEIGHTING: tuple[str, ...] = ("frequency", "balanced", "none")
+AUGMENTATIONS: tuple[str, ...] = ("dermoscopy", "none")  # presets of diffkd_study.training.augment
+WEIGHT_PREFIXES: tuple[str, ...] = ("package:", "file:")
+
+
+@dataclass(frozen=True)
+class SSDKDStageConfig:
+    """The stage's own parameters (see the module docstring for the methods).
+
+    Data: ``train_fraction`` < 1 keeps that share of the training *lesions* of every class (seeded by
+    the study seed, the same subset for every method and seed; validation and test are never
+    subsampled). Optimisation: the shared trainer (AdamW, warm-up + cosine, early stopping on the
+    validation balanced accuracy); ``batch_size`` counts network rows per step, so an SSD-KD step holds
+    ``batch_size / 4`` images x 4 rotations, as the official 32 x 4 = 128 rows (so SSD-KD takes 4 times
+    as many steps per epoch as the other students, each on as many rows). SS head (stage A): batches of
+    the same ``batch_size / 4`` images x 4 rotations (the official code uses 32 images in both stages),
+    SGD (momentum 0.9, weight decay 1e-3), learning rate divided by 10 at 50% and 75% of
+    ``ss_head_epochs`` (the official 30 and 45 of 60), best epoch by validation SS loss;
+    ``ss_head_views`` > 0 caches that many augmented passes of teacher embeddings and cycles through
+    them (0 = a fresh augmented pass every epoch, as the official code).
+    """
+
+    teacher_model: str = "tf_efficientnet_lite2"
+    teacher_weights: str = "package:efficientnet-lite2"
+    student_model: str = "mobilenetv2_100"
+    student_weights: str = "none"
+    methods: tuple[str, ...] = tuple(METHODS)
+    seeds: tuple[int, ...] = (0, 1)
+    train_fraction: float = 0.25
+    class_weighting: str = "frequency"
+    augment: str = "dermoscopy"
+    batch_size: int = 32
+    teacher_epochs: int = 10
+    teacher_lr: float = 3e-4
+    student_epochs: int = 5
+    student_lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    grad_clip: float = 5.0
+    patience: int = 3
+    min_epochs: int = 2
+    ss_head_epochs: int = 10
+    ss_head_lr: float = 0.01
+    ss_head_views: int = 1
+    kd_lambda: float = 0.5
+    kd_temperature: float = 5.0
+    kd_class_weighting: bool = True
+    lambd_rkd: float = 1.0
+    lambd_crkd: float = 1000.0
+    dkd_alpha: float = 1.0
+    dkd_beta: float = 8.0
+    dkd_temperature: float = 4.0
+    bootstrap: int = 1000
+    eval_batch_size: int = 64
+    efficiency_runs: int = 20
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU); the official code trains in float32
+    threads: int = 1  # torch CPU threads (1 on a shared CPU); 0 = leave torch's default
+
+    def __post_init__(self) -> None:
+        for name in ("teacher_model", "student_model"):
+            if not getattr(self, name):
+                raise ValueError(f"{name}: name a timm model")
+        for name in ("teacher_weights", "student_weights"):
+            value = getattr(self, name)
+            if value != "none" and not value.startswith(WEIGHT_PREFIXES):
+                raise ValueError(f"{name}: expected 'none', 'package:NAME' or 'file:PATH#sha256=HEX', got {value!r}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"methods: unknown {unknown}; choose from {list(METHODS)}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods: list each method once, got {list(self.methods)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds: list at least one non-negative seed, each once; got {list(self.seeds)}")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
+        if self.class_weighting not in CLASS_WEIGHTING:
+            raise ValueError(f"class_weighting must be one of {CLASS_WEIGHTING}, got {self.class_weighting!r}")
+        if not isinstance(self.kd_class_weighting, bool):
+            raise ValueError(f"kd_class_weighting must be true or false, got {self.kd_class_weighting!r}")
+        if self.kd_class_weighting and self.class_weighting == "none":
+            raise ValueError("kd_class_weighting weights the KD terms by the WCE class weights, but class_weighting "
+                             "is 'none': set class_weighting to frequency or balanced, or kd_class_weighting: false")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        if self.batch_size < 8 or self.batch_size % 4:
+            raise ValueError(f"batch_size must be a multiple of 4 and >= 8 (SSD-KD packs batch_size / 4 images x 4 "
+                             f"rotations, at least 2 images), got {self.batch_size}")
+        for name in ("teacher_epochs", "student_epochs", "ss_head_epochs", "min_epochs", "eval_batch_size",
+                     "efficiency_runs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("teacher_lr", "student_lr", "ss_head_lr", "grad_clip", "kd_temperature", "dkd_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "warmup_epochs", "patience", "ss_head_views", "lambd_rkd", "lambd_crkd",
+                     "dkd_alpha", "dkd_beta", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.kd_lambda <= 1.0:
+            raise ValueError(f"kd_lambda must be in [0, 1], got {self.kd_lambda}")
+        if self.bootstrap < 100:
+            raise ValueError(f"bootstrap must be >= 100 resamples, got {self.bootstrap}")
+        if self.device != "auto" and not self.device.startswith(("cpu", "cuda")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def method_title(self, method: str) -> str:
+        return METHODS[method]
+
+
+def stage_config_from_parameters(params: Mapping[str, Any]) -> SSDKDStageConfig:
+    """The stage section from notebook parameters: the dataclass's fields (lists as tuples); other keys ignored."""
+    values = {}
+    for f in dataclasses.fields(SSDKDStageConfig):
+        if f.name in params:
+            value = params[f.name]
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+    return SSDKDStageConfig(**values)
