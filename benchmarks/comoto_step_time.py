@@ -23,12 +23,14 @@ import pandas as pd
 import torch
 
 from diffkd_study.config import load_config
+from diffkd_study.devices import resolve_device
 from diffkd_study.methods.comoto.cv import regime_name
 from diffkd_study.methods.comoto.data import DetectionData, letterbox
-from diffkd_study.methods.comoto.stage import METHODS, ComotoStageConfig
-from diffkd_study.methods.comoto.train import Distillation, fit_detector, predict, resolve_device, steps_for
-from diffkd_study.methods.comoto.lesion import ImageLevelKDLoss, ImPALoss, LesionKDLoss
 from diffkd_study.methods.comoto.detector import DetectorSpec, create_detector
+from diffkd_study.methods.comoto.lesion import ImageLevelKDLoss, ImPALoss, LesionKDLoss
+from diffkd_study.methods.comoto.stage import METHODS, SETTINGS, ComotoStageConfig
+from diffkd_study.methods.comoto.train import Distillation, fit_detector, predict, steps_for
+from diffkd_study.sections import parse_section, section_parameters
 
 
 def synthetic_set(n: int, size: int, seed: int) -> DetectionData:
@@ -60,13 +62,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     section: ComotoStageConfig = load_config(args.config).section("comoto_dbt")
-    profile = section.cpu if (args.profile or section.profile) == "cpu" else section.full
+    if args.profile and args.profile != section.profile:  # the other profile's preset, the config's other keys
+        given = {k: v for k, v in section_parameters(section).items() if k not in SETTINGS and k != "profile"}
+        section = parse_section({**given, "profile": args.profile}, ComotoStageConfig, "--profile")
+    profile = section
     device = resolve_device(section.device)
     spec = DetectorSpec(**profile.detector_fields())
-    data = synthetic_set(max(8, 2 * profile.batch_size), profile.image_size, 0)
+    data = synthetic_set(max(8, 2 * profile.batch_size), profile.detector_image_size, 0)
     torch.manual_seed(0)
     teacher = create_detector(spec)
-    grid = (profile.image_size // teacher.backbone.stride) ** 2
+    grid = (profile.detector_image_size // teacher.backbone.stride) ** 2
     variants = {
         "detection": {},
         "detection + ImPA (teacher)": {"impa": ImPALoss(seed=0)},
@@ -79,7 +84,7 @@ def main() -> None:
         distill = None
         if "kd" in extra:
             distill = Distillation(create_detector(spec), data, extra["kd"][0], extra["kd"][1], seed=1)
-        history = fit_detector(model, data, steps=args.steps + 1, profile=profile, seed=0, device=device,
+        history = fit_detector(model, data, steps=args.steps + 1, config=profile, seed=0, device=device,
                                impa=extra.get("impa"), distill=distill, progress=False)
         seconds = history["seconds"].to_numpy()[1:]
         rows.append({"variant": name, "median s/step": float(np.median(seconds)),
@@ -89,7 +94,7 @@ def main() -> None:
     per_image = (time.perf_counter() - started) / len(data)
     table = pd.DataFrame(rows).set_index("variant")
     print(f"profile {args.profile or section.profile}: {spec.backbone} stage {spec.feature_stage}, "
-          f"{profile.image_size} px, batch {profile.batch_size}, {args.threads} thread(s), device {device}")
+          f"{profile.detector_image_size} px, batch {profile.batch_size}, {args.threads} thread(s), device {device}")
     print(table.round(3).to_string())
     print(f"inference: {per_image:.3f} s per image")
 

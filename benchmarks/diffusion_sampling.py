@@ -31,9 +31,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from diffkd_study.methods.diffkd.diffusion.sample import _load_masks, draw_conditions, sample_images
-from diffkd_study.methods.diffkd.diffusion.train import TrainConfig, load_model, make_noise_scheduler, read_checkpoint_config
 from diffkd_study.methods.diffkd.diffusion.conditioning import EncoderSpec
+from diffkd_study.methods.diffkd.diffusion.sample import _load_masks, draw_conditions, sample_images
+from diffkd_study.methods.diffkd.diffusion.train import (
+    TrainConfig,
+    load_model,
+    make_noise_scheduler,
+    read_checkpoint_config,
+)
 from diffkd_study.methods.diffkd.diffusion.unet import create_conditional_unet, unet_profile
 
 SETTINGS = (("ddpm", 1000), ("ddim", 50), ("dpmsolver++", 20), ("dpmsolver++", 10))

@@ -53,7 +53,9 @@ def main() -> None:
                                          image_size=args.size, progress=False)
         data = load_images(cohort, folder / "cohort", size=args.size, cache_dir=folder / "cache")
         val = data.subset(torch.arange(min(16, len(data))))
-        config = FitConfig(epochs=args.epochs, batch_size=16, patience=0, device="cpu")
+        config = FitConfig(epochs=args.epochs, batch_size=16, lr=1e-3, weight_decay=1e-4, warmup_epochs=1.0,
+                           grad_clip=5.0, patience=0, min_epochs=1, selection="auc", augment="ultrasound", seed=0,
+                           device="cpu")
         ce = {"ce": {"type": "ce"}}
         teacher = create_classifier(args.teacher, 2, 1, DEFAULT_TEACHER_WEIGHTS)
         runs = {

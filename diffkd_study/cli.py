@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import diffkd_study
-from diffkd_study.config import KNOWN_STAGES, STAGES
+from diffkd_study.stages import KNOWN_STAGES, STAGES
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -284,6 +284,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``diffkd-study`` argument parser: every subcommand of the module docstring with its options.
+
+    Each subcommand sets ``func`` to the handler :func:`main` calls; help texts show the defaults.
+    """
     from diffkd_study.data.cache import CACHE_DIR_ENV, MODES, RESIZE_MODES, Preprocessing
 
     parser = _Parser(prog="diffkd-study", description=__doc__.replace("``", ""))
@@ -420,17 +424,24 @@ def _os_error(err: OSError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``diffkd-study`` command with ``argv`` (default: ``sys.argv[1:]``) and return the exit code.
+
+    Errors are printed as one ``error:`` line instead of a traceback and mapped to the exit codes of the
+    module docstring: 2 for bad input (config, schema, manifest, missing or existing file), 3 for a refusal
+    of the system (disk full, permission denied, run folder locked), 130 for an interruption. Unknown options
+    are an argparse error (exit 2) except for ``lab``, which passes them on to JupyterLab.
+    """
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)  # first: --help and --version need none of the imports below
     if args.command == "lab":
         args.jupyter_args = unknown
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    from diffkd_study.config import ConfigError
     from diffkd_study.data.schema import SchemaError
     from diffkd_study.data.study import DataPreparationError
     from diffkd_study.report import StudyInterrupted
     from diffkd_study.runlock import RunLockedError
+    from diffkd_study.sections import ConfigError
 
     try:
         return args.func(args)

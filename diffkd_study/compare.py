@@ -80,14 +80,14 @@ def compare_runs(run_a: str, run_b: str, reports_dir: str | os.PathLike[str] = "
 
 
 def write_comparison(table: pd.DataFrame, run_a: str, run_b: str, out: str | os.PathLike[str]) -> Path:
+    from diffkd_study.index_page import NO_FAVICON, PAGE_CSS
     from diffkd_study.io import write_text
-    from diffkd_study.report import _CSS, NO_FAVICON
 
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
                    for row in table.itertuples(index=False))
     page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>{NO_FAVICON}<title>{html.escape(run_a)} vs "
-            f"{html.escape(run_b)}</title><style>{_CSS}</style></head><body>"
+            f"{html.escape(run_b)}</title><style>{PAGE_CSS}</style></head><body>"
             f"<h1>Run comparison: {html.escape(run_a)} vs {html.escape(run_b)}</h1>"
             "<p class='caption'>Headline metrics of two runs. The intervals are each run's own DeLong 95% "
             "intervals; the runs are independent, so this is a side-by-side, not a statistical test.</p>"

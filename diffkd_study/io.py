@@ -131,15 +131,18 @@ def set_aside(folder: str | os.PathLike[str], names: Iterable[str] | None = None
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` as UTF-8 to ``path`` atomically (a temporary name, then a rename)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON (non-JSON values through ``str``) to ``path`` atomically."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """The sha256 hex digest of a file's bytes, read in chunks of ``chunk`` bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
@@ -174,4 +177,5 @@ def read_safetensors(path: str | os.PathLike[str], expected_sha256: str | None =
 
 
 def sha256_bytes(data: bytes) -> str:
+    """The sha256 hex digest of ``data``."""
     return hashlib.sha256(data).hexdigest()

@@ -43,8 +43,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from diffkd_study.config import ConfigError, EvaluationConfig, ManifestSource, StudyConfig
+from diffkd_study.config import ManifestSource, StudyConfig
 from diffkd_study.data.schema import CONDITION_PREFIX, ManifestSchema, read_schema, sidecar_path
+from diffkd_study.methods.diffkd.stage import EvaluationConfig
+from diffkd_study.sections import ConfigError
 
 __all__ = ["DERIVED_SUBGROUPS", "preflight"]
 
@@ -86,15 +88,17 @@ def preflight(config: StudyConfig, *, project_root: str | Path = ".", data_root:
                           f"(labels: {', '.join(sorted(cohort.labels))})")
     _check_external(config, origin, cohort)
     if "evaluation" in config.stages:
-        _check_subgroups(config.evaluation.subgroups, origin, cohort)
-    if "baselines" in config.stages and "clinical" in config.baselines.models:
+        _check_subgroups(config.section("evaluation").subgroups, origin, cohort)
+    baselines = config.section("baselines")
+    if "baselines" in config.stages and "clinical" in baselines.models:
         conditions = sorted(c for c in cohort.columns if c.startswith(CONDITION_PREFIX))
-        for name in config.baselines.clinical_conditions:
+        for name in baselines.clinical_conditions:
             if name not in cohort.columns:
                 raise ConfigError(f"{origin}: baselines.clinical_conditions: {name!r} matches no column of "
                                   f"{cohort.name} (known: {', '.join(conditions) or 'none'})")
-    if "reader_study" in config.stages and config.reader_study.reads is not None:
-        reads = Path(config.reader_study.reads)
+    reads_table = config.section("reader_study").reads
+    if "reader_study" in config.stages and reads_table is not None:
+        reads = Path(reads_table)
         path = reads if reads.is_absolute() else project_root / reads
         if not path.is_file():
             raise ConfigError(f"{origin}: reader_study.reads: read table {path} not found (a relative path is read "
@@ -205,14 +209,17 @@ def _check_subgroups(subgroups: Sequence[str], origin: str, cohort: _Cohort) -> 
 def _baseline_warnings(config: StudyConfig, origin: str, rows: pd.DataFrame) -> list[str]:
     """What ``eval.baselines`` will find missing. The internal rows stand in for the training and validation
     splits (not drawn yet); each external center is a test set of its own, as in the evaluation."""
-    from diffkd_study.methods.diffkd.baselines import _is_center_proxy  # the rule ConditionEncoder.fit applies
+    from diffkd_study.methods.diffkd.baselines import (
+        _is_center_proxy,  # the rule ConditionEncoder.fit applies
+    )
 
     warnings = []
     is_external = _external_mask(config, rows)
     internal, external = rows[~is_external], rows[is_external]
     test_sets = [(f"external set center={center}", part) for center, part in external.groupby("center", sort=True)]
-    if "clinical" in config.baselines.models:
-        named = config.baselines.clinical_conditions
+    baselines = config.section("baselines")
+    if "clinical" in baselines.models:
+        named = baselines.clinical_conditions
         chosen = list(named) or [c for c in rows.columns if c.startswith(CONDITION_PREFIX)]
         inputs = [c for c in chosen if internal[c].notna().any() and (named or not _is_center_proxy(internal, c))]
         if not inputs:
@@ -223,7 +230,7 @@ def _baseline_warnings(config: StudyConfig, origin: str, rows: pd.DataFrame) -> 
             warnings += [f"{origin}: baseline 'clinical' has no inputs on {test_set} ({', '.join(inputs)} all "
                          "missing): it will be reported as not applicable there"
                          for test_set, part in test_sets if part[inputs].isna().all().all()]
-    if "image_features" in config.baselines.models:
+    if "image_features" in baselines.models:
         no_mask = rows["mask_path"].isna() | (rows["mask_path"].astype(str).str.strip() == "")
         if no_mask[~is_external].any():
             counts = rows.loc[no_mask & ~is_external, "source"].value_counts(sort=False)

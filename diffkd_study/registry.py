@@ -23,6 +23,10 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Decorator that registers the decorated object under ``name`` and returns it unchanged.
+
+        Raises ``KeyError`` when ``name`` is already registered.
+        """
         def decorator(obj: T) -> T:
             if name in self._items:
                 raise KeyError(f"{self.kind} {name!r} is already registered")
@@ -32,6 +36,7 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
+        """The object registered as ``name``; ``KeyError`` naming the known names when there is none."""
         try:
             return self._items[name]
         except KeyError:
@@ -39,6 +44,7 @@ class Registry(Generic[T]):
             raise KeyError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:

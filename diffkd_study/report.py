@@ -15,48 +15,36 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import html
 import json
 import os
 import re
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from diffkd_study.codedigest import module_file, module_hashes, notebook_modules
-from diffkd_study.config import STAGE_NOTEBOOKS, STAGES, ConfigError, StudyConfig, load_config
+from diffkd_study.config import StudyConfig, load_config
 from diffkd_study.data.cache import ALLOW_OUTSIDE_ROOT_ENV
 from diffkd_study.data.study import DataPreparationError, StudyData, prepare_study_data
+from diffkd_study.index_page import NO_FAVICON, write_index
 from diffkd_study.io import set_aside, sha256_file, write_json, write_text
-from diffkd_study.nbutil import P_VALUE_COLUMNS, format_p, human_column
 from diffkd_study.provenance import now_iso, run_provenance
 from diffkd_study.repro import apply_thread_setting
 from diffkd_study.runlock import RunLock
+from diffkd_study.sections import ConfigError
+from diffkd_study.stage_output import StageResult
+from diffkd_study.stages import STAGE_NOTEBOOKS, STAGES, StageContext
 
-# an empty inline icon: browsers then request no /favicon.ico (a 404 on any static server)
-NO_FAVICON = "<link rel='icon' href='data:,'>"
 CLINICIAN_REMOVED_TAGS = {"parameters", "injected-parameters", "reviewer-only"}
 
 
 @dataclass
-class StageResult:
-    stage: str
-    notebook: str
-    status: str  # "ok" | "cached" (re-used, unchanged) | "failed" | "skipped" (error then says why)
-    wall_s: float
-    error: str | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "notebook": self.notebook, "status": self.status,
-                "wall_s": round(self.wall_s, 2), "error": self.error}
-
-
-@dataclass
 class RunResult:
+    """What :func:`run_study` returns: the run's name, report folder, one result per stage and the total wall time."""
+
     name: str
     report_dir: Path
     stages: list[StageResult]
@@ -64,10 +52,12 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
+        """True when no stage failed (skipped and re-used stages count as fine)."""
         return all(s.status != "failed" for s in self.stages)
 
 
 def log(message: str) -> None:
+    """Print ``message`` to stderr with the ``[diffkd-study HH:MM:SS]`` prefix, flushed at once."""
     print(f"[diffkd-study {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
@@ -108,6 +98,18 @@ def execute_stage(
     stage: str, notebook_dir: Path, report_dir: Path, parameters: dict[str, Any], *, progress: bool = True,
     verbose: bool = False,
 ) -> StageResult:
+    """Execute ``stage``'s notebook with papermill into ``report_dir`` and export its two HTML pages.
+
+    The notebook ``notebook_dir/<NN_stage>.ipynb`` runs with ``parameters`` injected (the kernel uses the
+    inline matplotlib backend and plain-text progress bars); the executed notebook is kept as
+    ``report_dir/<NN_stage>.ipynb`` even when a cell fails, then exported as ``.html`` (reviewer, with code)
+    and ``.clinician.html`` (results only). ``progress`` shows papermill's cell bar, ``verbose`` streams the
+    cells' output.
+
+    Returns a :class:`~diffkd_study.stage_output.StageResult`: ``failed`` with the cell's error (a failing cell
+    does not raise), else ``ok`` with the metrics JSON the notebook wrote at ``parameters["metrics_path"]``.
+    Raises ``FileNotFoundError`` when the stage's notebook is missing.
+    """
     import papermill as pm
 
     from diffkd_study.progress import PLAIN_PROGRESS_ENV, bar_options
@@ -156,98 +158,40 @@ def execute_stage(
     return StageResult(stage, name, "failed" if error else "ok", wall, error, metrics)
 
 
-def section_parameters(section: Any) -> dict[str, Any]:
-    """A stage section's fields as notebook parameters: literal values only, tuples as lists."""
-    def literal(value: Any) -> Any:
-        if dataclasses.is_dataclass(value):
-            return section_parameters(value)
-        return [literal(v) for v in value] if isinstance(value, (list, tuple)) else value
-
-    return {f.name: literal(getattr(section, f.name)) for f in dataclasses.fields(section)}
-
-
 def stage_parameters(
     stage: str, config: StudyConfig, data: StudyData, report_dir: Path, run_dir: Path, project_root: Path = Path("."),
     data_root_base: str | Path | None = None,
 ) -> dict[str, Any]:
-    """The papermill parameters of ``stage``: the common ones, the data, and the stage's own section.
+    """The papermill parameters of ``stage``: the common ones, the inputs it declares, and its section's.
 
     Every stage gets ``run_dir``, ``figures_dir``, ``metrics_path``, ``provenance_path`` and ``seed``;
-    stages configured by a section (``STAGES[stage].section``) also get ``manifest_path`` (the split
-    study manifest), ``data_root`` (the folder its paths are relative to), ``predictions_dir``,
-    ``project_root``, ``data_root_base`` (``--data-root``, empty for the phantom cohort),
-    ``image_size`` (the study resolution, unless the section sets its own) and every field of the
-    section.
+    then the common inputs its :class:`~diffkd_study.stages.StageSpec` declares (``manifest_path``, the
+    split study manifest; ``data_root``, the folder its paths are relative to; ``predictions_dir``;
+    ``project_root``; ``data_root_base``, ``--data-root``, empty for the phantom cohort; ``image_size``, the
+    study resolution; ... see :data:`~diffkd_study.stages.INPUTS`); then every field of its section (or what
+    the section's ``notebook_parameters`` derives from them).
     """
-    name = STAGE_NOTEBOOKS[stage]
+    spec = STAGES[stage]
     common = {
         "run_dir": str(run_dir.resolve()),
         "figures_dir": str((report_dir / "figures").resolve()),
-        "metrics_path": str((report_dir / f"{name}.metrics.json").resolve()),
-        "provenance_path": str((report_dir / f"{name}.provenance.json").resolve()),
+        "metrics_path": str((report_dir / f"{spec.notebook}.metrics.json").resolve()),
+        "provenance_path": str((report_dir / f"{spec.notebook}.provenance.json").resolve()),
         "seed": config.seed,
     }
-    if stage == "data_audit":
-        return {
-            **common,
-            "manifest_path": str(data.manifest_path.resolve()),
-            "data_root": str(data.root.resolve()),
-            "validation_path": str((run_dir / "data" / "validation.json").resolve()),
-            "examples_per_group": config.data.audit_examples_per_group,
-        }
-    manifest = {"manifest_path": str(data.manifest_path.resolve()),
-                "predictions_dir": str((run_dir / "predictions").resolve())}
-    if stage == "baselines":
-        return {
-            **common, **manifest,
-            "data_root": str(data.root.resolve()),
-            "models": list(config.baselines.models),
-            "clinical_conditions": list(config.baselines.clinical_conditions),
-            "image_size": config.data.resolution,
-        }
-    if stage == "evaluation":
-        ev = config.evaluation
-        return {
-            **common, **manifest,
-            "models": list(ev.models),
-            "bootstrap": ev.bootstrap,
-            "band_resamples": ev.band_resamples,
-            "subgroups": list(ev.subgroups),
-            "sensitivity_target": ev.sensitivity_target,
-            "specificity_target": ev.specificity_target,
-            "image_size": config.data.resolution,
-            "efficiency_runs": ev.efficiency_runs,
-            "efficiency_threads": ev.efficiency_threads,
-        }
-    if stage == "reader_study":
-        rs = config.reader_study
-        reads = ""
-        if rs.reads is not None:
-            reads_path = Path(rs.reads)
-            reads = str((reads_path if reads_path.is_absolute() else Path(project_root) / reads_path).resolve())
-        return {
-            **common, **manifest,
-            "reads_path": reads,
-            "simulate": rs.simulate is not None,
-            "n_junior": rs.simulate.n_junior if rs.simulate else 0,
-            "n_senior": rs.simulate.n_senior if rs.simulate else 0,
-            "model": rs.model or "",
-            "reader_study_dir": str((run_dir / "reader_study").resolve()),
-        }
-    if STAGES[stage].section is not None:
-        return {
-            **common, **manifest,
-            "data_root": str(data.root.resolve()),
-            "project_root": str(Path(project_root).resolve()),
-            "data_root_base": "" if data_root_base is None else str(Path(data_root_base).resolve()),
-            "image_size": config.data.resolution,
-            **section_parameters(config.section(stage)),
-        }
-    raise KeyError(stage)
+    ctx = StageContext(run_dir=run_dir, manifest_path=data.manifest_path, data_root=data.root,
+                       project_root=Path(project_root),
+                       data_root_base=None if data_root_base is None else Path(data_root_base),
+                       image_size=config.data.resolution)
+    return {**common, **spec.notebook_parameters(config.section(stage), ctx)}
 
 
 @dataclass
 class PlannedStage:
+    """One stage of a run's plan: its key and inputs, the action (``run``, ``cached`` or ``skip``) and why,
+    its papermill parameters and the ledger entry of its last successful run.
+    """
+
     stage: str
     notebook: str
     key: str
@@ -259,15 +203,6 @@ class PlannedStage:
 
 
 LEDGER = "stages.json"
-#: Where under ``runs/NAME`` each training stage keeps its checkpoints and fits: ``--force STAGE`` moves
-#: these aside (into ``.superseded/``) so that the stage trains afresh instead of re-using them.
-STAGE_WORKDIRS: dict[str, tuple[str, ...]] = {
-    "diffusion": ("diffusion", "synthetic"),
-    "teacher": ("teacher",),
-    "student": ("student",),
-    "ssdkd_dermoscopy": ("ssdkd",),
-    "comoto_dbt": ("comoto",),
-}
 #: What decides a stage's result, in the order the plan names a change.
 INPUT_KINDS: tuple[str, ...] = ("config", "data", "code", "notebook", "upstream", "version")
 
@@ -296,6 +231,9 @@ class StageInputs:
 
     @classmethod
     def of(cls, stage: str, parameters: dict[str, Any], notebook: Path, data_sha: str, upstream: str) -> StageInputs:
+        """The inputs of ``stage``: a digest of its ``parameters``, the data's sha256, the hashes of the package
+        modules ``notebook`` imports, the notebook's sha256 (``missing`` when absent), ``upstream`` and the version.
+        """
         from diffkd_study import __version__
 
         code = module_hashes(notebook_modules(notebook)) if notebook.is_file() else {}
@@ -305,10 +243,12 @@ class StageInputs:
 
     @property
     def key(self) -> str:
+        """The stage's cache key: one sha256 over every input."""
         return _digest(self.config, self.data, json.dumps(self.code, sort_keys=True), self.notebook, self.upstream,
                        self.version)
 
     def to_dict(self) -> dict[str, Any]:
+        """The inputs as a JSON-ready dict (what the ledger records under ``inputs``)."""
         return dataclasses.asdict(self)
 
     def changes(self, previous: dict[str, Any] | None) -> list[str]:
@@ -390,7 +330,7 @@ def plan_stages(config: StudyConfig, data_sha: str, parameters: dict[str, dict[s
         key = inputs.key
         upstream = key
         previous = ledger.get(stage)
-        skip = config.reader_study.skip_reason() if stage == "reader_study" else None
+        skip = config.skip_reason(stage)
 
         def planned(action: str, reason: str) -> PlannedStage:
             return PlannedStage(stage, notebook, key, action, reason, params, previous, inputs)  # noqa: B023
@@ -398,7 +338,7 @@ def plan_stages(config: StudyConfig, data_sha: str, parameters: dict[str, dict[s
         if skip is not None:
             plan.append(planned("skip", skip))
         elif stage in force:
-            retrain = " (its checkpoints are set aside: it trains afresh)" if stage in STAGE_WORKDIRS else ""
+            retrain = " (its checkpoints are set aside: it trains afresh)" if STAGES[stage].workdirs else ""
             plan.append(planned("run", f"forced (--force){retrain}"))
         elif i >= rerun_from:
             plan.append(planned("run", f"re-run from {from_stage} (--from)"))
@@ -426,6 +366,7 @@ def check_stage_names(config: StudyConfig, force: tuple[str, ...] = (), from_sta
 
 
 def format_plan(plan: list[PlannedStage]) -> str:
+    """The plan as text, one numbered line per stage: name, action, reason and the last run's wall time."""
     width = max(len(p.stage) for p in plan)
     lines = []
     for i, p in enumerate(plan, 1):
@@ -477,16 +418,16 @@ def produced_models(ledger: dict[str, Any], stages: tuple[str, ...]) -> list[str
 def _default_models(config: StudyConfig, stage: str, parameters: dict[str, Any], ledger: dict[str, Any]) -> None:
     """``evaluation.models`` empty means every model the stages before it produced, named explicitly so
     that a missing prediction table is an error in the evaluation rather than a model silently left out."""
-    if stage == "evaluation" and not config.evaluation.models:
+    if stage == "evaluation" and not config.section("evaluation").models:
         produced = produced_models(ledger, config.stages[:config.stages.index(stage)])
         if produced:
             parameters["models"] = produced
 
 
 def set_aside_stage(run_dir: Path, stage: str) -> Path | None:
-    """Move a stage's checkpoint folders (:data:`STAGE_WORKDIRS`) into ``runs/NAME/.superseded/<UTC time>/``
+    """Move a stage's checkpoint folders (``StageSpec.workdirs``) into ``runs/NAME/.superseded/<UTC time>/``
     so that it trains afresh; nothing is deleted. Returns where they went (None: nothing to move)."""
-    present = [f for f in STAGE_WORKDIRS.get(stage, ()) if (run_dir / f).exists()]
+    present = [f for f in STAGES[stage].workdirs if (run_dir / f).exists()]
     return set_aside(run_dir, present) if present else None
 
 
@@ -518,13 +459,17 @@ def run_study(
     notebook imports, the notebook, the stage before it); a stage whose key equals that of its last
     successful run, and whose recorded artifacts are all present and unaltered (sha256), is not executed
     again (``cached``). ``force`` re-executes the named stages and, for training stages, sets their
-    checkpoints aside first (:func:`set_aside`), so they train afresh; later stages keep their results
+    checkpoints aside first (:func:`set_aside_stage`), so they train afresh; later stages keep their results
     unless their own key changed. ``from_stage`` re-executes that stage and every later one (training
     re-uses fits whose own signature is unchanged). The ledger ``runs/NAME/stages.json`` is updated
     after each successful stage, so a run that is interrupted or fails resumes at the first stage that
     has not finished (training stages themselves resume from their checkpoints). The first failed stage
     stops the run: its executed notebook is kept, its error is shown in the index, later stages are not
     run, and the command exits non-zero. ``dry_run`` prints the plan and changes nothing.
+
+    Returns a :class:`RunResult` (one :class:`~diffkd_study.stage_output.StageResult` per stage). Raises
+    ``ConfigError`` for a bad config or ``--force``/``--from`` name, ``RunLockedError`` when another run
+    holds the run folder, and :class:`StudyInterrupted` on Ctrl-C (the finished stages are kept).
     """
     from diffkd_study.preflight import preflight
 
@@ -675,201 +620,4 @@ def _run_study(config: StudyConfig, config_path: str | Path, run_dir: Path, repo
     return RunResult(config.name, report_dir, results, wall)
 
 
-# -- index.html --------------------------------------------------------------------------------
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0;font-size:.9em} th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
-.ok,.cached{color:#1a7f37;font-weight:600} .failed{color:#c62828;font-weight:600} .skipped{color:#8a6d00;font-weight:600}
-.prov{background:#f8f8f8;border:1px solid #e3e3e3;padding:.6em 1em;font-size:.85em}
-.caption{color:#555;font-size:.9em;max-width:900px} img{max-width:100%;border:1px solid #eee}
-.warn{background:#fff4e5;border-left:4px solid #f0a030;padding:.5em 1em}
-.headline h2{margin-top:.6em;border:none} .headline li{margin:.4em 0} .banner{font-size:1.05em}
-.missing{color:#8a6d00}
-.reported{color:#1a7f37;font-weight:600} .not-reported,.stage-failed{color:#c62828;font-weight:600}
-.not-in-this-run,.authors{color:#8a6d00;font-weight:600} table.checklist td{text-align:left}
-"""
-
-
-def anchor_id(title: str) -> str:
-    """The id of an index section's heading: 'The study at a glance' -> 'the-study-at-a-glance'."""
-    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "section"
-
-
-def _index_cell(column: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "–"
-    if column in P_VALUE_COLUMNS and isinstance(value, int | float):
-        return format_p(float(value))
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3f}"
-    return str(value)
-
-
-def _table_html(records: list[dict[str, Any]]) -> str:
-    """A table of the index: human column names, numbers to 3 decimals, p-values never 0.000, and a sentence
-    instead of an empty table."""
-    if not records:
-        return "<p class='caption'>Nothing to show: this run produced no rows for this table.</p>"
-    columns = list(records[0])
-    head = "".join(f"<th>{html.escape(human_column(str(c)))}</th>" for c in columns)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_index_cell(str(c), r.get(c)))}</td>" for c in columns) + "</tr>"
-        for r in records
-    )
-    return f"<table><tr>{head}</tr>{rows}</table>"
-
-
-def _provenance_html(provenance: dict[str, Any]) -> str:
-    git = provenance.get("git", {})
-    hw = provenance.get("hardware", {})
-    pk = provenance.get("packages", {})
-    dirty = {True: " (uncommitted changes)", False: "", None: ""}[git.get("dirty")]
-    items = [
-        ("config", provenance.get("config_path")),
-        ("seed", provenance.get("seed")),
-        ("git commit", f"{git.get('sha') or 'not a git checkout'}{dirty}"),
-        ("started / finished", f"{provenance.get('started')} / {provenance.get('finished', 'running')}"),
-        ("wall time", f"{provenance.get('wall_s', '?')} s"),
-        ("machine", f"{hw.get('platform')}, {hw.get('cpu_count')} CPUs, {hw.get('memory_gb')} GB RAM, "
-                    f"GPU: {', '.join(hw.get('gpus') or []) or 'none'}"),
-        ("packages", ", ".join(f"{k} {v}" for k, v in pk.items() if v)),
-        ("inputs sha256", "; ".join(f"{k}: {v[:16]}…" for k, v in provenance.get("inputs_sha256", {}).items())),
-    ]
-    rows = "".join(f"<div><b>{html.escape(k)}:</b> {html.escape(str(v))}</div>" for k, v in items)
-    return (f'<h2 id="provenance">Provenance</h2><div class="prov">{rows}'
-            '<div>full record: <a href="provenance.json">provenance.json</a></div></div>')
-
-
-def _section_html(section: dict[str, Any]) -> str:
-    """A stage's part of the index, as its notebook wrote it in the metrics JSON under ``index_section``:
-    ``title``, ``text`` (paragraphs), ``tables`` [{title, caption, records}], ``figures`` [{png, title, caption}],
-    ``limitations``."""
-    title = section.get("title", "")
-    parts = [f"<h2 id='{anchor_id(title)}'>{html.escape(title)}</h2>"]
-    parts += [f"<p>{html.escape(p)}</p>" for p in section.get("text", [])]
-    for table in section.get("tables", []):
-        parts.append(f"<h3>{html.escape(table.get('title', ''))}</h3>")
-        if table.get("caption"):
-            parts.append(f"<p class='caption'>{html.escape(table['caption'])}</p>")
-        parts.append(_table_html(table.get("records", [])))
-    for fig in section.get("figures", []):
-        parts.append(f"<figure><img src='{html.escape(fig['png'])}' alt='{html.escape(fig['title'])}'>"
-                     f"<figcaption class='caption'>{html.escape(fig['caption'])}</figcaption></figure>")
-    if section.get("limitations"):
-        parts.append("<h3>Limitations</h3><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in section["limitations"])
-                     + "</ul>")
-    return "\n".join(parts)
-
-
-def _cohort_html(metrics: dict[str, Any]) -> list[str]:
-    parts = ["<h2 id='cohort'>Cohort</h2>", f"<p class='caption'>{html.escape(metrics.get('caption_cohort', ''))}</p>",
-             _table_html(metrics.get("cohort_table", [])), "<h3>Splits</h3>" + _table_html(metrics.get("split_table", []))]
-    validation = metrics.get("validation", {})
-    parts.append(f"<p>Data validation: {validation.get('n_errors', '?')} error(s), {validation.get('n_warnings', '?')} "
-                 f"warning(s) over {validation.get('n_rows', '?')} images.</p>")
-    for fig in metrics.get("headline_figures", []):
-        parts.append(f"<figure><img src='{html.escape(fig['png'])}' alt='{html.escape(fig['title'])}'>"
-                     f"<figcaption class='caption'>{html.escape(fig['caption'])}</figcaption></figure>")
-    return parts
-
-
-def _headline_box_html(config: StudyConfig, results: list[StageResult]) -> str:
-    """The box the index starts with: the summary stage's headline, else one from the evaluation metrics, else
-    a sentence saying which stage is missing; the simulated-data banner whenever the cohort is the phantom."""
-    from diffkd_study.summary import headline_from_evaluation, headline_html
-
-    simulated = config.data.phantom is not None
-    by_stage = {r.stage: r for r in results}
-    summary, evaluation = by_stage.get("summary"), by_stage.get("evaluation")
-    if summary is not None and summary.status in ("ok", "cached") and summary.metrics.get("headline_box"):
-        return headline_html(summary.metrics["headline_box"], simulated=simulated)
-    headline = None
-    if evaluation is not None and evaluation.status in ("ok", "cached"):
-        headline = headline_from_evaluation(evaluation.metrics, simulated=simulated)
-
-    def why(stage: str, result: StageResult | None) -> str:
-        if result is None:
-            return f"the study has no {stage} stage"
-        if result.status in ("ok", "cached"):
-            return f"the {stage} stage wrote no headline numbers"
-        if result.status == "failed":
-            return f"the {stage} stage failed"
-        return f"the {stage} stage was not run" + (f" ({result.error.removeprefix('not run: ')})" if result.error else "")
-
-    missing = (f"No headline numbers: {why('summary', summary)} and {why('evaluation', evaluation)}. Add or fix "
-               "these stages (they need a stage that writes predictions: baselines, teacher or student) and run "
-               "the study again.")
-    return headline_html(headline, simulated=simulated, missing=missing)
-
-
-def write_index(report_dir: Path, config: StudyConfig, provenance: dict[str, Any], results: list[StageResult]) -> Path:
-    """``index.html`` (the study at a glance, the stages with their links, each stage's index section)
-    and ``checklist.html``. Self-contained: figures are relative PNG files of the report folder, styles
-    inline, no script and nothing fetched from the network."""
-    from diffkd_study.checklist import write_checklist
-
-    parts = [
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'>{NO_FAVICON}",
-        f"<title>diffkd-study: {html.escape(config.name)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>Study report: {html.escape(config.name)}</h1>",
-        f"<p>{html.escape(config.description)}</p>" if config.description else "",
-        _headline_box_html(config, results),
-    ]
-    failed = [r for r in results if r.status == "failed"]
-    for r in failed:
-        # the page that shows the error in context, if the notebook got as far as being executed and exported
-        shown = next((f"{r.notebook}{s}" for s in (".html", ".ipynb") if (report_dir / f"{r.notebook}{s}").is_file()),
-                     None)
-        where = (f"Its executed notebook (<a href='{html.escape(shown)}'>{html.escape(shown)}</a>) shows the error in "
-                 "context" if shown else "It stopped before its notebook ran, so there is no executed notebook to "
-                 "show; the runner's output has the traceback")
-        parts.append(f"<p class='warn'><b>Stage {html.escape(r.stage)} failed:</b> {html.escape(r.error or '')}. "
-                     f"{where}; later stages were not run.</p>")
-    parts.append("<p><a href='checklist.html'>Reporting checklist (TRIPOD+AI / CLAIM topics)</a></p>")
-    summary = next((r for r in results if r.stage == "summary" and r.status in ("ok", "cached")), None)
-    if summary is not None and summary.metrics.get("index_section"):
-        parts.append(_section_html(summary.metrics["index_section"]))
-    parts.append("<h2>Stages</h2><table><tr><th>stage</th><th>status</th><th>time (s)</th>"
-                 "<th>for clinicians (no code)</th><th>for reviewers (with code)</th><th>notebook</th>"
-                 "<th>provenance</th></tr>")
-    for r in results:
-        status = f'<span class="{r.status}">{r.status}</span>' + (
-            f"<br><small>{html.escape(r.error)}</small>" if r.error else "")
-        links = [f'<a href="{r.notebook}{s}">{r.notebook}{s}</a>' if (report_dir / f"{r.notebook}{s}").exists() else "-"
-                 for s in (".clinician.html", ".html", ".ipynb", ".provenance.json")]
-        parts.append(f"<tr><td>{r.stage}</td><td>{status}</td><td>{r.wall_s:.1f}</td>"
-                     + "".join(f"<td>{link}</td>" for link in links) + "</tr>")
-    parts.append("</table>")
-
-    audit = next((r for r in results if r.stage == "data_audit" and r.status in ("ok", "cached")), None)
-    if audit is not None:
-        parts += _cohort_html(audit.metrics)
-    for r in results:
-        if r.stage in ("data_audit", "summary"):
-            continue
-        if r.status in ("ok", "cached") and r.metrics.get("index_section"):
-            parts.append(_section_html(r.metrics["index_section"]))
-        elif r.status in ("ok", "cached") and not r.metrics:
-            parts.append(f"<h2>{html.escape(r.stage.replace('_', ' ').capitalize())}</h2>"
-                         f"<p class='warn'>No results to show: the stage's metrics file "
-                         f"({html.escape(r.notebook)}.metrics.json) is missing. Run the same command again to "
-                         "re-create it.</p>")
-        elif r.status == "skipped":
-            parts.append(f"<h2>{html.escape(r.stage.replace('_', ' ').capitalize())}</h2>"
-                         f"<p class='warn'>Not run: {html.escape(r.error or '')}</p>")
-    if summary is None and audit is not None and audit.metrics.get("limitations"):
-        parts.append("<h2>Limitations</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>"
-                                                          for x in audit.metrics["limitations"]) + "</ul>")
-    parts.append(_provenance_html(provenance))  # how the run was made, after what it found
-    parts.append("</body></html>")
-    path = report_dir / "index.html"
-    write_text(path, "\n".join(parts))
-    write_checklist(report_dir, config.name, {r.stage: r.status for r in results}, dict(STAGE_NOTEBOOKS), _CSS)
-    return path
-
-
-__all__ = ["DataPreparationError", "RunResult", "StageResult", "StudyInterrupted", "export_html", "run_study",
-           "write_index"]
+__all__ = ["DataPreparationError", "RunResult", "StudyInterrupted", "export_html", "run_study"]

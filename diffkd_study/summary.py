@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffkd_study.stage_output import IndexSection
+
 __all__ = ["INTENDED_USE", "SIMULATED_BANNER", "SummaryStageConfig", "collect_limitations", "headline_box",
            "headline_from_evaluation", "headline_html", "headline_models", "main_role", "read_stage_metrics",
-           "share_of_attainable"]
+           "share_of_attainable", "stage_section"]
 
 TEACHER_PREFERENCE: tuple[str, ...] = ("teacher_real+syn", "teacher_real")
 STUDENT_PREFERENCE: tuple[str, ...] = ("student_diffkd", "student_diffkd+syn", "student_kd_real", "student_scratch")
@@ -33,6 +35,8 @@ STUDENT_PREFERENCE: tuple[str, ...] = ("student_diffkd", "student_diffkd+syn", "
 
 @dataclass(frozen=True)
 class SummaryStageConfig:
+    """The ``summary`` section: the headline teacher and student (empty: by preference) and the ROC bands' resamples."""
+
     teacher: str = ""  # empty: the first of TEACHER_PREFERENCE with predictions
     student: str = ""  # empty: the first of STUDENT_PREFERENCE with predictions
     band_resamples: int = 500
@@ -69,13 +73,21 @@ def read_stage_metrics(report_dir: str | Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def stage_section(stage_metrics: Mapping[str, Mapping[str, Any]], notebook: str) -> IndexSection | None:
+    """The index section the stage of ``notebook`` (``20_synthetic_quality``) wrote in its metrics JSON, checked by
+    :meth:`IndexSection.from_dict`; None when the stage did not run or wrote none."""
+    section = stage_metrics.get(notebook, {}).get("index_section")
+    return IndexSection.from_dict(section, stage=notebook) if section else None
+
+
 def collect_limitations(stage_metrics: Mapping[str, Mapping[str, Any]], extra: Sequence[str] = ()) -> list[str]:
     """The limitations each stage reported (index section, or top-level for the data audit), de-duplicated,
     in stage order, after ``extra``."""
     seen: dict[str, None] = dict.fromkeys(extra)
-    for metrics in stage_metrics.values():
-        section = metrics.get("index_section") or {}
-        for item in [*metrics.get("limitations", []), *section.get("limitations", [])]:
+    for notebook, metrics in stage_metrics.items():
+        section = stage_section(stage_metrics, notebook)
+        reported = section.limitations if section is not None and section.limitations else []
+        for item in [*metrics.get("limitations", []), *reported]:
             seen.setdefault(str(item), None)
     return list(seen)
 

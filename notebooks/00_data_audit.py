@@ -40,7 +40,6 @@ from IPython.display import Markdown, display
 from diffkd_study.data import audit
 from diffkd_study.data.schema import read_manifest
 from diffkd_study.data.splits import split_table
-from diffkd_study.predictions import label_test_sets, ordered_test_sets
 from diffkd_study.nbutil import (
     SIMULATED_DATA,
     dedupe_limitations,
@@ -51,6 +50,8 @@ from diffkd_study.nbutil import (
     show_table,
     write_metrics,
 )
+from diffkd_study.predictions import label_test_sets, ordered_test_sets
+from diffkd_study.viz import save_figure
 
 paths = require_paths(manifest_path=manifest_path, data_root=data_root, validation_path=validation_path)
 manifest = read_manifest(paths["manifest_path"])
@@ -70,7 +71,7 @@ show_table(cohort, digits=1)
 
 # %%
 fig = audit.plot_label_balance(manifest)
-audit.save_figure(fig, figures_dir, "label_balance");
+save_figure(fig, figures_dir, "label_balance");
 
 # %% [markdown]
 # ## Splits
@@ -88,7 +89,7 @@ show_table(splits)
 
 # %%
 fig = audit.plot_examples(manifest, paths["data_root"], per_group=examples_per_group, seed=seed)
-examples_png = audit.save_figure(fig, figures_dir, "examples_per_center")
+examples_png = save_figure(fig, figures_dir, "examples_per_center")
 
 # %% [markdown]
 # ## Image sizes
@@ -100,7 +101,7 @@ show_table(audit.image_size_table(manifest, validation["image_sizes"]), digits=0
 
 # %%
 fig = audit.plot_image_sizes(manifest, validation["image_sizes"])
-audit.save_figure(fig, figures_dir, "image_sizes");
+save_figure(fig, figures_dir, "image_sizes");
 
 # %% [markdown]
 # ## Clinical and imaging conditions

@@ -37,15 +37,16 @@ project_root = "."
 data_root_base = ""
 image_size = 128
 seed = 0
-profile = "demo"
-diffusion_image_size = 0
+profile = "demo"  # the UNet; in a study config it also sets the training values below (here: demo's)
+diffusion_image_size = 64
 conditions = []
 mask_conditioning = True
-max_steps = 0
-batch_size = 0
-learning_rate = 0.0
-ema_decay = 0.0
-checkpoint_every = 0
+max_steps = 500
+batch_size = 16
+learning_rate = 0.001
+warmup_steps = 50
+ema_decay = 0.995
+checkpoint_every = 250
 checkpoint_minutes = 10.0
 prediction_type = "epsilon"
 beta_schedule = "squaredcos_cap_v2"
@@ -71,10 +72,10 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from diffkd_study.data.schema import read_manifest
+from diffkd_study.devices import resolve_device
 from diffkd_study.methods.diffkd.diffusion import plots as dplots
 from diffkd_study.methods.diffkd.diffusion import workflow
-from diffkd_study.methods.diffkd.diffusion.stage import DiffusionStageConfig, section_from_parameters
-from diffkd_study.viz import plot_loss_curves, save_figure
+from diffkd_study.methods.diffkd.diffusion.stage import DiffusionStageConfig
 from diffkd_study.nbutil import (
     NotebookParameterError,
     provenance_markdown,
@@ -83,11 +84,14 @@ from diffkd_study.nbutil import (
     show_table,
     write_metrics,
 )
+from diffkd_study.sections import section_from_parameters
+from diffkd_study.stage_output import IndexFigure, IndexSection, IndexTable
+from diffkd_study.viz import plot_loss_curves, save_figure
 
 paths = require_paths(manifest_path=manifest_path, data_root=data_root, run_dir=run_dir)
 try:
-    section = section_from_parameters(DiffusionStageConfig, globals())
-    device_name = workflow.resolve_device(section.device)
+    section = section_from_parameters(DiffusionStageConfig, globals(), "parameters")
+    device_name = str(resolve_device(section.device))
 except (ValueError, RuntimeError) as err:
     raise NotebookParameterError(f"diffusion section: {err}") from None
 manifest = read_manifest(paths["manifest_path"])
@@ -167,19 +171,19 @@ write_metrics(metrics_path, {
     "synthetic": {"path": str(synthetic_dir / "synthetic.csv"), "n_images": int(len(synthetic.manifest.df)),
                   "per_class": {k: int(v) for k, v in counts["synthetic images"].items()},
                   "reused": synthetic.reused, "wall_s": round(synthetic.wall_s, 2), **synthetic.record},
-    "index_section": {
-        "title": "Stage 1: conditional diffusion model",
-        "text": [f"Diffusion model (UNet profile {train_config.profile}, {train_config.image_size} px) trained for "
-                 f"{summary.steps} steps on the training split "
-                 f"({summary.wall_s_total:.0f} s of training in all); {len(synthetic.manifest.df)} synthetic images "
-                 f"sampled with {section.sampler} ({section.sampling_steps} steps, guidance {section.guidance_scale:g}). "
-                 "Their quality and a memorization audit are in the next section."],
-        "tables": [{"title": "Training", "caption": "One row: the trained model.",
-                    "records": records(training_table)},
-                   {"title": "Synthetic images per class", "caption": "Synthetic and real training images per class.",
-                    "records": records(counts.reset_index())}],
-        "figures": [{"png": "figures/diffusion_loss.png", "title": "Diffusion training loss", "caption": loss_caption}],
-        "limitations": [f"Synthetic images have the detail of {train_config.image_size} px; they are resized to the "
-                        f"study resolution ({image_size} px) when the classifier reads them."],
-    },
+    "index_section": IndexSection(
+        title="Stage 1: conditional diffusion model",
+        text=[f"Diffusion model (UNet profile {train_config.profile}, {train_config.image_size} px) trained for "
+              f"{summary.steps} steps on the training split "
+              f"({summary.wall_s_total:.0f} s of training in all); {len(synthetic.manifest.df)} synthetic images "
+              f"sampled with {section.sampler} ({section.sampling_steps} steps, guidance {section.guidance_scale:g}). "
+              "Their quality and a memorization audit are in the next section."],
+        tables=[IndexTable(title="Training", caption="One row: the trained model.",
+                           records=records(training_table)),
+                IndexTable(title="Synthetic images per class", caption="Synthetic and real training images per class.",
+                           records=records(counts.reset_index()))],
+        figures=[IndexFigure(png="figures/diffusion_loss.png", title="Diffusion training loss", caption=loss_caption)],
+        limitations=[f"Synthetic images have the detail of {train_config.image_size} px; they are resized to the "
+                     f"study resolution ({image_size} px) when the classifier reads them."],
+    ).to_dict(),
 })

@@ -59,12 +59,12 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from diffkd_study.data.schema import read_manifest
+from diffkd_study.devices import resolve_device
 from diffkd_study.methods.diffkd.diffusion import augment, quality, workflow
 from diffkd_study.methods.diffkd.diffusion import plots as dplots
-from diffkd_study.methods.diffkd.diffusion.stage import SyntheticQualityStageConfig, section_from_parameters
+from diffkd_study.methods.diffkd.diffusion.stage import SyntheticQualityStageConfig
 from diffkd_study.methods.diffkd.diffusion.train import read_checkpoint_config
 from diffkd_study.metrics import fidelity
-from diffkd_study.viz import save_figure
 from diffkd_study.nbutil import (
     NotebookParameterError,
     provenance_markdown,
@@ -73,11 +73,14 @@ from diffkd_study.nbutil import (
     show_table,
     write_metrics,
 )
+from diffkd_study.sections import section_from_parameters
+from diffkd_study.stage_output import IndexFigure, IndexSection, IndexTable
+from diffkd_study.viz import save_figure
 
 paths = require_paths(manifest_path=manifest_path, data_root=data_root, run_dir=run_dir)
 try:
-    section = section_from_parameters(SyntheticQualityStageConfig, globals())
-    device_name = workflow.resolve_device(section.device)
+    section = section_from_parameters(SyntheticQualityStageConfig, globals(), "parameters")
+    device_name = str(resolve_device(section.device))
 except (ValueError, RuntimeError) as err:
     raise NotebookParameterError(f"synthetic_quality section: {err}") from None
 synthetic_dir = paths["run_dir"] / "synthetic"
@@ -321,36 +324,36 @@ write_metrics(metrics_path, {
                      "memorization_csv": str(synthetic_dir / quality.MEMORIZATION_FILE),
                      "augmentation_csv": str(synthetic_dir / augment.AUGMENTATION_FILE)},
     "generation": generation,
-    "index_section": {
-        "title": "Stage 1: quality of the synthetic images",
-        "text": [f"{len(synthetic)} synthetic images ({size} px) compared with {len(reference)} real reference images "
-                 f"({', '.join(section.reference_splits)} split) using {n_eval} images per set. FID/KID: lower is "
-                 "better; the floor is the value of real training images of other patients at the same sample size.",
-                 f"Memorization audit: {len(flagged_ids)} of {len(synthetic)} synthetic images flagged as near-copies "
-                 f"(threshold: the closest {section.memorization_percentile:g}% of real-vs-real nearest-neighbour "
-                 f"distances); {len(augmentation.df)} images go to the teacher's training data."],
-        "tables": [{"title": "Synthetic vs real: FID and KID against the floor",
-                    "caption": "n = images per set (reference n_reference); both extractors. FID - floor near 0 "
-                               "means as close to the real images as other real images are.",
-                    "records": headline_records},
-                   {"title": "All sets (with precision and recall)",
-                    "caption": "Synthetic, classic-augmentation baseline and the real floor, each vs the reference.",
-                    "records": records(summary_table)},
-                   {"title": "Conditional faithfulness",
-                    "caption": "Agreement of a classifier trained on real images with the label/condition each "
-                               "synthetic image was generated for, next to its accuracy on real held-out images.",
-                    "records": records(faithfulness.round(3)) if not faithfulness.empty else []}],
-        "figures": [*grid_figures[:1],
-                    *([{"png": "figures/synthetic_guidance_sweep.png", "title": "Guidance sweep",
-                        "caption": sweep_caption}] if sweep_caption else []),
-                    {"png": "figures/synthetic_memorization_histogram.png", "title": "Memorization audit",
-                     "caption": nn_caption}],
-        "limitations": [
+    "index_section": IndexSection(
+        title="Stage 1: quality of the synthetic images",
+        text=[f"{len(synthetic)} synthetic images ({size} px) compared with {len(reference)} real reference images "
+              f"({', '.join(section.reference_splits)} split) using {n_eval} images per set. FID/KID: lower is "
+              "better; the floor is the value of real training images of other patients at the same sample size.",
+              f"Memorization audit: {len(flagged_ids)} of {len(synthetic)} synthetic images flagged as near-copies "
+              f"(threshold: the closest {section.memorization_percentile:g}% of real-vs-real nearest-neighbour "
+              f"distances); {len(augmentation.df)} images go to the teacher's training data."],
+        tables=[IndexTable(title="Synthetic vs real: FID and KID against the floor",
+                           caption="n = images per set (reference n_reference); both extractors. FID - floor near 0 "
+                                   "means as close to the real images as other real images are.",
+                           records=headline_records),
+                IndexTable(title="All sets (with precision and recall)",
+                           caption="Synthetic, classic-augmentation baseline and the real floor, each vs the reference.",
+                           records=records(summary_table)),
+                IndexTable(title="Conditional faithfulness",
+                           caption="Agreement of a classifier trained on real images with the label/condition each "
+                                   "synthetic image was generated for, next to its accuracy on real held-out images.",
+                           records=records(faithfulness.round(3)) if not faithfulness.empty else [])],
+        figures=[*(IndexFigure(**figure) for figure in grid_figures[:1]),
+                 *([IndexFigure(png="figures/synthetic_guidance_sweep.png", title="Guidance sweep",
+                                caption=sweep_caption)] if sweep_caption else []),
+                 IndexFigure(png="figures/synthetic_memorization_histogram.png", title="Memorization audit",
+                             caption=nn_caption)],
+        limitations=[
             f"FID and KID at {n_eval} images per set and {len(reference)} reference images are noisy and depend on "
             "the sample size: compare a row only with its floor at the same n.",
             "The Inception network was trained on natural photographs; the EfficientNet-Lite0 features are ImageNet "
             "features too (no ultrasound-trained extractor is used here).",
             "With mask conditioning a synthetic image shares its lesion outline with its source image, so it is "
             "expected to resemble that image more than unrelated real images resemble each other."],
-    },
+    ).to_dict(),
 })

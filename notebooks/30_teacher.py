@@ -66,6 +66,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from diffkd_study import viz as plots
+from diffkd_study.methods.diffkd import study
 from diffkd_study.nbutil import (
     NotebookParameterError,
     dedupe_limitations,
@@ -75,7 +76,7 @@ from diffkd_study.nbutil import (
     show_table,
     write_metrics,
 )
-from diffkd_study.methods.diffkd import study
+from diffkd_study.stage_output import IndexFigure, IndexSection, IndexTable
 
 paths = require_paths(manifest_path=manifest_path, data_root=data_root, run_dir=run_dir)
 params = {name: globals()[name] for name in study.parameter_names("teacher")}
@@ -107,12 +108,12 @@ result = study.run_stage("teacher", params)
 # Images per class and set. Synthetic images are used for training only, never for validation or testing.
 
 # %%
-counts = pd.DataFrame(result["counts"]).set_index("set")
+counts = pd.DataFrame(result.counts).set_index("set")
 show_table(counts.rename_axis("Set"))
 
 # %%
-notes = [f"**{variant}** was not trained: {reason}" for variant, reason in result["skipped"].items()]
-if result["synthetic_manifest"] and not result["synthetic_audited"]:
+notes = [f"**{variant}** was not trained: {reason}" for variant, reason in result.skipped.items()]
+if result.synthetic_manifest and not result.synthetic_audited:
     notes.append("The synthetic images were **not audited** for memorization (the synthetic-quality stage did "
                  "not run): every generated image was used.")
 for note in notes:
@@ -134,26 +135,26 @@ curve_names = study.save_training_curves(result, figures_dir)
 display(Markdown(plots.caption("loss_curves", model="the teacher")))
 
 # %% tags=["reviewer-only"]
-if not result["fits"]:
+if not result.fits:
     raise NotebookParameterError("no teacher was trained: " + "; ".join(notes))
 summary = fits.groupby("variant", sort=False)["val_auc"].agg(["mean", "std", "count"]).round(3)
-limitations = [f"{v} not trained: {r}" for v, r in result["skipped"].items()]
+limitations = [f"{v} not trained: {r}" for v, r in result.skipped.items()]
 if fits["n_val"].iloc[0] < 100:
     limitations.append(f"The validation set has only {int(fits['n_val'].iloc[0])} images: the choice of the best "
                        "epoch is noisy.")
 limitations = dedupe_limitations(limitations)
 write_metrics(metrics_path, {
-    "records": {k: v for k, v in result.items() if k != "fits"},
+    "records": {k: v for k, v in result.to_dict().items() if k != "fits"},
     "fits": records(fits),
-    "index_section": {
-        "title": "Teacher",
-        "text": [f"{config.model} ({config.weights}) fine-tuned at {image_size} px; best epoch by validation AUC. "
-                 f"Variants: {', '.join(config.variants)}; seeds {list(config.seeds)}."],
-        "tables": [{"title": "Teacher validation AUC (mean, SD over seeds)",
-                    "records": records(summary.reset_index())}],
-        "figures": [{"png": f"figures/{name}.png", "title": f"Teacher {variant}: training curves",
-                     "caption": plots.caption("loss_curves", model=f"the {variant} teacher")}
-                    for variant, name in curve_names[:1]],
-        "limitations": limitations,
-    },
+    "index_section": IndexSection(
+        title="Teacher",
+        text=[f"{config.model} ({config.weights}) fine-tuned at {image_size} px; best epoch by validation AUC. "
+              f"Variants: {', '.join(config.variants)}; seeds {list(config.seeds)}."],
+        tables=[IndexTable(title="Teacher validation AUC (mean, SD over seeds)",
+                           records=records(summary.reset_index()))],
+        figures=[IndexFigure(png=f"figures/{name}.png", title=f"Teacher {variant}: training curves",
+                             caption=plots.caption("loss_curves", model=f"the {variant} teacher"))
+                 for variant, name in curve_names[:1]],
+        limitations=limitations,
+    ).to_dict(),
 })

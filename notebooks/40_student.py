@@ -58,11 +58,7 @@ nproc = 1
 crop = "none"
 crop_margin = 0.25
 checkpoint_minutes = 10.0
-loss = "kd"
-ce_weight = 0.5
-kd_weight = 0.5
-temperature = 4.0
-feature_weight = 0.0
+loss = {"ce": {"weight": 0.5, "params": {}}, "kd": {"weight": 0.5, "params": {"temperature": 4.0}}}
 efficiency_runs = 30
 
 # %% tags=["reviewer-only"]
@@ -71,8 +67,9 @@ from pathlib import Path
 import torch
 from IPython.display import Markdown, display
 
-from diffkd_study.data.schema import read_manifest
 from diffkd_study import viz as plots
+from diffkd_study.data.schema import read_manifest
+from diffkd_study.methods.diffkd import study
 from diffkd_study.metrics.efficiency import compare_models
 from diffkd_study.models.classifier import create_classifier
 from diffkd_study.nbutil import (
@@ -84,7 +81,7 @@ from diffkd_study.nbutil import (
     show_table,
     write_metrics,
 )
-from diffkd_study.methods.diffkd import study
+from diffkd_study.stage_output import IndexFigure, IndexSection, IndexTable
 
 paths = require_paths(manifest_path=manifest_path, data_root=data_root, run_dir=run_dir)
 params = {name: globals()[name] for name in study.parameter_names("student")}
@@ -96,10 +93,10 @@ teacher_records = study.read_records(run_dir, "teacher")
 
 # %%
 display(Markdown(provenance_markdown(provenance_path)))
-objective = {"kd": f"{config.ce_weight} x cross-entropy + {config.kd_weight} x T^2 KL (Hinton KD, T = {config.temperature})",
-             "dkd": f"{config.ce_weight} x cross-entropy + {config.kd_weight} x decoupled KD (T = {config.temperature})",
-             "kd+fitnet": f"Hinton KD plus {config.feature_weight} x FitNets feature hint",
-             "kd+at": f"Hinton KD plus {config.feature_weight} x attention transfer"}[config.loss]
+try:  # the objective in words, from the registered losses' descriptions (unknown names fail here)
+    objective = study.student_objective(config)
+except ValueError as err:
+    raise NotebookParameterError(f"student parameters: {err}") from None
 display(Markdown(
     f"Student network **{config.model}** (initial weights: {Path(config.weights).name}), {image_size} x {image_size} pixels; "
     f"distillation objective: {objective}. Variants {', '.join(config.variants)}; seeds {list(config.seeds)}."))
@@ -112,14 +109,14 @@ display(Markdown(
 result = study.run_stage("student", params)
 
 # %%
-for variant, reason in result["skipped"].items():
+for variant, reason in result.skipped.items():
     display(Markdown(f"**{variant}** was not trained: {reason}"))
 
 # %% [markdown]
 # ## Training runs and loss terms
-# Each distillation term is logged separately (mdistiller's "report every term"): ``ce`` is the
-# class-weighted cross-entropy with the labels, ``kd`` the distillation term (already multiplied by its
-# weight), ``total`` their sum.
+# Each term of the objective is logged separately (mdistiller's "report every term"), under its name in
+# the recipe and already multiplied by its weight: by default ``ce``, the class-weighted cross-entropy with
+# the labels, and ``kd``, the distillation term; ``total`` is their sum.
 
 # %%
 fits = study.fits_table(result)
@@ -140,7 +137,7 @@ display(Markdown(plots.caption("loss_curves", model="each student variant")))
 
 # %%
 manifest = read_manifest(manifest_path)
-names = [f["name"] for f in teacher_records["fits"]] + [f["name"] for f in result["fits"]]
+names = [f["name"] for f in teacher_records.fits] + [f["name"] for f in result.fits]
 ablation = study.ablation_table(predictions_dir, list(dict.fromkeys(names)), manifest)
 show_table(ablation.rename_axis("Model"), empty="No prediction tables of the teacher or student yet: nothing to compare.")
 
@@ -150,10 +147,10 @@ show_table(ablation.rename_axis("Model"), empty="No prediction tables of the tea
 # the two networks timed in turn) at the study resolution.
 
 # %%
-in_chans = result["in_chans"]
-classes = len(result["classes"])
+in_chans = result.in_chans
+classes = len(result.classes)
 torch.manual_seed(seed)
-teacher_net = create_classifier(teacher_records["config"]["model"], classes, in_chans, "none")
+teacher_net = create_classifier(teacher_records.config["model"], classes, in_chans, "none")
 student_net = create_classifier(config.model, classes, in_chans, "none")
 efficiency = compare_models(teacher_net, student_net, (1, in_chans, image_size, image_size), threads=1, warmup=5,
                             runs=efficiency_runs)
@@ -162,29 +159,29 @@ show_table(efficiency.rename_axis("Measure"), {"Measure": "Measure", "teacher": 
 
 # %% tags=["reviewer-only"]
 ratios = efficiency["student_to_teacher"]
-limitations = [f"{v} not trained: {r}" for v, r in result["skipped"].items()]
+limitations = [f"{v} not trained: {r}" for v, r in result.skipped.items()]
 if len(config.seeds) < 3:
     limitations.append(f"{len(config.seeds)} training seed(s) per variant: the SD over seeds is a rough guide.")
 limitations = dedupe_limitations(limitations)
 write_metrics(metrics_path, {
-    "records": {k: v for k, v in result.items() if k != "fits"},
+    "records": {k: v for k, v in result.to_dict().items() if k != "fits"},
     "fits": records(fits),
     "ablation": records(ablation.reset_index()) if len(ablation) else [],
     "efficiency": records(efficiency),
     "efficiency_ratios": {"params": float(ratios["params"]), "GFLOPs": float(ratios["GFLOPs"]),
                           "cpu_latency": float(ratios["CPU latency median ms"])},
-    "index_section": {
-        "title": "Student and partial combinations",
-        "text": [f"Student {config.model} distilled with {objective}. The student has "
-                 f"{ratios['params']:.3f} of the teacher's parameters, {ratios['GFLOPs']:.3f} of its FLOPs and "
-                 f"{ratios['CPU latency median ms']:.3f} of its single-thread CPU latency at {image_size} px."],
-        "tables": [{"title": "Partial combinations: AUC mean +- SD over seeds", "caption": "DeLong intervals and "
-                    "paired tests are in the evaluation report.",
-                    "records": records(ablation.reset_index()) if len(ablation) else []},
-                   {"title": "Efficiency (student / teacher)", "records": records(efficiency.round(4))}],
-        "figures": [{"png": f"figures/{name}.png", "title": f"Student {variant}: training curves",
-                     "caption": plots.caption("loss_curves", model=f"the {variant} student")}
-                    for variant, name in curve_names if variant == "diffkd"][:1],
-        "limitations": limitations,
-    },
+    "index_section": IndexSection(
+        title="Student and partial combinations",
+        text=[f"Student {config.model} distilled with {objective}. The student has "
+              f"{ratios['params']:.3f} of the teacher's parameters, {ratios['GFLOPs']:.3f} of its FLOPs and "
+              f"{ratios['CPU latency median ms']:.3f} of its single-thread CPU latency at {image_size} px."],
+        tables=[IndexTable(title="Partial combinations: AUC mean +- SD over seeds", caption="DeLong intervals and "
+                           "paired tests are in the evaluation report.",
+                           records=records(ablation.reset_index()) if len(ablation) else []),
+                IndexTable(title="Efficiency (student / teacher)", records=records(efficiency.round(4)))],
+        figures=[IndexFigure(png=f"figures/{name}.png", title=f"Student {variant}: training curves",
+                             caption=plots.caption("loss_curves", model=f"the {variant} student"))
+                 for variant, name in curve_names if variant == "diffkd"][:1],
+        limitations=limitations,
+    ).to_dict(),
 })

@@ -51,8 +51,8 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from diffkd_study.data.schema import read_manifest
-from diffkd_study.methods.diffkd import baselines
 from diffkd_study.io import write_json
+from diffkd_study.methods.diffkd import baselines
 from diffkd_study.nbutil import (
     NotebookParameterError,
     provenance_markdown,
@@ -61,6 +61,7 @@ from diffkd_study.nbutil import (
     show_table,
     write_metrics,
 )
+from diffkd_study.stage_output import IndexSection, IndexTable
 
 paths = require_paths(manifest_path=manifest_path, data_root=data_root, run_dir=run_dir)
 unknown = [m for m in models if m not in baselines.BASELINES]
@@ -129,12 +130,13 @@ write_metrics(metrics_path, {
     "skipped": skipped,
     "not_applicable": not_applicable,
     "best_model": best,
-    "index_section": {
-        "title": "Baselines",
-        "text": [f"Simple logistic-regression baselines fitted on the training split, tuned on validation only. "
-                 f"Best by validation AUC: {best}."] + [f"{n} not fitted: {r}" for n, r in skipped.items()]
-                + [f"{n} not applicable on {t} (no predictions there): {r}"
-                   for n, sets in not_applicable.items() for t, r in sets.items()],
-        "tables": [{"title": "Validation AUC", "records": records(summary[["n_train", "n_features", "val_auc"]].round(3))}],
-    },
+    "index_section": IndexSection(
+        title="Baselines",
+        text=[f"Simple logistic-regression baselines fitted on the training split, tuned on validation only. "
+              f"Best by validation AUC: {best}."] + [f"{n} not fitted: {r}" for n, r in skipped.items()]
+             + [f"{n} not applicable on {t} (no predictions there): {r}"
+                for n, sets in not_applicable.items() for t, r in sets.items()],
+        tables=[IndexTable(title="Validation AUC",
+                           records=records(summary[["n_train", "n_features", "val_auc"]].round(3)))],
+    ).to_dict(),
 })

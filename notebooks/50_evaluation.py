@@ -51,12 +51,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from diffkd_study.data.schema import read_manifest
-from diffkd_study.metrics import dca
 from diffkd_study import viz as plots
+from diffkd_study.data.schema import read_manifest
 from diffkd_study.methods.diffkd import evaluate as ev
 from diffkd_study.methods.diffkd.baselines import read_not_applicable
-from diffkd_study.predictions import read_predictions
+from diffkd_study.metrics import dca
+from diffkd_study.metrics.calibration import calibration_summary
+from diffkd_study.metrics.roc import roc_summary
 from diffkd_study.nbutil import (
     SIMULATED_DATA,
     NotebookParameterError,
@@ -68,6 +69,8 @@ from diffkd_study.nbutil import (
     show_table,
     write_metrics,
 )
+from diffkd_study.predictions import read_predictions
+from diffkd_study.stage_output import IndexFigure, IndexSection, IndexTable
 
 paths = require_paths(manifest_path=manifest_path, predictions_dir=predictions_dir)
 if bootstrap < 100 or band_resamples < 100:
@@ -138,7 +141,8 @@ for test_set in test_sets:
         display(Markdown(f"**{test_set}**: no model has predictions on this test set, so it has no figures."))
         continue
     curves = {m: (g["y_true"].to_numpy(), g["y_score"].to_numpy()) for m, g in part.groupby("model", sort=False)}
-    fig = plots.plot_roc(curves, n_resamples=band_resamples, seed=seed, title=f"ROC curves: {test_set}")
+    summaries = {m: roc_summary(y, s, n_resamples=band_resamples, seed=seed) for m, (y, s) in curves.items()}
+    fig = plots.plot_roc(summaries, title=f"ROC curves: {test_set}")
     plots.save_figure(fig, figures_dir, f"roc_{ev.slug(test_set)}")
     plt.show()
     first = next(iter(curves.values()))[0]
@@ -201,7 +205,8 @@ show_table(calibration, {"model": "Model", "test_set": "Test set", "n": "Images"
 # %%
 for test_set in figure_sets:
     y, probs = ev.scores_by_model(tests, test_set)
-    fig = plots.plot_calibration(y, probs, title=f"Calibration: {test_set}")
+    fig = plots.plot_calibration({m: calibration_summary(y, p) for m, p in probs.items()},
+                                 title=f"Calibration: {test_set}")
     plots.save_figure(fig, figures_dir, f"calibration_{ev.slug(test_set)}")
     plt.show()
     display(Markdown(plots.caption("calibration", test_set=ev.describe_test_set(test_set), n=len(y),
@@ -340,26 +345,27 @@ write_metrics(metrics_path, {
     "efficiency": records(efficiency),
     "bootstrap": bootstrap,
     "band_resamples": band_resamples,
-    "index_section": {
-        "title": "Diagnostic performance",
-        "text": ["AUC with 95% DeLong confidence interval per model and test set; thresholds for sensitivity and "
-                 "specificity were fixed on validation data. Full tables in 50_evaluation."],
-        "tables": [
-            {"title": "AUC per test set", "records": records(
-                headline[["model", "test_set", "n", "n_pos", "auc_95ci"]].set_index(["model", "test_set"]))},
-            {"title": "Partial combinations: the full method against each other model" if full_model
-             else "Paired DeLong tests",
-             "caption": "Difference in AUC (first minus second model) with its DeLong 95% CI and p-value.",
-             "records": records(
-                (ablation if full_model else paired)[["test_set", "model_a", "model_b", "n", "difference", "ci_low",
-                                                     "ci_high", "p_value"]].round(4).set_index("test_set"))},
+    "index_section": IndexSection(
+        title="Diagnostic performance",
+        text=["AUC with 95% DeLong confidence interval per model and test set; thresholds for sensitivity and "
+              "specificity were fixed on validation data. Full tables in 50_evaluation."],
+        tables=[
+            IndexTable(title="AUC per test set", records=records(
+                headline[["model", "test_set", "n", "n_pos", "auc_95ci"]].set_index(["model", "test_set"]))),
+            IndexTable(title="Partial combinations: the full method against each other model" if full_model
+                       else "Paired DeLong tests",
+                       caption="Difference in AUC (first minus second model) with its DeLong 95% CI and p-value.",
+                       records=records(
+                           (ablation if full_model else paired)[["test_set", "model_a", "model_b", "n", "difference",
+                                                                 "ci_low", "ci_high", "p_value"]]
+                           .round(4).set_index("test_set"))),
         ],
-        "figures": [
-            {"png": f"figures/roc_{ev.slug(figure_sets[0])}.png", "title": f"ROC curves: {figure_sets[0]}",
-             "caption": roc_captions[figure_sets[0]]},
-            {"png": "figures/auc_forest.png", "title": "AUC by test set",
-             "caption": plots.caption("auc_forest", condition=condition)},
+        figures=[
+            IndexFigure(png=f"figures/roc_{ev.slug(figure_sets[0])}.png", title=f"ROC curves: {figure_sets[0]}",
+                        caption=roc_captions[figure_sets[0]]),
+            IndexFigure(png="figures/auc_forest.png", title="AUC by test set",
+                        caption=plots.caption("auc_forest", condition=condition)),
         ],
-        "limitations": limitations,
-    },
+        limitations=limitations,
+    ).to_dict(),
 })

@@ -28,9 +28,9 @@ manifest_path = ""
 predictions_dir = ""
 reader_study_dir = ""
 reads_path = ""
-simulate = True
-n_junior = 4
-n_senior = 4
+simulate = False
+n_junior = 0
+n_senior = 0
 model = ""
 figures_dir = "figures"
 metrics_path = "60_reader_study.metrics.json"
@@ -47,13 +47,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from diffkd_study.data.schema import read_manifest
-from diffkd_study import viz as plots
 from diffkd_study import reader_study as rs
-from diffkd_study.methods.diffkd.evaluate import primary_seeds
-from diffkd_study.predictions import read_predictions
-from diffkd_study.metrics.roc import auc_delong
+from diffkd_study import viz as plots
+from diffkd_study.data.schema import read_manifest
 from diffkd_study.io import atomic_path
+from diffkd_study.methods.diffkd.evaluate import primary_seeds
+from diffkd_study.metrics.roc import auc_delong, roc_summary
 from diffkd_study.nbutil import (
     NotebookParameterError,
     dedupe_limitations,
@@ -64,6 +63,8 @@ from diffkd_study.nbutil import (
     table_frame,
     write_metrics,
 )
+from diffkd_study.predictions import read_predictions
+from diffkd_study.stage_output import IndexFigure, IndexSection, IndexTable
 
 paths = require_paths(manifest_path=manifest_path, predictions_dir=predictions_dir)
 if simulate == bool(reads_path):
@@ -120,8 +121,8 @@ display(Markdown(study.describe(who, condition) + (" These are **simulated reade
 
 # %%
 ops = rs.reader_operating_points(study, auc_ci=True)
-fig = plots.plot_roc({chosen: (truth["truth"].to_numpy(), model_scores.to_numpy())}, reader_points=ops,
-                     simulated_readers=simulated, n_resamples=500, seed=seed,
+model_roc = roc_summary(truth["truth"].to_numpy(), model_scores.to_numpy(), n_resamples=500, seed=seed)
+fig = plots.plot_roc({chosen: model_roc}, reader_points=ops, simulated_readers=simulated,
                      title=f"Model and {who} (internal + external test)")
 plots.save_figure(fig, figures_dir, "reader_roc")
 plt.show()
@@ -222,11 +223,11 @@ write_metrics(metrics_path, {
     "model_at_reader_operating_points": records(matched),
     "group_summary": records(group_summary),
     "orh": records(orh),
-    "index_section": {
-        "title": "Reader study" + (" (simulated readers)" if simulated else ""),
-        "text": [primary.describe(who), f"Model: {chosen}; {len(study.readers)} {who}, {len(study.cases)} cases."],
-        "tables": [{"title": f"Model vs {who}", "records": records(orh_view)}],
-        "figures": [{"png": "figures/reader_study.png", "title": f"{who} and model", "caption": reader_caption}],
-        "limitations": limitations,
-    },
+    "index_section": IndexSection(
+        title="Reader study" + (" (simulated readers)" if simulated else ""),
+        text=[primary.describe(who), f"Model: {chosen}; {len(study.readers)} {who}, {len(study.cases)} cases."],
+        tables=[IndexTable(title=f"Model vs {who}", records=records(orh_view))],
+        figures=[IndexFigure(png="figures/reader_study.png", title=f"{who} and model", caption=reader_caption)],
+        limitations=limitations,
+    ).to_dict(),
 })

@@ -36,11 +36,12 @@ project_root = ""
 data_root_base = ""
 image_size = 96
 seed = 0
+profile = "cpu"  # in a study config it also sets the values below (here: cpu's)
 teacher_model = "tf_efficientnet_lite2"
 teacher_weights = "package:efficientnet-lite2"
 student_model = "mobilenetv2_100"
 student_weights = "none"
-methods = ["ce", "kd", "rkd", "dkd", "d_kd", "ssd_kd"]
+methods = ["ce", "kd", "rkd", "dkd", "diverse_kd", "ssd_kd"]
 seeds = [0, 1]
 train_fraction = 0.25
 class_weighting = "frequency"
@@ -83,6 +84,10 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from diffkd_study import viz as plots
+from diffkd_study.methods.ssdkd import workflow
+from diffkd_study.methods.ssdkd.plots import CAPTIONS, plot_comparison, ss_head_frame
+from diffkd_study.methods.ssdkd.stage import METHODS, SSDKDStageConfig
+from diffkd_study.methods.ssdkd.tasks import method_objective
 from diffkd_study.nbutil import (
     NotebookParameterError,
     dedupe_limitations,
@@ -92,16 +97,15 @@ from diffkd_study.nbutil import (
     show_table,
     write_metrics,
 )
-from diffkd_study.methods.ssdkd import workflow
-from diffkd_study.methods.ssdkd.plots import CAPTIONS, plot_comparison, ss_head_frame
-from diffkd_study.methods.ssdkd.stage import METHODS, SSDKDStageConfig, stage_config_from_parameters
+from diffkd_study.sections import section_from_parameters
+from diffkd_study.stage_output import IndexFigure, IndexSection, IndexTable
 
 paths = require_paths(manifest_path=manifest_path, data_root=data_root, run_dir=run_dir)
 fields = [f.name for f in dataclasses.fields(SSDKDStageConfig)]
 params = {name: globals()[name] for name in [*fields, "manifest_path", "data_root", "run_dir", "image_size", "seed",
                                              "project_root"]}
 try:
-    config = stage_config_from_parameters(params)
+    config = section_from_parameters(SSDKDStageConfig, params, "parameters")
 except ValueError as err:
     raise NotebookParameterError(f"ssdkd_dermoscopy parameters: {err}") from None
 if int(image_size) < 32:
@@ -119,16 +123,20 @@ display(Markdown(
     + ("each row's KL weighted by the class weight of its label, as the weighted cross-entropy (not in the "
        "official code)." if config.kd_class_weighting else "batch means, as the official code.")))
 
+# %%
+display(Markdown("Objectives of the students, from the registered losses' descriptions:\n\n" + "\n".join(
+    f"* **{METHODS[m]}** (`{m}`): {method_objective(m, config)}" for m in config.methods)))
+
 # %% [markdown]
 # ## Protocol, and where it departs from the official code
 # * **Data**: HAM10000 (7 diagnoses; ISIC 2019 of the paper has 8), split by lesion (all images of a lesion in
 #   one split) and stratified by diagnosis with the study seed; the official code splits ISIC 2019 by image
 #   (10% test, fold 2 of 5 for validation). Images are resized to a square without keeping the aspect ratio,
 #   as the official `Resize(224)`.
-# * **Loss weights**: weighted cross-entropy with the official `N / n_c` class weights; D-KD lambda 0.5, T 5,
-#   lambda_rkd 1, lambda_crkd 1000; SSD-KD ce 0.1, kd 0.9, tf 2.7, ss 10, DR 1, T 4, tau 0.5, ratios 1.0 / 0.75.
-#   The official DR class crashes when constructed; its intended computation is used. The channel (Gram)
-#   relation is computed in an exactly equivalent, faster form.
+# * **Loss weights**: weighted cross-entropy with the official `N / n_c` class weights; the official weights of
+#   every term (the objectives above: D-KD lambda 0.5, T 5, lambda_rkd 1, lambda_crkd 1000; SSD-KD ce 0.1, kd 0.9,
+#   tf 2.7, ss 10, DR 1, T 4, tau 0.5, ratios 1.0 / 0.75). The official DR class crashes when constructed; its
+#   intended computation is used. The channel (Gram) relation is computed in an exactly equivalent, faster form.
 # * **Class weights in the KD terms** (`kd_class_weighting`, on in the CPU profile, not in the official code): the
 #   official objectives give the class weights to the weighted cross-entropy only, whose share is small (0.5
 #   against 0.5 T^2 KL in D-KD; 0.1 against 0.9 T^2 and 2.7 T^2 KL terms in SSD-KD), so the distilled students
@@ -159,16 +167,16 @@ result = workflow.run_stage(params)
 # lesion), and the diagnoses are spread alike over the splits (stratified).
 
 # %%
-counts = pd.DataFrame(result["counts"]).set_index("split")
-sub = result["subsample"]
+counts = pd.DataFrame(result.counts).set_index("split")
+sub = result.subsample
 display(show_table(counts.rename_axis("Split")))
 display(Markdown(
     f"Training set: {sub['images_after']} images of {sub['lesions_after']} lesions"
     + (f" ({sub['train_fraction']:.0%} of the {sub['lesions_before']} training lesions of each diagnosis, "
-       f"{sub['images_before']} images, chosen at random with the study seed {result['study_seed']}; validation "
+       f"{sub['images_before']} images, chosen at random with the study seed {result.study_seed}; validation "
        "and test are complete)." if sub["train_fraction"] < 1 else ".")
     + " Class weights of the weighted cross-entropy (the official frequency weighting: images / images of the class): "
-    + ", ".join(f"{c} {w:g}" for c, w in zip(result["classes"], result["class_weights"] or [], strict=False))))
+    + ", ".join(f"{c} {w:g}" for c, w in zip(result.classes, result.class_weights or [], strict=False))))
 
 # %% [markdown]
 # ## Results on the held-out test split
@@ -195,7 +203,7 @@ display(Markdown(
     "this split, not on the test split."))
 
 # %%
-summary = pd.DataFrame(result["evaluation"]["summary"])
+summary = pd.DataFrame(result.evaluation["summary"])
 test_summary = summary[summary["split"] == "test"]
 order = ["teacher", *config.methods]
 titles = {name: workflow.model_title(name) for name in order}
@@ -221,9 +229,9 @@ for name in [m for m in ("teacher", "ce", "ssd_kd") if m in order]:
     display(show_table(per_class[name]))
 
 # %%
-classes = result["classes"]
+classes = result.classes
 confusion_names = []
-for entry in result["evaluation"]["confusion"]:
+for entry in result.evaluation["confusion"]:
     if entry["split"] != "test" or entry["seed"] != primary or entry["model"] not in per_class:
         continue
     matrix = np.asarray(entry["matrix"])
@@ -256,12 +264,12 @@ for name in dict.fromkeys(history["model"]):
 display(Markdown(CAPTIONS["loss_curves"].format(model="each network")))
 
 # %%
-if result["ss_heads"]:
-    fig = plots.plot_loss_curves(ss_head_frame(result["ss_heads"]), x="epoch", title="Teacher self-supervision head")
+if result.ss_heads:
+    fig = plots.plot_loss_curves(ss_head_frame(result.ss_heads), x="epoch", title="Teacher self-supervision head")
     plots.save_figure(fig, figures_dir, "ssdkd_ss_head")
     plt.show()
     display(Markdown(CAPTIONS["ss_head"]))
-    display(show_table(pd.DataFrame(result["ss_heads"]),
+    display(show_table(pd.DataFrame(result.ss_heads),
                        {"teacher_seed": "Teacher seed", "epochs": "Epochs", "best_epoch": "Best epoch",
                         "best_val_ss_loss": "Best validation loss", "best_val_ss_accuracy": "Best validation accuracy",
                         "wall_s": "Training time (s)"}, digits={"wall_s": 0}))
@@ -283,8 +291,8 @@ show_table(efficiency)
 # %%
 timing = workflow.timing_table(result)
 display(show_table(timing, digits=1))
-display(Markdown(f"Device {result['device']}, {result['threads']} CPU thread(s); total training time "
-                 f"{timing['train min'].fillna(0).sum():.0f} min; this execution {result['wall_s'] / 60:.0f} min."))
+display(Markdown(f"Device {result.device}, {result.threads} CPU thread(s); total training time "
+                 f"{timing['train min'].fillna(0).sum():.0f} min; this execution {result.wall_s / 60:.0f} min."))
 
 # %% tags=["reviewer-only"]
 limitations = []
@@ -302,27 +310,27 @@ if goal.get("evaluated") and not goal["goal_met"]:
 limitations = dedupe_limitations(limitations)
 efficiency_records = records(efficiency.reset_index())
 write_metrics(metrics_path, {
-    "records": {k: v for k, v in result.items() if k not in ("evaluation",)},
-    "evaluation": result["evaluation"],
+    "records": {k: v for k, v in result.to_dict().items() if k != "evaluation"},
+    "evaluation": result.evaluation,
     "comparison": records(comparison),
     "goal": goal,
     "goal_validation": goal_validation,
     "efficiency": efficiency_records,
     "timing": records(timing),
-    "index_section": {
-        "title": "SSD-KD on dermoscopy (HAM10000)",
-        "text": [f"Teacher {config.teacher_model} ({config.teacher_weights}), student {config.student_model} "
-                 f"({config.student_weights}), {image_size} px; {len(config.seeds)} seeds; test split of {n_test} "
-                 f"images ({n_lesions} lesions)."],
-        "tables": [
-            {"title": "Test split: mean ± SD over seeds", "caption": comparison_caption,
-             "records": records(comparison_display)},
-            {"title": "Teacher vs student efficiency", "caption": "Parameters, FLOPs and single-thread CPU latency.",
-             "records": efficiency_records},
-            {"title": "Computing time", "caption": "Minutes per part of the stage.", "records": records(timing)},
+    "index_section": IndexSection(
+        title="SSD-KD on dermoscopy (HAM10000)",
+        text=[f"Teacher {config.teacher_model} ({config.teacher_weights}), student {config.student_model} "
+              f"({config.student_weights}), {image_size} px; {len(config.seeds)} seeds; test split of {n_test} "
+              f"images ({n_lesions} lesions)."],
+        tables=[
+            IndexTable(title="Test split: mean ± SD over seeds", caption=comparison_caption,
+                       records=records(comparison_display)),
+            IndexTable(title="Teacher vs student efficiency", caption="Parameters, FLOPs and single-thread CPU latency.",
+                       records=efficiency_records),
+            IndexTable(title="Computing time", caption="Minutes per part of the stage.", records=records(timing)),
         ],
-        "figures": [{"png": "figures/ssdkd_comparison.png", "title": "Teacher and students on the test split",
-                     "caption": comparison_caption}],
-        "limitations": limitations,
-    },
+        figures=[IndexFigure(png="figures/ssdkd_comparison.png", title="Teacher and students on the test split",
+                             caption=comparison_caption)],
+        limitations=limitations,
+    ).to_dict(),
 })

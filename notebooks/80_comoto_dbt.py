@@ -46,9 +46,32 @@ teacher_release_scale = 0.5
 methods = ["dbt_only", "pretraining", "image_kd", "lskd", "comoto"]
 regimes = [0.1, 0.25, 1.0]
 folds = 5
-profile = "cpu"
-cpu = {}
-full = {}
+profile = "cpu"  # in a study config it also sets the detector, optimisation and budget below (here: cpu's)
+backbone = "tf_efficientnet_lite0"
+weights = "package:efficientnet-lite0"
+feature_stage = 3
+head_channels = 0
+head_convs = 2
+anchor_sizes = [16, 32, 64, 128]
+aspect_ratios = [0.5, 1.0, 2.0]
+detector_image_size = 256
+score_thresh = 0.001
+nms_thresh = 0.5
+detections_per_img = 20
+batch_size = 4
+optimizer = "adamw"
+lr = 0.0003
+momentum = 0.9
+weight_decay = 0.0001
+warmup_steps = 20
+lr_step_fraction = 0.6
+lr_gamma = 0.1
+grad_clip = 10.0
+flip_prob = 0.5
+teacher_epochs = 5
+teacher_min_steps = 0
+student_epochs = 4
+student_min_steps = 40
 alpha = 2.0
 temperature = 4.0
 beta = 2.0
@@ -70,14 +93,15 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
+from diffkd_study import viz as plots
+from diffkd_study.devices import resolve_device
+from diffkd_study.io import write_json
 from diffkd_study.methods.comoto import cv, report
 from diffkd_study.methods.comoto.data import load_detection_data
-from diffkd_study.methods.comoto.stage import METHODS, resolve_teacher_paths, stage_config_from_parameters
-from diffkd_study.methods.comoto.train import history_long, resolve_device
-from diffkd_study import viz as plots
-from diffkd_study.metrics.froc import evaluate_detections, match_detections
-from diffkd_study.io import write_json
 from diffkd_study.methods.comoto.detector import DetectorSpec, create_detector, detector_info
+from diffkd_study.methods.comoto.stage import METHODS, ComotoStageConfig, resolve_teacher_paths
+from diffkd_study.methods.comoto.train import history_long
+from diffkd_study.metrics.froc import evaluate_detections, match_detections
 from diffkd_study.nbutil import (
     NotebookParameterError,
     dedupe_limitations,
@@ -87,18 +111,16 @@ from diffkd_study.nbutil import (
     show_table,
     write_metrics,
 )
+from diffkd_study.sections import section_from_parameters
+from diffkd_study.stage_output import IndexFigure, IndexSection, IndexTable
 
 started = time.perf_counter()
 paths = require_paths(manifest_path=manifest_path, data_root=data_root, run_dir=run_dir)
 try:
-    config = stage_config_from_parameters(**{name: globals()[name] for name in (
-        "teacher_manifest", "teacher_root", "teacher_holdout_frac", "teacher_release_scale", "methods", "regimes",
-        "folds", "profile", "cpu", "full", "alpha", "temperature", "beta", "num_points", "hit_min_distance",
-        "scale_column", "fps_per_image", "sensitivity_method", "example_slices", "device")})
+    config = section_from_parameters(ComotoStageConfig, globals(), "parameters")
     teacher_manifest_path, teacher_image_root = resolve_teacher_paths(config, project_root or ".", data_root_base)
 except (ValueError, FileNotFoundError) as err:
     raise NotebookParameterError(f"comoto_dbt parameters: {err}") from None
-settings = config.active
 out_dir = Path(run_dir) / "comoto"
 compute = resolve_device(config.device)
 torch.manual_seed(seed)
@@ -106,10 +128,10 @@ torch.manual_seed(seed)
 # %%
 display(Markdown(provenance_markdown(provenance_path)))
 display(Markdown(
-    f"Profile **{config.profile}**: detector RetinaNet on {settings.backbone} (initial weights "
-    f"{Path(settings.weights).name}, "
-    f"feature stage {settings.feature_stage}), images letterboxed to {settings.image_size} x {settings.image_size} "
-    f"pixels, batch {settings.batch_size}, {settings.optimizer} lr {settings.lr:g}; device {compute}. "
+    f"Profile **{config.profile}**: detector RetinaNet on {config.backbone} (initial weights "
+    f"{Path(config.weights).name}, feature stage {config.feature_stage}), images letterboxed to "
+    f"{config.detector_image_size} x {config.detector_image_size} "
+    f"pixels, batch {config.batch_size}, {config.optimizer} lr {config.lr:g}; device {compute}. "
     f"KD: alpha {config.alpha:g}, T {config.temperature:g}, ImPA beta {config.beta:g}, {config.num_points} points."))
 
 # %% [markdown]
@@ -122,9 +144,9 @@ display(Markdown(
 
 # %%
 scale = config.scale_column or 1.0
-dbt = load_detection_data(paths["manifest_path"], paths["data_root"], settings.image_size,
+dbt = load_detection_data(paths["manifest_path"], paths["data_root"], config.detector_image_size,
                           hit_min_distance=config.hit_min_distance, release_scale=scale, progress=False)
-mammo = load_detection_data(teacher_manifest_path, teacher_image_root, settings.image_size,
+mammo = load_detection_data(teacher_manifest_path, teacher_image_root, config.detector_image_size,
                             hit_min_distance=config.hit_min_distance, release_scale=config.teacher_release_scale,
                             progress=False)
 data_table = pd.DataFrame([{"role": "student (DBT)", **dbt.summary()}, {"role": "teacher (mammography)", **mammo.summary()}])
@@ -134,7 +156,7 @@ show_table(data_table.drop(columns="source", errors="ignore"))
 if len(mammo.excluded):
     display(Markdown("**Left out (lesion label without a box):** " + ", ".join(
         f"{r.image_id} ({r.reason})" for r in mammo.excluded.itertuples())))
-detector = create_detector(DetectorSpec(**settings.detector_fields()))
+detector = create_detector(DetectorSpec(**config.detector_fields()))
 info = detector_info(detector)
 del detector
 display(Markdown(
@@ -275,8 +297,8 @@ limitations = [
 ]
 if config.profile == "cpu":
     limitations.append(
-        f"CPU profile: {settings.backbone} at {settings.image_size} px, {settings.student_epochs} student epochs "
-        f"(at least {settings.student_min_steps} steps); the paper trains a ResNet-50 RetinaNet at about 1333 px for "
+        f"CPU profile: {config.backbone} at {config.detector_image_size} px, {config.student_epochs} student epochs "
+        f"(at least {config.student_min_steps} steps); the paper trains a ResNet-50 RetinaNet at about 1333 px for "
         "50 epochs. Absolute sensitivities are therefore not comparable with the paper's.")
 elapsed = time.perf_counter() - started
 write_json(out_dir / "stage.json", {"config": config.to_dict(), "wall_seconds": elapsed})
@@ -292,25 +314,26 @@ write_metrics(metrics_path, {
     "pooled": records(pooled_table),
     "timing": records(timing),
     "wall_seconds": elapsed,
-    "index_section": {
-        "title": "CoMoTo: mammography-to-DBT lesion distillation",
-        "text": [
+    "index_section": IndexSection(
+        title="CoMoTo: mammography-to-DBT lesion distillation",
+        text=[
             f"Mean sensitivity (1-4 false positives per slice) of DBT lesion detectors by {config.folds}-fold "
             f"patient-grouped cross-validation on {len(dbt)} BCS-DBT slices ({dbt.n_boxes} lesions, "
             f"{len(set(dbt.patient_ids))} patients); teachers trained on {mammo.summary()['n_images']} mini-MIAS "
             f"mammograms. Profile {config.profile}; stage wall time {elapsed / 60:.0f} min."],
-        "tables": [
-            {"title": "Mean sensitivity (mean ± SD over folds)", "caption": "Rows: methods; columns: share of the "
-             "DBT training patients used.", "records": records(mean_table)},
-            {"title": "Sensitivity at 2 false positives per slice (mean ± SD over folds)",
-             "records": records(sens2_table)},
+        tables=[
+            IndexTable(title="Mean sensitivity (mean ± SD over folds)", caption="Rows: methods; columns: share of the "
+                       "DBT training patients used.", records=records(mean_table)),
+            IndexTable(title="Sensitivity at 2 false positives per slice (mean ± SD over folds)",
+                       records=records(sens2_table)),
         ],
-        "figures": [
-            {"png": "figures/comoto_froc.png", "title": "FROC curves",
-             "caption": "Share of lesions found against false positives per slice, out-of-fold detections pooled."},
-        ] + ([{"png": "figures/comoto_examples.png", "title": "Example detections",
-               "caption": "Annotated lesions (green) and detections at 2 false positives per slice (orange)."}]
+        figures=[
+            IndexFigure(png="figures/comoto_froc.png", title="FROC curves",
+                        caption="Share of lesions found against false positives per slice, out-of-fold detections "
+                                "pooled."),
+        ] + ([IndexFigure(png="figures/comoto_examples.png", title="Example detections",
+                          caption="Annotated lesions (green) and detections at 2 false positives per slice (orange).")]
              if examples else []),
-        "limitations": limitations,
-    },
+        limitations=limitations,
+    ).to_dict(),
 })

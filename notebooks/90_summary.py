@@ -47,14 +47,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
-from diffkd_study import summary as sm
-from diffkd_study.data.schema import read_manifest
-from diffkd_study.methods.diffkd import evaluate as ev
-from diffkd_study import viz as plots
 from diffkd_study import reader_study as rs
-from diffkd_study.methods.diffkd.baselines import read_not_applicable
-from diffkd_study.predictions import read_predictions
+from diffkd_study import summary as sm
+from diffkd_study import viz as plots
+from diffkd_study.data.schema import read_manifest
 from diffkd_study.io import write_json
+from diffkd_study.methods.diffkd import evaluate as ev
+from diffkd_study.methods.diffkd.baselines import read_not_applicable
+from diffkd_study.metrics.roc import roc_summary
 from diffkd_study.nbutil import (
     NotebookParameterError,
     provenance_markdown,
@@ -62,6 +62,8 @@ from diffkd_study.nbutil import (
     require_paths,
     write_metrics,
 )
+from diffkd_study.predictions import read_predictions
+from diffkd_study.stage_output import IndexFigure, IndexSection, IndexTable
 
 paths = require_paths(manifest_path=manifest_path, predictions_dir=predictions_dir, run_dir=run_dir)
 report_dir = Path(metrics_path).parent  # every stage's metrics JSON sits next to this one
@@ -139,8 +141,8 @@ else:
     curves = {m: (g["y_true"].to_numpy(), g["y_score"].to_numpy()) for m, g in part.groupby("model", sort=False)}
     title = f"{who}: {first}"
     headline_set = ev.describe_test_set(first)
-fig = plots.plot_roc(curves, reader_points=reader_points, simulated_readers=simulated, n_resamples=band_resamples,
-                     seed=seed, title=title)
+summaries = {m: roc_summary(y, s, n_resamples=band_resamples, seed=seed) for m, (y, s) in curves.items()}
+fig = plots.plot_roc(summaries, reader_points=reader_points, simulated_readers=simulated, title=title)
 plots.save_figure(fig, figures_dir, "headline_roc")
 plt.show()
 first_curve = next(iter(curves.values()))[0]
@@ -167,9 +169,9 @@ display(seed_grid if len(seed_grid) else Markdown("No student stage in this run.
 # ## Synthetic images and efficiency
 
 # %%
-quality_section = stage_metrics.get("20_synthetic_quality", {}).get("index_section", {})
-quality_tables = quality_section.get("tables", [])
-quality = pd.DataFrame(quality_tables[0]["records"]) if quality_tables else pd.DataFrame()
+quality_section = sm.stage_section(stage_metrics, "20_synthetic_quality")
+quality_tables = quality_section.tables if quality_section is not None and quality_section.tables else []
+quality = pd.DataFrame(quality_tables[0].records) if quality_tables else pd.DataFrame()
 display(quality if len(quality) else Markdown("No synthetic-quality stage in this run."))
 ratios = stage_metrics.get("40_student", {}).get("efficiency_ratios", {})
 efficiency = pd.DataFrame([{"measure": k, "student / teacher": v} for k, v in ratios.items()])
@@ -200,23 +202,23 @@ write_metrics(metrics_path, {
     **headline_json,
     "headline_box": headline_box,
     "limitations": limitations,
-    "index_section": {
-        "title": "The study at a glance",
-        "text": ["Headline models: " + ", ".join(f"{r} {n}" for r, n in headline.items())
-                 + ". AUC with 95% DeLong intervals per test set; every figure and table is detailed in the stage "
-                   "reports linked below."],
-        "tables": [
-            {"title": "AUC per test set (95% CI)", "records": records(auc_view.set_index(["model", "test_set"]))},
-            *([{"title": "Partial combinations: the full method against each other model",
-                "caption": "Difference in AUC (full minus other) with its DeLong 95% CI and p-value.",
-                "records": records(ablation.round(4).set_index("test_set"))}] if len(ablation) else []),
-            *([{"title": "Partial combinations: AUC mean +- SD over seeds", "records": records(seed_grid)}]
+    "index_section": IndexSection(
+        title="The study at a glance",
+        text=["Headline models: " + ", ".join(f"{r} {n}" for r, n in headline.items())
+              + ". AUC with 95% DeLong intervals per test set; every figure and table is detailed in the stage "
+                "reports linked below."],
+        tables=[
+            IndexTable(title="AUC per test set (95% CI)", records=records(auc_view.set_index(["model", "test_set"]))),
+            *([IndexTable(title="Partial combinations: the full method against each other model",
+                          caption="Difference in AUC (full minus other) with its DeLong 95% CI and p-value.",
+                          records=records(ablation.round(4).set_index("test_set")))] if len(ablation) else []),
+            *([IndexTable(title="Partial combinations: AUC mean +- SD over seeds", records=records(seed_grid))]
               if len(seed_grid) else []),
-            *([{"title": "Synthetic-image quality", "records": quality_records}] if quality_records else []),
-            *([{"title": "Efficiency: student / teacher", "records": records(efficiency.round(4))}]
+            *([IndexTable(title="Synthetic-image quality", records=quality_records)] if quality_records else []),
+            *([IndexTable(title="Efficiency: student / teacher", records=records(efficiency.round(4)))]
               if len(efficiency) else []),
         ],
-        "figures": [{"png": "figures/headline_roc.png", "title": title, "caption": headline_caption}],
-        "limitations": limitations,
-    },
+        figures=[IndexFigure(png="figures/headline_roc.png", title=title, caption=headline_caption)],
+        limitations=limitations,
+    ).to_dict(),
 })

@@ -13,7 +13,6 @@ from matplotlib.figure import Figure
 
 from diffkd_study.data.cache import open_image, to_8bit
 from diffkd_study.data.schema import Manifest, row_boxes
-from diffkd_study.viz import save_figure  # noqa: F401  (re-exported for the notebooks)
 
 GROUP_COLUMNS: tuple[str, str] = ("dataset", "center")
 
@@ -86,10 +85,12 @@ def validation_summary(validation: dict[str, Any]) -> pd.DataFrame:
 
 
 def load_validation(path: str | Path) -> dict[str, Any]:
+    """The ``validation.json`` record written by data preparation, as a dict."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def plot_label_balance(manifest: Manifest) -> Figure:
+    """Horizontal stacked bars: the number of images of each label per center."""
     df = manifest.df
     counts = pd.crosstab(df["center"], df["label"]).reindex(columns=list(manifest.schema.label_set), fill_value=0)
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(counts)))
@@ -103,6 +104,7 @@ def plot_label_balance(manifest: Manifest) -> Figure:
 
 
 def plot_image_sizes(manifest: Manifest, sizes: dict[str, Any]) -> Figure:
+    """Scatter of the original image sizes (width, height) per center; ``sizes`` maps image_id -> (w, h)."""
     df = manifest.df
     fig, ax = plt.subplots(figsize=(6, 4))
     for center, part in df.groupby("center"):

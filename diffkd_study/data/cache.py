@@ -90,6 +90,11 @@ class Preprocessing:
     @classmethod
     def make(cls, size: int | tuple[int, int] | list[int], mode: str = "L", resize_mode: str = "stretch",
              roi_margin: float = 0.25) -> Preprocessing:
+        """A checked :class:`Preprocessing`: ``size`` as an int (square) or (height, width).
+
+        Raises ``ValueError`` for a non-positive size, an unknown ``mode`` or ``resize_mode``, or a ``roi_margin``
+        outside [0, 4].
+        """
         if isinstance(size, int):
             size = (size, size)
         size = tuple(int(v) for v in size)
@@ -105,9 +110,11 @@ class Preprocessing:
 
     @property
     def image_shape(self) -> tuple[int, ...]:
+        """Shape of one preprocessed image: (H, W) in mode ``L``, (H, W, 3) in ``RGB``."""
         return self.size if self.mode == "L" else (*self.size, 3)
 
     def to_dict(self) -> dict[str, Any]:
+        """The parameters as JSON-ready data (part of the cache key); ``roi_margin`` only in ``lesion`` mode."""
         out = asdict(self)
         out["size"] = list(self.size)
         if self.resize_mode != "lesion":  # the margin changes nothing then (and older cache keys stay valid)
@@ -366,6 +373,7 @@ class ImageCache:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> ImageCache:
+        """Open the built cache folder ``path`` (the same as ``ImageCache(path)``)."""
         return cls(path)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -384,6 +392,7 @@ class ImageCache:
         return f"ImageCache({str(self.path)!r}, n={len(self)}, {self.preprocessing})"
 
     def index_of(self, image_id: str) -> int:
+        """Array position of ``image_id``; ``KeyError`` when the cache does not hold it."""
         try:
             return self._positions[str(image_id)]
         except KeyError:

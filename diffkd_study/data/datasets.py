@@ -121,6 +121,7 @@ class ManifestDataset(Dataset):
 
     @property
     def classes(self) -> list[str]:
+        """The labels in class-index order (the schema's ``label_set``)."""
         return list(self.label_map)
 
     def __len__(self) -> int:

@@ -155,6 +155,8 @@ _BIRADS_CUTS = (0.005, 0.02, 0.10, 0.50, 0.95)
 
 @dataclass
 class PhantomCase:
+    """One simulated case: the B-mode image, lesion mask, recorded conditions, label and hidden truths."""
+
     image: np.ndarray  # uint8 (H, W)
     mask: np.ndarray  # uint8 (H, W), 0/255
     conditions: dict[str, Any]  # cond_* values as recorded (missing = None)
@@ -164,6 +166,7 @@ class PhantomCase:
 
 
 def phantom_schema() -> ManifestSchema:
+    """The schema of the phantom cohort's manifest: binary benign/malignant and its ``cond_*`` columns."""
     cat = functools.partial(ConditionSpec, "categorical")
     return ManifestSchema(
         dataset="phantom",

@@ -76,6 +76,7 @@ class ConditionSpec:
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as the schema YAML writes it (only the keys that are set)."""
         out: dict[str, Any] = {"type": self.type}
         if self.levels is not None:
             out["levels"] = list(self.levels)
@@ -89,6 +90,12 @@ class ConditionSpec:
 
 @dataclass(frozen=True)
 class ManifestSchema:
+    """The schema sidecar of a manifest: dataset, task, label set, positive class and declared conditions.
+
+    Raises ``SchemaError`` at construction for an unknown task, an empty or repeated label set, a positive
+    class outside it, or a condition that is not ``cond_*`` or has an invalid spec.
+    """
+
     dataset: str
     label_set: tuple[str, ...]
     task: str = "binary"
@@ -119,6 +126,7 @@ class ManifestSchema:
 
     # -- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The schema as the ``NAME.schema.yaml`` sidecar holds it."""
         out: dict[str, Any] = {
             "dataset": self.dataset,
             "task": self.task,
@@ -132,6 +140,9 @@ class ManifestSchema:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], origin: str = "<schema>") -> ManifestSchema:
+        """The schema from sidecar data; ``SchemaError`` prefixed with ``origin`` for an unknown or missing key
+        or an invalid value.
+        """
         known = {"dataset", "task", "label_set", "positive_class", "conditions", "source"}
         unknown = set(data) - known
         if unknown:
@@ -159,6 +170,7 @@ class ManifestSchema:
             raise SchemaError(f"{origin}: {err}") from None
 
     def label_index(self, label: str) -> int:
+        """Class index of ``label`` (its position in ``label_set``); ``ValueError`` when unknown."""
         return self.label_set.index(label)
 
 
@@ -244,6 +256,7 @@ class Manifest:
 
     @property
     def condition_columns(self) -> list[str]:
+        """The table's ``cond_*`` columns, in table order."""
         return [c for c in self.df.columns if c.startswith(CONDITION_PREFIX)]
 
     def csv_line(self, index: int) -> int:
@@ -258,6 +271,11 @@ class Manifest:
 
 
 def read_schema(path: str | Path) -> ManifestSchema:
+    """Read and check a ``NAME.schema.yaml`` sidecar.
+
+    Raises ``FileNotFoundError`` when it is absent and ``SchemaError`` (naming the file) when it is not UTF-8
+    YAML holding a valid schema mapping.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: schema sidecar not found (every manifest CSV needs NAME.schema.yaml)")

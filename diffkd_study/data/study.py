@@ -13,12 +13,25 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from diffkd_study.config import StudyConfig
 from diffkd_study.data.schema import Manifest, path_outside_root, read_manifest, write_manifest
 from diffkd_study.data.validate import ValidationReport, validate_manifest
 from diffkd_study.io import sha256_file, write_json
+
+
+class StudyDataConfig(Protocol):
+    """What data preparation reads of a study config (:class:`diffkd_study.config.StudyConfig` has it): the
+    name, the config file, the seed and the ``data`` section (``phantom``, ``manifests``, ``external``,
+    ``exclude_labels``, ``lesion_free_labels``, ``split``, ``allow_paths_outside_root``)."""
+
+    name: str
+    seed: int
+    source_path: str | None
+
+    @property
+    def data(self) -> Any:
+        """The config's ``data`` section."""
 
 
 class DataPreparationError(RuntimeError):
@@ -27,6 +40,10 @@ class DataPreparationError(RuntimeError):
 
 @dataclass
 class StudyData:
+    """The prepared study data: the split study manifest (``runs/NAME/data/study.csv``), the data root its
+    paths are relative to, its validation report and the sha256 of the input files.
+    """
+
     manifest_path: Path
     root: Path
     validation: ValidationReport
@@ -34,10 +51,11 @@ class StudyData:
 
     @property
     def manifest(self) -> Manifest:
+        """The study manifest, read from ``manifest_path``."""
         return read_manifest(self.manifest_path)
 
 
-def _phantom_manifest(config: StudyConfig, data_dir: Path, progress: bool) -> tuple[Manifest, Path]:
+def _phantom_manifest(config: StudyDataConfig, data_dir: Path, progress: bool) -> tuple[Manifest, Path]:
     from diffkd_study.data.phantom import generate_phantom_cohort
 
     assert config.data.phantom is not None
@@ -58,12 +76,12 @@ def _phantom_manifest(config: StudyConfig, data_dir: Path, progress: bool) -> tu
     return manifest, cohort_dir
 
 
-def _allow_outside_root(config: StudyConfig) -> bool:
+def _allow_outside_root(config: StudyDataConfig) -> bool:
     return bool(getattr(config.data, "allow_paths_outside_root", False))
 
 
 def _manifests_from_sources(
-    config: StudyConfig, data_root: Path | None, project_root: Path
+    config: StudyDataConfig, data_root: Path | None, project_root: Path
 ) -> tuple[list[tuple[Manifest, str, Path]], dict[str, str]]:
     """Read every manifest the config names: (manifest, its root relative to data_root, absolute root)."""
     if data_root is None:
@@ -95,7 +113,7 @@ def _manifests_from_sources(
 
 
 def prepare_study_data(
-    config: StudyConfig,
+    config: StudyDataConfig,
     run_dir: str | Path,
     *,
     data_root: str | Path | None = None,

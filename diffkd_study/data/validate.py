@@ -93,6 +93,8 @@ DEFAULT_LESION_FREE_LABELS: tuple[str, ...] = ("normal",)
 
 @dataclass(frozen=True)
 class Problem:
+    """One broken rule: severity (``error`` or ``warning``), rule name, message, and where (file, CSV line, image_id)."""
+
     severity: str  # "error" | "warning"
     rule: str
     message: str
@@ -101,6 +103,7 @@ class Problem:
     image_id: str | None = None
 
     def format(self) -> str:
+        """The problem on one line: ``file:line [image_id=...] severity rule: message``."""
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         who = f" [image_id={self.image_id}]" if self.image_id else ""
         return f"{where}{who} {self.severity} {self.rule}: {self.message}"
@@ -108,6 +111,8 @@ class Problem:
 
 @dataclass
 class ValidationReport:
+    """The outcome of validating a manifest: its problems, and the size and mode of every image read."""
+
     manifest: str
     n_rows: int
     problems: list[Problem] = field(default_factory=list)
@@ -116,23 +121,29 @@ class ValidationReport:
 
     @property
     def errors(self) -> list[Problem]:
+        """The problems of severity ``error``."""
         return [p for p in self.problems if p.severity == "error"]
 
     @property
     def warnings(self) -> list[Problem]:
+        """The problems of severity ``warning``."""
         return [p for p in self.problems if p.severity == "warning"]
 
     @property
     def ok(self) -> bool:
+        """True when there is no error (warnings allowed)."""
         return not self.errors
 
     def rules_broken(self) -> set[str]:
+        """The names of the rules with at least one error."""
         return {p.rule for p in self.errors}
 
     def summary(self) -> str:
+        """One line: manifest, row count and the numbers of errors and warnings."""
         return f"{self.manifest}: {self.n_rows} rows, {len(self.errors)} error(s), {len(self.warnings)} warning(s)"
 
     def format(self) -> str:
+        """The summary line, then every error and every warning, one per line."""
         lines = [self.summary()]
         if self.errors:
             lines.append("errors:")
@@ -143,6 +154,7 @@ class ValidationReport:
         return "\n".join(lines)
 
     def to_frame(self) -> pd.DataFrame:
+        """The problems as a table: severity, rule, line, image_id, message."""
         return pd.DataFrame(
             [
                 {"severity": p.severity, "rule": p.rule, "line": p.line, "image_id": p.image_id, "message": p.message}

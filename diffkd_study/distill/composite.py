@@ -18,8 +18,10 @@ parameters with defaults are simply left out. A term with weight 0 is not comput
     hint: {type: fitnet, weight: 100, params: {student_channels: 96, teacher_channels: 512},
            inputs: {student_feature: student_blocks5, teacher_feature: teacher_layer4}}
 
-Every registered loss (``LOSSES.names()``) can be used; modules that cannot be written in a config
-(a trained SS head, an adapter from ``build_adapter``) go in ``extra_params``.
+Every registered loss (``LOSSES.names()``; :mod:`diffkd_study.loss_catalog` registers them all) can be
+used; modules that cannot be written in a config (a trained SS head, an adapter from ``build_adapter``)
+go in ``extra_params``. ``describe_objective(cfg)`` says the same config in words for report prose
+(``"0.1 x cross-entropy + 0.9 x T^2 KL (Hinton KD, T = 4.0) + ..."``) from the registered descriptions.
 """
 
 from __future__ import annotations
@@ -31,24 +33,35 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffkd_study.distill.losses import LOSSES, MultiTermLoss
+from diffkd_study.distill.losses import LOSSES, MultiTermLoss, describe_loss
 
-__all__ = ["CompositeLoss", "build_loss"]
+__all__ = ["CompositeLoss", "build_loss", "describe_objective", "loss_inputs", "term_class"]
 
 _CONFIG_KEYS = {"type", "weight", "params", "inputs"}
 
 
-def _loss_callable(module: nn.Module):
-    return module.terms if isinstance(module, MultiTermLoss) else module.forward
+def _call_parameters(loss_class: type[nn.Module]) -> list[inspect.Parameter]:
+    """The named parameters of the loss call (``terms`` of a MultiTermLoss, else ``forward``), without ``self``."""
+    call = loss_class.terms if issubclass(loss_class, MultiTermLoss) else loss_class.forward
+    return [
+        p
+        for p in list(inspect.signature(call).parameters.values())[1:]
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+
+
+def loss_inputs(loss_class: type[nn.Module], inputs: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The context keys a loss class reads: its call's parameter names, renamed by ``inputs`` as in a config.
+
+    This is what a loss declares it needs: ``student_feature`` means the student's hooked ``feature``.
+    """
+    inputs = inputs or {}
+    return tuple(inputs.get(p.name, p.name) for p in _call_parameters(loss_class))
 
 
 def _routing(name: str, module: nn.Module, inputs: Mapping[str, str]) -> list[tuple[str, str, bool]]:
     """(parameter, context key, required) for each named parameter of the module's loss call."""
-    parameters = [
-        p
-        for p in inspect.signature(_loss_callable(module)).parameters.values()
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    ]
+    parameters = _call_parameters(type(module))
     names = {p.name for p in parameters}
     unknown = sorted(set(inputs) - names)
     if unknown:
@@ -105,6 +118,13 @@ class CompositeLoss(nn.Module):
     def forward(
         self, context: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The weighted total and the logged terms for one ``context`` of named tensors (``kwargs`` are added to it).
+
+        Returns ``(total, terms)``: ``total`` the differentiable weighted sum, ``terms`` the detached float of every
+        weighted term, of each part ``"name.part"`` of a multi-part loss and ``"total"``; each term's ``last_stats``
+        go to ``self.last_stats`` as ``"name.stat"``. Raises ``KeyError`` for a missing required input and
+        ``ValueError`` when every term has weight 0.
+        """
         context = {**(context or {}), **kwargs}
         total: torch.Tensor | None = None
         logged: dict[str, float] = {}
@@ -134,6 +154,32 @@ class CompositeLoss(nn.Module):
         return total, logged
 
 
+def term_class(name: str, spec: Any) -> type[nn.Module]:
+    """The registered loss class of one config term ``{type, weight, params, inputs}``, its keys checked."""
+    if not isinstance(spec, Mapping):
+        raise TypeError(f"loss term {name!r}: expected a mapping with 'type', got {type(spec).__name__}")
+    unknown = sorted(set(spec) - _CONFIG_KEYS)
+    if unknown:
+        raise ValueError(f"loss term {name!r}: unknown key(s) {unknown}; allowed: {sorted(_CONFIG_KEYS)}")
+    if "type" not in spec:
+        raise ValueError(f"loss term {name!r} has no 'type'; registered losses: {', '.join(LOSSES.names())}")
+    return LOSSES.get(spec["type"])
+
+
+def describe_objective(cfg: Mapping[str, Mapping[str, Any]]) -> str:
+    """A :func:`build_loss` config in words: ``weight x description`` of each term, joined by ``+``.
+
+    Each description is the registered loss's template filled with the term's ``params``
+    (:func:`~diffkd_study.distill.losses.describe_loss`); a weight of 1 is left out.
+    """
+    parts = []
+    for name, spec in cfg.items():
+        text = describe_loss(term_class(name, spec), spec.get("params"))
+        weight = spec.get("weight", 1.0)
+        parts.append(text if weight == 1 else f"{weight} x {text}")
+    return " + ".join(parts)
+
+
 def build_loss(
     cfg: Mapping[str, Mapping[str, Any]], extra_params: Mapping[str, Mapping[str, Any]] | None = None
 ) -> CompositeLoss:
@@ -141,6 +187,10 @@ def build_loss(
 
     ``type`` is a registered loss name; ``params`` are its constructor arguments; ``inputs`` renames
     context keys; ``extra_params[name]`` adds constructor arguments that are objects (modules).
+
+    Raises ``KeyError`` for an unknown ``type`` (naming the registered losses), ``ValueError`` for an unknown
+    key of a term, a term without ``type``, or ``extra_params`` naming a term the config lacks, and
+    ``TypeError`` (with the loss's signature) when its constructor rejects the arguments.
     """
     extra_params = extra_params or {}
     unknown_extra = sorted(set(extra_params) - set(cfg))
@@ -148,16 +198,7 @@ def build_loss(
         raise ValueError(f"extra_params name terms that are not in the config: {unknown_extra}")
     terms = {}
     for name, spec in cfg.items():
-        if not isinstance(spec, Mapping):
-            raise TypeError(f"loss term {name!r}: expected a mapping with 'type', got {type(spec).__name__}")
-        unknown = sorted(set(spec) - _CONFIG_KEYS)
-        if unknown:
-            raise ValueError(f"loss term {name!r}: unknown key(s) {unknown}; allowed: {sorted(_CONFIG_KEYS)}")
-        if "type" not in spec:
-            raise ValueError(
-                f"loss term {name!r} has no 'type'; registered losses: {', '.join(LOSSES.names())}"
-            )
-        loss_class = LOSSES.get(spec["type"])
+        loss_class = term_class(name, spec)
         params = {**dict(spec.get("params") or {}), **dict(extra_params.get(name, {}))}
         try:
             module = loss_class(**params)

@@ -103,6 +103,7 @@ class FeatureHooks:
         return output, dict(self.features)
 
     def clear(self) -> None:
+        """Drop the stored features (the hooks stay in place)."""
         self.features.clear()
 
     def close(self) -> None:
@@ -114,6 +115,7 @@ class FeatureHooks:
 
     @property
     def active(self) -> bool:
+        """True until :meth:`close` removed the hooks."""
         return bool(self._handles)
 
     def __enter__(self) -> FeatureHooks:
@@ -173,6 +175,7 @@ class Adapter(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The student map ``x`` (B, in_channels, sH, sW) mapped to (B, out_channels, tH, tW)."""
         return self.relu(self.bn(self.conv(x)))
 
 

@@ -1,7 +1,8 @@
 """Knowledge-distillation losses, each an ``nn.Module`` registered by name in :data:`LOSSES`.
 
-Conventions shared by every loss here (and in :mod:`~diffkd_study.methods.ssdkd.diverse` and
-:mod:`~diffkd_study.methods.comoto.lesion`, which register into the same registry):
+Conventions shared by every registered loss (the method packages register theirs from their own modules:
+:mod:`~diffkd_study.methods.ssdkd.losses`, :mod:`~diffkd_study.methods.comoto.lesion`; importing
+:mod:`diffkd_study.loss_catalog` fills the registry with all of them):
 
 * ``forward`` returns a scalar tensor. Losses made of several parts subclass :class:`MultiTermLoss`:
   their ``terms(...)`` returns ``{part: weighted tensor}`` and ``forward`` is the sum, so
@@ -9,12 +10,23 @@ Conventions shared by every loss here (and in :mod:`~diffkd_study.methods.ssdkd.
   every term").
 * Argument names are shared so a composite can route one context dict to every term:
   ``student_logits``, ``teacher_logits``, ``target``, ``student_feature``, ``teacher_feature``,
-  ``student_embedding``, ``teacher_embedding``.
+  ``student_embedding``, ``teacher_embedding``. A loss's ``forward`` (or ``terms``) parameters are
+  therefore also what it needs hooked: ``student_feature`` asks for the ``feature`` hook of the student.
 * Teacher inputs are detached inside every loss, so no gradient can reach a teacher even when the
   caller forgot ``torch.no_grad()``.
 * Losses with trainable parts (adapters, projections) own them; put the loss's (or the composite's)
   parameters in the student optimiser.
 * Diagnostics that are not losses (row counts, flags) go to ``last_stats`` (floats).
+
+Declarations on every registered class (read by :func:`describe_loss` and
+:func:`~diffkd_study.distill.distiller.build_objective`):
+
+* ``description``: one line for report prose, a ``str.format`` template over the constructor's
+  arguments (their defaults unless given), e.g. ``"T^2 KL (Hinton KD, T = {temperature})"``.
+* ``uses_class_weights = True``: the loss is the supervised, class-weighted part of an objective; a
+  stage's class weights are passed to it as ``class_weights``.
+* ``needs_adapter = True``: the loss takes an ``adapter`` mapping the student's hooked ``feature`` map
+  onto the teacher's, built from the two networks.
 
 Registered here: ``ce`` (weighted cross-entropy), ``kd`` (Hinton et al. 2015), ``dkd`` (Zhao et al.,
 CVPR 2022, as in mdistiller), ``fitnet`` (Romero et al., ICLR 2015, as in mdistiller/RepDistiller),
@@ -23,7 +35,9 @@ CVPR 2022, as in mdistiller), ``fitnet`` (Romero et al., ICLR 2015, as in mdisti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +57,7 @@ __all__ = [
     "as_class_weights",
     "attention_map",
     "class_row_weights",
+    "describe_loss",
     "dkd_terms",
     "kd_loss",
     "softened_kl",
@@ -50,6 +65,32 @@ __all__ = [
 ]
 
 LOSSES: Registry[type[nn.Module]] = Registry("loss")
+
+
+def describe_loss(loss_class: type[nn.Module], params: Mapping[str, Any] | None = None) -> str:
+    """One line on what a registered loss computes: its ``description`` template filled with ``params``
+    over the constructor's defaults (see the module notes).
+
+    A class without a description, a parameter the constructor does not take, or a template naming
+    one, is an error that names the class.
+    """
+    template = getattr(loss_class, "description", None)
+    if not isinstance(template, str) or not template.strip():
+        raise ValueError(f"loss class {loss_class.__name__} has no description (a one-line template)")
+    signature = inspect.signature(loss_class)
+    unknown = sorted(set(params or {}) - set(signature.parameters))
+    if unknown:
+        raise ValueError(f"{loss_class.__name__} takes no parameter(s) {unknown}; accepted arguments: {signature}")
+    values = {
+        name: parameter.default
+        for name, parameter in signature.parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    values.update(params or {})
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError) as err:
+        raise ValueError(f"the description of {loss_class.__name__} names {err}, which its constructor lacks") from None
 
 
 class MultiTermLoss(nn.Module):
@@ -60,9 +101,11 @@ class MultiTermLoss(nn.Module):
         self.last_stats: dict[str, float] = {}
 
     def terms(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """The named parts of the loss, ``{part: weighted scalar tensor}``; implemented by every subclass."""
         raise NotImplementedError
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
+        """The loss: the sum of :meth:`terms`, called with the same arguments."""
         parts = self.terms(*args, **kwargs)
         return torch.stack(list(parts.values())).sum()
 
@@ -145,6 +188,9 @@ class CrossEntropyLoss(nn.Module):
         label_smoothing: as in ``F.cross_entropy`` (default 0).
     """
 
+    description = "cross-entropy"
+    uses_class_weights = True
+
     def __init__(
         self, class_weights: Sequence[float] | torch.Tensor | None = None, label_smoothing: float = 0.0
     ):
@@ -153,6 +199,7 @@ class CrossEntropyLoss(nn.Module):
         self.label_smoothing = label_smoothing
 
     def forward(self, student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of ``student_logits`` (B, K) against integer ``target`` (B,), class-weighted when set."""
         weight = None if self.class_weights is None else self.class_weights.to(student_logits.dtype)
         return F.cross_entropy(student_logits, target, weight=weight, label_smoothing=self.label_smoothing)
 
@@ -171,6 +218,8 @@ class KDLoss(nn.Module):
             averages its rows (``forward`` needs ``target``).
     """
 
+    description = "T^2 KL (Hinton KD, T = {temperature})"
+
     def __init__(
         self,
         temperature: float = 4.0,
@@ -187,6 +236,10 @@ class KDLoss(nn.Module):
     def forward(
         self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """``weight * T**2 * KL`` of the softened outputs, batch mean; ``target`` is needed only with class weights.
+
+        Raises ``ValueError`` when the two logit tensors are not both (batch, classes) of one shape.
+        """
         _check_logits(student_logits, teacher_logits)
         rows = _kd_row_weights(self.class_weights, target, "KDLoss")
         return self.weight * kd_loss(student_logits, teacher_logits, self.temperature, rows)
@@ -244,6 +297,8 @@ class DKDLoss(MultiTermLoss):
             KLs are then averaged with the weight of each row's true class (as weighted cross-entropy).
     """
 
+    description = "decoupled KD ({alpha} x TCKD + {beta} x NCKD, T = {temperature})"
+
     def __init__(
         self,
         alpha: float = 1.0,
@@ -266,6 +321,11 @@ class DKDLoss(MultiTermLoss):
         target: torch.Tensor,
         epoch: float | None = None,
     ) -> dict[str, torch.Tensor]:
+        """``{"tckd": alpha * TCKD, "nckd": beta * NCKD}``, both scaled by the warm-up factor.
+
+        With ``epoch`` and ``warmup_epochs > 0`` the factor is ``min(epoch / warmup_epochs, 1)`` (recorded in
+        ``last_stats["warmup"]``), else 1.
+        """
         rows = _kd_row_weights(self.class_weights, target, "DKDLoss")
         tckd, nckd = dkd_terms(student_logits, teacher_logits, target, self.temperature, rows)
         factor = 1.0
@@ -297,6 +357,8 @@ class AdaptedFeatureLoss(nn.Module):
     """Base of the losses that compare an adapted student map with a teacher map: holds the adapter
     (built from channels, given ready, or identity) and the weight."""
 
+    needs_adapter = True
+
     def __init__(
         self,
         student_channels: int | None = None,
@@ -325,7 +387,13 @@ class FitNetLoss(AdaptedFeatureLoss):
     Without channels or adapter the student map is compared as is (identity adapter).
     """
 
+    description = "FitNets feature hint (MSE of the adapted student map to the teacher's)"
+
     def forward(self, student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+        """``weight * MSE(adapter(student_feature), teacher_feature)`` over all elements, teacher detached.
+
+        Raises ``ValueError`` when the adapted student map does not have the teacher map's shape.
+        """
         adapted = self.adapter(student_feature)
         if adapted.shape != teacher_feature.shape:
             raise ValueError(
@@ -363,6 +431,8 @@ class AttentionTransferLoss(nn.Module):
     ``forward`` takes one feature map per side or sequences of maps (one per layer pair).
     """
 
+    description = "attention transfer (beta = {beta}, p = {p})"
+
     def __init__(self, p: float = 2.0, beta: float = 1000.0):
         super().__init__()
         self.p = p
@@ -373,6 +443,10 @@ class AttentionTransferLoss(nn.Module):
         student_feature: torch.Tensor | Sequence[torch.Tensor],
         teacher_feature: torch.Tensor | Sequence[torch.Tensor],
     ) -> torch.Tensor:
+        """``beta / 2 * sum over layer pairs of mean (Q_s - Q_t)**2``, one map or a sequence of maps per side.
+
+        Raises ``ValueError`` when the two sides hold different numbers of maps (or none).
+        """
         student_maps = (
             [student_feature] if isinstance(student_feature, torch.Tensor) else list(student_feature)
         )
@@ -395,8 +469,3 @@ class AttentionTransferLoss(nn.Module):
             total = total + (attention_map(f_s, self.p) - attention_map(f_t, self.p)).pow(2).mean()
         return self.beta / 2 * total
 
-
-# The SSD-KD and CoMoTo losses register into LOSSES from their own modules, which import LOSSES from
-# here; importing them at the end makes the registry complete for anyone who imports this module.
-from diffkd_study.methods.comoto import lesion as _lesion  # noqa: E402, F401
-from diffkd_study.methods.ssdkd import diverse as _ssd  # noqa: E402, F401

@@ -230,6 +230,43 @@ def brier_score(y_true: ArrayLike, y_prob: ArrayLike) -> BrierResult:
     return BrierResult(brier, 1 - brier / reference, reference, prev, int(y.size))
 
 
+@dataclass(frozen=True)
+class CalibrationSummary:
+    """One model's calibration results as a figure shows them, on one set of cases.
+
+    ``reliability`` is the binned and LOWESS reliability diagram, ``calibration`` the intercept and
+    slope with their Wald intervals, ``brier`` the Brier score; ``y_prob`` holds the validated
+    predictions (for the histogram of predictions), ``n`` and ``n_pos`` the cases and positive cases.
+    """
+
+    reliability: ReliabilityDiagram
+    calibration: CalibrationResult
+    brier: BrierResult
+    y_prob: np.ndarray
+    n: int
+    n_pos: int
+
+
+def calibration_summary(
+    y_true: ArrayLike,
+    y_prob: ArrayLike,
+    n_bins: int = 10,
+    strategy: BinStrategy = "quantile",
+    level: float = 0.95,
+    frac: float = 2 / 3,
+) -> CalibrationSummary:
+    """Reliability diagram, calibration intercept and slope, and Brier score of one model's predictions.
+
+    Computes ``reliability_diagram(n_bins=n_bins, strategy=strategy, smooth=True, frac=frac,
+    level=level)``, ``calibration_intercept_slope(level=level)`` and ``brier_score`` on the same
+    validated labels and probabilities, so a calibration figure draws the numbers it is given.
+    """
+    y, p = check_probabilities(y_true, y_prob)
+    reliability = reliability_diagram(y, p, n_bins=n_bins, strategy=strategy, smooth=True, frac=frac, level=level)
+    calibration = calibration_intercept_slope(y, p, level=level)
+    return CalibrationSummary(reliability, calibration, brier_score(y, p), p, int(y.size), int(y.sum()))
+
+
 def expected_calibration_error(
     y_true: ArrayLike, y_prob: ArrayLike, n_bins: int = 10, strategy: BinStrategy = "uniform"
 ) -> float:

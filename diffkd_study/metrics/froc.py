@@ -1,47 +1,37 @@
 """Lesion-detection evaluation: hits by centre distance, FROC, sensitivity at k false positives per image.
 
-The hit rule is the official BCS-DBT (Duke DBT challenge) metric (``mazurowski-lab/duke-dbt-data``,
-``duke_dbt_data.py::evaluate``, ``_is_tp``, ``_froc``; the copy CoMoTo refactored into
-``comoto/engine/evaluate.py``), adapted from volumes to 2-D images:
+The hit and counting rules are the official BCS-DBT (Duke DBT challenge) metric, adapted from volumes to
+2-D images; the official code, the slice condition dropped here and the two official-code problems fixed
+here are in docs/methods/comoto.md §2.5, §2.6 items 5 and 6, and §2.7 ("Metric").
 
 Hit
     A detection hits a ground-truth (GT) box when the distance between the detection's box centre and
-    the GT box centre is at most ``max(half the GT box diagonal, min_distance)`` (inclusive, as the
-    official ``<=``). The official ``min_distance`` is 100 px of the full-resolution DBT volume and
-    there is a second condition on the slice (``|z_pred - z_GT| <= VolumeSlices / 4``), which has no
-    2-D counterpart and is dropped. ``min_distance`` is given per image, in the pixels of the frame
-    the boxes are in, so callers scale the official 100 px to their resolution. A detection within
-    reach of several GT boxes is assigned to the nearest (official rule), whether or not that box
-    was already found by a higher-scoring detection.
+    the GT box centre is at most ``max(half the GT box diagonal, min_distance)`` (inclusive).
+    ``min_distance`` is given per image, in the pixels of the frame the boxes are in, so callers scale
+    the official 100 px of the full-resolution DBT volume to their resolution. A detection within reach
+    of several GT boxes is assigned to the nearest, whether or not that box was already found by a
+    higher-scoring detection.
 
-Counting (official rule)
+Counting
     At a score threshold ``t`` the detections with ``score >= t`` are kept. A GT box counts once as a
     true positive however many detections hit it; a detection that hits an already-found box is
-    neither a second true positive nor a false positive (the official ``drop_duplicates`` on
-    (view, TP, GTID) and ``TP == 0`` for false positives). Every other detection is a false positive.
+    neither a second true positive nor a false positive. Every other detection is a false positive.
     Sensitivity = found GT boxes / all GT boxes; false positives per image = false positives /
     number of images evaluated (images without GT boxes included: they can only hold false
-    positives). Each image counts once however many boxes it holds: the official ``evaluate()``
-    reads labels and boxes from one CSV and so counts a view with two boxes as two volumes
-    (``METHODS.md`` 2.6 item 5), which understates FPs per volume; fixed here.
+    positives). Each image counts once however many boxes it holds.
 
 FROC and sensitivity at k FPs per image
     The FROC curve has one operating point per distinct score (ties enter together), starting at
-    (0 FPs, 0 sensitivity). ``method="step"`` is the official ``_froc``: the highest sensitivity
-    among operating points with at most k FPs per image. ``method="interpolate"`` (default) reduces
-    the curve to its upper envelope (the highest sensitivity at each distinct FP rate) and
-    interpolates linearly in the FP rate between the two envelope points around k. Where an
-    operating point has exactly k FPs per image both methods agree; they differ only where no
-    threshold gives exactly k FPs (tied scores jump over it) -- the case in which CoMoTo's
-    ``mammo_final_eval`` (which keeps only thresholds with ``fpi == k``) divides by zero
-    (``METHODS.md`` 2.6 item 6). Beyond the last operating point (the detector produced fewer than k
-    false positives per image at its lowest score) the curve is extended flat at its final
-    sensitivity: no threshold can find more boxes. The result records whether k was reached.
+    (0 FPs, 0 sensitivity). ``method="step"`` is the official rule: the highest sensitivity among
+    operating points with at most k FPs per image. ``method="interpolate"`` (default) reduces the curve
+    to its upper envelope (the highest sensitivity at each distinct FP rate) and interpolates linearly
+    in the FP rate between the two envelope points around k. Both agree where an operating point has
+    exactly k FPs per image. Beyond the last operating point (the detector produced fewer than k false
+    positives per image at its lowest score) the curve is extended flat at its final sensitivity: no
+    threshold can find more boxes. The result records whether k was reached.
 
 Mean sensitivity
-    The mean of the sensitivities at 1, 2, 3 and 4 FPs per image: CoMoTo's headline metric (the
-    official challenge reports it on positive volumes and sensitivity at 2 FPs on all volumes; the
-    BCS-DBT slices here are all positive).
+    The mean of the sensitivities at 1, 2, 3 and 4 FPs per image: CoMoTo's headline metric.
 
 Boxes are ``(x1, y1, x2, y2)`` in pixels. :func:`evaluate_detections` is the one-call API; the
 accumulating :class:`FROCMetric` gathers images one at a time (MONAI style) and gives the same

@@ -1,5 +1,8 @@
 """ROC curves, the empirical AUC and its uncertainty: DeLong, stratified bootstrap, paired tests, bands.
 
+``roc_summary`` gathers what a ROC figure draws for one model (curve, DeLong AUC, pointwise band), so
+that ``diffkd_study.viz.plot_roc`` computes nothing.
+
 Conventions, used by every function of ``diffkd_study.metrics``:
 
 * ``y_true`` holds 1 for a positive (diseased) case and 0 for a negative one (bool is accepted).
@@ -515,6 +518,58 @@ def roc_confidence_band(
     low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
     seed_value = int(seed) if isinstance(seed, int | np.integer) else None
     return ROCBand(grid, observed, low, high, level, n_resamples, seed_value, n_pos, n_neg)
+
+
+# ----------------------------------------------------------------------------------------------
+# Everything a ROC figure shows, for one model
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RocSummary:
+    """One model's ROC results as a figure shows them: the curve, the DeLong AUC and the pointwise band.
+
+    ``curve`` is the empirical ROC curve (``fpr``/``tpr``), ``auc`` the DeLong AUC with its interval,
+    ``band`` the pointwise bootstrap band (``None`` when not computed) and ``constant_score`` says that
+    every score is the same (the AUC is 0.5 by construction and its interval has no width).
+    """
+
+    curve: ROCCurve
+    auc: AUCResult
+    band: ROCBand | None
+    constant_score: bool
+
+    @property
+    def fpr(self) -> np.ndarray:
+        return self.curve.fpr
+
+    @property
+    def tpr(self) -> np.ndarray:
+        return self.curve.tpr
+
+
+def roc_summary(
+    y_true: ArrayLike,
+    y_score: ArrayLike,
+    level: float = 0.95,
+    band: bool = True,
+    n_resamples: int = 2000,
+    seed: int | np.random.Generator = 0,
+) -> RocSummary:
+    """The ROC curve, the DeLong AUC (logit-scale interval) and, with ``band``, the pointwise bootstrap band.
+
+    Computes ``roc_curve``, ``auc_delong(level=level)`` and ``roc_confidence_band(n_resamples=n_resamples,
+    level=level, seed=seed)`` on the same cases, so a figure draws the numbers it is given. An integer
+    ``seed`` gives each call its own ``numpy.random.default_rng(seed)``: every model's band uses the same
+    seed, whatever the order the models are summarised in.
+    """
+    curve = roc_curve(y_true, y_score)
+    result = auc_delong(y_true, y_score, level=level)
+    interval = (
+        roc_confidence_band(y_true, y_score, n_resamples=n_resamples, level=level, seed=seed) if band else None
+    )
+    constant = bool(np.ptp(np.asarray(y_score, dtype=float)) == 0)
+    return RocSummary(curve, result, interval, constant)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Generic networks: the timm classifier factory (``classifier``) and offline pretrained weights (``pretrained``)."""

@@ -192,6 +192,24 @@ class ORHResult:
             columns=pd.Index(self.readers, name="reader_id"),
         )
 
+    def reader_auc_table(self, level: float) -> pd.DataFrame:
+        """Per-reader AUCs with ``level`` Wald intervals from this analysis's AUC covariance (clipped to [0, 1]).
+
+        Columns ``treatment, reader_id, auc, ci_low, ci_high``, one row per (treatment, reader), treatment-major.
+        """
+        t, r = self.auc.shape
+        se = np.sqrt(np.clip(np.diag(self.auc_covariance), 0, None)).reshape(t, r)
+        z = z_quantile(level)
+        return pd.DataFrame(
+            {
+                "treatment": np.repeat(self.treatments, r),
+                "reader_id": np.tile(self.readers, t),
+                "auc": self.auc.ravel(),
+                "ci_low": np.clip(self.auc.ravel() - z * se.ravel(), 0, 1),
+                "ci_high": np.clip(self.auc.ravel() + z * se.ravel(), 0, 1),
+            }
+        )
+
     def summary(self) -> str:
         lines = [
             f"ORH MRMC ({self.covariance} covariance): {len(self.readers)} readers, {self.n_pos} diseased + {self.n_neg} non-diseased cases",

@@ -16,7 +16,7 @@ Gaussian field blurred to the grain of speckle, ``s ~ U(0, 0.15)`` per image).
 ``dermoscopy``: flips on both axes (p 0.5 / 0.2); with p 0.25 one affine of rotation +-120 deg and
 zoom 1-2x (the official imgaug pipeline draws rotation and zoom as two separate p 0.25 events);
 Gaussian blur (sigma <= 1.5) with p 0.25; brightness shift +-15/255 and saturation jitter +-10% with
-p 0.25. This is the official SSD-KD pipeline (METHODS.md 3.4) in tensor form, without its
+p 0.25. This is the official SSD-KD pipeline (docs/methods/ssdkd.md §3.4) in tensor form, without its
 coarse dropout.
 
 ``none``: identity.

@@ -64,6 +64,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
 
 from diffkd_study.codedigest import PACKAGE, code_digest
+from diffkd_study.devices import resolve_device
 from diffkd_study.io import atomic_path, first_line, read_safetensors, set_aside, sha256_file, write_json
 from diffkd_study.progress import progress_bar
 from diffkd_study.repro import derive_seed
@@ -81,24 +82,35 @@ SCHEDULE_FIELDS: tuple[str, ...] = ("checkpoint_minutes",)
 
 __all__ = [
     "ClassifierTask", "FitConfig", "FitResult", "fit", "fit_code_modules", "input_normalisation", "load_best",
-    "make_batch", "predict_proba", "resolve_device", "validation_metrics",
+    "make_batch", "predict_proba", "validation_metrics",
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FitConfig:
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    grad_clip: float = 5.0
-    patience: int = 6  # epochs without a better validation metric before stopping; 0 = never stop early
-    min_epochs: int = 1
-    selection: str = "auc"
-    augment: str = "ultrasound"
+    """The settings of one :func:`fit`, given by keyword.
+
+    Where the defaults live: the training recipe (epochs, batch size, optimiser, early stopping, selection
+    metric, augmentation, seed) has no default here. Each stage chooses it, and its section holds the
+    defaults (:class:`diffkd_study.methods.diffkd.stage.TrainingSection` for the teacher and student stages,
+    :class:`diffkd_study.methods.ssdkd.stage.SSDKDStageConfig` for SSD-KD), so no fit falls back silently on a
+    second table. Only the settings that do not choose the recipe default here: ``synthetic_ratio`` 0 (real
+    rows only), ``eval_batch_size``, ``amp``, ``device`` and ``checkpoint_minutes``; a section that exposes
+    one of them defaults to the same value (``tests/unit/train/test_trainer.py`` checks it).
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    grad_clip: float
+    patience: int  # epochs without a better validation metric before stopping; 0 = never stop early
+    min_epochs: int
+    selection: str  # one of SELECTION_METRICS
+    augment: str  # a preset of diffkd_study.training.augment
     synthetic_ratio: float = 0.0  # synthetic rows per real row in each epoch
-    seed: int = 0
+    seed: int
     eval_batch_size: int = 64
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -138,15 +150,6 @@ class FitResult:
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} asked for but CUDA is not available on this machine; use 'cpu' or 'auto'")
-    return device
-
-
 def input_normalisation(model: nn.Module) -> tuple[float, float]:
     """The (mean, std) the model expects on [0, 1] inputs (one value for every channel)."""
     cfg = getattr(model, "pretrained_cfg", None) or {}

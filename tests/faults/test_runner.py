@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import diffkd_study.codedigest as codedigest
-from diffkd_study.report import STAGE_WORKDIRS, StageInputs, produced_models, set_aside_stage
+from diffkd_study.report import StageInputs, produced_models, set_aside_stage
+from diffkd_study.stages import STAGES
 from tests.faults.conftest import PROJECT, TINY_STUDY, error_lines
 
 pytestmark = pytest.mark.notebook
@@ -36,13 +37,13 @@ def test_a_code_edit_reruns_the_stages_that_import_it_and_says_so(study, tmp_pat
     # a copy of the package in which one module is edited: the planner reads the copy's sources
     package = tmp_path / "pkg" / "diffkd_study"
     shutil.copytree(PROJECT / "diffkd_study", package, ignore=shutil.ignore_patterns("__pycache__"))
-    with (package / "eval" / "baselines.py").open("a") as handle:
+    with (package / "methods" / "diffkd" / "baselines.py").open("a") as handle:
         handle.write("\n# an edit\n")
     monkeypatch.setattr(codedigest, "PACKAGE_DIR", package)
     code, err = study(TINY_STUDY, "--dry-run")
     plan = plan_lines(err + "\n")
     assert code == 0
-    assert plan["data_audit"].startswith("cached")  # the audit does not import eval/baselines.py
+    assert plan["data_audit"].startswith("cached")  # the audit does not import methods/diffkd/baselines.py
     assert plan["baselines"].startswith("run") and "code (diffkd_study/methods/diffkd/baselines.py)" in plan["baselines"]
     assert plan["evaluation"].startswith("run") and "an earlier stage" in plan["evaluation"]
 
@@ -84,7 +85,7 @@ def test_force_sets_a_training_stage_aside_and_nothing_is_deleted(tmp_path):
     assert moved is not None and moved.is_relative_to(run_dir / ".superseded")
     assert (moved / "teacher" / "real" / "seed0" / "best.safetensors").read_bytes() == b"w"
     assert not (run_dir / "teacher").exists()
-    assert set_aside_stage(run_dir, "evaluation") is None and "teacher" in STAGE_WORKDIRS
+    assert set_aside_stage(run_dir, "evaluation") is None and STAGES["teacher"].workdirs
 
 
 def test_produced_models_come_from_the_recorded_prediction_tables():

@@ -21,13 +21,13 @@ def comoto_run(tmp_path_factory):
     dbt_csv = write_detection_cohort(data / "dbt", kind="dbt", n_patients=6, seed=1)
     mammo_csv = write_detection_cohort(data / "mammo", kind="mammo", n_patients=4, n_normal_patients=2,
                                        size=(96, 96), unlocated=1, seed=2)
-    tiny = {"image_size": 64, "batch_size": 2, "anchor_sizes": [8, 16, 32], "detections_per_img": 5,
+    tiny = {"detector_image_size": 64, "batch_size": 2, "anchor_sizes": [8, 16, 32], "detections_per_img": 5,
             "warmup_steps": 0, "teacher_epochs": 0, "teacher_min_steps": 2, "student_epochs": 0, "student_min_steps": 2}
     raw = {
         "name": "comotosmoke", "seed": 3, "stages": ["comoto_dbt"],
         "data": {"manifests": [{"path": str(dbt_csv), "root": "dbt"}], "split": {"val_frac": 0.2, "test_frac": 0.2}},
         "comoto_dbt": {"teacher_manifest": str(mammo_csv), "teacher_root": "mammo", "folds": 2, "regimes": [0.5, 1.0],
-                       "example_slices": 2, "device": "cpu", "hit_min_distance": 10.0, "cpu": tiny},
+                       "example_slices": 2, "device": "cpu", "hit_min_distance": 10.0, **tiny},
     }
     return run_study(raw, tmp_path, "--data-root", str(data))
 

@@ -13,7 +13,7 @@ from tests.studyrun import run_study
 from tests.unit.ssdkd.conftest import CLASSES, write_dermoscopy_cohort
 
 pytestmark = pytest.mark.notebook
-METHODS = ["ce", "kd", "rkd", "dkd", "d_kd", "ssd_kd"]
+METHODS = ["ce", "kd", "rkd", "dkd", "diverse_kd", "ssd_kd"]
 
 
 @pytest.fixture(scope="module")

@@ -119,9 +119,14 @@ FORBIDDEN = {
     "diffkd_study.distill": ("diffkd_study.methods", "diffkd_study.config", "diffkd_study.report"),
     "diffkd_study.training": ("diffkd_study.methods", "diffkd_study.config", "diffkd_study.report"),
     "diffkd_study.models": ("diffkd_study.methods", "diffkd_study.config", "diffkd_study.report"),
-    "diffkd_study.viz": ("diffkd_study.methods", "diffkd_study.config", "diffkd_study.report"),
+    "diffkd_study.viz": ("diffkd_study.methods", "diffkd_study.config", "diffkd_study.report", "diffkd_study.training"),
+    "diffkd_study.reader_study": ("diffkd_study.methods", "diffkd_study.config", "diffkd_study.report",
+                                  "diffkd_study.viz", "diffkd_study.training"),
+    "diffkd_study.predictions": ("diffkd_study.methods", "diffkd_study.config", "diffkd_study.report",
+                                 "diffkd_study.viz", "diffkd_study.training"),
 }
-LEAVES = ("diffkd_study.registry", "diffkd_study.sections")
+LEAVES = ("diffkd_study.registry", "diffkd_study.sections", "diffkd_study.profiles", "diffkd_study.stage_output",
+          "diffkd_study.devices")
 
 
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))

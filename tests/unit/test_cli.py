@@ -15,8 +15,8 @@ import pytest
 
 import diffkd_study
 from diffkd_study.cli import build_parser, executed_run, lab_argv, main
-from diffkd_study.config import KNOWN_STAGES, STAGES
 from diffkd_study.data.cache import RESIZE_MODES
+from diffkd_study.stages import KNOWN_STAGES, STAGES
 
 PROJECT = Path(__file__).resolve().parents[2]
 COMMAND = Path(sys.executable).parent / "diffkd-study"

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffkd_study.config import KNOWN_STAGES, STAGES, ConfigError, load_config, parse_config, parse_section
+from diffkd_study.config import load_config, parse_config
+from diffkd_study.sections import ConfigError, parse_section, section_from_parameters, section_parameters
+from diffkd_study.stages import KNOWN_STAGES, STAGES
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -145,13 +147,13 @@ def test_every_need_names_earlier_stages():
     "stages, message",
     [
         (["data_audit", "summary"],
-         "stages: 'summary' needs one of [baselines, teacher, student] (it reads their predictions)"),
+         "stages: 'summary' needs one of [teacher, student, baselines] (it reads their predictions)"),
         (["evaluation"],
-         "stages: 'evaluation' needs one of [baselines, teacher, student] (it reads their predictions)"),
+         "stages: 'evaluation' needs one of [teacher, student, baselines] (it reads their predictions)"),
         (["data_audit", "student"], "stages: 'student' needs 'teacher' (it reads the teachers' training records"),
         (["synthetic_quality", "teacher"],
          "stages: 'synthetic_quality' needs 'diffusion' (it reads the synthetic images"),
-        (["data_audit", "reader_study"], "stages: 'reader_study' needs one of [baselines, teacher, student]"),
+        (["data_audit", "reader_study"], "stages: 'reader_study' needs one of [teacher, student, baselines]"),
         (["teacher", "reader_study"], "'reader_study' without reader_study.model compares the readers with the DiffKD "
                                       "student (student variant 'diffkd') or else the best baseline"),
     ],
@@ -191,11 +193,11 @@ def test_evaluation_stage_keys_parse_and_round_trip():
            "evaluation": {"bootstrap": 500, "subgroups": ["center"]},
            "reader_study": {"simulate": {"n_junior": 2, "n_senior": 3}}}
     config = parse_config(raw)
-    assert config.baselines.models == ("clinical",) and config.evaluation.bootstrap == 500
-    assert config.reader_study.simulate.n_senior == 3 and config.reader_study.skip_reason() is None
+    assert config.section("baselines").models == ("clinical",) and config.section("evaluation").bootstrap == 500
+    assert config.section("reader_study").simulate.n_senior == 3 and config.skip_reason("reader_study") is None
     assert config.data.resolution == 64
     assert parse_config(config.to_dict()) == config
-    assert "no read table" in parse_config(MINIMAL).reader_study.skip_reason()
+    assert "no read table" in parse_config(MINIMAL).skip_reason("reader_study")
 
 
 @pytest.mark.parametrize(
@@ -264,3 +266,78 @@ def test_section_errors_name_the_key(raw, message):
     with pytest.raises(ConfigError) as info:
         parse_section(raw, _Section, "f.yaml: s")
     assert message in str(info.value)
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    weights: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
+    params: dict[str, dict[str, float]] = field(default_factory=dict)
+    sections: dict[str, _Inner] = field(default_factory=dict)
+
+
+def test_mapping_fields_parse_into_plain_dicts_checked_by_their_hint():
+    raw = {"weights": {"ce": 1, "kd": 0.5}, "params": {"kd": {"temperature": 4}}, "sections": {"a": {"steps": 5}}}
+    recipe = parse_section(raw, _Recipe, "f.yaml: r")
+    assert recipe.weights == {"ce": 1.0, "kd": 0.5} and isinstance(recipe.weights["ce"], float)
+    assert type(recipe.params) is dict and recipe.params == {"kd": {"temperature": 4.0}}
+    assert recipe.sections == {"a": _Inner(5)}
+    assert parse_section(None, _Recipe, "w") == _Recipe()
+    assert section_parameters(recipe) == {"weights": {"ce": 1.0, "kd": 0.5}, "params": {"kd": {"temperature": 4.0}},
+                                          "sections": {"a": {"steps": 5}}}
+    assert section_from_parameters(_Recipe, section_parameters(recipe), "p") == recipe
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"weights": [1.0]}, "f.yaml: r.weights: expected a mapping, got [1.0]"),
+        ({"weights": {1: 1.0}}, "f.yaml: r.weights: keys must be strings, got 1"),
+        ({"weights": {"kd": "high"}}, "f.yaml: r.weights.kd: expected float, got 'high'"),
+        ({"params": {"kd": {"temperature": True}}}, "f.yaml: r.params.kd.temperature: expected float, got True"),
+        ({"params": {"kd": 4.0}}, "f.yaml: r.params.kd: expected a mapping, got 4.0"),
+        ({"sections": {"a": {"step": 5}}}, "f.yaml: r.sections.a: unknown key(s) ['step']"),
+    ],
+)
+def test_mapping_field_errors_name_the_key(raw, message):
+    with pytest.raises(ConfigError) as info:
+        parse_section(raw, _Recipe, "f.yaml: r")
+    assert message in str(info.value)
+
+
+def test_notebook_parameters_are_type_checked_like_yaml():
+    section = section_from_parameters(_Section, {"names": ["p"], "rate": 2, "run_dir": "/x", "seed": 1}, "parameters")
+    assert section == _Section(names=("p",), rate=2.0) and isinstance(section.rate, float)
+    with pytest.raises(ConfigError, match=r"^parameters.steps: expected int, got 'three'$"):
+        section_from_parameters(_Section, {"steps": "three"}, "parameters")
+    with pytest.raises(ConfigError, match=r"^parameters: steps must be >= 1$"):
+        section_from_parameters(_Section, {"steps": 0}, "parameters")
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"audit_examples_per_group": 0}, "study.yaml: data.audit_examples_per_group: 0 is outside [1, 32]"),
+        ({"audit_examples_per_group": "x"}, "study.yaml: data.audit_examples_per_group: expected int, got 'x'"),
+        ({"phantom": {"n_per_center": 2}}, "study.yaml: data.phantom.n_per_center: 2 is outside [4, None]"),
+        ({"phantom": {}, "split": {"test_frac": 0.6}}, "study.yaml: data.split.test_frac: 0.6 is outside [0.0, 0.5]"),
+    ],
+)
+def test_data_errors_name_the_key(data, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config({**MINIMAL, "data": {"phantom": {}, **data}}, origin="study.yaml")
+    assert str(info.value) == message
+
+
+def test_the_audit_setting_is_the_data_audit_section_and_round_trips():
+    config = parse_config({**MINIMAL, "data": {**MINIMAL["data"], "audit_examples_per_group": 3}})
+    assert config.section("data_audit").examples_per_group == 3
+    assert config.to_dict()["data"]["audit_examples_per_group"] == 3 and "data_audit" not in config.to_dict()
+    assert parse_config(config.to_dict()) == config
+    assert parse_config(MINIMAL).section("data_audit").examples_per_group == 4
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['data_audit'\]"):
+        parse_config({**MINIMAL, "data_audit": {"examples_per_group": 3}})
+
+
+def test_a_phantom_key_without_value_is_the_default_phantom():
+    config = parse_config({**MINIMAL, "data": {"phantom": None}})
+    assert (config.data.phantom.n_per_center, config.data.phantom.image_size) == (60, 128)

@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from diffkd_study.config import ConfigError, parse_config
+from diffkd_study.config import parse_config
 from diffkd_study.data.schema import ConditionSpec, Manifest, ManifestSchema, write_manifest
 from diffkd_study.preflight import DERIVED_SUBGROUPS, preflight
+from diffkd_study.sections import ConfigError
 
 CONDITIONS = {
     "cond_birads": ConditionSpec("categorical", levels=("2", "3", "4", "5")),
@@ -164,7 +165,7 @@ def test_subgroups_may_be_derived_or_recorded_in_some_manifests_only(project):
 
 def test_the_default_subgroups_ask_only_for_what_the_data_records(project):
     config = _config(data__manifests=[{"path": "data_manifests/b.csv", "root": "b"}])  # no BI-RADS, no age
-    assert "cond_birads" in config.evaluation.subgroups
+    assert "cond_birads" in config.section("evaluation").subgroups
     _check(project, config)
 
 

@@ -9,8 +9,10 @@ from nbconvert.filters.strings import add_anchor
 
 from diffkd_study.checklist import CHECKLIST, checklist_rows, page_sections
 from diffkd_study.compare import compare_runs
-from diffkd_study.config import STAGE_NOTEBOOKS, parse_config
-from diffkd_study.report import StageResult, write_index
+from diffkd_study.config import parse_config
+from diffkd_study.index_page import write_index
+from diffkd_study.stage_output import StageResult
+from diffkd_study.stages import STAGE_NOTEBOOKS
 from diffkd_study.summary import (
     SIMULATED_BANNER,
     collect_limitations,
@@ -37,7 +39,8 @@ def test_headline_models_prefer_the_full_method_and_check_named_ones():
 def test_limitations_are_collected_in_stage_order_without_repeats(tmp_path):
     for name, metrics in {
         "00_data_audit": {"limitations": ["simulated data", "small test set"]},
-        "50_evaluation": {"index_section": {"limitations": ["small test set", "few bootstrap resamples"]}},
+        "50_evaluation": {"index_section": {"title": "Diagnostic performance", "text": [],
+                                            "limitations": ["small test set", "few bootstrap resamples"]}},
         "90_summary": {"limitations": ["never read"]},
     }.items():
         (tmp_path / f"{name}.metrics.json").write_text(json.dumps(metrics))
@@ -231,7 +234,7 @@ def test_compare_shows_an_auc_that_is_not_estimable_without_crashing(tmp_path):
 
 
 def test_index_tables_use_human_names_round_numbers_and_never_show_p_as_zero():
-    from diffkd_study.report import _table_html
+    from diffkd_study.index_page import _table_html
 
     page = _table_html([{"test_set": "internal test", "n_pos": 13, "auc_95ci": "0.737 (0.533-0.873)",
                          "difference": -0.17412, "p_value": 0.00001, "ci_low": None}])

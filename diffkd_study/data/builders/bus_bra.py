@@ -81,6 +81,7 @@ def mask_box(path: Path) -> tuple[tuple[int, int] | None, list[int] | None]:
 
 
 def image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file; ``BuildError`` naming the file when it does not decode."""
     try:
         with Image.open(path) as img:
             return img.size
@@ -103,6 +104,12 @@ def _check_levels(table: pd.DataFrame, column: str, levels: tuple[str, ...], pat
 
 @BUILDERS.register(DATASET)
 def build(root: Path) -> Manifest:
+    """The manifest of the BUS-BRA release in ``root`` (its official layout: see the module docstring).
+
+    Image and mask paths are relative to ``root``; nothing is written into the release. Raises ``BuildError``
+    naming the file (and line) of the first problem, e.g. a missing or malformed table, an unknown label or
+    a missing image.
+    """
     root = Path(root)
     table_path = root / "bus_data.csv"
     table = read_release_csv(table_path, TABLE_COLUMNS, release=DATASET)

@@ -129,6 +129,12 @@ def circle_box(x: float, y: float, radius: float, width: int, height: int) -> li
 
 @BUILDERS.register(DATASET)
 def build(root: Path) -> Manifest:
+    """The manifest of the mini-MIAS release in ``root`` (its official layout: see the module docstring).
+
+    Image and mask paths are relative to ``root``; nothing is written into the release. Raises ``BuildError``
+    naming the file (and line) of the first problem, e.g. a missing or malformed table, an unknown label or
+    a missing image.
+    """
     root = Path(root)
     info = root / INFO
     if not info.is_file():

@@ -45,7 +45,10 @@ import pandas as pd
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
+from diffkd_study.io import atomic_path, write_json
 from diffkd_study.methods.comoto.data import DetectionData
+from diffkd_study.methods.comoto.detector import DetectorSpec, create_detector
+from diffkd_study.methods.comoto.lesion import ImageLevelKDLoss, ImPALoss, LesionKDLoss
 from diffkd_study.methods.comoto.stage import METHODS, ComotoStageConfig, MethodSpec
 from diffkd_study.methods.comoto.train import (
     Distillation,
@@ -56,10 +59,7 @@ from diffkd_study.methods.comoto.train import (
     save_state,
     steps_for,
 )
-from diffkd_study.methods.comoto.lesion import ImageLevelKDLoss, ImPALoss, LesionKDLoss
 from diffkd_study.metrics.froc import FROCResult, evaluate_detections
-from diffkd_study.io import atomic_path, write_json
-from diffkd_study.methods.comoto.detector import DetectorSpec, create_detector
 from diffkd_study.progress import progress_bar
 from diffkd_study.repro import derive_seed, seed_everything
 
@@ -128,6 +128,11 @@ def teacher_holdout_split(data: DetectionData, fraction: float, seed: int) -> tu
 
 @dataclass
 class Teacher:
+    """One trained (or read back) mammography teacher: its kind (``plain`` or ``impa``), network, training
+    history, hold-out FROC result, cost (seconds, steps), whether it was re-used, and its key (the sha256 of
+    everything that determined it, part of every student run's key).
+    """
+
     kind: str  # "plain" | "impa"
     model: torch.nn.Module
     history: pd.DataFrame
@@ -139,7 +144,7 @@ class Teacher:
 
 
 def _detector_spec(config: ComotoStageConfig) -> DetectorSpec:
-    return DetectorSpec(**config.active.detector_fields())
+    return DetectorSpec(**config.detector_fields())
 
 
 def train_teachers(
@@ -151,15 +156,14 @@ def train_teachers(
     progress: bool = True,
 ) -> dict[str, Teacher]:
     """Train (or read back) the teacher variants the chosen methods need; see the module notes."""
-    profile = config.active
     train_idx, holdout_idx = teacher_holdout_split(data, config.teacher_holdout_frac, derive_seed(seed, "holdout"))
     train, holdout = data.subset(train_idx), data.subset(holdout_idx)
-    steps = steps_for(len(train), profile.batch_size, profile.teacher_epochs, profile.teacher_min_steps)
+    steps = steps_for(len(train), config.batch_size, config.teacher_epochs, config.teacher_min_steps)
     teacher_seed = derive_seed(seed, "teacher")
     teachers = {}
     for kind in config.teachers_needed:
         folder = Path(out_dir) / "teachers" / kind
-        key = _key({"profile": profile.teacher_dict(), "kind": kind, "beta": config.beta, "num_points": config.num_points,
+        key = _key({"profile": config.teacher_dict(), "kind": kind, "beta": config.beta, "num_points": config.num_points,
                     "seed": teacher_seed, "train": sorted(train.image_ids.tolist()), "steps": steps})
         info_path = folder / "teacher.json"
         model = None
@@ -173,7 +177,7 @@ def train_teachers(
             model = create_detector(_detector_spec(config))
             impa = ImPALoss(beta=config.beta, num_points=config.num_points, seed=teacher_seed) if kind == "impa" else None
             started = time.perf_counter()
-            history = fit_detector(model, train, steps=steps, profile=profile, seed=teacher_seed, device=device,
+            history = fit_detector(model, train, steps=steps, config=config, seed=teacher_seed, device=device,
                                    impa=impa, progress=progress, desc=f"teacher ({kind})")
             seconds, reused = time.perf_counter() - started, False
             folder.mkdir(parents=True, exist_ok=True)
@@ -214,20 +218,19 @@ def _run_student(
     progress: bool,
     desc: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame, FROCResult, dict[str, Any]]:
-    profile = config.active
-    steps = steps_for(len(train), profile.batch_size, profile.student_epochs, profile.student_min_steps)
+    steps = steps_for(len(train), config.batch_size, config.student_epochs, config.student_min_steps)
     seed_everything(seed)
     model = create_detector(_detector_spec(config))
     if method.init == "teacher":
         model.load_state_dict(teachers[method.teacher].model.state_dict())
     distill = None
     stride = model.backbone.stride
-    kd = _kd_loss(method, config, (profile.image_size // stride) ** 2)
+    kd = _kd_loss(method, config, (config.detector_image_size // stride) ** 2)
     if kd is not None:
         teacher = copy.deepcopy(teachers[method.teacher].model)
         distill = Distillation(teacher, teacher_kd_data, kd[0], kd[1], derive_seed(seed, "teacher batches"))
     started = time.perf_counter()
-    history = fit_detector(model, train, steps=steps, profile=profile, seed=seed, device=device, distill=distill,
+    history = fit_detector(model, train, steps=steps, config=config, seed=seed, device=device, distill=distill,
                            progress=progress, desc=desc)
     train_seconds = time.perf_counter() - started
     detections = predict(model, test, device)
@@ -267,7 +270,7 @@ def run_cross_validation(
         test = data.subset(np.flatnonzero(fold_of == fold))
         run_seed = derive_seed(seed, "student", fold, regime)
         folder = out_dir / "runs" / f"fold{fold}" / regime_name(regime).replace("%", "pct") / name
-        key = _key({"profile": config.active.to_dict(), "method": method.__dict__, "seed": run_seed,
+        key = _key({"profile": config.settings_dict(), "method": method.__dict__, "seed": run_seed,
                     "alpha": config.alpha, "temperature": config.temperature, "num_points": config.num_points,
                     "train": sorted(train.image_ids.tolist()), "test": sorted(test.image_ids.tolist()),
                     "teacher": teachers[method.teacher].key if method.teacher else None, "fps": list(config.fps_per_image),

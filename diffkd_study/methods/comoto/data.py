@@ -116,13 +116,16 @@ class DetectionData:
 
     @property
     def has_lesion(self) -> np.ndarray:
+        """One bool per image: whether it has at least one box."""
         return np.array([len(b) > 0 for b in self.boxes], dtype=bool)
 
     @property
     def n_boxes(self) -> int:
+        """The number of boxes over all images."""
         return int(sum(len(b) for b in self.boxes))
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> DetectionData:
+        """The images at ``indices`` (in that order), sharing the same pixel array."""
         idx = np.asarray(indices, dtype=np.int64)
         return replace(
             self,
@@ -140,6 +143,7 @@ class DetectionData:
         return np.asarray(self.pixels[self.positions[i]])
 
     def network_boxes(self, i: int) -> np.ndarray:
+        """The boxes of image ``i`` in network-input pixels (after its letterbox)."""
         return self.letterboxes[i].to_network(self.boxes[i])
 
     def truth(self) -> dict[str, np.ndarray]:
@@ -147,9 +151,11 @@ class DetectionData:
         return {str(i): b for i, b in zip(self.image_ids, self.boxes, strict=True)}
 
     def reach(self) -> dict[str, float]:
+        """``{image_id: hit reach in stored-image pixels}``, the ``min_distance`` of the FROC matching."""
         return {str(i): float(d) for i, d in zip(self.image_ids, self.min_distance, strict=True)}
 
     def summary(self) -> dict[str, Any]:
+        """Counts for the records: source, images, patients, images with a lesion, boxes, excluded rows."""
         return {
             "source": self.source, "n_images": len(self), "n_patients": int(pd.Series(self.patient_ids).nunique()),
             "n_lesion_images": int(self.has_lesion.sum()), "n_boxes": self.n_boxes,
@@ -286,6 +292,7 @@ class BatchStream:
         self._queue: list[int] = []
 
     def next(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next batch: ``(indices (batch_size,), flip flags (batch_size,) bool)``."""
         while len(self._queue) < self.batch_size:
             self._queue.extend(self.rng.permutation(self.n).tolist())
         batch, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size :]

@@ -1,6 +1,6 @@
 """Detector factory: a torchvision RetinaNet on one feature level of a timm backbone, grayscale input.
 
-CoMoTo (``comoto/models/retina_net.py``, ``backbones.py``; ``METHODS.md`` 2.2) uses torchvision's
+CoMoTo (``comoto/models/retina_net.py``, ``backbones.py``; ``docs/methods/comoto.md`` §2.2) uses torchvision's
 ``RetinaNet`` on the raw ``layer4`` output (C5, stride 32) of an ImageNet ResNet-50: **no FPN**, one
 feature level, 5 anchor sizes x 3 aspect ratios on it, teacher and student the same network. This
 factory keeps that structure and makes its size a choice (:class:`DetectorSpec`):
@@ -30,8 +30,8 @@ Input
     A list of (1, S, S) tensors in [0, 1], already letterboxed to ``image_size`` S (a multiple of 32).
     The RetinaNet transform normalises with mean = std = 0.5 (the EfficientNet-Lite weights' own;
     see :mod:`diffkd_study.models.classifier`) and, with ``min_size = max_size = S``, neither resizes
-    a S x S input nor pads it. This removes two quirks of the official pipeline (``METHODS.md`` 2.2 and
-    2.6 item 4): the second, internal resize by ``GeneralizedRCNNTransform`` (800/1333 defaults) and
+    a S x S input nor pads it. This removes two quirks of the official pipeline (``docs/methods/comoto.md`` §2.2 and
+    §2.6 item 4): the second, internal resize by ``GeneralizedRCNNTransform`` (800/1333 defaults) and
     the padding to a multiple of 32 that offsets the feature grid from the image.
 """
 
@@ -86,6 +86,7 @@ class DetectorSpec:
             raise ValueError("score_thresh must be in [0, 1), nms_thresh in (0, 1], detections_per_img >= 1")
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-ready data (tuples as lists), for records and run keys."""
         out = asdict(self)
         out["anchor_sizes"] = list(self.anchor_sizes)
         out["aspect_ratios"] = list(self.aspect_ratios)
@@ -111,6 +112,7 @@ class SingleLevelBackbone(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The one feature map (B, out_channels, H / stride, W / stride) of a batch ``x``."""
         return self.neck(self.body(x)[0])
 
 

@@ -1,56 +1,35 @@
 """CoMoTo's lesion-specific KD (LsKD), image-level KD baseline and intra-modal point alignment (ImPA).
 
-Source read: ``Muhammad-Al-Barbary/CoMoTo`` at 904ecfb (``engine/utils.py::extract_critical_features``
-and ``extract_noncritical_features``, ``engine/losses.py::KD_loss`` and ``ImPA_loss``,
-``engine/engine.py``); see ``METHODS.md`` sections 2.3 and 2.4. Written for any (B, C, h, w) feature
-map, with lesions given as boxes or as binary masks, so it also serves classifiers trained with
-lesion masks.
+Written for any (B, C, h, w) feature map, with lesions given as boxes or as binary masks, so it also
+serves classifiers trained with lesion masks. What the official code (``Muhammad-Al-Barbary/CoMoTo`` at
+904ecfb) computes is in docs/methods/comoto.md §2.3 (LsKD, image-level KD) and §2.4 (ImPA); the choices
+made here where it is silent (point subsets, background cells, images without lesions) are in §2.7
+("Lesion points"), the grid alignment in §2.6 item 4.
 
-Lesion points (``extract_lesion_points``)
-    Boxes ``(x1, y1, x2, y2)`` in input-image pixels are scaled to the feature grid, cast to int
-    (truncation) and clamped to ``[0, w-1]`` / ``[0, h-1]``. The official code scales **both axes**
-    by ``w_feat / W_img``; that is the default here. ``per_axis_scale=True`` scales y by
-    ``h_feat / H_img`` instead, the correction for images whose aspect ratio differs from the
-    feature map's. The feature vector is read at 9 points of each box, in this order
-    (``POINT_NAMES``): top-left, top-right, bottom-left, bottom-right, centre, left-mid, right-mid,
-    top-mid, bottom-mid, with centre ``((x1 + x2) // 2, (y1 + y2) // 2)`` on the integer box.
-    ``num_points`` may also be 1 (centre), 4 (corners) or 5 (corners + centre): the official
-    docstring allows 1, 4, 5 or 9, but which points the smaller sets use is [INFERRED]. Points are
-    averaged over an image's boxes, giving (C, P) per image.
-
-Background points (``extract_background_points``)
-    The scaled boxes are removed from the feature grid (inclusive of both corners, since the corner
-    cells are read as lesion points: [INFERRED]), the remaining cells are shuffled with
-    ``torch.randperm`` (pass a ``torch.Generator`` for reproducibility) and the first P are read.
-
-Lesions as masks (``lesion_boxes``)
+Lesion points (:func:`extract_lesion_points`)
+    Boxes ``(x1, y1, x2, y2)`` in input-image pixels are scaled to the feature grid (both axes by
+    ``w_feat / W_img``, as officially; ``per_axis_scale=True`` scales y by ``h_feat / H_img``), cast to
+    int (truncation) and clamped. The feature vector is read at 9 points of each box, in the order of
+    ``POINT_NAMES`` (top-left, top-right, bottom-left, bottom-right, centre, left-mid, right-mid, top-mid,
+    bottom-mid, with centre ``((x1 + x2) // 2, (y1 + y2) // 2)`` on the integer box), or at 1 (centre),
+    4 (corners) or 5 (corners + centre), and averaged over an image's boxes, giving (C, P) per image.
+Background points (:func:`extract_background_points`)
+    The scaled boxes (both corner cells included) are removed from the grid, the remaining cells are
+    shuffled with ``torch.randperm`` (pass a ``torch.Generator`` for reproducibility) and the first P are
+    read, repeated cyclically when an image has fewer than P.
+Lesions as masks (:func:`lesion_boxes`)
     A (B, H, W) or (B, 1, H, W) binary mask becomes boxes: one per 8-connected component
-    (``mask_boxes="components"``, default) or one box around the whole mask (``"bbox"``). Box
-    coordinates are the inclusive min/max pixel indices, as ``torchvision.ops.masks_to_boxes``.
-    The image size is then the mask's (H, W).
+    (``mask_boxes="components"``, default) or one box around the whole mask (``"bbox"``), with the
+    inclusive min/max pixel indices as ``torchvision.ops.masks_to_boxes``. The image size is then the
+    mask's (H, W).
 
-Images without lesions (our definition; the official code assumes every image has a box)
-    Such images are skipped when lesion points are averaged (LsKD batch means, ImPA positives); they
-    still supply background points (ImPA negatives). When no image of a batch (or, for LsKD, of
-    either batch) has a lesion, the loss is 0 (connected to the graph so ``backward`` works) and
-    ``last_stats["empty"]`` is 1.0. Too little background: an image with fewer than P background
-    cells repeats its shuffled cells cyclically; one with none is skipped as a negative, and when no
-    image has any background ImPA keeps only its pull term.
-
-LsKD (``lskd``)
-    ``Z_T`` and ``Z_S`` are batch means of the (C, P) point features (teacher and student batches
-    are unpaired), a ``Linear(P, P)`` projects the student side (trained with the student), and
-    ``alpha * T**2 * KL(softmax(Z_T/T) || softmax(Z_S/T))`` with the softmax over the P points of
-    each channel and ``batchmean`` dividing by C. Defaults alpha = 2, T = 4 (final configs.json).
-
-Image-level KD baseline (``image_kd``)
-    The same loss on ``(C, h*w)`` batch-mean maps with a ``Linear(h_s w_s -> h_t w_t)`` projection.
-
-ImPA (``impa``, used while training the teacher)
-    With ``v_i = vec(P_i)`` (lesion points) and ``u_j = vec(N_j)`` (background points):
-    ``beta * [mean_{i,j} ReLU(1 - cos(v_i, v_j)) + mean_{i,j} ReLU(cos(v_i, u_j))]`` over all pairs,
-    i = j included; beta = 2. With lesion-free images skipped the means run over the
-    (positive x positive) and (positive x negative) pairs actually present.
+Losses registered here: ``lskd`` (:class:`LesionKDLoss`, ``alpha * T**2 * KL`` over the P points of each
+channel between batch-mean point features, the student side projected by ``Linear(P, P)``; alpha 2, T 4),
+``image_kd`` (:class:`ImageLevelKDLoss`, the same over the positions of (C, h*w) batch-mean maps) and
+``impa`` (:class:`ImPALoss`, ``beta * [mean ReLU(1 - cos(v_i, v_j)) + mean ReLU(cos(v_i, u_j))]``,
+beta 2, used while training the teacher). Images without a lesion are skipped in the lesion means and
+still supply background points; a batch without any gives a loss of 0 attached to the graph and
+``last_stats["empty"] = 1.0``.
 """
 
 from __future__ import annotations
@@ -319,6 +298,9 @@ class LesionKDLoss(nn.Module):
     ``n_teacher_images`` (images with lesions).
     """
 
+    description = ("LsKD (CoMoTo): {alpha} x T^2 KL of the feature distributions over {num_points} lesion points "
+                   "(T = {temperature})")
+
     def __init__(
         self,
         alpha: float = 2.0,
@@ -346,6 +328,11 @@ class LesionKDLoss(nn.Module):
         student_image_size: ImageSize | None = None,
         teacher_image_size: ImageSize | None = None,
     ) -> torch.Tensor:
+        """LsKD between the student's and the teacher's batch (lesions as boxes or masks, see the class).
+
+        Returns 0 attached to the graph (``last_stats["empty"] = 1.0``) when either batch has no lesion; raises
+        ``ValueError`` when the two feature maps have different channel counts.
+        """
         if teacher_lesions is None:
             teacher_lesions, teacher_image_size = student_lesions, teacher_image_size or student_image_size
         options = {
@@ -385,6 +372,8 @@ class ImageLevelKDLoss(nn.Module):
         alpha: 2. temperature: 4.
     """
 
+    description = "image-level KD (CoMoTo baseline): {alpha} x T^2 KL of the feature maps over positions (T = {temperature})"
+
     def __init__(self, student_hw: int, teacher_hw: int, alpha: float = 2.0, temperature: float = 4.0):
         super().__init__()
         self.projection = nn.Linear(student_hw, teacher_hw)
@@ -392,6 +381,9 @@ class ImageLevelKDLoss(nn.Module):
         self.temperature = temperature
 
     def forward(self, student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+        """Image-level KD of two (B, C, h, w) maps; ``ValueError`` when their positions or channels differ
+        from what the loss was built for.
+        """
         z_student = student_feature.flatten(2).mean(dim=0)
         z_teacher = teacher_feature.detach().flatten(2).mean(dim=0)
         if (
@@ -432,6 +424,9 @@ class ImPALoss(nn.Module):
     ``n_positive_images``, ``n_negative_images``.
     """
 
+    description = ("ImPA (CoMoTo): {beta} x (cosine hinges pulling the lesion points of all images together and "
+                   "pushing them from background points)")
+
     def __init__(
         self,
         beta: float = 2.0,
@@ -456,6 +451,11 @@ class ImPALoss(nn.Module):
         image_size: ImageSize | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
+        """ImPA on one feature map with its lesions (boxes or masks) and a background-sampling ``generator``.
+
+        Returns 0 attached to the graph when no image has a lesion, and only the pull term when no image has
+        background cells.
+        """
         options = {
             "num_points": self.num_points,
             "per_axis_scale": self.per_axis_scale,

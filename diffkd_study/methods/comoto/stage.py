@@ -2,9 +2,9 @@
 
 The runner parses the YAML section ``comoto_dbt`` into :class:`ComotoStageConfig` and passes every
 field to the notebook as a papermill parameter of the same name; the notebook rebuilds the dataclass
-with :func:`stage_config_from_parameters`, so the checks below run in both places.
+with :func:`diffkd_study.sections.section_from_parameters`, so the checks below run in both places.
 
-Methods (:data:`METHODS`; ``METHODS.md`` 2.3 and 2.4)
+Methods (:data:`METHODS`; ``docs/methods/comoto.md`` §2.3 and §2.4)
     ``dbt_only``     the backbone's own initialisation (ImageNet for the default backbone), DBT only.
     ``pretraining``  CoMoTo's "pre-training" baseline: initialised from the mammography teacher
                      (trained with ImPA, as the official teacher checkpoint is: ``intra_align: true``),
@@ -21,33 +21,33 @@ Budget (the same for every method in a fold and regime, and the same seed)
     50 epochs (teacher and student) with no minimum; the CPU profile adds a minimum so that the
     10% regime (about 9 slices) gets enough updates to learn at all.
 
-Profiles
-    ``cpu`` (default): sized for a 2-core CPU (the measured run is documented in the notebook);
-    ``full``: paper-like settings for a GPU (``FullProfile``: SGD lr 5e-5, momentum 0.9, step decay
-    at epoch 30 of 50, batch 8, 50 epochs, anchors 32..512, 4 head convolutions, stride-32 features of
-    the largest offline ImageNet backbone). The paper's ResNet-50 has no offline ImageNet weights here:
-    set ``backbone: resnet50`` and ``weights: file:PATH#sha256=HEX`` (timm key layout) to use one.
-    A profile given in the YAML replaces only the keys it names; the others keep that profile's
-    defaults (each profile has its own dataclass, so ``full``'s defaults are the paper-like ones).
+Profiles (:attr:`ComotoStageConfig.PROFILES`, selected by ``profile``; the detector, optimisation and budget
+settings, :data:`SETTINGS`)
+    ``cpu`` (default, the field defaults): sized for a 2-core CPU (the measured run is documented in the
+    notebook); ``full``: paper-like settings for a GPU (final official ``configs.json``: SGD lr 5e-5,
+    momentum 0.9, step decay at epoch 30 of 50, batch 8, 50 epochs, anchors 32..512, 4 head convolutions,
+    stride-32 features of the largest offline ImageNet backbone at 1024 px). The paper's ResNet-50 has no
+    offline ImageNet weights here: set ``backbone: resnet50`` and ``weights: file:PATH#sha256=HEX`` (timm
+    key layout) to use one. Keys given in the section override the profile's values.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from diffkd_study.profiles import Profiles
 
 __all__ = [
     "METHODS",
     "METHOD_NAMES",
-    "PROFILES",
-    "ComotoProfile",
+    "DETECTOR_SETTINGS",
+    "SETTINGS",
     "ComotoStageConfig",
-    "FullProfile",
     "MethodSpec",
     "resolve_teacher_paths",
-    "stage_config_from_parameters",
 ]
 
 
@@ -71,24 +71,66 @@ METHODS: dict[str, MethodSpec] = {
 }
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
-PROFILES: tuple[str, ...] = ("cpu", "full")
 SENSITIVITY_METHODS: tuple[str, ...] = ("interpolate", "step")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+#: The fields that build the detector (:class:`~diffkd_study.methods.comoto.detector.DetectorSpec`).
+DETECTOR_SETTINGS: tuple[str, ...] = (
+    "backbone", "weights", "feature_stage", "head_channels", "head_convs", "anchor_sizes", "aspect_ratios",
+    "detector_image_size", "score_thresh", "nms_thresh", "detections_per_img")
+#: The detector, optimisation and budget settings (what the profiles preset), in the order of the cache keys.
+SETTINGS: tuple[str, ...] = DETECTOR_SETTINGS + (
+    "batch_size", "optimizer", "lr", "momentum", "weight_decay", "warmup_steps", "lr_step_fraction", "lr_gamma",
+    "grad_clip", "flip_prob", "teacher_epochs", "teacher_min_steps", "student_epochs", "student_min_steps")
+#: field -> its name in ``DetectorSpec`` and in the cache keys, where they differ (the study's ``image_size``
+#: is another notebook parameter)
+_SPEC_NAMES = {"detector_image_size": "image_size"}
 
 
 @dataclass(frozen=True)
-class ComotoProfile:
-    """Network, optimisation and budget: the CPU profile's values are the defaults."""
+class ComotoStageConfig:
+    """The ``comoto_dbt`` section (see the module notes; every field is a notebook parameter)."""
 
-    # detector (diffkd_study.methods.comoto.detector.DetectorSpec)
+    PROFILES: ClassVar[Profiles] = Profiles({
+        "cpu": {},  # the field defaults
+        "full": {  # paper-like (final official configs.json); for a GPU
+            "backbone": "tf_efficientnet_lite2",
+            "weights": "package:efficientnet-lite2",
+            "feature_stage": -1,  # the last stage (stride 32), as CoMoTo's C5
+            "head_convs": 4,
+            "anchor_sizes": (32, 64, 128, 256, 512),
+            "detector_image_size": 1024,
+            "detections_per_img": 100,
+            "batch_size": 8,
+            "optimizer": "sgd",
+            "lr": 5e-5,
+            "weight_decay": 0.0,
+            "warmup_steps": 0,
+            "grad_clip": 0.0,
+            "teacher_epochs": 50,
+            "student_epochs": 50,
+            "student_min_steps": 0,
+        },
+    }, note="; `image_size` is now `detector_image_size`")
+
+    teacher_manifest: str = "data_manifests/mini-mias.csv"  # relative to the project root, or absolute
+    teacher_root: str = "mini-mias"  # relative to --data-root, or absolute
+    teacher_holdout_frac: float = 0.2  # mammography patients held out to check the teacher
+    # stored / release pixel size of the teacher images: mini-MIAS 512 / 1024, so the 100 px reach is 50 px
+    # of the stored 512-px films (2 cm at the release's 200 um pixels; used for the teacher hold-out check only)
+    teacher_release_scale: float = 0.5
+    methods: tuple[str, ...] = METHOD_NAMES
+    regimes: tuple[float, ...] = (0.1, 0.25, 1.0)  # fractions of each fold's DBT training patients
+    folds: int = 5
+    profile: str = "cpu"
+    # detector (diffkd_study.methods.comoto.detector.DetectorSpec); the defaults are the cpu profile's
     backbone: str = "tf_efficientnet_lite0"
-    weights: str = "package:efficientnet-lite0"
-    feature_stage: int = 3  # blocks.4 of EfficientNet-Lite0: 112 channels at stride 16
+    weights: str = "package:efficientnet-lite0"  # ImageNet, installed offline with the package
+    feature_stage: int = 3  # blocks.4 of EfficientNet-Lite0: 112 channels at stride 16 (one level, as CoMoTo)
     head_channels: int = 0
     head_convs: int = 2
     anchor_sizes: tuple[int, ...] = (16, 32, 64, 128)
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
-    image_size: int = 256
+    detector_image_size: int = 256  # px: images are letterboxed to this square
     score_thresh: float = 0.001
     nms_thresh: float = 0.5
     detections_per_img: int = 20
@@ -108,78 +150,7 @@ class ComotoProfile:
     teacher_min_steps: int = 0
     student_epochs: int = 4
     student_min_steps: int = 40
-
-    def __post_init__(self) -> None:
-        if self.image_size < 64 or self.image_size % 32:
-            raise ValueError(f"image_size must be a multiple of 32 and >= 64; got {self.image_size}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}; got {self.optimizer!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
-        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ValueError("lr must be > 0, weight_decay >= 0 and momentum in [0, 1)")
-        if not 0 < self.lr_step_fraction <= 1 or not 0 < self.lr_gamma <= 1:
-            raise ValueError("lr_step_fraction and lr_gamma must be in (0, 1]")
-        if self.warmup_steps < 0 or self.grad_clip < 0 or not 0 <= self.flip_prob <= 1:
-            raise ValueError("warmup_steps and grad_clip must be >= 0 and flip_prob in [0, 1]")
-        budget = (self.teacher_epochs, self.teacher_min_steps, self.student_epochs, self.student_min_steps)
-        if min(budget) < 0 or self.teacher_epochs + self.teacher_min_steps == 0 or \
-                self.student_epochs + self.student_min_steps == 0:
-            raise ValueError("epochs and min_steps must be >= 0, and each model needs at least one step")
-
-    def detector_fields(self) -> dict[str, Any]:
-        """The keyword arguments of ``DetectorSpec``."""
-        names = ("backbone", "weights", "feature_stage", "head_channels", "head_convs", "anchor_sizes",
-                 "aspect_ratios", "image_size", "score_thresh", "nms_thresh", "detections_per_img")
-        return {name: getattr(self, name) for name in names}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def teacher_dict(self) -> dict[str, Any]:
-        """The settings a teacher depends on (all but the student budget): changing only the student
-        budget keeps trained teachers valid."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("student_epochs", "student_min_steps")}
-
-
-@dataclass(frozen=True)
-class FullProfile(ComotoProfile):
-    """Paper-like settings (final official ``configs.json``) for a GPU."""
-
-    backbone: str = "tf_efficientnet_lite2"
-    weights: str = "package:efficientnet-lite2"
-    feature_stage: int = -1  # the last stage (stride 32), as CoMoTo's C5
-    head_convs: int = 4
-    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
-    image_size: int = 1024
-    detections_per_img: int = 100
-    batch_size: int = 8
-    optimizer: str = "sgd"
-    lr: float = 5e-5
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    grad_clip: float = 0.0
-    teacher_epochs: int = 50
-    student_epochs: int = 50
-    student_min_steps: int = 0
-
-
-@dataclass(frozen=True)
-class ComotoStageConfig:
-    """The ``comoto_dbt`` section (see the module notes; every field is a notebook parameter)."""
-
-    teacher_manifest: str = "data_manifests/mini-mias.csv"  # relative to the project root, or absolute
-    teacher_root: str = "mini-mias"  # relative to --data-root, or absolute
-    teacher_holdout_frac: float = 0.2  # mammography patients held out to check the teacher
-    # stored / release pixel size of the teacher images: mini-MIAS 512 / 1024, so the 100 px reach is 50 px
-    # of the stored 512-px films (2 cm at the release's 200 um pixels; used for the teacher hold-out check only)
-    teacher_release_scale: float = 0.5
-    methods: tuple[str, ...] = METHOD_NAMES
-    regimes: tuple[float, ...] = (0.1, 0.25, 1.0)  # fractions of each fold's DBT training patients
-    folds: int = 5
-    profile: str = "cpu"
-    cpu: ComotoProfile = field(default_factory=ComotoProfile)
-    full: FullProfile = field(default_factory=FullProfile)
+    # distillation and evaluation
     alpha: float = 2.0  # LsKD / image-level KD weight
     temperature: float = 4.0
     beta: float = 2.0  # ImPA weight
@@ -200,8 +171,23 @@ class ComotoStageConfig:
             raise ValueError(f"regimes must be increasing fractions in (0, 1]; got {list(self.regimes)}")
         if self.folds < 2:
             raise ValueError(f"folds must be >= 2; got {self.folds}")
-        if self.profile not in PROFILES:
-            raise ValueError(f"profile must be one of {list(PROFILES)}; got {self.profile!r}")
+        self.PROFILES.preset(self.profile)  # "profile must be one of [...]"
+        if self.detector_image_size < 64 or self.detector_image_size % 32:
+            raise ValueError(f"detector_image_size must be a multiple of 32 and >= 64; got {self.detector_image_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}; got {self.optimizer!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError("lr must be > 0, weight_decay >= 0 and momentum in [0, 1)")
+        if not 0 < self.lr_step_fraction <= 1 or not 0 < self.lr_gamma <= 1:
+            raise ValueError("lr_step_fraction and lr_gamma must be in (0, 1]")
+        if self.warmup_steps < 0 or self.grad_clip < 0 or not 0 <= self.flip_prob <= 1:
+            raise ValueError("warmup_steps and grad_clip must be >= 0 and flip_prob in [0, 1]")
+        budget = (self.teacher_epochs, self.teacher_min_steps, self.student_epochs, self.student_min_steps)
+        if min(budget) < 0 or self.teacher_epochs + self.teacher_min_steps == 0 or \
+                self.student_epochs + self.student_min_steps == 0:
+            raise ValueError("epochs and min_steps must be >= 0, and each model needs at least one step")
         if not 0 <= self.teacher_holdout_frac < 1:
             raise ValueError(f"teacher_holdout_frac must be in [0, 1); got {self.teacher_holdout_frac}")
         if not self.teacher_release_scale > 0 or self.hit_min_distance < 0:
@@ -220,36 +206,32 @@ class ComotoStageConfig:
             raise ValueError("example_slices must be >= 0")
 
     @property
-    def active(self) -> ComotoProfile:
-        """The profile selected by ``profile``."""
-        return self.cpu if self.profile == "cpu" else self.full
-
-    @property
     def teachers_needed(self) -> tuple[str, ...]:
         """The teacher variants the chosen methods use, in a fixed order."""
         used = {METHODS[m].teacher for m in self.methods}
         return tuple(kind for kind in ("plain", "impa") if kind in used)
 
+    def detector_fields(self) -> dict[str, Any]:
+        """The keyword arguments of ``DetectorSpec``."""
+        return {_SPEC_NAMES.get(name, name): getattr(self, name) for name in DETECTOR_SETTINGS}
+
+    def settings_dict(self) -> dict[str, Any]:
+        """The :data:`SETTINGS` as a JSON-friendly dict (part of every teacher's and student's cache key; the
+        detector size under its key ``image_size``, as before the profiles were flat, so cached runs stay valid)."""
+        return {_SPEC_NAMES.get(name, name): _literal(getattr(self, name)) for name in SETTINGS}
+
+    def teacher_dict(self) -> dict[str, Any]:
+        """The settings a teacher depends on (all but the student budget): changing only the student
+        budget keeps trained teachers valid."""
+        return {k: v for k, v in self.settings_dict().items() if k not in ("student_epochs", "student_min_steps")}
+
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = value.to_dict() if isinstance(value, ComotoProfile) else (
-                list(value) if isinstance(value, tuple) else value)
-        return out
+        """Every field, tuples as lists (the stage's record of its configuration)."""
+        return {f.name: _literal(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
-def stage_config_from_parameters(**parameters: Any) -> ComotoStageConfig:
-    """The stage config from notebook parameters (lists and dicts as papermill passes them).
-
-    Uses the runner's typed section parser, so a wrong type or value fails here with the same
-    message as in the YAML; keys that are not fields of the section are ignored (the common ones).
-    """
-    from diffkd_study.config import parse_section
-
-    names = {f.name for f in dataclasses.fields(ComotoStageConfig)}
-    return parse_section({k: v for k, v in parameters.items() if k in names}, ComotoStageConfig,
-                         "80_comoto_dbt parameters")
+def _literal(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def resolve_teacher_paths(

@@ -3,13 +3,13 @@
 One loop (:func:`fit_detector`) serves the teacher and every student variant; each step logs every
 loss term separately (mdistiller's contract) and their sum is minimised.
 
-Teacher (official ``engine.py::warmup``; ``METHODS.md`` 2.4)
+Teacher (official ``engine.py::warmup``; ``docs/methods/comoto.md`` §2.4)
     RetinaNet loss on mammography batches (lesion and normal images alike; normals give background
     anchors only) ``+ ImPA`` on the backbone map of the same forward pass, read through a forward hook
     (:class:`diffkd_study.distill.hooks.FeatureHooks` at ``"backbone"``), with lesion boxes in the
     network frame (``per_axis_scale`` is irrelevant: inputs are square).
 
-Student (official ``engine.py::train``; ``METHODS.md`` 2.3)
+Student (official ``engine.py::train``; ``docs/methods/comoto.md`` §2.3)
     RetinaNet loss on a DBT batch ``+ KD``. For every DBT batch the next batch of the frozen
     teacher's own *lesion* mammograms is drawn (an independent seeded stream: the data are
     unpaired); the teacher runs in ``eval()`` under ``no_grad`` and its backbone map is compared with
@@ -49,13 +49,13 @@ from safetensors.torch import save_file
 from torch import nn
 from torchvision.models.detection import RetinaNet
 
-from diffkd_study.methods.comoto.data import BatchStream, DetectionData, network_batch
-from diffkd_study.methods.comoto.stage import ComotoProfile
 from diffkd_study.distill.hooks import FeatureHooks
-from diffkd_study.methods.comoto.lesion import ImageLevelKDLoss, ImPALoss, LesionKDLoss
-from diffkd_study.metrics.froc import DETECTION_COLUMNS
 from diffkd_study.io import atomic_path, read_safetensors
+from diffkd_study.methods.comoto.data import BatchStream, DetectionData, network_batch
 from diffkd_study.methods.comoto.detector import FEATURE_MODULE
+from diffkd_study.methods.comoto.lesion import ImageLevelKDLoss, ImPALoss, LesionKDLoss
+from diffkd_study.methods.comoto.stage import ComotoStageConfig
+from diffkd_study.metrics.froc import DETECTION_COLUMNS
 from diffkd_study.progress import progress_bar
 
 __all__ = [
@@ -64,18 +64,9 @@ __all__ = [
     "load_state",
     "make_optimizer",
     "predict",
-    "resolve_device",
     "save_state",
     "steps_for",
 ]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but torch sees no CUDA device; use 'cpu' or 'auto'")
-    return torch.device(name)
 
 
 def steps_for(n_images: int, batch_size: int, epochs: int, min_steps: int) -> int:
@@ -84,19 +75,19 @@ def steps_for(n_images: int, batch_size: int, epochs: int, min_steps: int) -> in
 
 
 def make_optimizer(
-    parameters: Sequence[nn.Parameter], profile: ComotoProfile, steps: int
+    parameters: Sequence[nn.Parameter], config: ComotoStageConfig, steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """The profile's optimiser and its schedule (linear warm-up, one step decay)."""
-    if profile.optimizer == "sgd":
+    """The section's optimiser and its schedule (linear warm-up, one step decay)."""
+    if config.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(
-            parameters, lr=profile.lr, momentum=profile.momentum, weight_decay=profile.weight_decay)
+            parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     else:
-        optimizer = torch.optim.AdamW(parameters, lr=profile.lr, weight_decay=profile.weight_decay)
-    decay_at = math.ceil(profile.lr_step_fraction * steps)
+        optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    decay_at = math.ceil(config.lr_step_fraction * steps)
 
     def factor(step: int) -> float:
-        warm = min(1.0, (step + 1) / profile.warmup_steps) if profile.warmup_steps else 1.0
-        return warm * (profile.lr_gamma if step >= decay_at else 1.0)
+        warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+        return warm * (config.lr_gamma if step >= decay_at else 1.0)
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -129,7 +120,7 @@ def fit_detector(
     data: DetectionData,
     *,
     steps: int,
-    profile: ComotoProfile,
+    config: ComotoStageConfig,
     seed: int,
     device: torch.device,
     impa: ImPALoss | None = None,
@@ -150,9 +141,9 @@ def fit_detector(
     if distill is not None:
         distill.teacher.to(device)
         distill.loss.to(device)
-    optimizer, schedule = make_optimizer(list(model.parameters()) + kd_params, profile, steps)
-    stream = BatchStream(len(data), profile.batch_size, seed, profile.flip_prob)
-    teacher_stream = (BatchStream(len(distill.data), profile.batch_size, distill.seed, profile.flip_prob)
+    optimizer, schedule = make_optimizer(list(model.parameters()) + kd_params, config, steps)
+    stream = BatchStream(len(data), config.batch_size, seed, config.flip_prob)
+    teacher_stream = (BatchStream(len(distill.data), config.batch_size, distill.seed, config.flip_prob)
                       if distill is not None else None)
     hooks = FeatureHooks(model, {"feature": FEATURE_MODULE}) if (impa or distill) else None
     rows: list[dict[str, Any]] = []
@@ -185,8 +176,8 @@ def fit_detector(
                     + "; lower the learning rate or enable grad_clip")
             optimizer.zero_grad(set_to_none=True)
             total.backward()
-            if profile.grad_clip:
-                nn.utils.clip_grad_norm_(list(model.parameters()) + kd_params, profile.grad_clip)
+            if config.grad_clip:
+                nn.utils.clip_grad_norm_(list(model.parameters()) + kd_params, config.grad_clip)
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             schedule.step()
@@ -229,6 +220,7 @@ def save_state(model: nn.Module, path: str | Path) -> None:
 
 
 def load_state(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a safetensors state dict from ``path`` into ``model`` (strict) and return the model."""
     model.load_state_dict(read_safetensors(path), strict=True)
     return model
 

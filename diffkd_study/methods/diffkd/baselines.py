@@ -46,6 +46,8 @@ import pandas as pd
 from scipy import ndimage
 
 from diffkd_study.data.schema import Manifest
+from diffkd_study.methods.diffkd.stage import BASELINE_MODELS
+from diffkd_study.metrics.roc import roc_auc
 from diffkd_study.predictions import (
     label_test_sets,
     ordered_test_sets,
@@ -53,9 +55,9 @@ from diffkd_study.predictions import (
     predictions_frame,
     write_predictions,
 )
-from diffkd_study.metrics.roc import roc_auc
 
-BASELINES: tuple[str, ...] = ("clinical", "image_features")
+#: the baselines :func:`fit_baseline` knows: the list the ``baselines`` section accepts
+BASELINES: tuple[str, ...] = BASELINE_MODELS
 C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
 IMAGE_FEATURES: dict[str, str] = {
     "lesion_mean": "mean lesion intensity (0-1)",

@@ -22,9 +22,9 @@ import pandas as pd
 from diffkd_study.data.schema import Manifest
 from diffkd_study.metrics.calibration import brier_score, calibration_intercept_slope
 from diffkd_study.metrics.operating_points import Threshold, choose_threshold, operating_point
-from diffkd_study.predictions import INTERNAL_TEST, label_test_sets, ordered_test_sets
 from diffkd_study.metrics.roc import auc_bootstrap, delong_test
 from diffkd_study.metrics.tables import aggregate_seeds, metrics_by_group
+from diffkd_study.predictions import INTERNAL_TEST, label_test_sets, ordered_test_sets
 
 AGE_BANDS: tuple[tuple[float, float, str], ...] = (
     (0, 40, "<40"), (40, 50, "40-49"), (50, 60, "50-59"), (60, 70, "60-69"), (70, 200, ">=70"),

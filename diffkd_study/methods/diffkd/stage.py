@@ -1,7 +1,9 @@
-"""Config sections of the teacher (``30_teacher``) and student (``40_student``) stages.
+"""Config sections of the DiffKD study's stages: teacher (``30_teacher``), student (``40_student``),
+baselines (``45_baselines``), evaluation (``50_evaluation``) and reader study (``60_reader_study``).
 
-Light module (no torch import): ``diffkd_study.config`` parses the YAML sections ``teacher:`` and
-``student:`` into these dataclasses, and every field becomes a notebook parameter.
+Light module (no torch import): ``diffkd_study.config`` parses the YAML sections ``teacher:``,
+``student:``, ``baselines:``, ``evaluation:`` and ``reader_study:`` into these dataclasses, and every
+field becomes a notebook parameter (the reader study's are derived: :meth:`ReaderStudyConfig.notebook_parameters`).
 
 Variants (the "partial combinations" DiffKD-DCIS compares; the grid is ours, the paper's is
 unpublished):
@@ -37,7 +39,11 @@ a 128 px study with the same bilinear filter as every real image).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffkd_study.sections import FieldError, check_range
 
 TEACHER_VARIANTS: dict[str, bool] = {"real": False, "real+syn": True}  # variant -> trained with synthetic images
 # student variant -> (teacher variant or None, student sees synthetic images)
@@ -50,13 +56,20 @@ STUDENT_VARIANTS: dict[str, tuple[str | None, bool]] = {
 SYNTHETIC_MODES: tuple[str, ...] = ("auto", "none", "required")
 CLASS_WEIGHTING: tuple[str, ...] = ("balanced", "frequency", "none")
 LAUNCHERS: tuple[str, ...] = ("inline", "torchrun")
-DISTILL_LOSSES: tuple[str, ...] = ("kd", "dkd", "kd+fitnet", "kd+at")
 CROPS: tuple[str, ...] = ("none", "lesion")
+#: the baselines of :mod:`diffkd_study.methods.diffkd.baselines` (its ``BASELINES`` is this tuple)
+BASELINE_MODELS: tuple[str, ...] = ("clinical", "image_features")
 
 
 @dataclass(frozen=True)
 class TrainingSection:
-    """Settings shared by the teacher and student stages (see :class:`diffkd_study.training.trainer.FitConfig`)."""
+    """Settings shared by the teacher and student stages (see :class:`diffkd_study.training.trainer.FitConfig`).
+
+    Its defaults are the stages' own choices: every field of the training recipe is passed to ``FitConfig``,
+    which has no default for it. Of the settings ``FitConfig`` does default, those exposed here
+    (``eval_batch_size``, ``device``, ``checkpoint_minutes``) default to the same values; the fits take ``amp``
+    (bf16 autocast on CUDA) from ``FitConfig``.
+    """
 
     model: str = ""
     weights: str = "none"
@@ -124,22 +137,151 @@ class TeacherStageConfig(TrainingSection):
 
 
 @dataclass(frozen=True)
+class LossTerm:
+    """One term of the student's objective: its weight and the constructor arguments of the registered loss
+    it names (see :class:`StudentStageConfig`)."""
+
+    weight: float = 1.0
+    params: dict[str, int | float | bool | str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_range("weight", self.weight, 0.0)
+
+
+def hinton_kd_objective() -> dict[str, LossTerm]:
+    """The default student objective: ``0.5 CE + 0.5 T^2 KL`` at ``T = 4`` (Hinton KD)."""
+    return {"ce": LossTerm(weight=0.5), "kd": LossTerm(weight=0.5, params={"temperature": 4.0})}
+
+
+@dataclass(frozen=True)
 class StudentStageConfig(TrainingSection):
+    """The student stage's section.
+
+    ``loss`` is the distillation objective as a recipe (torchdistill style): each key names a registered
+    loss (``diffkd_study.loss_catalog.LOSSES``: ``ce``, ``kd``, ``dkd``, ``fitnet``, ``at``, ``rkd``, ...),
+    each value gives its ``weight`` (default 1) and its constructor ``params``; the objective is the
+    weighted sum, its terms built (and logged) in the order written. The default is Hinton KD::
+
+        loss:
+          ce: {weight: 0.5}                               # class-weighted by class_weighting
+          kd: {weight: 0.5, params: {temperature: 4.0}}   # T^2 KL(teacher || student) at T = 4
+
+    Other objectives: ``dkd: {weight: 0.5, params: {temperature: 4.0}}`` (decoupled KD) in place of
+    ``kd``; a feature term next to them, ``at: {weight: 10.0}`` (attention transfer) or ``fitnet: {weight:
+    100.0, params: {use_relu: false}}`` (FitNets hint through an adapter built from the two networks). The
+    stage's class weights go to the terms whose loss takes them (``ce``); the features a term reads are
+    hooked and its adapter built from what the registered loss declares. Loss names and parameters are
+    checked when the student stage starts (the registry needs torch; this module does not import it).
+    """
+
     model: str = "lcnet_035"
     weights: str = "none"
     variants: tuple[str, ...] = ("scratch", "kd_real", "diffkd", "diffkd+syn")
     lr: float = 2e-3
-    loss: str = "kd"  # kd: CE + Hinton KD; dkd: CE + decoupled KD; kd+fitnet / kd+at: plus a feature term
-    ce_weight: float = 0.5
-    kd_weight: float = 0.5
-    temperature: float = 4.0
-    feature_weight: float = 0.0  # weight of the feature term of kd+fitnet / kd+at
+    loss: dict[str, LossTerm] = field(default_factory=hinton_kd_objective)
 
     def __post_init__(self) -> None:
         self._check(STUDENT_VARIANTS)
-        if self.loss not in DISTILL_LOSSES:
-            raise ValueError(f"loss must be one of {DISTILL_LOSSES}, got {self.loss!r}")
-        if self.temperature <= 0 or min(self.ce_weight, self.kd_weight, self.feature_weight) < 0:
-            raise ValueError("temperature must be > 0 and the loss weights >= 0")
-        if self.loss in ("kd+fitnet", "kd+at") and self.feature_weight == 0:
-            raise ValueError(f"loss {self.loss} needs feature_weight > 0")
+        if not self.loss:
+            raise FieldError("loss", "name at least one term, e.g. {ce: {weight: 0.5}, kd: {weight: 0.5}}")
+        if any(not isinstance(term, LossTerm) for term in self.loss.values()):
+            raise FieldError("loss", f"each term must be a LossTerm (weight, params); got {self.loss!r}")
+        if all(term.weight == 0 for term in self.loss.values()):
+            raise FieldError("loss", "every term has weight 0: nothing to optimise")
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    """The ``baselines`` section: which simple models to fit (:data:`BASELINE_MODELS`) and the clinical one's inputs."""
+
+    models: tuple[str, ...] = BASELINE_MODELS
+    clinical_conditions: tuple[str, ...] = ()  # empty: every condition recorded in the training split
+
+    def __post_init__(self) -> None:
+        for model in self.models:
+            if model not in BASELINE_MODELS:
+                raise FieldError("models", f"unknown baseline {model!r}; known: {list(BASELINE_MODELS)}")
+        if not self.models:
+            raise FieldError("models", "name at least one baseline")
+        bad = [c for c in self.clinical_conditions if not c.startswith("cond_")]
+        if bad:
+            raise FieldError("clinical_conditions", f"{bad} are not condition columns (cond_*)")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """The ``evaluation`` section: the models compared, the resamples of the intervals, the subgroups and the
+    operating-point targets."""
+
+    models: tuple[str, ...] = ()  # empty: every prediction table in runs/NAME/predictions
+    bootstrap: int = 2000  # resamples of the bootstrap AUC intervals (sensitivity analysis to DeLong)
+    band_resamples: int = 500  # resamples of the pointwise ROC bands
+    subgroups: tuple[str, ...] = ("center", "cond_birads", "age_band")
+    sensitivity_target: float = 0.9
+    specificity_target: float = 0.9
+    efficiency_runs: int = 30
+    efficiency_threads: int = 1
+
+    def __post_init__(self) -> None:
+        check_range("bootstrap", self.bootstrap, 100, 100_000)
+        check_range("band_resamples", self.band_resamples, 100, 100_000)
+        check_range("sensitivity_target", self.sensitivity_target, 0.5, 1.0)
+        check_range("specificity_target", self.specificity_target, 0.5, 1.0)
+        check_range("efficiency_runs", self.efficiency_runs, 2, 1000)
+        check_range("efficiency_threads", self.efficiency_threads, 1, 256)
+
+
+@dataclass(frozen=True)
+class ReaderSimulation:
+    """Simulated readers (phantom cohort only): how many junior and senior readers read the test images."""
+
+    n_junior: int = 4
+    n_senior: int = 4
+
+    def __post_init__(self) -> None:
+        check_range("n_junior", self.n_junior, 1, 50)
+        check_range("n_senior", self.n_senior, 1, 50)
+        if self.n_junior + self.n_senior < 2:
+            raise ValueError("the ORH analysis needs at least 2 readers")
+
+
+@dataclass(frozen=True)
+class ReaderStudyConfig:
+    """The ``reader_study`` section: simulated readers or a read table of real readers, and the model compared.
+
+    Without either the stage is skipped (:meth:`skip_reason`). That readers are simulated only for the
+    phantom cohort is checked by :func:`diffkd_study.config.parse_config`, which knows the data.
+    """
+
+    simulate: ReaderSimulation | None = None  # simulated readers: phantom cohort only
+    reads: str | None = None  # a read table (CSV) of real readers, relative to the project root or absolute
+    model: str | None = None  # the model compared with the readers; default: best baseline by validation AUC
+
+    def __post_init__(self) -> None:
+        if self.simulate is not None and self.reads is not None:
+            raise ValueError("give either 'simulate' (phantom cohort) or 'reads' (a read table), not both")
+        if self.reads is not None and not self.reads.strip():
+            raise FieldError("reads", f"expected the path of a read-table CSV, got {self.reads!r}")
+
+    def skip_reason(self) -> str | None:
+        """Why the runner skips the stage (no readers to compare with), or None when it runs."""
+        if self.simulate is None and self.reads is None:
+            return ("no read table given (reader_study.reads): the reader study needs real readers' reads "
+                    "for this data; readers are simulated only for the phantom cohort")
+        return None
+
+    def notebook_parameters(self, ctx: Any) -> dict[str, Any]:
+        """The notebook's parameters derived from the section: ``reads_path`` (the read table resolved against
+        ``ctx.project_root``, a :class:`diffkd_study.stages.StageContext`; empty when none), ``simulate`` and
+        the simulated readers' ``n_junior`` / ``n_senior`` (0 when not simulated), ``model`` (empty: the default)."""
+        reads = ""
+        if self.reads is not None:
+            path = Path(self.reads)
+            reads = str((path if path.is_absolute() else Path(ctx.project_root) / path).resolve())
+        return {
+            "reads_path": reads,
+            "simulate": self.simulate is not None,
+            "n_junior": self.simulate.n_junior if self.simulate else 0,
+            "n_senior": self.simulate.n_senior if self.simulate else 0,
+            "model": self.model or "",
+        }

@@ -2,7 +2,7 @@
 
 Both notebooks call :func:`run_stage` with their parameters (the stage section of the study config
 plus the common run parameters); with ``launcher: torchrun`` it runs the same function under
-``torchrun --standalone --nproc-per-node N -m diffkd_study.training.launch`` and reads what rank 0 wrote,
+``torchrun --standalone --nproc-per-node N -m diffkd_study.methods.diffkd.launch`` and reads what rank 0 wrote,
 so the notebook is unchanged on one CPU, one GPU or several.
 
 Artifacts (``{run_dir}/teacher/`` and ``{run_dir}/student/``)::
@@ -18,7 +18,8 @@ external rows; see :mod:`diffkd_study.predictions`): ``teacher_real.csv``, ``tea
 
 Choices of ours (DiffKD-DCIS publishes none of them): the teacher is an ImageNet EfficientNet-Lite2
 fine-tuned end to end with class-balanced cross-entropy; the student (PP-LCNet x0.35, from scratch)
-minimises ``0.5 CE + 0.5 T^2 KL`` at ``T = 4`` (Hinton KD) by default; model selection by
+minimises ``0.5 CE + 0.5 T^2 KL`` at ``T = 4`` (Hinton KD) by default (the section's ``loss`` recipe,
+built by :func:`student_recipe`); model selection by
 validation AUC; the same epochs, optimiser and augmentation for every variant of a stage.
 """
 
@@ -39,9 +40,9 @@ import pandas as pd
 import torch
 
 from diffkd_study.data.schema import Manifest, read_manifest
-from diffkd_study.distill.composite import build_loss
+from diffkd_study.distill.distiller import build_objective
 from diffkd_study.io import sha256_file, write_json
-from diffkd_study.training.data import EpochPlan, ImageTensors, concat, load_images
+from diffkd_study.loss_catalog import build_loss, describe_objective
 from diffkd_study.methods.diffkd.stage import (
     STUDENT_VARIANTS,
     TEACHER_VARIANTS,
@@ -49,10 +50,12 @@ from diffkd_study.methods.diffkd.stage import (
     TeacherStageConfig,
     TrainingSection,
 )
+from diffkd_study.training.data import EpochPlan, ImageTensors, concat, load_images
 
 __all__ = [
-    "StageData", "ablation_table", "fits_table", "history_frame", "load_stage_data", "model_name", "parameter_names",
-    "read_records", "run_stage", "stage_config", "synthetic_source",
+    "StageData", "TrainingStageResult", "ablation_table", "fits_table", "history_frame", "load_stage_data", "model_name",
+    "parameter_names", "read_records", "run_stage", "stage_config", "student_objective", "student_recipe",
+    "synthetic_source",
 ]
 
 EVALUATED_SPLITS: tuple[str, ...] = ("val", "test", "external")
@@ -104,6 +107,40 @@ class StageData:
         return table
 
 
+@dataclass(frozen=True)
+class TrainingStageResult:
+    """What a teacher or student stage did: the content of its ``records.json``, as typed fields.
+
+    :func:`run_stage` returns it and :func:`read_records` reads it back; :meth:`to_dict` is the JSON record
+    (the fields in this order). ``fits`` holds one record per (variant, seed) (settings, ``fit``: the
+    :class:`~diffkd_study.training.trainer.FitConfig`, epochs, validation metrics, weights path and sha256);
+    ``skipped`` maps each variant not trained to the reason; ``counts`` is :meth:`StageData.counts` as records.
+    """
+
+    kind: str  # "teacher" | "student"
+    config: dict[str, Any]  # the stage section's fields
+    image_size: int
+    in_chans: int
+    classes: list[str]
+    fits: list[dict[str, Any]]
+    skipped: dict[str, str]
+    synthetic_manifest: str | None
+    synthetic_audited: bool
+    counts: list[dict[str, Any]]
+    device: str
+    world_size: int
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as written to ``records.json``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, records: Mapping[str, Any]) -> TrainingStageResult:
+        """The result of a ``records.json`` (as :meth:`to_dict` wrote it)."""
+        return cls(**records)
+
+
 def load_stage_data(manifest_path: str | os.PathLike[str], data_root: str | os.PathLike[str], run_dir: str | os.PathLike[str],
                     image_size: int, *, use_synthetic: str = "auto", mode: str = "L", crop: str = "none",
                     crop_margin: float = 0.25, cache_dir: str | os.PathLike[str] | None = None,
@@ -143,13 +180,11 @@ def parameter_names(kind: str) -> tuple[str, ...]:
 
 
 def stage_config(kind: str, params: Mapping[str, Any]) -> TeacherStageConfig | StudentStageConfig:
-    """The stage section from notebook parameters (the fields of the dataclass; other keys ignored)."""
-    from dataclasses import fields
+    """The stage section from notebook parameters, type-checked (the fields of the dataclass; other keys ignored)."""
+    from diffkd_study.sections import section_from_parameters
 
     cls = TeacherStageConfig if kind == "teacher" else StudentStageConfig
-    values = {f.name: params[f.name] for f in fields(cls) if f.name in params}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**values)
+    return section_from_parameters(cls, params, "parameters")
 
 
 def _expected_class_weights(train: ImageTensors, plan: EpochPlan, n_classes: int, scheme: str) -> list[float] | None:
@@ -178,33 +213,20 @@ def _fit_config(cfg: Any, seed: int, synthetic_ratio: float, binary: bool):
                      checkpoint_minutes=cfg.checkpoint_minutes)
 
 
-def _student_loss(cfg: StudentStageConfig, class_weights: list[float] | None, student, teacher, image_size: int,
-                  in_chans: int):
-    """The student's CompositeLoss and the feature paths it needs hooked (student, teacher)."""
-    from diffkd_study.distill.distiller import default_feature_paths
-    from diffkd_study.distill.hooks import build_adapter
+def student_recipe(cfg: StudentStageConfig) -> dict[str, dict[str, Any]]:
+    """The student objective (the section's ``loss``) as a ``build_loss`` recipe: each term is the registered
+    loss of its name, with its weight and parameters, in the order written."""
+    return {name: {"type": name, "weight": term.weight, "params": dict(term.params)}
+            for name, term in cfg.loss.items()}
 
-    ce = {"type": "ce", "weight": cfg.ce_weight, "params": {"class_weights": class_weights}}
-    terms: dict[str, dict[str, Any]] = {"ce": ce}
-    extra: dict[str, dict[str, Any]] = {}
-    student_paths: dict[str, str] = {}
-    teacher_paths: dict[str, str] = {}
-    if cfg.loss == "dkd":
-        terms["dkd"] = {"type": "dkd", "weight": cfg.kd_weight,
-                        "params": {"temperature": cfg.temperature, "warmup_epochs": 0}}
-    else:
-        terms["kd"] = {"type": "kd", "weight": cfg.kd_weight, "params": {"temperature": cfg.temperature}}
-    if cfg.loss in ("kd+fitnet", "kd+at"):
-        student_paths = {"feature": default_feature_paths(student)["feature"]}
-        teacher_paths = {"feature": default_feature_paths(teacher)["feature"]}
-        if cfg.loss == "kd+fitnet":
-            adapter = build_adapter(student, teacher, student_paths["feature"], teacher_paths["feature"],
-                                    input_shape=(in_chans, image_size, image_size), use_relu=False)
-            terms["fitnet"] = {"type": "fitnet", "weight": cfg.feature_weight}
-            extra["fitnet"] = {"adapter": adapter}
-        else:
-            terms["at"] = {"type": "at", "weight": cfg.feature_weight}
-    return build_loss(terms, extra), student_paths, teacher_paths
+
+def student_objective(cfg: StudentStageConfig) -> str:
+    """The student objective in words, from the registered loss descriptions (``"0.5 x cross-entropy + 0.5 x
+    T^2 KL (Hinton KD, T = 4.0)"``); an unknown loss name or parameter is a ``ValueError`` naming the term."""
+    try:
+        return describe_objective(student_recipe(cfg))
+    except KeyError as err:
+        raise ValueError(f"loss: {err.args[0]}") from None
 
 
 def _predictions(model, data: StageData, *, name: str, seed: int, eval_batch_size: int, device) -> pd.DataFrame:
@@ -229,13 +251,28 @@ def _teacher_weights(run_dir: Path, variant: str, seed: int) -> tuple[dict[str, 
     return chosen, int(chosen["seed"])
 
 
-def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) -> dict[str, Any]:
-    """Train every variant and seed of the ``teacher`` or ``student`` stage; return (and write) the records."""
+def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) -> TrainingStageResult:
+    """Train every variant and seed of the ``teacher`` or ``student`` stage; return (and write) the records.
+
+    ``params`` are the stage notebook's parameters: the section's fields (checked by :func:`stage_config`)
+    plus ``run_dir``, ``manifest_path``, ``data_root``, ``predictions_dir`` and ``image_size``. Each
+    (variant, seed) is fitted by :func:`~diffkd_study.training.trainer.fit` under
+    ``run_dir/<kind>/<variant>/seed<k>/`` (re-used when finished, resumed when interrupted); a student
+    learns from the stored teacher of its seed. Writes one prediction table per variant to
+    ``predictions_dir/<kind>_<variant>.csv`` and the records to ``run_dir/<kind>/records.json`` (rank 0
+    only); variants needing synthetic images that the run lacks are skipped with the reason. With
+    ``launcher: torchrun`` and ``nproc > 1`` the work is re-launched under torchrun.
+
+    Raises ``ValueError`` for an invalid section or a student whose ``crop`` differs from its teacher's,
+    ``FileNotFoundError`` when a student stage finds no teacher records, and ``RuntimeError`` when the
+    torchrun launch fails.
+    """
     cfg = stage_config(kind, params)
     if cfg.launcher == "torchrun" and cfg.nproc > 1 and "RANK" not in os.environ:
         return _launch_torchrun(kind, params, cfg.nproc)
+    from diffkd_study.devices import resolve_device
     from diffkd_study.models.classifier import create_classifier
-    from diffkd_study.training.trainer import ClassifierTask, fit, resolve_device
+    from diffkd_study.training.trainer import ClassifierTask, fit
 
     run_dir = Path(params["run_dir"])
     stage_dir = run_dir / kind
@@ -244,7 +281,7 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
     rank = int(os.environ.get("RANK", "0"))
     started = time.perf_counter()
     if kind == "student":
-        teacher_config = read_records(run_dir, "teacher")["config"]
+        teacher_config = _stored_records(run_dir, "teacher")["config"]
         # records written before these keys existed mean the defaults (the whole image)
         teacher_inputs = {k: teacher_config.get(k, getattr(TrainingSection, k)) for k in ("crop", "crop_margin")}
         mismatch = {k: (t, getattr(cfg, k)) for k, t in teacher_inputs.items() if t != getattr(cfg, k)}
@@ -293,13 +330,13 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
                 # the recorded digest: a teacher file changed since the teacher stage ran is an error, not used
                 load_best(teacher, Path(teacher_record["weights"]).parent,
                           expected_sha256=teacher_record["weights_sha256"])
-                loss, student_paths, teacher_paths = _student_loss(cfg, weights, model, teacher, image_size, in_chans)
-                task = DistillationTask(model, teacher, loss, student_features=student_paths,
-                                        teacher_features=teacher_paths)
+                objective = build_objective(student_recipe(cfg), model, teacher, class_weights=weights,
+                                            input_shape=(in_chans, image_size, image_size))
+                task = DistillationTask(model, teacher, objective.loss, student_features=objective.student_features,
+                                        teacher_features=objective.teacher_features)
                 description.update({"teacher_variant": teacher_variant, "teacher_seed": teacher_seed,
-                                    "teacher_weights_sha256": teacher_record["weights_sha256"], "loss": cfg.loss,
-                                    "ce_weight": cfg.ce_weight, "kd_weight": cfg.kd_weight,
-                                    "temperature": cfg.temperature, "feature_weight": cfg.feature_weight})
+                                    "teacher_weights_sha256": teacher_record["weights_sha256"],
+                                    "loss": {name: asdict(term) for name, term in cfg.loss.items()}})
             result = fit(task, train, data.val, fit_config, out_dir, positive_index=data.positive_index,
                          description=description, progress=progress, desc=f"{kind} {variant} seed {seed}")
             name = model_name(kind, variant)
@@ -320,42 +357,47 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
 
             write_predictions(pd.concat(tables, ignore_index=True), predictions_dir / f"{model_name(kind, variant)}.csv",
                               manifest=data.manifest)
-    records = {
-        "kind": kind, "config": asdict(cfg), "image_size": image_size, "in_chans": in_chans,
-        "classes": list(data.manifest.schema.label_set), "fits": fits, "skipped": skipped,
-        "synthetic_manifest": None if data.synthetic_path is None else str(data.synthetic_path),
-        "synthetic_audited": data.synthetic_audited, "counts": data.counts().reset_index(names="set").to_dict("records"),
-        "device": str(device), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-        "wall_s": round(time.perf_counter() - started, 2),
-    }
+    result = TrainingStageResult(
+        kind=kind, config=asdict(cfg), image_size=image_size, in_chans=in_chans,
+        classes=list(data.manifest.schema.label_set), fits=fits, skipped=skipped,
+        synthetic_manifest=None if data.synthetic_path is None else str(data.synthetic_path),
+        synthetic_audited=data.synthetic_audited, counts=data.counts().reset_index(names="set").to_dict("records"),
+        device=str(device), world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        wall_s=round(time.perf_counter() - started, 2),
+    )
     if rank == 0:
-        write_json(stage_dir / RECORDS, records)
-    return records
+        write_json(stage_dir / RECORDS, result.to_dict())
+    return result
 
 
-def _launch_torchrun(kind: str, params: Mapping[str, Any], nproc: int) -> dict[str, Any]:
+def _launch_torchrun(kind: str, params: Mapping[str, Any], nproc: int) -> TrainingStageResult:
     """Run :func:`run_stage` under torchrun (one process per device) and return rank 0's records."""
     stage_dir = Path(params["run_dir"]) / kind
     stage_dir.mkdir(parents=True, exist_ok=True)
     launch = stage_dir / "launch.json"
     write_json(launch, dict(params))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "diffkd_study.training.launch", kind, str(launch)]
+               "-m", "diffkd_study.methods.diffkd.launch", kind, str(launch)]
     completed = subprocess.run(command, check=False)
     if completed.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited with status {completed.returncode}")
-    return json.loads((stage_dir / RECORDS).read_text(encoding="utf-8"))
+    return read_records(params["run_dir"], kind)
 
 
-# -- report helpers -------------------------------------------------------------------------------------------
-def read_records(run_dir: str | os.PathLike[str], kind: str) -> dict[str, Any]:
+def _stored_records(run_dir: str | os.PathLike[str], kind: str) -> dict[str, Any]:
     path = Path(run_dir) / kind / RECORDS
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the {kind} stage has not run")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def history_frame(records: Mapping[str, Any]) -> pd.DataFrame:
+# -- report helpers -------------------------------------------------------------------------------------------
+def read_records(run_dir: str | os.PathLike[str], kind: str) -> TrainingStageResult:
+    """The result of the ``teacher`` or ``student`` stage of a run, read back from its ``records.json``."""
+    return TrainingStageResult.from_dict(_stored_records(run_dir, kind))
+
+
+def history_frame(result: TrainingStageResult) -> pd.DataFrame:
     """Tidy per-epoch values of every fit: ``variant, seed, epoch, term, value, split``.
 
     Training rows: each loss term averaged over the epoch (split ``train``). Validation rows: the
@@ -363,7 +405,7 @@ def history_frame(records: Mapping[str, Any]) -> pd.DataFrame:
     ``validation balanced accuracy``), split ``validation``.
     """
     rows = []
-    for fit_record in records["fits"]:
+    for fit_record in result.fits:
         history = json.loads(Path(fit_record["history"]).read_text(encoding="utf-8"))["history"]
         for epoch in history:
             for key, value in epoch.items():
@@ -380,11 +422,11 @@ def history_frame(records: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def fits_table(records: Mapping[str, Any]) -> pd.DataFrame:
+def fits_table(result: TrainingStageResult) -> pd.DataFrame:
     """One row per (variant, seed): epochs, best epoch, validation metrics, data sizes, time."""
     columns = ["name", "variant", "seed", "epochs_run", "best_epoch", "val_auc", "val_balanced_accuracy",
                "n_train_real", "synthetic_per_epoch", "n_val", "wall_s", "train_images_per_s"]
-    table = pd.DataFrame(records["fits"])
+    table = pd.DataFrame(result.fits)
     return table[[c for c in columns if c in table.columns]] if len(table) else pd.DataFrame(columns=columns)
 
 
@@ -409,7 +451,7 @@ def ablation_table(predictions_dir: str | os.PathLike[str], names: list[str], ma
     return wide.loc[[n for n in names if n in wide.index]]
 
 
-def save_training_curves(records: Mapping[str, Any], figures_dir: str | os.PathLike[str], *,
+def save_training_curves(result: TrainingStageResult, figures_dir: str | os.PathLike[str], *,
                          show: bool = True) -> list[tuple[str, str]]:
     """One figure of per-term training curves per variant (seeds as mean +- SD), saved as PNG + SVG;
     returns ``[(variant, figure name)]``."""
@@ -417,8 +459,8 @@ def save_training_curves(records: Mapping[str, Any], figures_dir: str | os.PathL
 
     from diffkd_study import viz as plots
 
-    kind = records["kind"]
-    history = history_frame(records)
+    kind = result.kind
+    history = history_frame(result)
     saved = []
     for variant in dict.fromkeys(history["variant"]):
         fig = plots.plot_loss_curves(history[history["variant"] == variant], x="epoch",

@@ -2,7 +2,7 @@
 
 The official code (``isic_ssd_kd.py``, from SSKD's ``teacher.py``) trains ``h_t`` = Linear-ReLU-Linear
 on the pooled teacher embeddings of 4-rotation batches with ``CE(S, source index)``
-(:class:`~diffkd_study.methods.ssdkd.diverse.TeacherSSHeadLoss`), the backbone frozen (learning rate 0, eval
+(:class:`~diffkd_study.methods.ssdkd.losses.TeacherSSHeadLoss`), the backbone frozen (learning rate 0, eval
 mode), SGD lr 1e-3 / momentum 0.9 / weight decay 1e-3, MultiStepLR at epochs 30 and 45 (gamma 0.1),
 60 epochs, 32 images x 4 rotations per batch, and keeps the head with the best validation SS loss
 (validation copies rotated, not augmented).
@@ -34,11 +34,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from diffkd_study.distill.hooks import FeatureHooks
-from diffkd_study.methods.ssdkd.diverse import N_ROTATIONS, ProjectionHead, TeacherSSHeadLoss
 from diffkd_study.io import atomic_path, write_json
+from diffkd_study.methods.ssdkd.losses import TeacherSSHeadLoss
+from diffkd_study.methods.ssdkd.rotation import N_ROTATIONS, ProjectionHead
+from diffkd_study.methods.ssdkd.tasks import rotated_views
 from diffkd_study.progress import progress_bar
 from diffkd_study.repro import derive_seed
-from diffkd_study.methods.ssdkd.tasks import rotated_views
 from diffkd_study.training.data import ImageTensors
 from diffkd_study.training.trainer import input_normalisation
 

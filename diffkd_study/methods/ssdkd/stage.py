@@ -3,43 +3,47 @@
 The runner parses the YAML section ``ssdkd_dermoscopy`` into :class:`SSDKDStageConfig` and passes every
 field to the notebook as a papermill parameter of the same name (plus the common ones: ``manifest_path``,
 ``data_root``, ``run_dir``, ``image_size``, ``seed``, ...); the notebook rebuilds the dataclass with
-:func:`stage_config_from_parameters`, so the checks below run in both places.
+:func:`diffkd_study.sections.section_from_parameters`, so the checks below run in both places.
 
-Methods (:data:`METHODS`), every student the same network, seeds, epochs, optimiser and augmentation:
+Methods (:data:`METHODS`), every student the same network, seeds, epochs, optimiser and augmentation; each
+method's objective is a recipe of registered losses (:func:`diffkd_study.methods.ssdkd.tasks.method_recipes`):
 
 ``ce``      the plain student: class-frequency weighted cross-entropy (WCE) only.
 ``kd``      Hinton KD as in D-KD's first two terms: ``(1 - kd_lambda) WCE + kd_lambda T^2 KL`` (T =
-            ``kd_temperature``), so that ``d_kd`` minus ``kd`` isolates the relational terms.
+            ``kd_temperature``), so that ``diverse_kd`` minus ``kd`` isolates the relational terms.
 ``rkd``     WCE + ``lambd_rkd (25 L_dist + 50 L_angle)`` on the pooled embeddings (Park et al. 2019).
 ``dkd``     WCE + decoupled KD (Zhao et al. 2022; ``dkd_alpha``, ``dkd_beta``, ``dkd_temperature``; no
             warm-up, which mdistiller spreads over 20 of 240 CIFAR epochs).
-``d_kd``    the official D-KD: ``kd`` + ``lambd_rkd (25 L_dist + 50 L_angle) + lambd_crkd L_CRKD``.
+``diverse_kd``  the official D-KD ("Diverse KD"): ``kd`` + ``lambd_rkd (25 L_dist + 50 L_angle) + lambd_crkd
+            L_CRKD``.
 ``ssd_kd``  the official SSD-KD student objective on the 4-rotation batch layout, after the teacher's
             self-supervision head has been trained (stage A).
 
 ``kd_class_weighting`` (not in the official code; on in the CPU profile, off in the paper-like GPU
-profile): the softened-output KL terms of ``kd``, ``dkd``, ``d_kd`` and ``ssd_kd`` average their
+profile): the softened-output KL terms of ``kd``, ``dkd``, ``diverse_kd`` and ``ssd_kd`` average their
 per-row KLs with the WCE class weight of each row's label, as the WCE averages its rows (see
-:mod:`diffkd_study.methods.ssdkd.diverse`). Off, those terms are plain batch means and only the WCE term,
+:mod:`diffkd_study.methods.ssdkd.losses`). Off, those terms are plain batch means and only the WCE term,
 weighted 0.5 (0.1 in SSD-KD) against ``0.9 T^2`` and ``2.7 T^2`` for the KLs, sees the class weights.
 
-Defaults are the CPU profile of ``configs/ham10000_ssdkd.yaml``; ``configs/ham10000_ssdkd_full.yaml``
-holds the paper-like GPU profile (224 px, all training lesions, 60 SS-head epochs, longer training).
+Profiles (:attr:`SSDKDStageConfig.PROFILES`, selected by ``profile``): the field defaults are the ``cpu``
+profile (``configs/ham10000_ssdkd.yaml``); ``full`` is the paper-like GPU profile (``configs/ham10000_ssdkd_full.yaml``,
+which also sets 224 px: all training lesions, 128 rows per step, 60 SS-head epochs with the official lr 1e-3
+and a fresh augmented teacher pass every epoch, up to 150 epochs with early stopping after 15, the official
+batch-mean KD terms and float32). Keys the section gives override its profile's values.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
+
+from diffkd_study.profiles import Profiles
 
 __all__ = [
     "AUGMENTATIONS",
     "CLASS_WEIGHTING",
     "METHODS",
     "SSDKDStageConfig",
-    "stage_config_from_parameters",
 ]
 
 METHODS: dict[str, str] = {
@@ -47,7 +51,7 @@ METHODS: dict[str, str] = {
     "kd": "Hinton KD",
     "rkd": "RKD",
     "dkd": "DKD",
-    "d_kd": "D-KD (KD + RKD + Gram)",
+    "diverse_kd": "D-KD (KD + RKD + Gram)",
     "ssd_kd": "SSD-KD",
 }
 CLASS_WEIGHTING: tuple[str, ...] = ("frequency", "balanced", "none")
@@ -72,16 +76,40 @@ class SSDKDStageConfig:
     them (0 = a fresh augmented pass every epoch, as the official code).
     """
 
-    teacher_model: str = "tf_efficientnet_lite2"
+    PROFILES: ClassVar[Profiles] = Profiles({
+        "cpu": {},  # the field defaults: 96 px (the config's image_size), 25% of the training lesions, 1 thread
+        "full": {
+            "seeds": (0, 1, 2),
+            "train_fraction": 1.0,
+            "batch_size": 128,  # SSD-KD: 32 images x 4 rotations, as the official code
+            "teacher_epochs": 150,
+            "student_epochs": 150,
+            "warmup_epochs": 2.0,
+            "patience": 15,  # the official early stop
+            "min_epochs": 10,
+            "ss_head_epochs": 60,  # official
+            "ss_head_lr": 0.001,  # official
+            "ss_head_views": 0,  # a fresh augmented teacher pass every epoch (official)
+            "kd_class_weighting": False,  # official: KD terms are batch means; only the WCE sees the class weights
+            "bootstrap": 2000,
+            "eval_batch_size": 256,
+            "efficiency_runs": 30,
+            "amp": False,  # float32 as the official code (the relational terms are sensitive to bf16)
+            "threads": 0,  # torch's default
+        },
+    })
+
+    profile: str = "cpu"
+    teacher_model: str = "tf_efficientnet_lite2"  # the deepest offline ImageNet model (the paper: ResNet-50)
     teacher_weights: str = "package:efficientnet-lite2"
-    student_model: str = "mobilenetv2_100"
+    student_model: str = "mobilenetv2_100"  # MobileNetV2 as in the paper, trained from scratch
     student_weights: str = "none"
     methods: tuple[str, ...] = tuple(METHODS)
     seeds: tuple[int, ...] = (0, 1)
-    train_fraction: float = 0.25
+    train_fraction: float = 0.25  # share of the training lesions of every class (validation and test complete)
     class_weighting: str = "frequency"
     augment: str = "dermoscopy"
-    batch_size: int = 32
+    batch_size: int = 32  # rows per step; SSD-KD: 8 images x 4 rotations
     teacher_epochs: int = 10
     teacher_lr: float = 3e-4
     student_epochs: int = 5
@@ -91,13 +119,13 @@ class SSDKDStageConfig:
     grad_clip: float = 5.0
     patience: int = 3
     min_epochs: int = 2
-    ss_head_epochs: int = 10
-    ss_head_lr: float = 0.01
-    ss_head_views: int = 1
-    kd_lambda: float = 0.5
+    ss_head_epochs: int = 10  # official 60
+    ss_head_lr: float = 0.01  # official 1e-3 over 60 epochs
+    ss_head_views: int = 1  # one augmented teacher pass, cached (official: a fresh pass every epoch)
+    kd_lambda: float = 0.5  # D-KD class defaults (lambda 0.5, T 5), also used by the Hinton KD student
     kd_temperature: float = 5.0
-    kd_class_weighting: bool = True
-    lambd_rkd: float = 1.0
+    kd_class_weighting: bool = True  # not official: the KD terms' rows averaged with the WCE class weights
+    lambd_rkd: float = 1.0  # README / script values (commit 98963d4; the class default lambd_crkd is 1e4)
     lambd_crkd: float = 1000.0
     dkd_alpha: float = 1.0
     dkd_beta: float = 8.0
@@ -110,6 +138,7 @@ class SSDKDStageConfig:
     threads: int = 1  # torch CPU threads (1 on a shared CPU); 0 = leave torch's default
 
     def __post_init__(self) -> None:
+        self.PROFILES.preset(self.profile)  # "profile must be one of [...]"
         for name in ("teacher_model", "student_model"):
             if not getattr(self, name):
                 raise ValueError(f"{name}: name a timm model")
@@ -158,13 +187,3 @@ class SSDKDStageConfig:
 
     def method_title(self, method: str) -> str:
         return METHODS[method]
-
-
-def stage_config_from_parameters(params: Mapping[str, Any]) -> SSDKDStageConfig:
-    """The stage section from notebook parameters: the dataclass's fields (lists as tuples); other keys ignored."""
-    values = {}
-    for f in dataclasses.fields(SSDKDStageConfig):
-        if f.name in params:
-            value = params[f.name]
-            values[f.name] = tuple(value) if isinstance(value, list) else value
-    return SSDKDStageConfig(**values)

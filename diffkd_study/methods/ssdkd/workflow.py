@@ -11,7 +11,7 @@
 Every fit resumes from its checkpoint, so re-running the stage with the same settings re-uses the
 finished work (a finished fit returns at once) and continues an interrupted one.
 
-Protocol (the choices METHODS.md 3.4 leaves to us, or where we depart from the official code)
+Protocol (where we depart from the official settings of docs/methods/ssdkd.md §3.4; all our choices: §3.9)
     * Split: the study manifest's lesion-grouped, label-stratified train/val/test split (seeded by the
       study seed; the config states the fractions). Official: a 10% test split by image (not by lesion)
       and fold 2 of a 5-fold split of the rest as validation.
@@ -30,8 +30,8 @@ Protocol (the choices METHODS.md 3.4 leaves to us, or where we depart from the o
       (p 0.1) pixel / coarse dropout; SSD-KD applies it to every rotated copy (see
       :mod:`diffkd_study.methods.ssdkd.tasks`).
     * SSD-KD's DR term is the intended computation of the official ``class DR`` (whose constructor
-      crashes in every committed version; METHODS.md 3.8), over all 4B rows, as
-      :class:`~diffkd_study.methods.ssdkd.diverse.SSDKDLoss` computes it.
+      crashes in every committed version; docs/methods/ssdkd.md §3.8 item 1), over all 4B rows, as
+      :class:`~diffkd_study.methods.ssdkd.losses.SSDKDLoss` computes it.
     * ``kd_class_weighting`` (CPU profile; not official): the softened-output KL terms of the KD students
       average their rows with the WCE class weights (:mod:`diffkd_study.methods.ssdkd.stage`). It is part of
       every KD student's checkpoint signature, so the two settings never share a fit.
@@ -55,11 +55,13 @@ from diffkd_study.data.schema import Manifest, read_manifest
 from diffkd_study.io import atomic_path, sha256_file, write_json
 from diffkd_study.methods.ssdkd.data import lesion_subsample
 from diffkd_study.methods.ssdkd.metrics import format_interval, mean_sd, multiclass_report
-from diffkd_study.methods.ssdkd.stage import METHODS, SSDKDStageConfig, stage_config_from_parameters
+from diffkd_study.methods.ssdkd.stage import METHODS, SSDKDStageConfig
+from diffkd_study.sections import section_from_parameters
 from diffkd_study.training.data import ImageTensors, class_weights, load_images
 
 __all__ = [
-    "GOAL_ACCURACY_MARGIN", "GOAL_BALANCED_ACCURACY_GAIN", "GOAL_STATEMENT", "StageData", "comparison_table",
+    "GOAL_ACCURACY_MARGIN", "GOAL_BALANCED_ACCURACY_GAIN", "GOAL_STATEMENT", "SSDKDStageResult", "StageData",
+    "comparison_table",
     "evaluate_predictions", "goal_check", "goal_text", "history_frame", "load_stage_data", "model_title",
     "per_class_table", "read_records", "run_stage", "seed_table", "timing_table",
 ]
@@ -97,6 +99,42 @@ class StageData:
             rows.append({"split": name, **{c: int(n) for c, n in zip(self.classes, counts, strict=True)},
                          "images": len(part), "lesions": len(lesions)})
         return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class SSDKDStageResult:
+    """What the stage did: the content of ``records.json``, as typed fields.
+
+    :func:`run_stage` returns it and :func:`read_records` reads it back; :meth:`to_dict` is the JSON record
+    (the fields in this order). ``teachers`` and ``students`` hold one fit record per (model, seed),
+    ``ss_heads`` one per teacher seed, ``evaluation`` is :func:`evaluate_predictions`' result and ``timings``
+    the wall time of each part; the report tables of this module read it.
+    """
+
+    config: dict[str, Any]  # the ssdkd_dermoscopy section's fields
+    image_size: int
+    study_seed: int
+    classes: list[str]
+    device: str
+    threads: int
+    counts: list[dict[str, Any]]  # StageData.counts as records
+    subsample: dict[str, Any]  # train_fraction, images/lesions before and after the subsample
+    class_weights: list[float] | None
+    teachers: list[dict[str, Any]]
+    ss_heads: list[dict[str, Any]]
+    students: list[dict[str, Any]]
+    evaluation: dict[str, Any]
+    timings: list[dict[str, Any]]
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as written to ``records.json``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, records: Mapping[str, Any]) -> SSDKDStageResult:
+        """The result of a ``records.json`` (as :meth:`to_dict` wrote it)."""
+        return cls(**records)
 
 
 def load_stage_data(manifest_path: str | os.PathLike[str], data_root: str | os.PathLike[str], image_size: int, *,
@@ -186,15 +224,16 @@ def _write_predictions(frame: pd.DataFrame, path: Path) -> None:
 
 
 # -- the stage ---------------------------------------------------------------------------------------------
-def run_stage(params: Mapping[str, Any], *, progress: bool = True) -> dict[str, Any]:
+def run_stage(params: Mapping[str, Any], *, progress: bool = True) -> SSDKDStageResult:
     """Train and evaluate the teacher(s), the SS head(s) and every student of the config; write the records."""
+    from diffkd_study.devices import resolve_device
     from diffkd_study.distill.distiller import default_feature_paths
-    from diffkd_study.models.classifier import create_classifier
     from diffkd_study.methods.ssdkd.ss_head import SSHeadConfig, train_ss_head
-    from diffkd_study.methods.ssdkd.tasks import build_student_task, build_teacher_task
-    from diffkd_study.training.trainer import fit, load_best, resolve_device
+    from diffkd_study.methods.ssdkd.tasks import build_student_task, build_teacher_task, uses_rotation_batches
+    from diffkd_study.models.classifier import create_classifier
+    from diffkd_study.training.trainer import fit, load_best
 
-    cfg = stage_config_from_parameters(params)
+    cfg = section_from_parameters(SSDKDStageConfig, params, "ssdkd_dermoscopy parameters")
     started = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -249,7 +288,7 @@ def run_stage(params: Mapping[str, Any], *, progress: bool = True) -> dict[str, 
 
         # 2. its self-supervision head (stage A of SSD-KD)
         ss_head = None
-        if "ssd_kd" in cfg.methods:
+        if any(uses_rotation_batches(m, cfg) for m in cfg.methods):
             began = time.perf_counter()
             teacher = frozen_teacher()
             head_config = SSHeadConfig(epochs=cfg.ss_head_epochs, lr=cfg.ss_head_lr,
@@ -273,7 +312,7 @@ def run_stage(params: Mapping[str, Any], *, progress: bool = True) -> dict[str, 
             teacher = frozen_teacher() if method != "ce" else None
             torch.manual_seed(seed)
             student = create_classifier(cfg.student_model, n_classes, 3, student_weights)
-            rotation = method == "ssd_kd"
+            rotation = uses_rotation_batches(method, cfg)
             task = build_student_task(method, cfg, student, teacher, weights, image_size=image_size,
                                       teacher_head=ss_head if rotation else None)
             fit_config = _fit_config(cfg, epochs=cfg.student_epochs, lr=cfg.student_lr, seed=seed,
@@ -309,18 +348,18 @@ def run_stage(params: Mapping[str, Any], *, progress: bool = True) -> dict[str, 
         n_resamples=cfg.bootstrap, seed=study_seed)
     timed("evaluation", None, began)
 
-    records = {
-        "config": asdict(cfg), "image_size": image_size, "study_seed": study_seed, "classes": list(classes),
-        "device": str(device), "threads": torch.get_num_threads(),
-        "counts": data.counts().to_dict("records"),
-        "subsample": {"train_fraction": cfg.train_fraction, "images_before": data.n_train_before_subsample,
-                      "lesions_before": data.n_train_lesions_before_subsample, "images_after": len(data.train),
-                      "lesions_after": len({data.lesions[i] for i in data.train.image_ids})},
-        "class_weights": weights, "teachers": teacher_fits, "ss_heads": ss_records, "students": student_fits,
-        "evaluation": evaluation, "timings": timings, "wall_s": round(time.perf_counter() - started, 1),
-    }
-    write_json(stage_dir / RECORDS, records)
-    return records
+    result = SSDKDStageResult(
+        config=asdict(cfg), image_size=image_size, study_seed=study_seed, classes=list(classes),
+        device=str(device), threads=torch.get_num_threads(),
+        counts=data.counts().to_dict("records"),
+        subsample={"train_fraction": cfg.train_fraction, "images_before": data.n_train_before_subsample,
+                   "lesions_before": data.n_train_lesions_before_subsample, "images_after": len(data.train),
+                   "lesions_after": len({data.lesions[i] for i in data.train.image_ids})},
+        class_weights=weights, teachers=teacher_fits, ss_heads=ss_records, students=student_fits,
+        evaluation=evaluation, timings=timings, wall_s=round(time.perf_counter() - started, 1),
+    )
+    write_json(stage_dir / RECORDS, result.to_dict())
+    return result
 
 
 # -- evaluation --------------------------------------------------------------------------------------------
@@ -340,20 +379,21 @@ def evaluate_predictions(predictions: pd.DataFrame, classes: tuple[str, ...], *,
             "level": 0.95}
 
 
-def read_records(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def read_records(run_dir: str | os.PathLike[str]) -> SSDKDStageResult:
+    """The stage's result in a run, read back from its ``records.json``."""
     path = Path(run_dir) / STAGE_FOLDER / RECORDS
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the ssdkd_dermoscopy stage has not run")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return SSDKDStageResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 def model_title(name: str) -> str:
     return "Teacher" if name == TEACHER else METHODS.get(name, name)
 
 
-def comparison_table(records: Mapping[str, Any], split: str = "test") -> pd.DataFrame:
+def comparison_table(result: SSDKDStageResult, split: str = "test") -> pd.DataFrame:
     """One row per model: accuracy, balanced accuracy and macro AUC, mean ± SD over seeds, on ``split``."""
-    summary = pd.DataFrame(records["evaluation"]["summary"])
+    summary = pd.DataFrame(result.evaluation["summary"])
     part = summary[summary["split"] == split]
     rows = []
     order = [TEACHER, *[m for m in METHODS if m in set(part["model"])]]
@@ -370,9 +410,9 @@ def comparison_table(records: Mapping[str, Any], split: str = "test") -> pd.Data
     return pd.DataFrame(rows)
 
 
-def seed_table(records: Mapping[str, Any], split: str = "test") -> pd.DataFrame:
+def seed_table(result: SSDKDStageResult, split: str = "test") -> pd.DataFrame:
     """One row per (model, seed) with each metric and its 95% interval."""
-    summary = pd.DataFrame(records["evaluation"]["summary"])
+    summary = pd.DataFrame(result.evaluation["summary"])
     part = summary[summary["split"] == split]
     rows = []
     for row in part.to_dict("records"):
@@ -384,9 +424,9 @@ def seed_table(records: Mapping[str, Any], split: str = "test") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def per_class_table(records: Mapping[str, Any], model: str, seed: int, split: str = "test") -> pd.DataFrame:
+def per_class_table(result: SSDKDStageResult, model: str, seed: int, split: str = "test") -> pd.DataFrame:
     """Recall, precision (Wilson), F1 and AUC (lesion bootstrap) per class for one model and seed."""
-    rows = [r for r in records["evaluation"]["per_class"]
+    rows = [r for r in result.evaluation["per_class"]
             if r["model"] == model and r["seed"] == seed and r["split"] == split]
     if not rows:
         raise KeyError(f"no per-class metrics for model {model!r}, seed {seed}, split {split!r}")
@@ -407,11 +447,11 @@ GOAL_STATEMENT = (f"SSD-KD student at least {GOAL_BALANCED_ACCURACY_GAIN * 100:g
 """The goal in words, for reports."""
 
 
-def goal_check(records: Mapping[str, Any], split: str = "test") -> dict[str, Any]:
+def goal_check(result: SSDKDStageResult, split: str = "test") -> dict[str, Any]:
     """The issue's goal: SSD-KD >= plain student + :data:`GOAL_BALANCED_ACCURACY_GAIN` balanced accuracy, and
     SSD-KD accuracy >= the teacher's - :data:`GOAL_ACCURACY_MARGIN` (means over seeds); ``evaluated: False``
     with a reason when a model was not trained."""
-    table = comparison_table(records, split).set_index("model")
+    table = comparison_table(result, split).set_index("model")
     ssd, plain, teacher = model_title("ssd_kd"), model_title("ce"), model_title(TEACHER)
     if not {ssd, plain, teacher} <= set(table.index):
         return {"evaluated": False, "reason": "the teacher, the plain student and SSD-KD must all be trained"}
@@ -437,13 +477,13 @@ def goal_text(goal: Mapping[str, Any], split: str) -> str:
             f"**{'reached' if goal['goal_met'] else 'not reached'}**.")
 
 
-def history_frame(records: Mapping[str, Any]) -> pd.DataFrame:
+def history_frame(result: SSDKDStageResult) -> pd.DataFrame:
     """Tidy per-epoch values of every fit: ``model, seed, epoch, term, value, split`` (loss terms on the
     training split; validation NLL and balanced accuracy on the validation split; diagnostics left out)."""
     from diffkd_study.methods.ssdkd.tasks import DIAGNOSTIC_PREFIX
 
     rows = []
-    for fit_record in [*records["teachers"], *records["students"]]:
+    for fit_record in [*result.teachers, *result.students]:
         history = json.loads(Path(fit_record["history"]).read_text(encoding="utf-8"))["history"]
         for epoch in history:
             for key, value in epoch.items():
@@ -461,7 +501,7 @@ def history_frame(records: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def timing_table(records: Mapping[str, Any]) -> pd.DataFrame:
+def timing_table(result: SSDKDStageResult) -> pd.DataFrame:
     """Wall time of each part (data, each teacher, SS head, student fit, evaluation) in minutes.
 
     ``train min`` sums the epochs actually trained (across interrupted and resumed calls); ``wall min``
@@ -469,7 +509,7 @@ def timing_table(records: Mapping[str, Any]) -> pd.DataFrame:
     """
     names = {"data": "data (read, split, cache)", "ss_head": "teacher SS head", "evaluation": "evaluation"}
     rows = []
-    for t in records["timings"]:
+    for t in result.timings:
         rows.append({"part": model_title(t["part"]) if t["part"] in (TEACHER, *METHODS) else names[t["part"]],
                      "seed": t["seed"], "wall min": round(t["wall_s"] / 60, 2),
                      "train min": None if t.get("train_s") is None else round(t["train_s"] / 60, 2)})
@@ -478,14 +518,14 @@ def timing_table(records: Mapping[str, Any]) -> pd.DataFrame:
     return table
 
 
-def efficiency(records: Mapping[str, Any], *, runs: int | None = None, threads: int = 1) -> pd.DataFrame:
+def efficiency(result: SSDKDStageResult, *, runs: int | None = None, threads: int = 1) -> pd.DataFrame:
     """Teacher vs student: parameters, FLOPs and single-thread CPU latency (batch 1) at the study resolution,
     plus the FLOPs at the official 224 px (:func:`diffkd_study.metrics.efficiency.compare_models`)."""
     from diffkd_study.metrics.efficiency import compare_models, count_flops
     from diffkd_study.models.classifier import create_classifier
 
-    cfg = records["config"]
-    size, n_classes = int(records["image_size"]), len(records["classes"])
+    cfg = result.config
+    size, n_classes = int(result.image_size), len(result.classes)
     torch.manual_seed(0)
     teacher = create_classifier(cfg["teacher_model"], n_classes, 3, "none")
     student = create_classifier(cfg["student_model"], n_classes, 3, "none")

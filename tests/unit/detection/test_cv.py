@@ -12,11 +12,11 @@ import torch
 
 from diffkd_study.methods.comoto import cv
 from diffkd_study.methods.comoto.data import load_detection_data
-from diffkd_study.methods.comoto.stage import ComotoProfile, ComotoStageConfig
+from diffkd_study.methods.comoto.stage import ComotoStageConfig
 
-TINY = ComotoProfile(backbone="resnet18", weights="none", feature_stage=2, image_size=64, anchor_sizes=(8, 16, 32),
-                     batch_size=2, warmup_steps=0, detections_per_img=5, teacher_epochs=0, teacher_min_steps=2,
-                     student_epochs=0, student_min_steps=2)
+TINY = dict(backbone="resnet18", weights="none", feature_stage=2, detector_image_size=64, anchor_sizes=(8, 16, 32),
+            batch_size=2, warmup_steps=0, detections_per_img=5, teacher_epochs=0, teacher_min_steps=2,
+            student_epochs=0, student_min_steps=2)
 CPU = torch.device("cpu")
 
 
@@ -62,8 +62,8 @@ def test_teacher_holdout_groups_patients_by_lesion_stratum(tiny):
 
 def test_cross_validation_writes_runs_and_resumes(tiny, tmp_path, monkeypatch):
     dbt, mammo = tiny
-    config = ComotoStageConfig(methods=("dbt_only", "comoto"), regimes=(0.5, 1.0), folds=2, cpu=TINY,
-                               teacher_holdout_frac=0.25)
+    config = ComotoStageConfig(methods=("dbt_only", "comoto"), regimes=(0.5, 1.0), folds=2, teacher_holdout_frac=0.25,
+                               **TINY)
     teachers = cv.train_teachers(config, mammo, tmp_path, seed=0, device=CPU, progress=False)
     assert list(teachers) == ["impa"] and not teachers["impa"].reused and teachers["impa"].steps == 2
     # hold-out: round(0.25 x 4) = 1 lesion patient and round(0.25 x 2) = 0 normal ones, 2 images each
@@ -89,7 +89,7 @@ def test_cross_validation_writes_runs_and_resumes(tiny, tmp_path, monkeypatch):
     assert set(pooled[(1.0, "comoto")]["image_id"]) <= set(dbt.image_ids)
 
     # a new student budget keeps the teachers but invalidates the stored runs
-    longer = replace(config, cpu=replace(TINY, student_min_steps=3))
+    longer = replace(config, student_min_steps=3)
     kept = cv.train_teachers(longer, mammo, tmp_path, seed=0, device=CPU, progress=False)
     assert kept["impa"].reused
     with pytest.raises(AssertionError, match="retrained"):
@@ -103,7 +103,7 @@ def test_cross_validation_writes_runs_and_resumes(tiny, tmp_path, monkeypatch):
 
 def test_same_seed_and_data_for_every_method_of_a_fold_and_regime(tiny, tmp_path):
     dbt, mammo = tiny
-    config = ComotoStageConfig(methods=("dbt_only", "pretraining", "lskd"), regimes=(1.0,), folds=2, cpu=TINY)
+    config = ComotoStageConfig(methods=("dbt_only", "pretraining", "lskd"), regimes=(1.0,), folds=2, **TINY)
     teachers = cv.train_teachers(config, mammo, tmp_path, seed=2, device=CPU, progress=False)
     assert list(teachers) == ["plain", "impa"]
     # same initial weights and batches: the two teachers differ only by the ImPA term

@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from diffkd_study.config import ConfigError, load_config, parse_section
-from diffkd_study.methods.comoto.stage import (
-    METHODS,
-    ComotoStageConfig,
-    FullProfile,
-    resolve_teacher_paths,
-    stage_config_from_parameters,
-)
-from diffkd_study.report import section_parameters
+from diffkd_study.config import load_config
+from diffkd_study.methods.comoto.stage import METHODS, SETTINGS, ComotoStageConfig, resolve_teacher_paths
+from diffkd_study.sections import ConfigError, parse_section, section_from_parameters, section_parameters
 
 PROJECT = Path(__file__).resolve().parents[3]
 
@@ -26,17 +20,34 @@ def test_the_shipped_config_parses_with_both_profiles():
     section = config.section("comoto_dbt")
     assert config.stages == ("data_audit", "comoto_dbt")
     assert section.methods == tuple(METHODS) and section.regimes == (0.1, 0.25, 1.0) and section.folds == 5
-    assert section.active is section.cpu and section.cpu.image_size == 256
-    full = section.full
+    assert section == ComotoStageConfig() and section.profile == "cpu" and section.detector_image_size == 256
+    assert section.teachers_needed == ("plain", "impa")
+    full = parse_section({"profile": "full"}, ComotoStageConfig, "x")
     assert (full.optimizer, full.lr, full.momentum, full.batch_size, full.student_epochs) == ("sgd", 5e-5, 0.9, 8, 50)
     assert full.anchor_sizes == (32, 64, 128, 256, 512) and full.lr_step_fraction == 0.6
-    assert section.teachers_needed == ("plain", "impa")
+    assert full.detector_image_size == 1024 and full.feature_stage == -1
 
 
-def test_a_partial_full_profile_keeps_the_paper_like_defaults():
-    section = parse_section({"profile": "full", "full": {"batch_size": 4}}, ComotoStageConfig, "x")
-    assert section.active.batch_size == 4 and section.active.optimizer == "sgd" and section.active.image_size == 1024
-    assert isinstance(section.active, FullProfile)
+def test_keys_given_with_the_full_profile_override_only_themselves():
+    section = parse_section({"profile": "full", "batch_size": 4}, ComotoStageConfig, "x")
+    assert section.batch_size == 4 and section.optimizer == "sgd" and section.detector_image_size == 1024
+
+
+def test_the_former_nested_profile_blocks_get_a_one_line_error_saying_how_to_write_them():
+    with pytest.raises(ConfigError, match=r"^x.full: profiles are no longer nested blocks; write `profile: full` and "
+                                          r"give its settings as keys of the section itself; `image_size` is now "
+                                          r"`detector_image_size`$"):
+        parse_section({"profile": "full", "full": {"batch_size": 4}}, ComotoStageConfig, "x")
+    with pytest.raises(ConfigError, match="x.cpu: profiles are no longer nested blocks"):
+        parse_section({"cpu": {"lr": 0.01}}, ComotoStageConfig, "x")
+
+
+def test_the_settings_keep_their_cache_key_names():
+    section = ComotoStageConfig()
+    assert list(section.settings_dict()) == [name.replace("detector_image_size", "image_size") for name in SETTINGS]
+    assert section.settings_dict()["image_size"] == 256 and section.settings_dict()["anchor_sizes"] == [16, 32, 64, 128]
+    assert section.detector_fields()["image_size"] == 256 and "batch_size" not in section.detector_fields()
+    assert "student_epochs" not in section.teacher_dict() and section.teacher_dict()["teacher_epochs"] == 5
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -44,10 +55,10 @@ def test_a_partial_full_profile_keeps_the_paper_like_defaults():
     ({"regimes": [0.5, 0.25]}, "increasing fractions"),
     ({"regimes": [0.0, 1.0]}, "increasing fractions"),
     ({"folds": 1}, "folds must be >= 2"),
-    ({"profile": "gpu"}, "profile must be one of"),
-    ({"cpu": {"image_size": 300}}, "x.cpu: image_size must be a multiple of 32"),
-    ({"cpu": {"optimizer": "adam"}}, "optimizer must be one of"),
-    ({"cpu": {"student_epochs": 0, "student_min_steps": 0}}, "at least one step"),
+    ({"profile": "gpu"}, r"x.profile: profile must be one of \['cpu', 'full'\], got 'gpu'"),
+    ({"detector_image_size": 300}, "x: detector_image_size must be a multiple of 32"),
+    ({"optimizer": "adam"}, "optimizer must be one of"),
+    ({"student_epochs": 0, "student_min_steps": 0}, "at least one step"),
     ({"num_points": 3}, "num_points must be"),
     ({"sensitivity_method": "linear"}, "sensitivity_method"),
     ({"alpha": "two"}, "x.alpha: expected float"),
@@ -59,11 +70,13 @@ def test_bad_sections_are_config_errors_naming_the_key(raw, message):
 
 
 def test_notebook_parameters_round_trip():
-    section = parse_section({"profile": "full", "regimes": [0.5, 1], "cpu": {"lr": 0.01}}, ComotoStageConfig, "x")
+    section = parse_section({"profile": "full", "regimes": [0.5, 1], "lr": 0.01}, ComotoStageConfig, "x")
     parameters = {**section_parameters(section), "run_dir": "/tmp/run", "image_size": 224}  # + common ones
-    assert stage_config_from_parameters(**parameters) == section
-    with pytest.raises(ConfigError, match="80_comoto_dbt parameters.folds"):
-        stage_config_from_parameters(**{**parameters, "folds": "five"})
+    assert section_from_parameters(ComotoStageConfig, parameters, "parameters") == section
+    with pytest.raises(ConfigError, match="parameters.folds: expected int"):
+        section_from_parameters(ComotoStageConfig, {**parameters, "folds": "five"}, "parameters")
+    assert section_from_parameters(ComotoStageConfig, {"cpu": {}, "full": {}}, "parameters") == ComotoStageConfig()
+    assert section_from_parameters(ComotoStageConfig, {"profile": "full"}, "parameters").optimizer == "sgd"
 
 
 def test_teacher_paths_resolve_against_project_and_data_root(tmp_path):

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from diffkd_study.methods.comoto.data import load_detection_data
-from diffkd_study.methods.comoto.stage import ComotoProfile
+from diffkd_study.methods.comoto.detector import DetectorSpec, create_detector
+from diffkd_study.methods.comoto.lesion import (
+    ImageLevelKDLoss,
+    ImPALoss,
+    LesionKDLoss,
+    extract_lesion_points,
+    impa_loss,
+)
+from diffkd_study.methods.comoto.stage import ComotoStageConfig
 from diffkd_study.methods.comoto.train import (
     Distillation,
     fit_detector,
@@ -19,17 +27,9 @@ from diffkd_study.methods.comoto.train import (
     save_state,
     steps_for,
 )
-from diffkd_study.methods.comoto.lesion import (
-    ImageLevelKDLoss,
-    ImPALoss,
-    LesionKDLoss,
-    extract_lesion_points,
-    impa_loss,
-)
-from diffkd_study.methods.comoto.detector import DetectorSpec, create_detector
 
-TINY = ComotoProfile(backbone="resnet18", weights="none", feature_stage=2, image_size=64, anchor_sizes=(8, 16, 32),
-                     batch_size=2, warmup_steps=0, detections_per_img=5)
+TINY = ComotoStageConfig(backbone="resnet18", weights="none", feature_stage=2, detector_image_size=64,
+                         anchor_sizes=(8, 16, 32), batch_size=2, warmup_steps=0, detections_per_img=5)
 CPU = torch.device("cpu")
 
 
@@ -52,16 +52,16 @@ def test_steps_for_budget_rule():
 
 
 def test_schedule_warmup_then_one_step_decay():
-    profile = ComotoProfile(optimizer="sgd", lr=1.0, warmup_steps=4, lr_step_fraction=0.6, lr_gamma=0.1)
+    config = ComotoStageConfig(optimizer="sgd", lr=1.0, warmup_steps=4, lr_step_fraction=0.6, lr_gamma=0.1)
     parameter = torch.nn.Parameter(torch.zeros(1))
-    optimizer, schedule = make_optimizer([parameter], profile, steps=10)
+    optimizer, schedule = make_optimizer([parameter], config, steps=10)
     seen = []
     for _ in range(10):
         seen.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         schedule.step()
     assert seen == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 0.1, 0.1, 0.1, 0.1])
-    adamw, _ = make_optimizer([parameter], ComotoProfile(), steps=10)
+    adamw, _ = make_optimizer([parameter], ComotoStageConfig(), steps=10)
     assert isinstance(adamw, torch.optim.AdamW)
 
 
@@ -70,7 +70,7 @@ def test_teacher_with_impa_is_deterministic_and_logs_every_term(tiny_data):
     runs = []
     for _ in range(2):
         model = _detector()
-        runs.append(fit_detector(model, mammo, steps=3, profile=TINY, seed=4, device=CPU, impa=ImPALoss(seed=1),
+        runs.append(fit_detector(model, mammo, steps=3, config=TINY, seed=4, device=CPU, impa=ImPALoss(seed=1),
                                  progress=False))
     history = runs[0]
     assert list(history.columns) == ["step", "classification", "bbox_regression", "impa", "total", "lr", "seconds"]
@@ -89,7 +89,7 @@ def test_student_distils_from_a_frozen_teacher(tiny_data, kind):
     loss = LesionKDLoss() if kind == "lskd" else ImageLevelKDLoss(64, 64)  # 8 x 8 grid at stride 8
     projection = loss.projection.weight.detach().clone()
     student = _detector(2)
-    history = fit_detector(student, dbt, steps=2, profile=TINY, seed=0, device=CPU,
+    history = fit_detector(student, dbt, steps=2, config=TINY, seed=0, device=CPU,
                            distill=Distillation(teacher, lesions, loss, kind, seed=3), progress=False)
     assert kind in history.columns and np.isfinite(history[kind]).all() and (history[kind] > 0).all()
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())  # frozen, eval BN
@@ -103,7 +103,7 @@ def test_kd_needs_lesion_images_and_excludes_impa(tiny_data):
         Distillation(_detector(), mammo, LesionKDLoss(), "lskd", seed=0)
     lesions = mammo.subset(np.flatnonzero(mammo.has_lesion))
     with pytest.raises(ValueError, match="give one of impa / distill"):
-        fit_detector(_detector(), dbt, steps=1, profile=TINY, seed=0, device=CPU, impa=ImPALoss(),
+        fit_detector(_detector(), dbt, steps=1, config=TINY, seed=0, device=CPU, impa=ImPALoss(),
                      distill=Distillation(_detector(), lesions, LesionKDLoss(), "lskd", seed=0), progress=False)
 
 

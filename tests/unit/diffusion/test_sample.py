@@ -7,16 +7,21 @@ from PIL import Image
 
 from diffkd_study.data.cache import Preprocessing, load_mask
 from diffkd_study.data.schema import read_manifest
-from diffkd_study.methods.diffkd.diffusion.sample import SAMPLERS, draw_conditions, generate_synthetic, make_sampler
-from diffkd_study.methods.diffkd.diffusion.train import checkpoint_sha256, train_diffusion, train_profile
+from diffkd_study.methods.diffkd.diffusion.sample import (
+    SAMPLERS,
+    draw_conditions,
+    generate_synthetic,
+    make_sampler,
+)
+from diffkd_study.methods.diffkd.diffusion.train import checkpoint_sha256, train_diffusion
 
-from .conftest import SMOKE_CONDITIONS
+from .conftest import SMOKE_CONDITIONS, smoke_config
 
 
 @pytest.fixture(scope="module")
 def checkpoint(phantom_cohort, tmp_path_factory):
     manifest, root = phantom_cohort
-    config = train_profile("smoke", conditions=SMOKE_CONDITIONS, mask_conditioning=True, max_steps=2)
+    config = smoke_config(mask_conditioning=True, max_steps=2)
     return train_diffusion(manifest, tmp_path_factory.mktemp("ckpt"), config, root=root, progress=False).checkpoint
 
 

@@ -5,14 +5,14 @@ import sys
 
 import pytest
 
-from diffkd_study.config import STAGES, ConfigError, parse_section
 from diffkd_study.methods.diffkd.diffusion import stage
 from diffkd_study.methods.diffkd.diffusion.stage import (
     DiffusionStageConfig,
     SyntheticQualityStageConfig,
     parse_class_counts,
-    section_from_parameters,
 )
+from diffkd_study.sections import ConfigError, parse_section, section_from_parameters
+from diffkd_study.stages import STAGES
 
 
 def test_the_light_module_does_not_import_torch():
@@ -22,9 +22,13 @@ def test_the_light_module_does_not_import_torch():
 
 def test_names_match_the_library():
     from diffkd_study.methods.diffkd.diffusion.sample import SAMPLERS
-    from diffkd_study.methods.diffkd.diffusion.train import BETA_SCHEDULES, PREDICTION_TYPES, TRAIN_PROFILES, TrainConfig
+    from diffkd_study.methods.diffkd.diffusion.train import BETA_SCHEDULES, PREDICTION_TYPES, TrainConfig
+    from diffkd_study.methods.diffkd.diffusion.unet import UNET_PROFILES, unet_profile
 
-    assert stage.TRAIN_PROFILE_NAMES == tuple(TRAIN_PROFILES)
+    assert DiffusionStageConfig.PROFILES.names == tuple(UNET_PROFILES)  # a training preset per UNet
+    for name in DiffusionStageConfig.PROFILES.names:  # each trains at its UNet's own resolution
+        section = parse_section({"profile": name}, DiffusionStageConfig, "d")
+        assert section.diffusion_image_size == unet_profile(name).image_size
     assert stage.SAMPLER_NAMES == SAMPLERS
     assert stage.PREDICTION_TYPE_NAMES == PREDICTION_TYPES and stage.BETA_SCHEDULE_NAMES == BETA_SCHEDULES
     assert stage.NUM_TRAIN_TIMESTEPS == TrainConfig().num_train_timesteps
@@ -50,8 +54,12 @@ def test_class_counts_are_parsed_and_checked():
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("profile", "huge", "profile must be one of"),
     ("diffusion_image_size", 40, "multiple of 16"),
+    ("diffusion_image_size", 0, "multiple of 16 >= 16"),
     ("conditions", ("birads",), "not condition columns"),
-    ("max_steps", -1, "max_steps must be >= 0"),
+    ("max_steps", 0, "max_steps must be >= 1"),
+    ("warmup_steps", -1, "warmup_steps must be >= 0"),
+    ("learning_rate", 0.0, r"learning_rate must be in \(0, 1\]"),
+    ("ema_decay", 0.0, r"ema_decay must be in \(0, 1\)"),
     ("checkpoint_minutes", -0.5, "checkpoint_minutes must be >= 0"),
     ("label_dropout", 1.5, r"label_dropout must lie in \[0, 1\]"),
     ("sampler", "euler", "sampler must be one of"),
@@ -70,14 +78,15 @@ def test_condition_table_excludes_class_counts():
         DiffusionStageConfig(condition_table="c.csv", n_per_class=5)
 
 
-def test_train_overrides_only_name_what_the_section_sets():
-    assert DiffusionStageConfig().train_overrides() == {
-        "prediction_type": "epsilon", "beta_schedule": "squaredcos_cap_v2", "mask_conditioning": True,
-        "checkpoint_minutes": 10.0}  # 0 means off here, not "the profile's": always passed on
-    assert DiffusionStageConfig(checkpoint_minutes=0).train_overrides()["checkpoint_minutes"] == 0
-    overrides = DiffusionStageConfig(max_steps=50, learning_rate=1e-3, diffusion_image_size=32).train_overrides()
-    assert (overrides["max_steps"], overrides["learning_rate"], overrides["image_size"]) == (50, 1e-3, 32)
-    assert "batch_size" not in overrides and "ema_decay" not in overrides
+def test_the_profile_presets_the_training_values_and_keys_override_them():
+    demo = parse_section({"profile": "demo"}, DiffusionStageConfig, "d")
+    assert demo == DiffusionStageConfig()  # the field defaults are the demo profile
+    full = parse_section({"profile": "full", "max_steps": 100, "checkpoint_minutes": 0}, DiffusionStageConfig, "d")
+    assert (full.diffusion_image_size, full.batch_size, full.learning_rate, full.warmup_steps, full.ema_decay,
+            full.checkpoint_every) == (128, 64, 1e-4, 1000, 0.9999, 5000)
+    assert (full.max_steps, full.checkpoint_minutes) == (100, 0.0)  # 0 minutes: no wall-clock checkpoints
+    smoke = parse_section({"profile": "smoke"}, DiffusionStageConfig, "d")
+    assert (smoke.diffusion_image_size, smoke.max_steps, smoke.checkpoint_every) == (32, 6, 3)
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
@@ -107,7 +116,10 @@ def test_yaml_sections_parse_with_errors_naming_the_key():
 
 def test_section_from_notebook_parameters_turns_lists_into_tuples():
     values = {"profile": "smoke", "conditions": ["cond_a"], "class_counts": [], "run_dir": "/x", "seed": 3}
-    section = section_from_parameters(DiffusionStageConfig, values)
-    assert section == DiffusionStageConfig(profile="smoke", conditions=("cond_a",))
+    section = section_from_parameters(DiffusionStageConfig, values, "parameters")
+    assert section == parse_section({"profile": "smoke", "conditions": ["cond_a"]}, DiffusionStageConfig, "d")
+    assert section.max_steps == 6  # a parameter not given takes the profile's value
     with pytest.raises(ValueError, match="sampler"):
-        section_from_parameters(DiffusionStageConfig, {"sampler": "plms"})
+        section_from_parameters(DiffusionStageConfig, {"sampler": "plms"}, "parameters")
+    with pytest.raises(ConfigError, match="parameters.sampling_steps: expected int, got '20'"):
+        section_from_parameters(DiffusionStageConfig, {"sampling_steps": "20"}, "parameters")

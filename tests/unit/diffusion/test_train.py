@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from diffkd_study.data.schema import Manifest
+from diffkd_study.methods.diffkd.diffusion.conditioning import ConditionDropout
 from diffkd_study.methods.diffkd.diffusion.train import (
     TrainConfig,
     batch_indices,
@@ -15,15 +16,10 @@ from diffkd_study.methods.diffkd.diffusion.train import (
     list_checkpoints,
     load_model,
     train_diffusion,
-    train_profile,
 )
-from diffkd_study.methods.diffkd.diffusion.conditioning import ConditionDropout
+from diffkd_study.methods.diffkd.diffusion.workflow import train_config_from_section
 
-from .conftest import SMOKE_CONDITIONS
-
-
-def smoke_config(**overrides) -> TrainConfig:
-    return train_profile("smoke", conditions=SMOKE_CONDITIONS, **overrides)
+from .conftest import smoke_config, smoke_section
 
 
 def test_one_step_runs_and_returns_a_finite_loss(phantom_cohort, tmp_path):
@@ -85,9 +81,10 @@ def test_batches_cover_each_epoch_once():
     assert len(set(next_epoch)) == 9 and next_epoch != [int(i) for r in rows for i in r]
 
 
-def test_profiles_and_config_round_trip():
+def test_profiles_and_config_round_trip(phantom_cohort):
     for name in ("smoke", "demo", "full"):
-        config = train_profile(name)
+        config = train_config_from_section(smoke_section(profile=name), phantom_cohort[0], seed=0)
+        assert config.profile == name
         assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ValueError, match="prediction_type"):
         smoke_config(prediction_type="x0")

@@ -19,7 +19,7 @@ from diffkd_study.methods.diffkd.diffusion.workflow import (
     training_label_counts,
 )
 
-from .conftest import SMOKE_CONDITIONS
+from .conftest import SMOKE_CONDITIONS, smoke_section
 
 
 def _with_split(manifest: Manifest, labels: list[str], splits: list[str]) -> Manifest:
@@ -54,8 +54,7 @@ def test_class_counts_balance_the_training_split(phantom_cohort):
 
 def test_train_config_from_section(phantom_cohort):
     manifest = phantom_cohort[0]
-    config = train_config_from_section(DiffusionStageConfig(profile="smoke", condition_dropout=0.25, max_steps=3),
-                                       manifest, seed=7)
+    config = train_config_from_section(smoke_section(condition_dropout=0.25, max_steps=3), manifest, seed=7)
     assert config.conditions == tuple(manifest.schema.conditions)  # empty section list = every declared one
     assert (config.seed, config.max_steps, config.image_size, config.batch_size) == (7, 3, 32, 4)
     assert config.dropout.categorical_p("cond_shape") == 0.25 and config.dropout.label == 0.1
@@ -65,7 +64,7 @@ def test_train_config_from_section(phantom_cohort):
 
 def test_run_training_resumes_refuses_other_configs_and_restarts(phantom_cohort, tmp_path):
     manifest, root = phantom_cohort
-    section = DiffusionStageConfig(profile="smoke", conditions=SMOKE_CONDITIONS[:2], max_steps=2, checkpoint_every=1)
+    section = smoke_section(conditions=SMOKE_CONDITIONS[:2], max_steps=2, checkpoint_every=1)
     config = train_config_from_section(section, manifest, seed=0)
     first = run_training(manifest, tmp_path, config, root=root, progress=False)
     assert (first.steps, first.steps_run, first.resumed_from) == (2, 2, 0)
@@ -78,8 +77,8 @@ def test_run_training_resumes_refuses_other_configs_and_restarts(phantom_cohort,
     assert (again.steps_run, again.resumed_from, again.losses) == (0, 2, first.losses)
     assert again.wall_s_total == first.wall_s_total and again.checkpoint_sha256 == first.checkpoint_sha256
 
-    other = train_config_from_section(DiffusionStageConfig(profile="smoke", conditions=SMOKE_CONDITIONS[:2],
-                                                           max_steps=3, checkpoint_every=1), manifest, seed=0)
+    other = train_config_from_section(smoke_section(conditions=SMOKE_CONDITIONS[:2], max_steps=3, checkpoint_every=1),
+                                      manifest, seed=0)
     with pytest.raises(ValueError, match=r"another configuration \(max_steps: 2 -> 3\).*resume: false"):
         run_training(manifest, tmp_path, other, root=root, progress=False)
     fresh = run_training(manifest, tmp_path, other, root=root, resume=False, progress=False)
@@ -91,8 +90,7 @@ def test_run_training_resumes_refuses_other_configs_and_restarts(phantom_cohort,
 
 def _one_step_checkpoint(manifest, root, out_dir):
     """A smoke model conditioned on BI-RADS, trained for one step: enough to sample from."""
-    config = train_config_from_section(DiffusionStageConfig(profile="smoke", conditions=("cond_birads",),
-                                                            max_steps=1), manifest, seed=0)
+    config = train_config_from_section(smoke_section(conditions=("cond_birads",), max_steps=1), manifest, seed=0)
     return run_training(manifest, out_dir, config, root=root, progress=False).checkpoint
 
 
@@ -157,8 +155,8 @@ def test_run_training_after_a_code_change_trains_afresh_and_keeps_the_old_run(ph
     import diffkd_study.methods.diffkd.diffusion.train as train
 
     manifest, root = phantom_cohort
-    config = train_config_from_section(DiffusionStageConfig(profile="smoke", conditions=SMOKE_CONDITIONS[:2],
-                                                            max_steps=2, checkpoint_every=1), manifest, seed=0)
+    config = train_config_from_section(smoke_section(conditions=SMOKE_CONDITIONS[:2], max_steps=2, checkpoint_every=1),
+                                       manifest, seed=0)
     first = run_training(manifest, tmp_path, config, root=root, progress=False)
     monkeypatch.setattr(train, "code_digest", lambda modules: "edited" + "0" * 58)
     again = run_training(manifest, tmp_path, config, root=root, progress=False)

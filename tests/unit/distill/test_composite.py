@@ -12,7 +12,8 @@ from torch import nn
 from diffkd_study.distill.composite import CompositeLoss, build_loss
 from diffkd_study.distill.hooks import Adapter
 from diffkd_study.distill.losses import CrossEntropyLoss, DKDLoss, FitNetLoss, KDLoss
-from diffkd_study.methods.ssdkd.diverse import ProjectionHead, SSDKDLoss
+from diffkd_study.methods.ssdkd.losses import SSDKDLoss
+from diffkd_study.methods.ssdkd.rotation import ProjectionHead
 
 TOL = 1e-6
 

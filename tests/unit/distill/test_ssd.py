@@ -1,6 +1,6 @@
 """SSD-KD: batch layout, error-level row selection, relational terms and the full objective.
 
-Golden values come from loop implementations written here from METHODS.md 3.5/3.6 (float64, 1e-6).
+Golden values come from loop implementations written here from docs/methods/ssdkd.md §3.5/§3.6 (float64, 1e-6).
 """
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from diffkd_study.methods.ssdkd.diverse import (
+from diffkd_study.methods.ssdkd.losses import (
     ChannelRelationLoss,
     DiverseKDLoss,
     DualRelationalLoss,
     RKDLoss,
     SSDKDLoss,
     TeacherSSHeadLoss,
+)
+from diffkd_study.methods.ssdkd.rotation import (
     error_level_selection,
-    frequency_class_weights,
     layout_indices,
     rotate_batch,
     rotation_targets,
@@ -260,7 +261,7 @@ def test_crkd_channel_mismatch_is_a_clear_error():
         ChannelRelationLoss()(torch.randn(1, 2, 2, 2), torch.randn(1, 3, 2, 2))
 
 
-def _d_kd_inputs():
+def _diverse_kd_inputs():
     """(logits_s, logits_t, target, emb_s, emb_t, feat_s, feat_t) of 4 rows and 3 classes, in ``terms`` order."""
     n, k = 4, 3
     logits_s, logits_t = _rand(5, n, k, scale=2), _rand(6, n, k, scale=2)
@@ -270,8 +271,8 @@ def _d_kd_inputs():
     return logits_s, logits_t, target, emb_s, emb_t, feat_s, feat_t
 
 
-def test_d_kd_against_loop():
-    logits_s, logits_t, target, emb_s, emb_t, feat_s, feat_t = _d_kd_inputs()
+def test_diverse_kd_against_loop():
+    logits_s, logits_t, target, emb_s, emb_t, feat_s, feat_t = _diverse_kd_inputs()
     weights = [1.0, 2.0, 4.0]
     loss = DiverseKDLoss(class_weights=weights).double()
     terms = loss.terms(logits_s, logits_t, target, emb_s, emb_t, feat_s, feat_t)
@@ -289,7 +290,7 @@ def test_d_kd_against_loop():
     assert _value(total) == pytest.approx(sum(expected.values()), abs=TOL)
 
 
-def test_dual_relational_constructs_and_matches_d_kd_relational_part():
+def test_dual_relational_constructs_and_matches_diverse_kd_relational_part():
     emb_s, emb_t = _rand(11, 4, 3), _rand(12, 4, 3)
     feat_s, feat_t = _rand(13, 4, 2, 2, 2), _rand(14, 4, 2, 2, 2)
     dr = DualRelationalLoss(lambd_rkd=2.0, lambd_crkd=10.0)
@@ -297,11 +298,6 @@ def test_dual_relational_constructs_and_matches_d_kd_relational_part():
         25 * _rkd_dist(emb_s.tolist(), emb_t.tolist()) + 50 * _rkd_angle(emb_s.tolist(), emb_t.tolist())
     ) + 10.0 * _crkd(feat_s.tolist(), feat_t.tolist())
     assert _value(dr(emb_s, emb_t, feat_s, feat_t)) == pytest.approx(expected, abs=TOL)
-
-
-def test_frequency_class_weights():
-    assert frequency_class_weights([0, 0, 0, 1]).tolist() == pytest.approx([1.333, 4.0])
-    assert frequency_class_weights([3, 1, 0], counts=True).tolist() == pytest.approx([1.333, 4.0, 0.0])
 
 
 # ------------------------------------------------------------------------------ full objective
@@ -496,8 +492,8 @@ def test_similarity_rows_pick_their_source_when_each_image_has_its_own_direction
     assert selection.index.tolist() == [0, 1, 2, 3, 5, 6, 7, 8]
 
 
-def test_d_kd_class_weighted_kl_against_loop():
-    args = _d_kd_inputs()
+def test_diverse_kd_class_weighted_kl_against_loop():
+    args = _diverse_kd_inputs()
     logits_s, logits_t, target = args[:3]
     weights = [1.0, 2.0, 4.0]
     plain = DiverseKDLoss(class_weights=weights).double()

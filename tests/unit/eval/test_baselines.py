@@ -188,8 +188,8 @@ def test_image_features_are_not_applicable_on_a_test_set_without_masks(tmp_path)
 
 
 def test_read_not_applicable_from_the_stage_summary(tmp_path):
-    from diffkd_study.methods.diffkd.baselines import SUMMARY_FILE, read_not_applicable
     from diffkd_study.io import write_json
+    from diffkd_study.methods.diffkd.baselines import SUMMARY_FILE, read_not_applicable
 
     assert read_not_applicable(tmp_path) == {}
     write_json(tmp_path / SUMMARY_FILE, {"best_model": "clinical", "not_applicable": {"clinical": {"external: D": "why"}}})

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffkd_study.metrics.dca import TREAT_ALL, TREAT_NONE, decision_curves, net_benefit, net_benefit_treat_all
+from diffkd_study.metrics.dca import (
+    TREAT_ALL,
+    TREAT_NONE,
+    decision_curves,
+    net_benefit,
+    net_benefit_treat_all,
+)
 
 # Five patients, two with disease. At pt = 0.3 the model treats 0.9, 0.4, 0.6: TP 2, FP 1, so
 # NB = 2/5 - 1/5 * 0.3/0.7 = 0.4 - 3/35. At pt = 0.5 it treats 0.9, 0.6: TP 1, FP 1, so

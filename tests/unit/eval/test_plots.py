@@ -15,10 +15,10 @@ from matplotlib.collections import PolyCollection
 from matplotlib.container import ErrorbarContainer
 
 from diffkd_study import viz as plots
-from diffkd_study.metrics.calibration import brier_score
+from diffkd_study.metrics.calibration import brier_score, calibration_summary
 from diffkd_study.metrics.dca import TREAT_ALL, TREAT_NONE, decision_curves, net_benefit_treat_all
+from diffkd_study.metrics.roc import auc_delong, roc_confidence_band, roc_curve, roc_summary
 from diffkd_study.reader_study import orh_analysis, simulate_ratings
-from diffkd_study.metrics.roc import auc_delong, roc_confidence_band, roc_curve
 
 matplotlib.use("Agg")
 
@@ -83,9 +83,8 @@ def _reader_table(simulated):
 def test_roc_curves_bands_legend_and_simulated_readers(cohort):
     y, strong, weak = cohort
     readers = _reader_table(simulated=True)
-    fig = plots.plot_roc(
-        {"teacher": (y, strong), "student": (y, weak)}, reader_points=readers, n_resamples=200
-    )
+    summaries = {"teacher": roc_summary(y, strong, n_resamples=200), "student": roc_summary(y, weak, n_resamples=200)}
+    fig = plots.plot_roc(summaries, reader_points=readers)
     ax = fig.axes[0]
     texts = _legend_texts(ax.get_legend())
     assert texts[0] == plots.auc_label("teacher", auc_delong(y, strong))
@@ -117,7 +116,7 @@ def test_roc_curves_bands_legend_and_simulated_readers(cohort):
 
 def test_roc_without_bands_or_intervals_and_real_readers(cohort):
     y, strong, _ = cohort
-    fig = plots.plot_roc({"teacher": (y, strong)}, bands=False, ci=False, reader_points=_reader_table(False))
+    fig = plots.plot_roc({"teacher": roc_summary(y, strong, band=False)}, ci=False, reader_points=_reader_table(False))
     ax = fig.axes[0]
     texts = _legend_texts(ax.get_legend())
     assert not [c for c in ax.collections if isinstance(c, PolyCollection)]
@@ -130,18 +129,21 @@ def test_roc_without_bands_or_intervals_and_real_readers(cohort):
 def test_roc_reader_points_from_specificity_and_one_condition_only(cohort):
     y, strong, _ = cohort
     points = pd.DataFrame({"reader_id": ["a", "b"], "sensitivity": [0.8, 0.7], "specificity": [0.9, 0.6]})
-    fig = plots.plot_roc({"m": (y, strong)}, bands=False, reader_points=points, simulated_readers=True)
+    summary = roc_summary(y, strong, band=False)
+    fig = plots.plot_roc({"m": summary}, reader_points=points, simulated_readers=True)
     (bars,) = _errorbars(fig.axes[0])
     np.testing.assert_allclose(_points(bars), [0.1, 0.4])
     assert bars.get_label() == "simulated readers: readers (n=2)"
     two = pd.concat([points.assign(treatment="unaided"), points.assign(treatment="aided")])
     with pytest.raises(ValueError, match="several reading conditions"):
-        plots.plot_roc({"m": (y, strong)}, bands=False, reader_points=two)
+        plots.plot_roc({"m": summary}, reader_points=two)
 
 
 def test_roc_of_a_constant_score_model_is_the_diagonal_and_says_so(cohort):
     y, strong, _ = cohort
-    fig = plots.plot_roc({"constant": (y, np.full(y.size, 0.28)), "teacher": (y, strong)}, n_resamples=50)
+    summaries = {"constant": roc_summary(y, np.full(y.size, 0.28), n_resamples=50),
+                 "teacher": roc_summary(y, strong, n_resamples=50)}
+    fig = plots.plot_roc(summaries)
     ax = fig.axes[0]
     line = ax.lines[0]
     np.testing.assert_allclose(line.get_xdata(), [0, 1])
@@ -154,7 +156,7 @@ def test_roc_of_a_constant_score_model_is_the_diagonal_and_says_so(cohort):
 def test_roc_draws_into_a_given_axes_and_keeps_global_style(cohort):
     y, strong, _ = cohort
     fig, ax = plt.subplots()
-    assert plots.plot_roc({"m": (y, strong)}, bands=False, ax=ax) is fig
+    assert plots.plot_roc({"m": roc_summary(y, strong, band=False)}, ax=ax) is fig
     assert len(ax.get_lines()) == 2  # the curve and the chance diagonal
     assert plt.rcParams["axes.spines.top"] == matplotlib.rcParamsDefault["axes.spines.top"]
     with pytest.raises(ValueError, match="at least one model"):
@@ -241,7 +243,7 @@ def test_auc_forest_accepts_other_column_names():
 def test_calibration_reliability_histogram_and_legend(cohort):
     y, strong, weak = cohort
     probs = {"teacher": _probabilities(strong), "student": _probabilities(weak)}
-    fig = plots.plot_calibration(y, probs, n_bins=8)
+    fig = plots.plot_calibration({m: calibration_summary(y, p, n_bins=8) for m, p in probs.items()})
     ax, hist_ax = fig.axes
     assert "n=120, 48 positive" in ax.get_title()
     texts = _legend_texts(fig.legends[0])
@@ -257,7 +259,8 @@ def test_calibration_reliability_histogram_and_legend(cohort):
 def test_calibration_of_a_constant_score_model(cohort):
     # The reliability diagram of a constant score has one bin (it had none: KeyError 'mean_predicted').
     y, strong, _ = cohort
-    fig = plots.plot_calibration(y, {"constant": np.full(y.size, 0.28), "teacher": _probabilities(strong)})
+    probs = {"constant": np.full(y.size, 0.28), "teacher": _probabilities(strong)}
+    fig = plots.plot_calibration({m: calibration_summary(y, p) for m, p in probs.items()})
     ax = fig.axes[0]
     constant = _errorbars(ax)[0]
     np.testing.assert_allclose(_points(constant), [0.28])
@@ -270,7 +273,7 @@ def test_calibration_of_a_constant_score_model(cohort):
 
 def test_calibration_reports_an_inestimable_slope():
     y = np.array([0, 0, 1, 1])
-    fig = plots.plot_calibration(y, {"separating": np.array([0.1, 0.2, 0.8, 0.9])}, n_bins=2)
+    fig = plots.plot_calibration({"separating": calibration_summary(y, np.array([0.1, 0.2, 0.8, 0.9]), n_bins=2)})
     assert "slope not estimable" in _legend_texts(fig.legends[0])[0]
 
 
@@ -481,7 +484,7 @@ def test_save_figure_writes_png_and_reproducible_svg(tmp_path, cohort):
     y, strong, _ = cohort
     saved = []
     for run in ("first", "second"):  # the same figure drawn twice, as by a re-executed notebook
-        fig = plots.plot_roc({"m": (y, strong)}, bands=False)
+        fig = plots.plot_roc({"m": roc_summary(y, strong, band=False)})
         saved.append(plots.save_figure(fig, tmp_path / run, "roc"))
     png = saved[0]
     assert png == tmp_path / "first" / "roc.png"
@@ -497,7 +500,7 @@ def test_save_figure_writes_png_and_reproducible_svg(tmp_path, cohort):
 
 def test_save_figure_uses_unique_temporary_names_and_the_umask_mode(tmp_path, cohort, monkeypatch):
     y, strong, _ = cohort
-    fig = plots.plot_roc({"m": (y, strong)}, bands=False)
+    fig = plots.plot_roc({"m": roc_summary(y, strong, band=False)})
     written = []
     draw = fig.savefig
 
@@ -519,7 +522,7 @@ def test_save_figure_uses_unique_temporary_names_and_the_umask_mode(tmp_path, co
 
 def test_save_figure_leaves_nothing_behind_when_a_format_fails(tmp_path, cohort, monkeypatch):
     y, strong, _ = cohort
-    fig = plots.plot_roc({"m": (y, strong)}, bands=False)
+    fig = plots.plot_roc({"m": roc_summary(y, strong, band=False)})
     draw = fig.savefig
 
     def failing_svg(path, **kwargs):
@@ -566,3 +569,16 @@ def test_series_styles_are_positional_and_colour_blind_safe():
     many = plots.series_styles([str(k) for k in range(len(plots.PALETTE) + 1)])
     first, wrapped = many["0"], many[str(len(plots.PALETTE))]
     assert first.color == wrapped.color and first.linestyle != wrapped.linestyle
+
+
+def test_plots_take_summaries_computed_alike(cohort):
+    y, strong, weak = cohort
+    mixed = {"a": roc_summary(y, strong, n_resamples=50), "b": roc_summary(y, weak, n_resamples=60)}
+    with pytest.raises(ValueError, match="ROC bands differ"):
+        plots.plot_roc(mixed)
+    calibration = {"all": calibration_summary(y, _probabilities(strong)),
+                   "half": calibration_summary(y[::2], _probabilities(weak[::2]))}
+    with pytest.raises(ValueError, match="differ in \\(n, n_pos\\)"):
+        plots.plot_calibration(calibration)
+    with pytest.raises(ValueError, match="at least one model"):
+        plots.plot_calibration({})

@@ -369,6 +369,21 @@ def test_reader_group_summary(simulated):
     assert summary.loc["senior", "mean_auc"] == pytest.approx(st.mean_auc)
 
 
+def test_reader_auc_table_gives_wald_intervals_from_the_orh_covariance():
+    rng = np.random.default_rng(3)
+    truth = np.repeat([1, 0], 20)
+    scores = truth[None, None, :] * 0.8 + rng.normal(size=(2, 3, 40))  # 2 treatments x 3 readers
+    res = orh_analysis(scores, truth, covariance="delong", treatments=["a", "b"], readers=["r1", "r2", "r3"])
+    table = res.reader_auc_table(0.95)
+    assert list(table.columns) == ["treatment", "reader_id", "auc", "ci_low", "ci_high"]
+    assert len(table) == res.auc.size and list(table["reader_id"][: len(res.readers)]) == list(res.readers)
+    first_se = float(np.sqrt(res.auc_covariance[0, 0]))
+    assert table.loc[0, "ci_high"] == pytest.approx(min(1.0, res.auc[0, 0] + 1.959964 * first_se), abs=1e-6)
+    assert ((table["ci_low"] <= table["auc"]) & (table["auc"] <= table["ci_high"])).all()
+    assert table[["ci_low", "ci_high"]].stack().between(0, 1).all()
+    assert (res.reader_auc_table(0.5)["ci_high"] <= table["ci_high"]).all()
+
+
 # ---------------------------------------------------------------------------------------------
 # Simulator
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from diffkd_study.metrics.roc import (
     roc_auc,
     roc_confidence_band,
     roc_curve,
+    roc_summary,
     tpr_at_fpr,
     wald_auc_interval,
 )
@@ -274,6 +275,39 @@ def test_roc_band_contains_curve_and_is_exact_under_separation():
     assert np.all(np.diff(band.tpr_low) >= -1e-12)
     separated = roc_confidence_band([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], n_resamples=50)
     np.testing.assert_array_equal(separated.tpr_low, np.ones(101))
+
+
+def test_roc_summary_of_the_tiny_example_by_hand():
+    summary = roc_summary(TINY_Y, TINY_S, band=False)
+    np.testing.assert_allclose(summary.fpr, [0, 0, 0.25, 0.25, 0.5, 0.75, 1])
+    np.testing.assert_allclose(summary.tpr, [0, 1 / 3, 2 / 3, 1, 1, 1, 1])
+    assert summary.auc.auc == pytest.approx(0.875) and summary.auc.variance == pytest.approx(1 / 48)
+    assert "logit" in summary.auc.method
+    assert summary.band is None and not summary.constant_score
+
+
+def test_roc_summary_band_is_the_seeded_band_of_each_model():
+    rng = np.random.default_rng(5)
+    y = np.r_[np.ones(30, int), np.zeros(45, int)]
+    strong, weak = rng.normal(1.2 * y, 1), rng.normal(0.4 * y, 1)
+    summary = roc_summary(y, strong, level=0.9, n_resamples=300, seed=4)
+    assert summary.auc == auc_delong(y, strong, level=0.9)
+    band = roc_confidence_band(y, strong, n_resamples=300, level=0.9, seed=4)
+    np.testing.assert_array_equal(summary.band.tpr_low, band.tpr_low)
+    np.testing.assert_array_equal(summary.band.tpr_high, band.tpr_high)
+    assert (summary.band.level, summary.band.n_resamples, summary.band.seed) == (0.9, 300, 4)
+    # An integer seed starts a fresh generator per model: summarising another model first changes nothing.
+    roc_summary(y, weak, n_resamples=300, seed=4)
+    again = roc_summary(y, strong, level=0.9, n_resamples=300, seed=4)
+    np.testing.assert_array_equal(again.band.tpr_low, band.tpr_low)
+
+
+def test_roc_summary_of_a_constant_score():
+    summary = roc_summary(TINY_Y, np.full(TINY_Y.size, 0.3), n_resamples=20)
+    assert summary.constant_score
+    np.testing.assert_allclose(summary.fpr, [0, 1])
+    np.testing.assert_allclose(summary.tpr, [0, 1])
+    assert summary.auc.auc == 0.5
 
 
 def test_accumulating_metric_matches_function():

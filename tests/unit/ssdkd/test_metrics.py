@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from diffkd_study.metrics.operating_points import wilson_ci
 from diffkd_study.methods.ssdkd.metrics import (
     cluster_bootstrap_weights,
     confusion_matrix,
@@ -15,6 +14,7 @@ from diffkd_study.methods.ssdkd.metrics import (
     multiclass_report,
     weighted_auc,
 )
+from diffkd_study.metrics.operating_points import wilson_ci
 
 
 def test_weighted_auc_with_unit_weights_is_sklearn_auc_including_ties():

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffkd_study.models.classifier import create_classifier
 from diffkd_study.methods.ssdkd.ss_head import SSHeadConfig, rotation_embeddings, ss_batches, train_ss_head
+from diffkd_study.models.classifier import create_classifier
 from diffkd_study.training.data import ImageTensors
 
 SIZE = 32

@@ -1,4 +1,4 @@
-"""Stage parameters: defaults = the CPU config, every rule fails with a message naming the key."""
+"""Stage parameters: defaults = the CPU profile, the GPU profile a preset; every rule fails naming the key."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
-from diffkd_study.config import ConfigError, load_config, parse_section
-from diffkd_study.methods.ssdkd.stage import METHODS, SSDKDStageConfig, stage_config_from_parameters
+from diffkd_study.config import load_config
+from diffkd_study.methods.ssdkd.stage import METHODS, SSDKDStageConfig
+from diffkd_study.sections import ConfigError, parse_section, section_from_parameters
 
 PROJECT = Path(__file__).resolve().parents[3]
 
@@ -24,6 +26,16 @@ def test_cpu_config_equals_the_defaults_and_full_config_parses():
     assert section.amp is False and cpu.section("ssdkd_dermoscopy").amp is True
     assert section.kd_class_weighting is False and cpu.section("ssdkd_dermoscopy").kd_class_weighting is True
     assert cpu.data.split == full.data.split and cpu.seed == full.seed  # the same split
+    assert section == parse_section({"profile": "full"}, SSDKDStageConfig, "x") and section.seeds == (0, 1, 2)
+    raw = yaml.safe_load((PROJECT / "configs" / "ham10000_ssdkd_full.yaml").read_text(encoding="utf-8"))
+    assert raw["ssdkd_dermoscopy"] == {"profile": "full"}  # the preset, not a copy of its values
+
+
+def test_keys_given_with_a_profile_override_it():
+    section = parse_section({"profile": "full", "seeds": [5], "amp": True}, SSDKDStageConfig, "x")
+    assert (section.seeds, section.amp, section.batch_size, section.teacher_epochs) == ((5,), True, 128, 150)
+    with pytest.raises(ConfigError, match=r"x.profile: profile must be one of \['cpu', 'full'\], got 'gpu'"):
+        parse_section({"profile": "gpu"}, SSDKDStageConfig, "x")
 
 
 @pytest.mark.parametrize("change, message", [
@@ -45,6 +57,7 @@ def test_cpu_config_equals_the_defaults_and_full_config_parses():
     ({"bootstrap": 10}, "bootstrap"),
     ({"teacher_weights": "imagenet"}, "teacher_weights"),
     ({"device": "tpu"}, "device"),
+    ({"profile": "gpu"}, "profile must be one of"),
 ])
 def test_invalid_values_are_rejected(change, message):
     with pytest.raises(ValueError, match=message):
@@ -61,13 +74,14 @@ def test_yaml_errors_name_the_file_and_key():
 
 
 def test_from_parameters_turns_lists_into_tuples_and_ignores_other_keys():
-    config = stage_config_from_parameters({"methods": ["ce", "ssd_kd"], "seeds": [3], "run_dir": "/x"})
+    config = section_from_parameters(SSDKDStageConfig, {"methods": ["ce", "ssd_kd"], "seeds": [3], "run_dir": "/x"},
+                                     "parameters")
     assert config.methods == ("ce", "ssd_kd") and config.seeds == (3,)
     assert config.method_title("ssd_kd") == METHODS["ssd_kd"] == "SSD-KD"
 
 
 def test_the_stage_is_registered_with_its_notebook():
-    from diffkd_study.config import STAGES
+    from diffkd_study.stages import STAGES
 
     assert STAGES["ssdkd_dermoscopy"].notebook == "70_ssdkd_dermoscopy"
     assert STAGES["ssdkd_dermoscopy"].section is SSDKDStageConfig

@@ -7,10 +7,17 @@ import pytest
 import torch
 
 from diffkd_study.distill.losses import kd_loss
-from diffkd_study.methods.ssdkd.diverse import ProjectionHead, rotate_batch
+from diffkd_study.methods.ssdkd.rotation import ProjectionHead, rotate_batch
+from diffkd_study.methods.ssdkd.stage import METHODS, SSDKDStageConfig
+from diffkd_study.methods.ssdkd.tasks import (
+    RotationDistillationTask,
+    build_student_task,
+    method_objective,
+    method_recipes,
+    rotated_views,
+    uses_rotation_batches,
+)
 from diffkd_study.models.classifier import create_classifier
-from diffkd_study.methods.ssdkd.stage import SSDKDStageConfig
-from diffkd_study.methods.ssdkd.tasks import RotationDistillationTask, build_student_task, rotated_views
 
 SIZE = 32
 CLASSES = 3
@@ -96,7 +103,8 @@ EXPECTED_TERMS = {
     "kd": {"wce", "kd"},
     "rkd": {"wce", "rkd", "rkd.dist", "rkd.angle"},
     "dkd": {"wce", "dkd", "dkd.tckd", "dkd.nckd"},
-    "d_kd": {"d_kd", "d_kd.wce", "d_kd.kl", "d_kd.rkd_dist", "d_kd.rkd_angle", "d_kd.crkd"},
+    "diverse_kd": {"diverse_kd", "diverse_kd.wce", "diverse_kd.kl", "diverse_kd.rkd_dist", "diverse_kd.rkd_angle",
+                   "diverse_kd.crkd"},
 }
 
 
@@ -134,3 +142,19 @@ def test_task_errors(networks):
         build_student_task("crd", cfg, _student(), networks, WEIGHTS, image_size=SIZE)
     loss, _ = build_student_task("ce", cfg, _student(), None, None, image_size=SIZE)(_batch(2))
     assert np.isfinite(float(loss.detach()))
+
+
+def test_every_method_is_a_recipe_of_registered_losses_with_a_description():
+    cfg = SSDKDStageConfig()
+    assert set(method_recipes(cfg)) == set(METHODS)
+    assert [m for m in METHODS if uses_rotation_batches(m, cfg)] == ["ssd_kd"]
+    assert method_objective("kd", cfg) == "0.5 x cross-entropy + 0.5 x T^2 KL (Hinton KD, T = 5.0)"
+    assert method_objective("dkd", cfg).startswith("cross-entropy + decoupled KD (1.0 x TCKD + 8.0 x NCKD, T = 4.0)")
+    assert "1000.0 x channel-Gram relation" in method_objective("diverse_kd", cfg)
+    # kd_class_weighting puts the WCE class weights on the rows of the softened-output KLs
+    weighted = method_recipes(cfg, WEIGHTS)
+    assert weighted["kd"]["kd"]["params"]["class_weights"] == WEIGHTS
+    assert weighted["ssd_kd"]["ssd_kd"]["params"]["kd_class_weighting"] is True
+    plain = method_recipes(SSDKDStageConfig(kd_class_weighting=False), WEIGHTS)
+    assert plain["dkd"]["dkd"]["params"]["class_weights"] is None
+    assert plain["diverse_kd"]["diverse_kd"]["params"]["kd_class_weighting"] is False

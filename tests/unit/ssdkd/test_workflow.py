@@ -19,15 +19,23 @@ def _summary_row(model, seed, accuracy, balanced, auc, split="test"):
             "macro_auc_high": auc + 0.05}
 
 
+def _result(evaluation, timings=()):
+    """A stage result holding only what the report tables read."""
+    return workflow.SSDKDStageResult(
+        config={}, image_size=32, study_seed=0, classes=list(CLASSES), device="cpu", threads=1, counts=[],
+        subsample={}, class_weights=None, teachers=[], ss_heads=[], students=[], evaluation=evaluation,
+        timings=list(timings), wall_s=0.0)
+
+
 def _records():
     rows = [_summary_row("teacher", 0, 0.80, 0.60, 0.90), _summary_row("teacher", 1, 0.82, 0.62, 0.92),
             _summary_row("ce", 0, 0.70, 0.40, 0.80), _summary_row("ce", 1, 0.72, 0.44, 0.82),
             _summary_row("ssd_kd", 0, 0.79, 0.45, 0.85), _summary_row("ssd_kd", 1, 0.80, 0.47, 0.86),
             _summary_row("ssd_kd", 0, 0.5, 0.5, 0.5, split="val")]
-    return {"evaluation": {"summary": rows, "per_class": [], "confusion": []},
-            "timings": [{"part": "data", "seed": None, "wall_s": 30.0},
-                        {"part": "teacher", "seed": 0, "wall_s": 600.0, "train_s": 590.0},
-                        {"part": "ssd_kd", "seed": 0, "wall_s": 6.0, "train_s": 1200.0}]}
+    return _result({"summary": rows, "per_class": [], "confusion": []},
+                   [{"part": "data", "seed": None, "wall_s": 30.0},
+                    {"part": "teacher", "seed": 0, "wall_s": 600.0, "train_s": 590.0},
+                    {"part": "ssd_kd", "seed": 0, "wall_s": 6.0, "train_s": 1200.0}])
 
 
 def test_comparison_table_mean_and_sd_over_seeds():
@@ -54,7 +62,7 @@ def test_goal_check_by_hand():
     assert val["evaluated"] is False
     assert workflow.goal_text(val, "val").startswith("Goal not evaluated on the validation split: the teacher")
     records = _records()
-    records["evaluation"]["summary"] = [r for r in records["evaluation"]["summary"] if r["model"] != "ce"]
+    records.evaluation["summary"] = [r for r in records.evaluation["summary"] if r["model"] != "ce"]
     assert workflow.goal_check(records) == {"evaluated": False, "reason": "the teacher, the plain student and "
                                                                           "SSD-KD must all be trained"}
 
@@ -67,7 +75,7 @@ def test_goal_check_by_hand():
 def test_goal_check_boundaries(ssd_balanced, ssd_accuracy, ba_met, acc_met):
     rows = [_summary_row("teacher", 0, 0.81, 0.60, 0.90), _summary_row("ce", 0, 0.70, 0.42, 0.80),
             _summary_row("ssd_kd", 0, ssd_accuracy, ssd_balanced, 0.85)]
-    goal = workflow.goal_check({"evaluation": {"summary": rows, "per_class": [], "confusion": []}})
+    goal = workflow.goal_check(_result({"summary": rows, "per_class": [], "confusion": []}))
     assert (goal["balanced_accuracy_goal_met"], goal["accuracy_goal_met"]) == (ba_met, acc_met)
     assert goal["goal_met"] is (ba_met and acc_met)
 
@@ -97,7 +105,7 @@ def test_evaluate_predictions_per_model_seed_and_split():
         ("teacher", 0, "val"), ("teacher", 0, "test"), ("ce", 1, "test")]
     assert all(r["n"] == 30 and r["n_lesions"] == 15 for r in evaluation["summary"])
     assert len(evaluation["per_class"]) == 9 and np.array(evaluation["confusion"][0]["matrix"]).sum() == 30
-    table = workflow.per_class_table(evaluation_records := {"evaluation": evaluation}, "teacher", 0, "test")
+    table = workflow.per_class_table(evaluation_records := _result(evaluation), "teacher", 0, "test")
     assert table["class"].tolist() == list(CLASSES)
     with pytest.raises(KeyError, match="no per-class metrics"):
         workflow.per_class_table(evaluation_records, "ssd_kd", 0)

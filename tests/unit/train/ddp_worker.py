@@ -23,7 +23,8 @@ WORLD_BATCH = 8
 def train(out_dir: Path, batch_size: int, checkpoint_minutes: float = 10.0) -> torch.nn.Module:
     torch.manual_seed(0)
     task = ClassifierTask(TinyNet(), build_loss({"ce": {"type": "ce"}}))
-    config = FitConfig(epochs=2, batch_size=batch_size, lr=0.05, patience=0, augment="none", device="cpu",
+    config = FitConfig(epochs=2, batch_size=batch_size, lr=0.05, weight_decay=1e-4, warmup_epochs=1.0, grad_clip=5.0,
+                       patience=0, min_epochs=1, selection="auc", augment="none", seed=0, device="cpu",
                        checkpoint_minutes=checkpoint_minutes)
     fit(task, toy_set(32), toy_set(12, seed=5), config, out_dir, progress=False)
     return task.model

@@ -6,14 +6,21 @@ import json
 
 import pytest
 
-from diffkd_study.methods.diffkd.stage import StudentStageConfig, TeacherStageConfig
-from diffkd_study.methods.diffkd.study import parameter_names, run_stage, stage_config
+from diffkd_study.methods.diffkd.stage import LossTerm, StudentStageConfig, TeacherStageConfig
+from diffkd_study.methods.diffkd.study import (
+    parameter_names,
+    run_stage,
+    stage_config,
+    student_objective,
+    student_recipe,
+)
+from diffkd_study.sections import ConfigError, parse_section
 
 
 def test_parameter_names_are_the_run_and_section_fields():
     names = parameter_names("student")
     assert names[:5] == ("manifest_path", "data_root", "predictions_dir", "run_dir", "image_size")
-    assert {"variants", "seeds", "crop", "loss", "temperature", "checkpoint_minutes"} <= set(names)
+    assert {"variants", "seeds", "crop", "loss", "checkpoint_minutes"} <= set(names)
     assert stage_config("teacher", {"variants": ["real"], "seeds": [3], "unrelated": 1}) == \
         TeacherStageConfig(variants=("real",), seeds=(3,))
 
@@ -22,13 +29,43 @@ def test_parameter_names_are_the_run_and_section_fields():
     ({"variants": ("scratch", "oracle")}, "unknown \\['oracle'\\]"),
     ({"seeds": (0, 0)}, "list each once"),
     ({"crop": "box"}, "crop must be one of"),
-    ({"loss": "kd+fitnet"}, "needs feature_weight > 0"),
+    ({"loss": {}}, "name at least one term"),
+    ({"loss": {"ce": LossTerm(weight=0.0), "kd": LossTerm(weight=0.0)}}, "every term has weight 0"),
+    ({"loss": {"kd": {"weight": 1.0}}}, "each term must be a LossTerm"),
     ({"nproc": 2}, "nproc > 1 needs launcher: torchrun"),
     ({"checkpoint_minutes": -1.0}, "checkpoint_minutes must be >= 0"),
 ])
 def test_bad_sections_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         StudentStageConfig(**bad)
+
+
+def test_the_default_objective_is_half_cross_entropy_half_hinton_kd_at_t4():
+    recipe = student_recipe(StudentStageConfig())
+    assert recipe == {"ce": {"type": "ce", "weight": 0.5, "params": {}},
+                      "kd": {"type": "kd", "weight": 0.5, "params": {"temperature": 4.0}}}
+    assert student_objective(StudentStageConfig()) == "0.5 x cross-entropy + 0.5 x T^2 KL (Hinton KD, T = 4.0)"
+
+
+def test_the_objective_is_a_recipe_in_the_yaml():
+    raw = {"loss": {"ce": {"weight": 0.5}, "dkd": {"weight": 0.5, "params": {"temperature": 2}}, "at": {"weight": 10}}}
+    section = parse_section(raw, StudentStageConfig, "student")
+    assert list(student_recipe(section)) == ["ce", "dkd", "at"]  # built in the order written
+    assert student_objective(section) == ("0.5 x cross-entropy + 0.5 x decoupled KD (1.0 x TCKD + 8.0 x NCKD, T = 2) + "
+                                          "10.0 x attention transfer (beta = 1000.0, p = 2.0)")
+    with pytest.raises(ConfigError, match=r"student.loss.kd.weight: -1.0 is outside"):
+        parse_section({"loss": {"kd": {"weight": -1}}}, StudentStageConfig, "student")
+    with pytest.raises(ConfigError, match=r"student.loss.kd: unknown key\(s\) \['temperature'\]"):
+        parse_section({"loss": {"kd": {"temperature": 4.0}}}, StudentStageConfig, "student")
+
+
+@pytest.mark.parametrize("loss, message", [
+    ({"kd_hinton": LossTerm()}, "loss: unknown loss 'kd_hinton'; known: .*kd"),
+    ({"kd": LossTerm(params={"tau": 4.0})}, r"KDLoss takes no parameter\(s\) \['tau'\]"),
+])
+def test_unknown_losses_and_parameters_are_named_when_the_stage_starts(loss, message):
+    with pytest.raises(ValueError, match=message):
+        student_objective(StudentStageConfig(loss=loss))
 
 
 def test_student_refuses_a_teacher_trained_on_other_inputs(tmp_path):

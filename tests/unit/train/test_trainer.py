@@ -12,6 +12,8 @@ from safetensors.torch import load_file
 
 from diffkd_study.distill.composite import build_loss
 from diffkd_study.distill.distiller import DistillationTask
+from diffkd_study.methods.diffkd.stage import StudentStageConfig, TeacherStageConfig
+from diffkd_study.methods.ssdkd.stage import SSDKDStageConfig
 from diffkd_study.training.trainer import (
     CHECKPOINT,
     ClassifierTask,
@@ -30,8 +32,13 @@ def _task(seed: int = 0) -> ClassifierTask:
     return ClassifierTask(TinyNet(), build_loss(CE))
 
 
+#: the recipe of these tests (FitConfig has no defaults for it)
+RECIPE = {"epochs": 3, "batch_size": 8, "lr": 0.05, "weight_decay": 1e-4, "warmup_epochs": 1.0, "grad_clip": 5.0,
+          "patience": 0, "min_epochs": 1, "selection": "auc", "augment": "ultrasound", "seed": 0}
+
+
 def _config(**kw) -> FitConfig:
-    return FitConfig(**{"epochs": 3, "batch_size": 8, "lr": 0.05, "patience": 0, "augment": "ultrasound", **kw})
+    return FitConfig(**{**RECIPE, **kw})
 
 
 def test_fit_learns_and_logs_every_epoch(tmp_path):
@@ -133,7 +140,24 @@ def test_predict_proba_rows_sum_to_one_and_metrics_golden():
 ])
 def test_bad_settings_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
-        FitConfig(**bad)
+        _config(**bad)
+
+
+def test_the_recipe_has_no_default():
+    with pytest.raises(TypeError, match="missing 8 required keyword-only arguments"):
+        FitConfig(epochs=3, batch_size=8, lr=0.05)
+
+
+@pytest.mark.parametrize("section", [TeacherStageConfig, StudentStageConfig, SSDKDStageConfig])
+def test_sections_default_the_operational_settings_as_the_trainer_does(section):
+    """FitConfig's only defaults (settings that do not choose the recipe) are the sections' defaults too."""
+    trainer_defaults = {f.name: f.default for f in dataclasses.fields(FitConfig)
+                        if f.default is not dataclasses.MISSING}
+    assert set(trainer_defaults) == {"synthetic_ratio", "eval_batch_size", "amp", "device", "checkpoint_minutes"}
+    section_defaults = {f.name: f.default for f in dataclasses.fields(section)}
+    shared = {name for name in trainer_defaults if name in section_defaults and name != "synthetic_ratio"}
+    assert shared >= {"eval_batch_size", "device"}
+    assert {name: section_defaults[name] for name in shared} == {name: trainer_defaults[name] for name in shared}
 
 
 def test_cuda_asked_for_on_a_cpu_machine_is_a_clear_error(tmp_path):
@@ -200,7 +224,7 @@ def test_the_checkpoint_interval_is_no_reason_to_retrain(tmp_path):
     again = fit(_task(), train, val, _config(epochs=2, checkpoint_minutes=0.5), tmp_path, progress=False)
     assert again.resumed_from == len(first.history)
     with pytest.raises(ValueError, match="checkpoint_minutes must be >= 0"):
-        FitConfig(checkpoint_minutes=-1)
+        _config(checkpoint_minutes=-1)
 
 
 def test_edited_library_code_trains_afresh_and_sets_the_old_fit_aside(tmp_path, monkeypatch, caplog):

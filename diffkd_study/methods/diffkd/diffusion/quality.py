@@ -39,8 +39,8 @@ import torch
 
 from diffkd_study.data.datasets import ManifestDataset
 from diffkd_study.data.schema import Manifest
-from diffkd_study.metrics import fidelity
 from diffkd_study.io import atomic_path
+from diffkd_study.metrics import fidelity
 from diffkd_study.repro import derive_seed
 
 EXTRACTORS: dict[str, str] = {"TF-Inception (pool3)": fidelity.INCEPTION_EXTRACTOR,

@@ -30,8 +30,8 @@ Artifacts (all under the run folder ``runs/NAME``)
 
 Resolution
 ----------
-The diffusion model trains and samples at its own resolution (``diffusion_image_size``; 0 = the UNet
-profile's: 32 px smoke, 64 px demo, 128 px full), which may be below the study resolution
+The diffusion model trains and samples at its own resolution (``diffusion_image_size``; the profile's:
+32 px smoke, 64 px demo, 128 px full), which may be below the study resolution
 (``image_size``, e.g. 128 px for the phantom demo, 224 px for BUS-BRA). The synthetic PNGs are written at
 the diffusion resolution and are **not** upsampled here: a consumer loads them with
 ``ManifestDataset(manifest, root=run_dir / "synthetic", size=image_size)``, whose preprocessing resizes
@@ -53,12 +53,11 @@ mask-conditioned models, ``mask_path`` relative to the study's data folder).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
-#: the training presets of :data:`diffkd_study.methods.diffkd.diffusion.train.TRAIN_PROFILES` (checked by a test)
-TRAIN_PROFILE_NAMES: tuple[str, ...] = ("smoke", "demo", "full")
+from diffkd_study.profiles import Profiles
+
 #: :data:`diffkd_study.methods.diffkd.diffusion.sample.SAMPLERS`
 SAMPLER_NAMES: tuple[str, ...] = ("ddpm", "ddim", "dpmsolver++")
 PREDICTION_TYPE_NAMES: tuple[str, ...] = ("epsilon", "v_prediction")
@@ -89,33 +88,38 @@ def parse_class_counts(entries: tuple[str, ...] | list[str]) -> dict[str, int]:
     return counts
 
 
-def section_from_parameters(cls: type, values: Mapping[str, Any]) -> Any:
-    """A section dataclass from notebook parameters (papermill passes tuples as lists); other names ignored.
-
-    The dataclass's own checks raise ``ValueError`` for a bad value.
-    """
-    return cls(**{f.name: tuple(values[f.name]) if isinstance(values[f.name], list) else values[f.name]
-                  for f in fields(cls) if f.name in values})
-
-
 @dataclass(frozen=True)
 class DiffusionStageConfig:
     """The ``diffusion`` section: train the conditional diffusion model, then sample the synthetic set.
 
-    Training fields left at 0 take the value of the training profile (``profile``; see
-    :data:`diffkd_study.methods.diffkd.diffusion.train.TRAIN_PROFILES`), except ``checkpoint_minutes``, where 0 turns the
-    wall-clock checkpoints off.
+    ``profile`` names the UNet (:data:`diffkd_study.methods.diffkd.diffusion.unet.UNET_PROFILES`) and, while the
+    section is parsed, the training preset of :attr:`PROFILES` (its resolution, steps, batch, learning rate,
+    warm-up, EMA decay and checkpoint interval; keys the section gives override them). The field defaults are
+    the ``demo`` profile's. ``smoke``: tests (seconds). ``demo``: the phantom demo, 500 steps of 16 images at
+    64 px: about 2 min on 2 idle CPU cores (0.24 s per step; 0.4 s on one core); the learning rate is 1e-3
+    because this small model gets only 500 steps (at 3e-4, 600 steps left visibly noisier samples). Real data
+    on a CPU uses the demo UNet with more steps set in the study config (``configs/busbra_external.yaml``).
+    ``full``: 128 px on a GPU.
     """
 
+    PROFILES: ClassVar[Profiles] = Profiles({
+        "smoke": {"diffusion_image_size": 32, "batch_size": 4, "max_steps": 6, "learning_rate": 2e-4,
+                  "warmup_steps": 0, "ema_decay": 0.999, "checkpoint_every": 3},
+        "demo": {},  # the field defaults
+        "full": {"diffusion_image_size": 128, "batch_size": 64, "max_steps": 60_000, "learning_rate": 1e-4,
+                 "warmup_steps": 1000, "ema_decay": 0.9999, "checkpoint_every": 5000},
+    })
+
     profile: str = "demo"
-    diffusion_image_size: int = 0  # px; 0 = the profile's
+    diffusion_image_size: int = 64  # px
     conditions: tuple[str, ...] = ()  # cond_* columns; empty = every condition the manifest declares
     mask_conditioning: bool = True  # the lesion mask as an extra input channel (rows without one: none)
-    max_steps: int = 0
-    batch_size: int = 0
-    learning_rate: float = 0.0
-    ema_decay: float = 0.0
-    checkpoint_every: int = 0
+    max_steps: int = 500
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    warmup_steps: int = 50  # linear learning-rate warm-up, then cosine decay
+    ema_decay: float = 0.995
+    checkpoint_every: int = 250
     checkpoint_minutes: float = 10.0  # also a checkpoint after this much wall-clock time; 0 = off
     prediction_type: str = "epsilon"
     beta_schedule: str = "squaredcos_cap_v2"
@@ -135,25 +139,26 @@ class DiffusionStageConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.profile not in TRAIN_PROFILE_NAMES:
-            raise ValueError(f"profile must be one of {TRAIN_PROFILE_NAMES}, got {self.profile!r}")
-        if self.diffusion_image_size and (self.diffusion_image_size < 16 or self.diffusion_image_size % 16):
-            raise ValueError(f"diffusion_image_size must be 0 (the profile's) or a multiple of 16 >= 16, "
-                             f"got {self.diffusion_image_size}")
+        self.PROFILES.preset(self.profile)  # "profile must be one of [...]"
+        if self.diffusion_image_size < 16 or self.diffusion_image_size % 16:
+            raise ValueError(f"diffusion_image_size must be a multiple of 16 >= 16, got {self.diffusion_image_size}")
         bad = [c for c in self.conditions if not c.startswith("cond_")]
         if bad:
             raise ValueError(f"conditions {bad} are not condition columns (cond_*)")
         if len(set(self.conditions)) != len(self.conditions):
             raise ValueError(f"conditions lists a column twice: {list(self.conditions)}")
-        for name in ("max_steps", "batch_size", "checkpoint_every", "n_per_class"):
+        for name in ("max_steps", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "n_per_class"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0 = default), got {getattr(self, name)}")
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.checkpoint_minutes >= 0:
             raise ValueError(f"checkpoint_minutes must be >= 0 (0 = off), got {self.checkpoint_minutes}")
-        if self.learning_rate < 0 or self.learning_rate > 1:
-            raise ValueError(f"learning_rate must be 0 (the profile's) or in (0, 1], got {self.learning_rate}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be 0 (the profile's) or in (0, 1), got {self.ema_decay}")
+        if not 0.0 < self.learning_rate <= 1.0:
+            raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.prediction_type not in PREDICTION_TYPE_NAMES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPE_NAMES}, got {self.prediction_type!r}")
         if self.beta_schedule not in BETA_SCHEDULE_NAMES:
@@ -173,18 +178,6 @@ class DiffusionStageConfig:
             raise ValueError("give either condition_table or class_counts / n_per_class, not both")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
-
-    def train_overrides(self) -> dict[str, Any]:
-        """The training fields that differ from the profile (keyword arguments of ``train_profile``)."""
-        out: dict[str, Any] = {"prediction_type": self.prediction_type, "beta_schedule": self.beta_schedule,
-                               "mask_conditioning": self.mask_conditioning,
-                               "checkpoint_minutes": self.checkpoint_minutes}
-        for name, key in (("diffusion_image_size", "image_size"), ("max_steps", "max_steps"),
-                          ("batch_size", "batch_size"), ("learning_rate", "learning_rate"),
-                          ("ema_decay", "ema_decay"), ("checkpoint_every", "checkpoint_every")):
-            if getattr(self, name):
-                out[key] = getattr(self, name)
-        return out
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ import os
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,11 @@ from diffkd_study.data.cache import ImageCache
 from diffkd_study.data.datasets import ManifestDataset
 from diffkd_study.data.schema import Manifest
 from diffkd_study.io import atomic_dir, read_safetensors, set_aside, sha256_file
-from diffkd_study.methods.diffkd.diffusion.conditioning import ConditionBatch, ConditionDropout, encoder_spec_from_manifest
+from diffkd_study.methods.diffkd.diffusion.conditioning import (
+    ConditionBatch,
+    ConditionDropout,
+    encoder_spec_from_manifest,
+)
 from diffkd_study.methods.diffkd.diffusion.unet import ConditionalUNet, create_conditional_unet, unet_profile
 from diffkd_study.progress import progress_bar
 from diffkd_study.repro import derive_seed, seed_everything
@@ -77,7 +81,8 @@ CODE_MODULES: tuple[str, ...] = ("diffkd_study.methods.diffkd.diffusion.train", 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of one diffusion training run (``train_profile`` gives the named presets)."""
+    """Settings of one diffusion training run, all resolved: the stage builds it from its section, whose named
+    profiles (:class:`diffkd_study.methods.diffkd.diffusion.stage.DiffusionStageConfig`) hold the presets."""
 
     profile: str = "smoke"  # UNet architecture (diffkd_study.methods.diffkd.diffusion.unet.UNET_PROFILES)
     image_size: int = 32
@@ -128,26 +133,6 @@ class TrainConfig:
         if data.get("conditions") is not None:
             data["conditions"] = tuple(data["conditions"])
         return cls(**data)
-
-
-#: ``smoke``: tests (seconds). ``demo``: the phantom demo, 500 steps of 16 images at 64 px with the demo
-#: UNet: about 2 min on 2 idle CPU cores (0.24 s per step; 0.4 s on one core); the learning rate is
-#: 1e-3 because this small model gets only 500 steps (at 3e-4, 600 steps left visibly noisier samples).
-#: Real data on a CPU uses the demo UNet with more steps set in the study config (``configs/busbra_external.yaml``).
-#: ``full``: 128 px on a GPU.
-TRAIN_PROFILES: dict[str, TrainConfig] = {
-    "smoke": TrainConfig(profile="smoke", image_size=32, batch_size=4, max_steps=6, checkpoint_every=3),
-    "demo": TrainConfig(profile="demo", image_size=64, batch_size=16, max_steps=500, learning_rate=1e-3,
-                        warmup_steps=50, ema_decay=0.995, checkpoint_every=250),
-    "full": TrainConfig(profile="full", image_size=128, batch_size=64, max_steps=60_000, learning_rate=1e-4,
-                        warmup_steps=1000, ema_decay=0.9999, checkpoint_every=5000),
-}
-
-
-def train_profile(name: str, **overrides: Any) -> TrainConfig:
-    if name not in TRAIN_PROFILES:
-        raise KeyError(f"unknown training profile {name!r}; known: {sorted(TRAIN_PROFILES)}")
-    return replace(TRAIN_PROFILES[name], **overrides)
 
 
 @dataclass

@@ -29,7 +29,12 @@ import torch
 from diffusers import UNet2DModel
 from torch import nn
 
-from diffkd_study.methods.diffkd.diffusion.conditioning import ConditionBatch, ConditionDrop, ConditionEncoder, EncoderSpec
+from diffkd_study.methods.diffkd.diffusion.conditioning import (
+    ConditionBatch,
+    ConditionDrop,
+    ConditionEncoder,
+    EncoderSpec,
+)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from diffkd_study.data.schema import Manifest, read_manifest
+from diffkd_study.io import atomic_path, write_json
+from diffkd_study.methods.diffkd.diffusion.conditioning import ConditionDropout
 from diffkd_study.methods.diffkd.diffusion.stage import DiffusionStageConfig, parse_class_counts
 from diffkd_study.methods.diffkd.diffusion.train import (
     SCHEDULE_FIELDS,
@@ -27,28 +29,17 @@ from diffkd_study.methods.diffkd.diffusion.train import (
     list_checkpoints,
     read_checkpoint_config,
     train_diffusion,
-    train_profile,
 )
-from diffkd_study.io import atomic_path, write_json
-from diffkd_study.methods.diffkd.diffusion.conditioning import ConditionDropout
 
 LOSS_FILE = "loss.csv"
 TRAINING_FILE = "training.json"
 GENERATION_FILE = "generation.json"
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA device; use device: auto or cpu")
-    return name
-
-
 def train_config_from_section(section: DiffusionStageConfig, manifest: Manifest, seed: int) -> TrainConfig:
-    """The :class:`TrainConfig` of a ``diffusion`` section: the profile plus the section's overrides.
+    """The :class:`TrainConfig` of a ``diffusion`` section (its values are resolved: the parser applied the
+    profile's preset); ``profile`` names the UNet. Weight decay, gradient clipping and the number of noise
+    levels are :class:`TrainConfig`'s.
 
     ``conditions`` empty means every condition the manifest's sidecar declares (in its order). The
     categorical dropout applies to each categorical condition independently.
@@ -62,8 +53,13 @@ def train_config_from_section(section: DiffusionStageConfig, manifest: Manifest,
     dropout = ConditionDropout(label=section.label_dropout, categorical=section.condition_dropout,
                                numeric=section.numeric_dropout, mask=section.mask_dropout,
                                default_categorical=section.condition_dropout)
-    return train_profile(section.profile, conditions=conditions, dropout=dropout, seed=seed,
-                         **section.train_overrides())
+    return TrainConfig(profile=section.profile, image_size=section.diffusion_image_size, conditions=conditions,
+                       mask_conditioning=section.mask_conditioning, dropout=dropout, batch_size=section.batch_size,
+                       max_steps=section.max_steps, learning_rate=section.learning_rate,
+                       warmup_steps=section.warmup_steps, ema_decay=section.ema_decay,
+                       prediction_type=section.prediction_type, beta_schedule=section.beta_schedule,
+                       checkpoint_every=section.checkpoint_every, checkpoint_minutes=section.checkpoint_minutes,
+                       seed=seed)
 
 
 def _config_difference(saved: TrainConfig, given: TrainConfig) -> str:
