@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from tests.studyrun import run_study
-from tests.unit.detection.conftest import write_detection_cohort
+from tests.unit.methods.comoto.conftest import write_detection_cohort
 
 pytestmark = pytest.mark.notebook
 METHODS = ["dbt_only", "pretraining", "image_kd", "lskd", "comoto"]

@@ -1,6 +1,6 @@
 """End-to-end: the diffusion and synthetic-quality notebooks on a tiny phantom cohort (smoke profile)
 through `diffkd-study run`, then a re-run that resumes instead of retraining (a changed section is
-refused with the difference: tests/unit/diffusion/test_workflow.py)."""
+refused with the difference: tests/unit/methods/diffkd/diffusion/test_workflow.py)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tests.studyrun import run_study
-from tests.unit.ssdkd.conftest import CLASSES, write_dermoscopy_cohort
+from tests.unit.methods.ssdkd.conftest import CLASSES, write_dermoscopy_cohort
 
 pytestmark = pytest.mark.notebook
 METHODS = ["ce", "kd", "rkd", "dkd", "diverse_kd", "ssd_kd"]

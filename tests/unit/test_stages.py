@@ -108,20 +108,22 @@ def parameters_cell(script: str) -> dict[str, Any]:
 
 
 def default_mismatches(stage: str, cell: dict[str, Any]) -> list[str]:
-    """Every parameter of ``cell`` that is a field of the stage's section (or derived from its fields) and whose
-    value differs from the section's default."""
+    """Every field of the stage's section (or parameter derived from its fields) that ``cell`` lacks or gives a
+    value other than the section's default."""
     section = STAGES[stage].section
     default = section()
     derived = getattr(default, "notebook_parameters", None)
     if derived is not None:  # the notebook receives values derived from the fields
         ctx = StageContext(Path("run"), Path("study.csv"), Path("data"), Path("."), None, 128)
         expected = derived(ctx)
-        return [f"{name} = {cell[name]!r}, the section's default gives {value!r}"
-                for name, value in expected.items() if name in cell and cell[name] != value]
+        return [f"{name} = {cell[name]!r}, the section's default gives {value!r}" if name in cell
+                else f"{name} is missing (the section's default gives {value!r})"
+                for name, value in expected.items() if name not in cell or cell[name] != value]
     given = section_from_parameters(section, cell, f"{STAGES[stage].notebook} parameters cell")
     literal = section_parameters(default)
-    return [f"{name} = {cell[name]!r}, the section's default is {literal[name]!r}"
-            for name in literal if name in cell and getattr(given, name) != getattr(default, name)]
+    return [f"{name} = {cell[name]!r}, the section's default is {literal[name]!r}" if name in cell
+            else f"{name} is missing (the section's default is {literal[name]!r})"
+            for name in literal if name not in cell or getattr(given, name) != getattr(default, name)]
 
 
 @pytest.mark.parametrize("stage", KNOWN_STAGES)
@@ -131,15 +133,17 @@ def test_the_notebook_parameters_cell_repeats_the_section_defaults(stage):
 
 
 def test_a_default_that_differs_is_found():
-    script = (PROJECT / "notebooks" / "50_evaluation.py").read_text(encoding="utf-8")
-    assert default_mismatches("evaluation", parameters_cell(script.replace("bootstrap = 2000", "bootstrap = 1000"))) \
+    evaluation = (PROJECT / "notebooks" / "50_evaluation.py").read_text(encoding="utf-8")
+    assert default_mismatches("evaluation", parameters_cell(evaluation.replace("bootstrap = 2000", "bootstrap = 1000"))) \
         == ["bootstrap = 1000, the section's default is 2000"]
     script = (PROJECT / "notebooks" / "60_reader_study.py").read_text(encoding="utf-8")
     assert default_mismatches("reader_study", parameters_cell(script.replace("n_senior = 0", "n_senior = 4"))) \
         == ["n_senior = 4, the section's default gives 0"]
-    cell = {"subgroups": ["center"], "image_size": 64}
+    cell = {**parameters_cell(evaluation), "subgroups": ["center"]}
     assert default_mismatches("evaluation", cell) == [
         "subgroups = ['center'], the section's default is ['center', 'cond_birads', 'age_band']"]
+    del cell["bootstrap"]
+    assert "bootstrap is missing (the section's default is 2000)" in default_mismatches("evaluation", cell)
 
 
 def _write_golden() -> None:

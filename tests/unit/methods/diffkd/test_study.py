@@ -91,7 +91,7 @@ def test_student_refuses_teacher_weights_changed_since_the_teacher_stage(tmp_pat
 
     from diffkd_study.io import sha256_bytes
     from diffkd_study.methods.diffkd import study
-    from tests.unit.train.conftest import toy_set
+    from tests.unit.training.conftest import toy_set
 
     weights = tmp_path / "teacher" / "real" / "seed0" / "best.safetensors"
     weights.parent.mkdir(parents=True)

@@ -15,7 +15,7 @@ import torch
 from diffkd_study.distill.composite import build_loss
 from diffkd_study.training.distributed import distributed_session
 from diffkd_study.training.trainer import ClassifierTask, FitConfig, fit
-from tests.unit.train.conftest import TinyNet, toy_set
+from tests.unit.training.conftest import TinyNet, toy_set
 
 WORLD_BATCH = 8
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffkd_study.training.data import EpochPlan, class_weights, concat
-from tests.unit.train.conftest import toy_set
+from tests.unit.training.conftest import toy_set
 
 
 def test_epoch_plan_is_a_function_of_seed_and_epoch():

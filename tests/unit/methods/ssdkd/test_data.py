@@ -12,7 +12,7 @@ from diffkd_study.data.schema import read_manifest
 from diffkd_study.data.splits import grouped_stratified_split
 from diffkd_study.methods.ssdkd.data import lesion_subsample
 
-PROJECT = Path(__file__).resolve().parents[3]
+PROJECT = Path(__file__).resolve().parents[4]
 
 
 def _rows():

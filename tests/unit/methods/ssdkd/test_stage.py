@@ -12,7 +12,7 @@ from diffkd_study.config import load_config
 from diffkd_study.methods.ssdkd.stage import METHODS, SSDKDStageConfig
 from diffkd_study.sections import ConfigError, parse_section, section_from_parameters
 
-PROJECT = Path(__file__).resolve().parents[3]
+PROJECT = Path(__file__).resolve().parents[4]
 
 
 def test_cpu_config_equals_the_defaults_and_full_config_parses():

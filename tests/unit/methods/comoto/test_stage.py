@@ -12,7 +12,7 @@ from diffkd_study.config import load_config
 from diffkd_study.methods.comoto.stage import METHODS, SETTINGS, ComotoStageConfig, resolve_teacher_paths
 from diffkd_study.sections import ConfigError, parse_section, section_from_parameters, section_parameters
 
-PROJECT = Path(__file__).resolve().parents[3]
+PROJECT = Path(__file__).resolve().parents[4]
 
 
 def test_the_shipped_config_parses_with_both_profiles():

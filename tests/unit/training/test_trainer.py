@@ -22,7 +22,7 @@ from diffkd_study.training.trainer import (
     predict_proba,
     validation_metrics,
 )
-from tests.unit.train.conftest import TinyNet, toy_set
+from tests.unit.training.conftest import TinyNet, toy_set
 
 CE = {"ce": {"type": "ce"}}
 
@@ -259,7 +259,7 @@ def test_the_code_of_a_fit_is_its_task_losses_models_and_trainer_not_the_evaluat
     modules = fit_code_modules(task)
     assert {"diffkd_study.training.trainer", "diffkd_study.distill.distiller", "diffkd_study.distill.composite",
             type(adapter).__module__} <= set(modules)
-    assert "tests.unit.train.conftest" not in modules  # not the package's: its edits are the test's business
+    assert "tests.unit.training.conftest" not in modules  # not the package's: its edits are the test's business
     closure = module_closure(modules)
     assert "diffkd_study.training.augment" in closure and not any(m.startswith(("diffkd_study.metrics", "diffkd_study.viz")) for m in closure)
 

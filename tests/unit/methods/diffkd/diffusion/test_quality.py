@@ -15,8 +15,7 @@ from diffkd_study.methods.diffkd.diffusion.quality import (
     stratified_subset,
 )
 from diffkd_study.metrics.fidelity import fidelity_from_features, memorization_audit
-
-from ..eval.test_fidelity import smooth_images
+from tests.unit.metrics.test_fidelity import smooth_images
 
 
 def image_set(name: str, n: int, shift: float, seed: int, **columns) -> ImageSet:

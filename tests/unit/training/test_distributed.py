@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from tests.unit.train.ddp_worker import WORLD_BATCH, train
+from tests.unit.training.ddp_worker import WORLD_BATCH, train
 
 PROJECT = Path(__file__).resolve().parents[3]
 
