@@ -27,6 +27,11 @@ INDEX = "index"  # the page "stage" of index.html's own sections
 
 @dataclass(frozen=True)
 class ChecklistItem:
+    """One checklist topic: what it asks, which guideline(s) ask for it, and the report sections (page, heading)
+    that address it, all required, with the content they must show (``needs``); a topic no run reports says
+    why (``unreported``) or is for the authors to write (``authors``).
+    """
+
     topic: str
     guideline: str  # which guideline(s) ask for it
     sections: tuple[tuple[str, str], ...] = ()  # (stage or INDEX, heading text) that address it, all required

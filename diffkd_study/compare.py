@@ -34,6 +34,8 @@ def _report_dir(run: str | os.PathLike[str], reports_dir: str | os.PathLike[str]
 
 
 def load_headline(report_dir: Path) -> dict[str, Any]:
+    """A run's ``headline.json`` from ``report_dir``, with its ``provenance.json`` (empty when absent) under
+    ``provenance``."""
     headline = json.loads((report_dir / "headline.json").read_text(encoding="utf-8"))
     prov_path = report_dir / "provenance.json"
     headline["provenance"] = json.loads(prov_path.read_text(encoding="utf-8")) if prov_path.is_file() else {}
@@ -80,6 +82,8 @@ def compare_runs(run_a: str, run_b: str, reports_dir: str | os.PathLike[str] = "
 
 
 def write_comparison(table: pd.DataFrame, run_a: str, run_b: str, out: str | os.PathLike[str]) -> Path:
+    """Write the :func:`compare_runs` table of runs ``run_a`` and ``run_b`` as an offline HTML page at
+    ``out``; return its path."""
     from diffkd_study.index_page import NO_FAVICON, PAGE_CSS
     from diffkd_study.io import write_text
 

@@ -329,7 +329,11 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 
 
 def load_config(path: str | Path) -> StudyConfig:
-    """Read a study config file (UTF-8 YAML, safe tags only, each key once) and parse it (:func:`parse_config`)."""
+    """Read a study config file (UTF-8 YAML, safe tags only, each key once) and parse it (:func:`parse_config`).
+
+    Raises ``ConfigError`` naming the file when it is missing, not UTF-8, not valid YAML (with line and
+    column), gives a key twice in one mapping, or fails :func:`parse_config`'s checks.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")

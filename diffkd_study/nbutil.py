@@ -69,6 +69,7 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
+    """Write a stage's metrics JSON (``metrics_path``) atomically; the runner reads it back."""
     write_json(path, metrics)
 
 

@@ -61,11 +61,14 @@ _MAX_LISTED = 25
 
 @dataclass(frozen=True)
 class PredictionProblem:
+    """One broken rule of a prediction table: the rule name, where (file and line, or row) and the message."""
+
     rule: str
     where: str
     message: str
 
     def format(self) -> str:
+        """The problem on one line: ``where rule: message``."""
         return f"{self.where} {self.rule}: {self.message}"
 
 
@@ -82,6 +85,7 @@ class PredictionError(ValueError):
 
     @property
     def rules_broken(self) -> set[str]:
+        """The names of the rules broken."""
         return {p.rule for p in self.problems}
 
 

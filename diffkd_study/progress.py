@@ -35,15 +35,18 @@ class LineWriter:
         self.stream = stream
 
     def write(self, text: str) -> int:
+        """Write ``text`` as one line without redraw controls (nothing for a blank redraw); returns ``len(text)``."""
         line = text.replace("\r", "").replace(_CURSOR_UP, "").strip()
         if line:
             self.stream.write(line + "\n")
         return len(text)
 
     def flush(self) -> None:
+        """Flush the wrapped stream (when it can be)."""
         getattr(self.stream, "flush", lambda: None)()
 
     def isatty(self) -> bool:
+        """False: tqdm then draws no in-place bar."""
         return False
 
     def __getattr__(self, name: str) -> Any:  # encoding, fileno, ...: those of the stream
@@ -51,6 +54,7 @@ class LineWriter:
 
 
 def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is an open terminal (False without ``isatty`` or when closed)."""
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream

@@ -31,6 +31,7 @@ PACKAGES: tuple[str, ...] = (
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution in ``names`` (None when not installed)."""
     out: dict[str, str | None] = {}
     for name in names:
         try:
@@ -58,6 +59,8 @@ def git_state(repo: str | Path = ".") -> dict[str, Any]:
 
 
 def hardware() -> dict[str, Any]:
+    """Platform, Python, CPU count, host name, memory (GB) and, when torch is installed, CUDA, GPUs and torch
+    threads."""
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -82,6 +85,7 @@ def hardware() -> dict[str, Any]:
 
 
 def now_iso() -> str:
+    """The current local time with its UTC offset, ISO 8601 to the second."""
     return dt.datetime.now(dt.UTC).astimezone().isoformat(timespec="seconds")
 
 

@@ -42,6 +42,11 @@ class RunLock:
             return {}
 
     def acquire(self) -> RunLock:
+        """Take the lock (non-blocking) and record this process in it; returns the lock.
+
+        Raises ``RunLockedError`` naming the holder when another live process has it; the record left by a
+        process that ended without releasing is kept in ``stale``.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
@@ -65,6 +70,7 @@ class RunLock:
         return self
 
     def release(self) -> None:
+        """Empty the record and release the lock (nothing when not held)."""
         if self._fd is None:
             return
         # empty the record before unlocking: an empty file is a free folder, not a stale lock

@@ -93,7 +93,8 @@ DEFAULT_LESION_FREE_LABELS: tuple[str, ...] = ("normal",)
 
 @dataclass(frozen=True)
 class Problem:
-    """One broken rule: severity (``error`` or ``warning``), rule name, message, and where (file, CSV line, image_id)."""
+    """One broken rule: severity (``error`` or ``warning``), rule name, message, and where (file, CSV line,
+    image_id)."""
 
     severity: str  # "error" | "warning"
     rule: str

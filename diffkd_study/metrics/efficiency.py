@@ -38,23 +38,32 @@ from torch.utils.flop_counter import FlopCounterMode
 
 @dataclass(frozen=True)
 class ParameterCount:
+    """Number of parameters of a model: all, and those that require gradients."""
+
     total: int
     trainable: int
 
 
 @dataclass(frozen=True)
 class FlopCount:
+    """FLOPs of one forward pass on ``input_shape`` (two per multiply-accumulate), in total and per operator."""
+
     flops: int
     input_shape: tuple[int, ...]
     by_operator: dict[str, int]
 
     @property
     def macs(self) -> int:
+        """Multiply-accumulates: FLOPs / 2."""
         return self.flops // 2
 
 
 @dataclass(frozen=True)
 class LatencyResult:
+    """Forward-pass latency: median and inter-quartile range in ms over ``runs`` timed passes, the thread count
+    (None on the GPU), the input shape and the device.
+    """
+
     median_ms: float
     iqr_ms: float
     runs: int
@@ -65,6 +74,8 @@ class LatencyResult:
 
 @dataclass(frozen=True)
 class ThroughputResult:
+    """Images per second at batch size ``batch`` (median batch time over ``runs``), threads and per-image shape."""
+
     images_per_s: float
     batch: int
     runs: int
@@ -84,6 +95,7 @@ class ModelEfficiency:
 
 
 def count_parameters(model: nn.Module) -> ParameterCount:
+    """The total and trainable parameter counts of ``model``."""
     params = list(model.parameters())
     return ParameterCount(
         total=sum(p.numel() for p in params), trainable=sum(p.numel() for p in params if p.requires_grad)
@@ -238,6 +250,7 @@ def gpu_latency(
 
 
 def onnxruntime_available() -> bool:
+    """Whether ``onnx`` and ``onnxruntime`` are installed (for the ONNX Runtime latency)."""
     return (
         importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
     )
@@ -277,6 +290,9 @@ def onnx_cpu_latency(
 def measure_efficiency(
     model: nn.Module, input_shape: tuple[int, ...], threads: int = 1, warmup: int = 10, runs: int = 30
 ) -> ModelEfficiency:
+    """Parameters, FLOPs, serialised size and CPU latency of ``model`` for a tensor of ``input_shape``
+    (batch first), with ``threads`` CPU threads, ``warmup`` untimed and ``runs`` timed passes.
+    """
     return ModelEfficiency(
         params=count_parameters(model),
         flops=count_flops(model, input_shape),

@@ -104,21 +104,28 @@ class TFInceptionFidHelper(FeatureExtractorBase):
 
     @staticmethod
     def get_provided_features_list() -> tuple[str, ...]:
+        """torch-fidelity interface: the features this extractor provides (``"2048"``)."""
         return ("2048",)
 
     @staticmethod
     def get_default_feature_layer_for_metric(metric: str) -> str:
+        """torch-fidelity interface: the feature every metric uses (``"2048"``)."""
         return "2048"
 
     @staticmethod
     def can_be_compiled() -> bool:
+        """torch-fidelity interface: False, the extractor is not compiled."""
         return False
 
     @staticmethod
     def get_dummy_input_for_compile() -> torch.Tensor:
+        """torch-fidelity interface: a dummy uint8 batch of one 299 px RGB image."""
         return torch.zeros(1, 3, 299, 299, dtype=torch.uint8)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The 2048-d pool3 features of a uint8 batch (N, C, H, W): gray broadcast to RGB, resized to 299 px as
+        TensorFlow does, scaled to the TF-Inception input range.
+        """
         x = _three_channels(x).float()
         if x.shape[-2:] != (299, 299):
             x = tf_bilinear_resize(x, (299, 299))
@@ -155,21 +162,28 @@ class ClassifierFeatures(FeatureExtractorBase):
 
     @staticmethod
     def get_provided_features_list() -> tuple[str, ...]:
+        """torch-fidelity interface: the features this extractor provides (``"pooled"``)."""
         return ("pooled",)
 
     @staticmethod
     def get_default_feature_layer_for_metric(metric: str) -> str:
+        """torch-fidelity interface: the feature every metric uses (``"pooled"``)."""
         return "pooled"
 
     @staticmethod
     def can_be_compiled() -> bool:
+        """torch-fidelity interface: False, the extractor is not compiled."""
         return False
 
     @staticmethod
     def get_dummy_input_for_compile() -> torch.Tensor:
+        """torch-fidelity interface: a dummy uint8 batch of one 224 px RGB image."""
         return torch.zeros(1, 3, 224, 224, dtype=torch.uint8)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The pooled pre-logits of a uint8 batch (N, C, H, W): channels matched to the network, resized
+        (antialiased bilinear) to ``input_size`` and normalised with the network's mean and std.
+        """
         x = x.float() / 255.0
         x = x.mean(dim=1, keepdim=True) if self.in_chans == 1 and x.shape[1] == 3 else x
         x = _three_channels(x) if self.in_chans == 3 else x
@@ -316,6 +330,10 @@ def _nearest(query: np.ndarray, reference: np.ndarray, leave_one_out: bool = Fal
 
 @dataclass
 class NearestNeighbours:
+    """The memorization audit in one space: each synthetic image's nearest training image and distance, the
+    training images' leave-one-out nearest distances, the flagging threshold and a histogram of both.
+    """
+
     space: str
     distance: np.ndarray  # (n_synthetic,) to the nearest training image
     index: np.ndarray  # (n_synthetic,) position of that training image
@@ -326,6 +344,10 @@ class NearestNeighbours:
 
 @dataclass
 class MemorizationAudit:
+    """Result of :func:`memorization_audit`: the audit per space, the flagged synthetic positions (at or below
+    the threshold in any space), the closest pairs, the percentile and the set sizes.
+    """
+
     spaces: dict[str, NearestNeighbours]
     flagged: np.ndarray  # synthetic positions at or below the threshold in any space
     closest_pairs: pd.DataFrame  # space, synthetic_index, training_index, distance, flagged
@@ -334,6 +356,7 @@ class MemorizationAudit:
     n_training: int
 
     def summary(self) -> dict[str, Any]:
+        """The audit as JSON-ready data: sizes, percentile, flagged positions, thresholds and histograms."""
         return {"n_synthetic": self.n_synthetic, "n_training": self.n_training, "percentile": self.percentile,
                 "n_flagged": int(len(self.flagged)), "flagged": self.flagged.tolist(),
                 "thresholds": {k: v.threshold for k, v in self.spaces.items()},
@@ -384,6 +407,10 @@ def memorization_audit(synthetic: Any, training: Any, extractor: str | nn.Module
 # -- conditional faithfulness -------------------------------------------------------------------------------
 @dataclass
 class FaithfulnessResult:
+    """Conditional faithfulness of one target (the label or a ``cond_*`` column): the probed levels, training
+    size, chance share, and per evaluated set the agreement with its Wilson interval.
+    """
+
     target: str  # "label" or a cond_* column
     levels: list[str]  # the levels the probe distinguishes
     n_train: int
@@ -392,6 +419,7 @@ class FaithfulnessResult:
     excluded_levels: list[str] = field(default_factory=list)  # too rare to be probed
 
     def records(self) -> list[dict[str, Any]]:
+        """One record per evaluated set: target, set, number of levels, training size, chance and agreement."""
         return [{"target": self.target, "set": name, "n_levels": len(self.levels), "n_train": self.n_train,
                  "chance": self.chance, **values} for name, values in self.agreement.items()]
 

@@ -218,6 +218,7 @@ def sensitivity_at(
 
 
 def mean_sensitivity(sensitivities: Mapping[float, float]) -> float:
+    """The mean of the sensitivities at the given FP rates (CoMoTo's headline metric at 1, 2, 3, 4)."""
     return float(np.mean(list(sensitivities.values())))
 
 
@@ -236,6 +237,9 @@ class FROCResult:
     matched: pd.DataFrame = field(repr=False)
 
     def summary(self, prefix: str = "") -> dict[str, float | int | str]:
+        """Flat metrics ``{prefix}sens@<k>fp``, ``mean_sensitivity``, ``n_images``, ``n_boxes``, ``n_detections``
+        and ``max_fps_per_image``, for records and tables.
+        """
         out: dict[str, float | int | str] = {
             f"{prefix}sens@{k:g}fp": v for k, v in self.sensitivity.items()
         }
@@ -278,11 +282,15 @@ class FROCMetric:
         self.reset()
 
     def reset(self) -> None:
+        """Forget every image added."""
         self._detections: list[pd.DataFrame] = []
         self._truth: dict[str, np.ndarray] = {}
         self._reach: dict[str, float] = {}
 
     def update(self, image_id: str, boxes: Any, scores: Any, truth_boxes: Any, min_distance: float) -> None:
+        """Add one image: detections ``boxes`` (N, 4) with ``scores`` (N,), GT ``truth_boxes`` (K, 4), and its hit
+        reach ``min_distance``. Raises ``ValueError`` for an image added twice or boxes and scores of different lengths.
+        """
         image_id = str(image_id)
         if image_id in self._truth:
             raise ValueError(f"image {image_id!r} was already added")
@@ -298,6 +306,7 @@ class FROCMetric:
         }))
 
     def aggregate(self) -> FROCResult:
+        """The :class:`FROCResult` of every image added; ``ValueError`` when none was."""
         if not self._truth:
             raise ValueError("no image was added")
         frames = [f for f in self._detections if len(f)]

@@ -158,9 +158,11 @@ class OperatingPoint:
 
     @property
     def n(self) -> int:
+        """The number of cases: TP + FP + TN + FN."""
         return self.tp + self.fp + self.tn + self.fn
 
     def to_frame(self) -> pd.DataFrame:
+        """One row per metric (sensitivity, specificity, PPV, NPV, accuracy): estimate, CI, numerator, denominator."""
         rows = []
         for name in ("sensitivity", "specificity", "ppv", "npv", "accuracy"):
             p: Proportion = getattr(self, name)
@@ -237,6 +239,7 @@ class McNemarResult:
 
     @property
     def n_discordant(self) -> int:
+        """The number of discordant pairs, b + c."""
         return self.b + self.c
 
 

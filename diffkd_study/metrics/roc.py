@@ -111,6 +111,7 @@ class ROCCurve:
     n_neg: int
 
     def to_frame(self) -> pd.DataFrame:
+        """The curve as a table: threshold, fpr, tpr."""
         return pd.DataFrame({"threshold": self.thresholds, "fpr": self.fpr, "tpr": self.tpr})
 
 
@@ -224,10 +225,12 @@ class AUCResult:
 
     @property
     def se(self) -> float:
+        """Standard error of the AUC: the square root of ``variance``."""
         return math.sqrt(self.variance)
 
     @property
     def n(self) -> int:
+        """The number of cases: positives + negatives."""
         return self.n_pos + self.n_neg
 
     def __str__(self) -> str:
@@ -468,6 +471,7 @@ class ROCBand:
     n_neg: int
 
     def to_frame(self) -> pd.DataFrame:
+        """The band as a table: fpr, tpr and its lower and upper limits."""
         return pd.DataFrame(
             {"fpr": self.fpr, "tpr": self.tpr, "tpr_low": self.tpr_low, "tpr_high": self.tpr_high}
         )
@@ -541,10 +545,12 @@ class RocSummary:
 
     @property
     def fpr(self) -> np.ndarray:
+        """False-positive rates of the curve."""
         return self.curve.fpr
 
     @property
     def tpr(self) -> np.ndarray:
+        """True-positive rates of the curve."""
         return self.curve.tpr
 
 
@@ -586,15 +592,18 @@ class ROCAUCMetric:
         self.reset()
 
     def reset(self) -> None:
+        """Forget every batch added."""
         self._labels: list[np.ndarray] = []
         self._scores: list[np.ndarray] = []
 
     def update(self, y_true: ArrayLike, y_score: ArrayLike) -> None:
+        """Add a batch of binary labels and scores (checked by :func:`check_labels_scores`: ``ValueError``)."""
         y, s = check_labels_scores(np.ravel(y_true), np.ravel(y_score))
         self._labels.append(y)
         self._scores.append(s)
 
     def aggregate(self) -> AUCResult:
+        """The DeLong :class:`AUCResult` of every batch added; ``ValueError`` when none was."""
         if not self._labels:
             raise ValueError("no data: call update() first")
         return auc_delong(np.concatenate(self._labels), np.concatenate(self._scores), self.level, self.scale)

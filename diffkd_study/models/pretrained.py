@@ -146,6 +146,7 @@ def map_efficientnet_lite_state_dict(
 
 
 def weight_package(key: str) -> WeightPackage:
+    """The :class:`WeightPackage` of key ``key`` (the name after ``package:``); ``ValueError`` naming the known ones."""
     try:
         return WEIGHT_PACKAGES[key]
     except KeyError:
@@ -193,6 +194,11 @@ _SOURCE_FORMS = "'none', 'package:NAME' or 'file:PATH#sha256=HEX'"
 
 
 def parse_weight_source(spec: str) -> WeightSource:
+    """Parse a weight source string: ``none``, ``package:KEY`` or ``file:PATH#sha256=HEX``.
+
+    Raises ``ValueError`` for an unknown form or package, a file suffix that is not a weight file's, or a
+    ``file:`` source without its 64-hex-digit sha256. Nothing is read here.
+    """
     if spec == "none":
         return WeightSource("none")
     if spec.startswith("package:"):
@@ -229,6 +235,8 @@ class LoadedWeights:
 
 
 def verify_sha256(path: Path, expected: str) -> None:
+    """Check that the file at ``path`` has sha256 ``expected``: ``FileNotFoundError`` when absent,
+    ``ValueError`` on a mismatch."""
     if not path.is_file():
         raise FileNotFoundError(f"weight file {path} does not exist (expected sha256 {expected})")
     actual = sha256_file(path)

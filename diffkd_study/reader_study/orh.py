@@ -183,9 +183,11 @@ class ORHResult:
 
     @property
     def treatment_auc(self) -> np.ndarray:
+        """The mean AUC over readers of each treatment, in ``treatments`` order."""
         return self.auc.mean(axis=1)
 
     def auc_frame(self) -> pd.DataFrame:
+        """The reader AUCs as a table: one row per treatment, one column per reader."""
         return pd.DataFrame(
             self.auc,
             index=pd.Index(self.treatments, name="treatment"),
@@ -211,6 +213,7 @@ class ORHResult:
         )
 
     def summary(self) -> str:
+        """The analysis in a few lines: design, mean AUCs, variance components and the RRRC, FRRC and RRFC tests."""
         lines = [
             f"ORH MRMC ({self.covariance} covariance): {len(self.readers)} readers, {self.n_pos} diseased + {self.n_neg} non-diseased cases",
             "mean AUC: "

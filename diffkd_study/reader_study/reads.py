@@ -63,6 +63,7 @@ class ReadProblem:
     message: str
 
     def format(self) -> str:
+        """The problem on one line: ``where rule: message``."""
         return f"{self.where} {self.rule}: {self.message}"
 
 
@@ -80,6 +81,7 @@ class ReaderStudyError(ValueError):
 
     @property
     def rules_broken(self) -> set[str]:
+        """The names of the rules broken."""
         return {p.rule for p in self.problems}
 
 
@@ -181,10 +183,12 @@ class ReaderStudy:
 
     @property
     def readers(self) -> tuple[str, ...]:
+        """The reader ids, in order of first appearance."""
         return tuple(pd.unique(self.reads["reader_id"]))
 
     @property
     def treatments(self) -> tuple[str, ...]:
+        """The treatments, in order of first appearance."""
         return tuple(pd.unique(self.reads["treatment"]))
 
     @property
@@ -195,6 +199,7 @@ class ReaderStudy:
 
     @property
     def reader_groups(self) -> dict[str, str]:
+        """``{reader_id: reader_group}``."""
         return dict(zip(self.reads["reader_id"], self.reads["reader_group"], strict=True))
 
     def unread_cases(self) -> tuple[str, ...]:
@@ -225,9 +230,11 @@ class ReaderStudy:
 
     @property
     def fully_crossed(self) -> bool:
+        """True when every reader read every read case in every treatment (:meth:`missing_reads` is empty)."""
         return self.missing_reads().empty
 
     def summary(self) -> str:
+        """One line: reads, readers per group, cases (diseased), treatments, and missing or unread cases."""
         n_missing = len(self.missing_reads())
         groups = pd.Series(self.reader_groups).value_counts().sort_index()
         text = (

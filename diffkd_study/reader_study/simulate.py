@@ -51,6 +51,7 @@ class LatentCorrelation:
 
     @property
     def noise(self) -> float:
+        """The share of the latent variance left as independent noise: 1 - case - treatment_case - reader_case."""
         return 1.0 - self.case - self.treatment_case - self.reader_case
 
 

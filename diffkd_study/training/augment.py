@@ -35,6 +35,10 @@ __all__ = ["AUGMENTATIONS", "Augmentation", "augmentation"]
 
 @dataclass(frozen=True)
 class Augmentation:
+    """A batch augmentation preset (see the module docstring): probabilities and ranges of flips, affine,
+    gain, gamma, speckle, blur and colour jitter; calling it augments a batch (and its masks).
+    """
+
     hflip: float = 0.0
     vflip: float = 0.0
     affine_p: float = 0.0
@@ -132,6 +136,7 @@ AUGMENTATIONS: dict[str, Augmentation] = {
 
 
 def augmentation(name: str) -> Augmentation:
+    """The preset ``name`` of :data:`AUGMENTATIONS`; ``ValueError`` naming the known ones."""
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {name!r}; known: {sorted(AUGMENTATIONS)}")
     return AUGMENTATIONS[name]

@@ -59,13 +59,16 @@ class ImageTensors:
 
     @property
     def channels(self) -> int:
+        """Channels per image (1 gray, 3 RGB)."""
         return int(self.images.shape[1])
 
     @property
     def size(self) -> int:
+        """Side of the square images in pixels."""
         return int(self.images.shape[-1])
 
     def subset(self, rows: torch.Tensor | np.ndarray) -> ImageTensors:
+        """The rows ``rows`` (images, labels, ids, masks, synthetic flags) as a new set."""
         index = torch.as_tensor(rows, dtype=torch.long)
         return ImageTensors(
             images=self.images[index], labels=self.labels[index],
@@ -210,6 +213,10 @@ class EpochPlan:
 
     @classmethod
     def for_set(cls, data: ImageTensors, synthetic_ratio: float, seed: int) -> EpochPlan:
+        """The plan for ``data``: its real and synthetic rows, ``synthetic_ratio`` synthetic per real row, ``seed``.
+
+        Raises ``ValueError`` for a negative ratio, or a positive one when ``data`` has no synthetic rows.
+        """
         flags = data.synthetic.numpy()
         if synthetic_ratio < 0:
             raise ValueError(f"synthetic_ratio must be >= 0, got {synthetic_ratio}")
@@ -219,9 +226,13 @@ class EpochPlan:
 
     @property
     def n_synthetic(self) -> int:
+        """Synthetic rows per epoch: ``round(synthetic_ratio * n_real)`` (0 without synthetic rows)."""
         return int(round(self.synthetic_ratio * len(self.real_rows))) if len(self.synthetic_rows) else 0
 
     def rows(self, epoch: int) -> np.ndarray:
+        """The shuffled row indices of epoch ``epoch``: every real row once plus the epoch's synthetic draw
+        (without replacement while the pool suffices).
+        """
         rng = np.random.default_rng(derive_seed(self.seed, "epoch-plan", epoch))
         k = self.n_synthetic
         pool = self.synthetic_rows

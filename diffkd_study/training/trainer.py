@@ -96,7 +96,7 @@ class FitConfig:
     :class:`diffkd_study.methods.ssdkd.stage.SSDKDStageConfig` for SSD-KD), so no fit falls back silently on a
     second table. Only the settings that do not choose the recipe default here: ``synthetic_ratio`` 0 (real
     rows only), ``eval_batch_size``, ``amp``, ``device`` and ``checkpoint_minutes``; a section that exposes
-    one of them defaults to the same value (``tests/unit/train/test_trainer.py`` checks it).
+    one of them defaults to the same value (``tests/unit/training/test_trainer.py`` checks it).
     """
 
     epochs: int
@@ -133,6 +133,10 @@ class FitConfig:
 
 @dataclass
 class FitResult:
+    """What :func:`fit` returns: the per-epoch history, the best epoch, its metric and weights file, whether
+    training stopped early, the epochs done before this call, wall time and training throughput.
+    """
+
     history: list[dict[str, Any]]
     best_epoch: int
     best_metric: float
@@ -144,6 +148,7 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
+        """The fit for records: epochs run, best epoch and metric, early stop, resume point, time, throughput."""
         return {"epochs_run": len(self.history), "best_epoch": self.best_epoch, "best_metric": self.best_metric,
                 "stopped_early": self.stopped_early, "resumed_from": self.resumed_from,
                 "wall_s": round(self.wall_s, 2), "train_images_per_s": round(self.train_images_per_s, 1)}
@@ -519,6 +524,7 @@ class ClassifierTask(nn.Module):
         self.loss = loss
 
     def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """``(loss, terms)`` of a batch: ``loss`` called with the model's ``student_logits`` and the ``target``."""
         logits = self.model(batch["images"])
         return self.loss({"student_logits": logits.float(), "target": batch["target"]})
 

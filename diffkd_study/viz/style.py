@@ -92,6 +92,8 @@ def _figure_function(kind: str) -> Callable[[F], F]:
 
 @dataclass(frozen=True)
 class SeriesStyle:
+    """How one series is drawn: colour, line style and marker."""
+
     color: str
     linestyle: Any
     marker: str

@@ -109,6 +109,12 @@ class ConditionEncoder:
 
     @classmethod
     def fit(cls, manifest: Manifest, train: pd.DataFrame, columns: Sequence[str] | None = None) -> ConditionEncoder:
+        """Learn the encoding of ``columns`` (default: every ``cond_*`` column) from the training rows ``train``.
+
+        Conditions never recorded in ``train`` are left out, and so (when ``columns`` is not given) are those that
+        re-state the center; the reasons go to ``left_out``. Raises ``BaselineError`` for a column the manifest
+        lacks.
+        """
         specs = manifest.schema.conditions
         available = [c for c in manifest.condition_columns]
         chosen = list(columns) if columns else available
@@ -143,6 +149,7 @@ class ConditionEncoder:
 
     @property
     def feature_names(self) -> list[str]:
+        """The names of the design-matrix columns, in the order of :meth:`transform`."""
         names = []
         for col, (_, _) in self.ordinal.items():
             names += [f"{col} (ordinal)", f"{col} missing"]
@@ -153,6 +160,9 @@ class ConditionEncoder:
         return names
 
     def transform(self, df: pd.DataFrame) -> np.ndarray:
+        """The design matrix (n_rows, n_features) of ``df``: standardised ordinal and numeric values (0 when
+        missing) and one-hot levels, each condition with a ``missing`` indicator column.
+        """
         blocks = []
         for col, (mean, sd) in self.ordinal.items():
             numbers = df[col].map(ORDINAL_CONDITIONS[col]).astype(float)
@@ -325,6 +335,7 @@ class BaselineFit:
     not_applicable: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
+        """The fit for the records: model, validation AUC (per penalty C and chosen), sizes, notes."""
         return {"model": self.model, "val_auc": self.val_auc, "penalty_C": self.penalty_c,
                 "val_auc_by_C": {str(k): v for k, v in self.val_auc_by_c.items()},
                 "n_train": self.n_train, "n_features": int(self.coefficients.size), "notes": self.notes,

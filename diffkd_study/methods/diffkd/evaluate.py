@@ -258,6 +258,8 @@ def validation_thresholds(
 
 
 def threshold_table(thresholds: dict[str, dict[str, Threshold]]) -> pd.DataFrame:
+    """One row per (model, rule) of :func:`validation_thresholds`: threshold and its validation sensitivity,
+    specificity and n."""
     return pd.DataFrame([
         {"model": model, "rule": rule, "threshold": t.value, "validation_sensitivity": t.validation_sensitivity,
          "validation_specificity": t.validation_specificity, "validation_n": t.n_pos + t.n_neg, "validation_n_pos": t.n_pos}

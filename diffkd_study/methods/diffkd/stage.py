@@ -127,6 +127,9 @@ class TrainingSection:
 
 @dataclass(frozen=True)
 class TeacherStageConfig(TrainingSection):
+    """The teacher stage's section: the network, its offline weights, the variants (``real``, ``real+syn``)
+    and the learning rate, plus the training settings shared with the student stage."""
+
     model: str = "tf_efficientnet_lite2"
     weights: str = "package:efficientnet-lite2"
     variants: tuple[str, ...] = ("real", "real+syn")

@@ -79,6 +79,9 @@ def synthetic_source(run_dir: str | os.PathLike[str]) -> tuple[Path | None, bool
 
 @dataclass
 class StageData:
+    """The rows a teacher or student stage trains and scores, as in-memory tensors, with the synthetic set (if
+    any) and where it came from."""
+
     manifest: Manifest
     train: ImageTensors
     val: ImageTensors
@@ -89,14 +92,17 @@ class StageData:
 
     @property
     def n_classes(self) -> int:
+        """The number of classes of the study's label set."""
         return len(self.manifest.schema.label_set)
 
     @property
     def positive_index(self) -> int:
+        """Class index of the schema's positive class (1 when the schema names none)."""
         schema = self.manifest.schema
         return list(schema.label_set).index(schema.positive_class) if schema.positive_class else 1
 
     def counts(self) -> pd.DataFrame:
+        """Images per class (and in total) of the real training, synthetic training and validation rows."""
         classes = list(self.manifest.schema.label_set)
         rows = {"train (real)": self.train, "validation": self.val}
         if self.synthetic is not None:
@@ -263,9 +269,9 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
     only); variants needing synthetic images that the run lacks are skipped with the reason. With
     ``launcher: torchrun`` and ``nproc > 1`` the work is re-launched under torchrun.
 
-    Raises ``ValueError`` for an invalid section or a student whose ``crop`` differs from its teacher's,
-    ``FileNotFoundError`` when a student stage finds no teacher records, and ``RuntimeError`` when the
-    torchrun launch fails.
+    Raises ``ValueError`` (``ConfigError`` for an invalid section; a student whose ``crop`` differs from its
+    teacher's), ``FileNotFoundError`` when a student stage finds no teacher records or ``synthetic: required``
+    finds no synthetic set, and ``RuntimeError`` when the torchrun launch fails.
     """
     cfg = stage_config(kind, params)
     if cfg.launcher == "torchrun" and cfg.nproc > 1 and "RANK" not in os.environ:

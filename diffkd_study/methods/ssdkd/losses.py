@@ -188,6 +188,8 @@ class RKDLoss(MultiTermLoss):
     def terms(
         self, student_embedding: torch.Tensor, teacher_embedding: torch.Tensor
     ) -> dict[str, torch.Tensor]:
+        """``{"dist": w_dist * L_dist, "angle": w_angle * L_angle}`` of the pooled embeddings (teacher side
+        detached)."""
         return {
             "dist": self.w_dist * rkd_distance_loss(student_embedding, teacher_embedding),
             "angle": self.w_angle * rkd_angle_loss(student_embedding, teacher_embedding),
@@ -208,6 +210,7 @@ class ChannelRelationLoss(AdaptedFeatureLoss):
     description = "channel-relation KD (RMSE of the channel Gram matrices of the adapted student and teacher maps)"
 
     def forward(self, student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+        """``weight * crkd_loss(adapter(student_feature), teacher_feature)`` (see :func:`crkd_loss`)."""
         return self.weight * crkd_loss(self.adapter(student_feature), teacher_feature)
 
 
@@ -320,6 +323,9 @@ class DiverseKDLoss(_RelationalMixin):
         student_feature: torch.Tensor,
         teacher_feature: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
+        """D-KD's terms: ``wce`` ((1 - lambda) WCE), ``kl`` (lambda T**2 KL of the softened outputs) and the
+        relational ``rkd_dist``, ``rkd_angle``, ``crkd``.
+        """
         t = self.temperature
         rows = class_row_weights(self.class_weights, target) if self.kd_class_weighting else None
         return {
@@ -363,6 +369,7 @@ class DualRelationalLoss(_RelationalMixin):
         student_feature: torch.Tensor,
         teacher_feature: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
+        """The DR terms ``rkd_dist``, ``rkd_angle`` (on the pooled embeddings) and ``crkd`` (on the adapted maps)."""
         return self._relational_terms(student_embedding, teacher_embedding, student_feature, teacher_feature)
 
 
@@ -399,6 +406,8 @@ class TeacherSSHeadLoss(nn.Module):
         self.last_stats: dict[str, float] = {}
 
     def forward(self, teacher_embedding: torch.Tensor) -> torch.Tensor:
+        """``CE(S, source index)`` of the 4B teacher embeddings in rotation layout; sets
+        ``last_stats["ss_accuracy"]``."""
         batch = rotation_batch_size(teacher_embedding.shape[0])
         similarity = similarity_matrix(self.head(teacher_embedding.detach().flatten(1)))
         source = source_targets(batch, similarity.device)
@@ -503,6 +512,7 @@ class SSDKDLoss(_RelationalMixin):
         )
 
     def train(self, mode: bool = True) -> SSDKDLoss:
+        """Set the training mode of the loss's trainable parts; the frozen teacher head stays in eval mode."""
         super().train(mode)
         self.teacher_head.eval()
         return self
@@ -517,6 +527,8 @@ class SSDKDLoss(_RelationalMixin):
         student_feature: torch.Tensor,
         teacher_feature: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
+        """The terms ``ce``, ``kd``, ``tf``, ``ss``, ``rkd_dist``, ``rkd_angle``, ``crkd`` of one 4B-row batch
+        (see the class)."""
         n_rows = student_logits.shape[0]
         batch = rotation_batch_size(n_rows, target)
         nor_index, aug_index = layout_indices(n_rows, student_logits.device)

@@ -51,6 +51,10 @@ RECORD_FILE = "ss_head.json"
 
 @dataclass(frozen=True)
 class SSHeadConfig:
+    """Settings of stage A (the teacher's SS head): epochs, SGD learning rate, momentum and weight decay, images
+    per batch, augmented views (0: a fresh pass every epoch, as officially), augmentation preset and seed.
+    """
+
     epochs: int = 60
     lr: float = 1e-3
     momentum: float = 0.9
@@ -69,6 +73,9 @@ class SSHeadConfig:
 
 @dataclass
 class SSHeadResult:
+    """The trained SS head (frozen), its history, best epoch and validation SS loss and accuracy, time, and
+    whether it was read back."""
+
     head: nn.Module
     history: list[dict[str, float]]
     best_epoch: int

@@ -186,4 +186,5 @@ class SSDKDStageConfig:
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
     def method_title(self, method: str) -> str:
+        """The display name of student method ``method`` (``KeyError`` for an unknown one)."""
         return METHODS[method]

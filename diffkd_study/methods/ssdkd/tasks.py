@@ -81,6 +81,9 @@ class RotationDistillationTask(DistillationTask):
         self.augment = augment
 
     def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Expand ``batch`` to the 4-rotation layout (each copy augmented with a seed drawn from torch's RNG),
+        then ``(loss, terms)`` as :class:`DistillationTask`, with the loss's ``last_stats`` added as diagnostics.
+        """
         mean, std = input_normalisation(self.model)
         images01 = batch["images"] * std + mean
         seed = int(torch.randint(0, 2**31 - 1, (1,)))

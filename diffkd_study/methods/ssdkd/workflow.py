@@ -74,6 +74,10 @@ EVALUATED_SPLITS: tuple[str, ...] = ("val", "test")
 
 @dataclass
 class StageData:
+    """The stage's images as tensors (train, possibly subsampled by lesion; validation; test), the lesion of
+    every image, and the training counts before subsampling.
+    """
+
     manifest: Manifest
     train: ImageTensors
     val: ImageTensors
@@ -84,9 +88,11 @@ class StageData:
 
     @property
     def classes(self) -> tuple[str, ...]:
+        """The class names in class-index order."""
         return tuple(self.manifest.schema.label_set)
 
     def split(self, name: str) -> ImageTensors:
+        """The images of split ``name`` (``train``, ``val`` or ``test``)."""
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
     def counts(self) -> pd.DataFrame:
@@ -225,7 +231,19 @@ def _write_predictions(frame: pd.DataFrame, path: Path) -> None:
 
 # -- the stage ---------------------------------------------------------------------------------------------
 def run_stage(params: Mapping[str, Any], *, progress: bool = True) -> SSDKDStageResult:
-    """Train and evaluate the teacher(s), the SS head(s) and every student of the config; write the records."""
+    """Train and evaluate the teacher(s), the SS head(s) and every student of the config; write the records.
+
+    ``params`` are the ``70_ssdkd_dermoscopy`` notebook's parameters: the ``ssdkd_dermoscopy`` section's fields
+    (checked into :class:`~diffkd_study.methods.ssdkd.stage.SSDKDStageConfig`) plus ``run_dir``,
+    ``manifest_path``, ``data_root``, ``image_size``, ``seed`` and ``project_root``. Seed by seed it fits the
+    teacher, its SS head (when a method needs one) and every student method, each resuming from its
+    checkpoint (a finished fit returns at once), and scores the validation and test images. Writes the artifacts of the
+    module docstring under ``run_dir/ssdkd/`` (predictions, ``records.json``) and returns them as an
+    :class:`SSDKDStageResult`.
+
+    Raises ``ConfigError`` (a ``ValueError``) for invalid section values, and the trainer's errors (e.g. a
+    teacher weights file whose sha256 changed since its fit).
+    """
     from diffkd_study.devices import resolve_device
     from diffkd_study.distill.distiller import default_feature_paths
     from diffkd_study.methods.ssdkd.ss_head import SSHeadConfig, train_ss_head
@@ -388,6 +406,7 @@ def read_records(run_dir: str | os.PathLike[str]) -> SSDKDStageResult:
 
 
 def model_title(name: str) -> str:
+    """The display name of a model: ``Teacher`` or the method's title (the name itself when unknown)."""
     return "Teacher" if name == TEACHER else METHODS.get(name, name)
 
 

@@ -30,6 +30,9 @@ AUGMENTATION_FILE = "augmentation.csv"
 
 @dataclass(frozen=True)
 class AugmentParams:
+    """The parameters of one classic augmentation: flip, rotation (degrees), scale, translation (pixels),
+    brightness, contrast."""
+
     flip: bool = False
     angle: float = 0.0  # degrees
     scale: float = 1.0
@@ -39,6 +42,8 @@ class AugmentParams:
 
 
 def draw_params(rng: np.random.Generator, size: int) -> AugmentParams:
+    """Draw one image's :class:`AugmentParams` from ``rng`` for images of side ``size`` (the ranges of the
+    module docstring)."""
     shift = 0.05 * size
     return AugmentParams(flip=bool(rng.random() < 0.5), angle=float(rng.uniform(-10, 10)),
                          scale=float(rng.uniform(0.9, 1.1)),

@@ -59,12 +59,15 @@ class ConditionBatch:
         return int(self.label.shape[0])
 
     def index(self, rows: torch.Tensor | slice | Sequence[int]) -> ConditionBatch:
+        """The rows ``rows`` of every part, as a new batch."""
         return ConditionBatch(**{k: v[rows] for k, v in self.items()})
 
     def items(self) -> list[tuple[str, torch.Tensor]]:
+        """``(name, tensor)`` of each part: label, categorical, numeric, numeric_missing, has_mask."""
         return [(k, getattr(self, k)) for k in ("label", "categorical", "numeric", "numeric_missing", "has_mask")]
 
     def to(self, device: torch.device | str) -> ConditionBatch:
+        """The batch on ``device``."""
         return ConditionBatch(**{k: v.to(device) for k, v in self.items()})
 
 
@@ -79,14 +82,17 @@ class ConditionDrop:
 
     @classmethod
     def none(cls, n: int, n_categorical: int, device: torch.device | str = "cpu") -> ConditionDrop:
+        """Nothing dropped, for ``n`` images with ``n_categorical`` categorical conditions."""
         return cls.constant(n, n_categorical, False, device)
 
     @classmethod
     def all(cls, n: int, n_categorical: int, device: torch.device | str = "cpu") -> ConditionDrop:
+        """Everything dropped (the unconditional branch of classifier-free guidance)."""
         return cls.constant(n, n_categorical, True, device)
 
     @classmethod
     def constant(cls, n: int, n_categorical: int, value: bool, device: torch.device | str = "cpu") -> ConditionDrop:
+        """Every part of every image dropped (``value=True``) or kept (``False``)."""
         full = torch.full((n,), value, dtype=torch.bool, device=device)
         return cls(full, torch.full((n, n_categorical), value, dtype=torch.bool, device=device), full.clone(),
                    full.clone())
@@ -113,11 +119,13 @@ class ConditionDropout:
             raise ValueError(f"dropout probabilities must lie in [0, 1]: {self}")
 
     def categorical_p(self, name: str) -> float:
+        """The dropout probability of categorical condition ``name``."""
         if isinstance(self.categorical, Mapping):
             return float(self.categorical.get(name, self.default_categorical))
         return float(self.categorical)
 
     def to_dict(self) -> dict[str, Any]:
+        """The probabilities as JSON-ready data."""
         out = asdict(self)
         if isinstance(self.categorical, Mapping):
             out["categorical"] = dict(self.categorical)
@@ -138,6 +146,8 @@ class ConditionDropout:
 
 @dataclass
 class NumericStats:
+    """Mean and SD of a numeric condition on the training rows, used to normalise it."""
+
     mean: float
     sd: float
 
@@ -153,12 +163,14 @@ class EncoderSpec:
     mask: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-ready data (stored in checkpoints)."""
         return {"label_set": list(self.label_set), "categorical": {k: list(v) for k, v in self.categorical.items()},
                 "numeric": {k: asdict(v) for k, v in self.numeric.items()}, "embed_dim": self.embed_dim,
                 "mask": self.mask}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EncoderSpec:
+        """The spec from :meth:`to_dict` data."""
         return cls(label_set=list(data["label_set"]),
                    categorical={k: list(v) for k, v in data.get("categorical", {}).items()},
                    numeric={k: NumericStats(**v) for k, v in data.get("numeric", {}).items()},
@@ -228,18 +240,23 @@ class ConditionEncoder(nn.Module):
 
     @property
     def embed_dim(self) -> int:
+        """Width of the condition embedding."""
         return self.spec.embed_dim
 
     def config(self) -> dict[str, Any]:
+        """The encoder's spec as JSON-ready data (:meth:`from_config` rebuilds the module)."""
         return self.spec.to_dict()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ConditionEncoder:
+        """An encoder (freshly initialised) for a :meth:`config` record."""
         return cls(EncoderSpec.from_dict(config))
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, names: Sequence[str], embed_dim: int, *, mask: bool = False,
                       split: str | None = "train") -> ConditionEncoder:
+        """An encoder for conditions ``names`` of ``manifest``: levels from its schema, numeric statistics
+        from the rows of ``split`` (see :func:`encoder_spec_from_manifest`)."""
         return cls(encoder_spec_from_manifest(manifest, names, embed_dim, mask=mask, split=split))
 
     # -- rows -> indices --------------------------------------------------------------------------------
@@ -298,6 +315,8 @@ class ConditionEncoder(nn.Module):
 
     # -- indices -> vector ------------------------------------------------------------------------------
     def forward(self, batch: ConditionBatch, drop: ConditionDrop | None = None) -> torch.Tensor:
+        """The embedding (N, embed_dim) of ``batch``, with the parts chosen by ``drop`` replaced by their
+        learnt nulls."""
         n = len(batch)
         device = batch.label.device
         if drop is None:

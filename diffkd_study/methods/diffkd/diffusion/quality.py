@@ -62,12 +62,14 @@ class ImageSet:
         return len(self.images)
 
     def subset(self, rows: np.ndarray | Sequence[int], name: str | None = None) -> ImageSet:
+        """The rows ``rows`` (images, table rows, masks and computed features) as a new set, named ``name``."""
         rows = np.asarray(rows, dtype=int)
         return ImageSet(name or self.name, self.images[rows], self.frame.iloc[rows].reset_index(drop=True),
                         None if self.masks is None else self.masks[rows],
                         {k: v[rows] for k, v in self.features.items()})
 
     def ensure_features(self, extractor: str, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """The features of ``extractor`` for every image, computed once and kept in ``features``."""
         if extractor not in self.features:
             self.features[extractor] = fidelity.extract_features(self.images, extractor, batch_size, progress)
         return self.features[extractor]
@@ -277,6 +279,7 @@ def memorization_table(audit: fidelity.MemorizationAudit, synthetic: ImageSet, t
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write ``frame`` as CSV (no index, ``\\n`` line ends) to ``path`` atomically and return the path."""
     path = Path(path)
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n")

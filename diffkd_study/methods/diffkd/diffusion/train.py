@@ -121,6 +121,7 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if k not in SCHEDULE_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as JSON-ready data (stored in every checkpoint's ``config.json``)."""
         out = asdict(self)
         out["dropout"] = self.dropout.to_dict()
         out["conditions"] = None if self.conditions is None else list(self.conditions)
@@ -128,6 +129,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """The configuration from :meth:`to_dict` data (checked again as at construction)."""
         data = dict(data)
         data["dropout"] = ConditionDropout(**data["dropout"])
         if data.get("conditions") is not None:
@@ -137,6 +139,9 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    """What :func:`train_diffusion` returns: the loss of every step, the last checkpoint, the step count, this call's
+    throughput and the step it resumed from."""
+
     losses: list[float]  # one per step, from step 1 (includes the steps before a resume)
     checkpoint: Path  # the last checkpoint written
     steps: int
@@ -146,6 +151,8 @@ class TrainResult:
 
 @dataclass
 class TrainingData:
+    """The training rows in memory: uint8 images, masks (mask-conditioned models), encoded conditions, ids."""
+
     images: torch.Tensor  # uint8 (N, C, H, W)
     masks: torch.Tensor | None  # uint8 {0, 1} (N, 1, H, W)
     conditions: ConditionBatch
@@ -163,6 +170,8 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """Move the average towards ``model``'s current state (decay ``min(decay, (1 + n) / (10 + n))`` after n
+        updates); integer buffers are copied."""
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for key, value in model.state_dict().items():
@@ -203,6 +212,7 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
 
 
 def make_noise_scheduler(config: TrainConfig) -> DDPMScheduler:
+    """The DDPM noise scheduler of ``config`` (timesteps, beta schedule, prediction type; no sample clipping)."""
     return DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
                          prediction_type=config.prediction_type, clip_sample=False)
 
@@ -226,6 +236,13 @@ def save_checkpoint(out_dir: Path, *, step: int, model: ConditionalUNet, ema: EM
                     lr_scheduler: torch.optim.lr_scheduler.LRScheduler, noise_scheduler: DDPMScheduler,
                     config: TrainConfig, losses: Sequence[float], data_sha256: str | None = None,
                     code_sha256: str | None = None) -> Path:
+    """Write ``out_dir/checkpoint-<step>/`` atomically and return it.
+
+    It holds the model, EMA and optimizer tensors (safetensors), torch's and numpy's RNG states, and as JSON
+    the step, the losses so far, the optimizer and LR-scheduler states, Python's RNG state, the data and
+    code digests the run is tied to (``trainer_state.json``) and the model, noise-scheduler and training
+    configuration (``config.json``): everything a resume needs to continue exactly.
+    """
     path = out_dir / f"{CHECKPOINT_PREFIX}{step:06d}"
     opt_state = optimizer.state_dict()
     opt_tensors: dict[str, torch.Tensor] = {}
@@ -275,6 +292,10 @@ def list_checkpoints(out_dir: str | os.PathLike[str]) -> list[Path]:
 
 
 def resolve_checkpoint(out_dir: str | os.PathLike[str], resume: str | os.PathLike[str]) -> Path:
+    """The checkpoint folder named by ``resume``: ``"latest"`` (the highest step in ``out_dir``) or a path.
+
+    Raises ``FileNotFoundError`` when ``out_dir`` holds no checkpoint or the path is not a checkpoint folder.
+    """
     if str(resume) == "latest":
         found = list_checkpoints(out_dir)
         if not found:
@@ -311,6 +332,7 @@ def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def read_checkpoint_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``config.json`` of a checkpoint folder: model, noise-scheduler and training configuration."""
     return json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
 
 
@@ -350,6 +372,8 @@ def _restore(path: Path, model: ConditionalUNet, ema: EMA, optimizer: torch.opti
 
 # -- the loop -------------------------------------------------------------------------------------------------
 def build_model(manifest: Manifest, config: TrainConfig, image_channels: int = 1) -> ConditionalUNet:
+    """A fresh :class:`ConditionalUNet` of ``config.profile`` for ``manifest``, conditioned on ``config.conditions``
+    (default: every condition of its schema) and, with ``mask_conditioning``, on the lesion mask."""
     names = list(manifest.schema.conditions) if config.conditions is None else list(config.conditions)
     spec = encoder_spec_from_manifest(manifest, names, embed_dim=unet_profile(config.profile).embed_dim,
                                       mask=config.mask_conditioning)
@@ -358,6 +382,11 @@ def build_model(manifest: Manifest, config: TrainConfig, image_channels: int = 1
 
 def diffusion_loss(model: ConditionalUNet, noise_scheduler: DDPMScheduler, data: TrainingData, rows: np.ndarray,
                    config: TrainConfig, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The denoising MSE of the batch ``rows``: images scaled to [-1, 1] are noised at random timesteps and the
+    model, with conditions dropped at random (classifier-free guidance), predicts the noise or the velocity.
+
+    Every random draw (noise, timesteps, drops) comes from ``generator``, in that order; bf16 autocast on CUDA.
+    """
     index = torch.from_numpy(rows)
     x0 = data.images[index].float().div(127.5).sub(1.0)
     n = x0.shape[0]

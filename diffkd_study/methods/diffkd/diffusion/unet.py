@@ -39,6 +39,8 @@ from diffkd_study.methods.diffkd.diffusion.conditioning import (
 
 @dataclass(frozen=True)
 class UNetProfile:
+    """A UNet architecture: image size, channels and block types per level, ResNets per level, norm groups."""
+
     image_size: int
     block_out_channels: tuple[int, ...]
     down_block_types: tuple[str, ...]
@@ -48,13 +50,16 @@ class UNetProfile:
 
     @property
     def embed_dim(self) -> int:
+        """Width of the time (and condition) embedding: ``4 * block_out_channels[0]``."""
         return 4 * self.block_out_channels[0]
 
     def to_dict(self) -> dict[str, Any]:
+        """The profile as JSON-ready data (tuples as lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UNetProfile:
+        """The profile from :meth:`to_dict` data."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
@@ -68,6 +73,7 @@ UNET_PROFILES: dict[str, UNetProfile] = {
 
 
 def unet_profile(name: str) -> UNetProfile:
+    """The named architecture profile (``smoke``, ``demo``, ``full``); ``KeyError`` for another name."""
     if name not in UNET_PROFILES:
         raise KeyError(f"unknown UNet profile {name!r}; known: {sorted(UNET_PROFILES)}")
     return UNET_PROFILES[name]
@@ -97,16 +103,23 @@ class ConditionalUNet(nn.Module):
         )
 
     def config(self) -> dict[str, Any]:
+        """Profile, image channels and encoder spec as JSON-ready data (:meth:`from_config` rebuilds the module)."""
         return {"profile": self.profile.to_dict(), "image_channels": self.image_channels,
                 "encoder": self.encoder.config()}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ConditionalUNet:
+        """A network (freshly initialised) for a :meth:`config` record."""
         return cls(UNetProfile.from_dict(config["profile"]), ConditionEncoder(EncoderSpec.from_dict(config["encoder"])),
                    int(config["image_channels"]))
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, conditions: ConditionBatch,
                 mask: torch.Tensor | None = None, drop: ConditionDrop | None = None) -> torch.Tensor:
+        """The UNet's prediction (noise or velocity) for the image channels of ``noisy`` at ``timesteps``.
+
+        ``conditions`` are embedded (``drop`` nulls parts of them) and added to the time embedding; with mask
+        conditioning, ``mask`` (N, 1, H, W) in {0, 1} is the extra input channel.
+        """
         n = noisy.shape[0]
         if drop is None:
             drop = ConditionDrop.none(n, len(self.encoder.categorical_names), noisy.device)

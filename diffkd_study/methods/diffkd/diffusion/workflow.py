@@ -70,6 +70,9 @@ def _config_difference(saved: TrainConfig, given: TrainConfig) -> str:
 
 @dataclass
 class TrainingSummary:
+    """What :func:`run_training` returns (and ``training.json`` records): steps in all and in this call, the
+    resume point, wall times, throughput, the final checkpoint and its sha256, the losses and the config."""
+
     steps: int  # steps of the finished model (all calls)
     steps_run: int  # steps run by this call (0 when the run was already complete)
     resumed_from: int  # step of the checkpoint this call started from (0 = from scratch)
@@ -82,6 +85,7 @@ class TrainingSummary:
     config: TrainConfig
 
     def to_dict(self) -> dict[str, Any]:
+        """The summary as JSON-ready data, without the losses (they go to ``loss.csv``)."""
         out = {k: v for k, v in asdict(self).items() if k not in ("losses", "config")}
         out["checkpoint"] = str(self.checkpoint)
         out["config"] = self.config.to_dict()
@@ -195,6 +199,9 @@ def read_condition_table(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 @dataclass
 class SyntheticSet:
+    """What :func:`ensure_synthetic` returns: the synthetic manifest, whether an identical earlier set was kept,
+    the sampling time and the generation record."""
+
     manifest: Manifest
     reused: bool  # an identical earlier set was kept
     wall_s: float
