@@ -8,9 +8,24 @@ a clear error rather than at the first tensor moved.
 
 from __future__ import annotations
 
-import torch
+import re
+from typing import TYPE_CHECKING
 
-__all__ = ["resolve_device"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["DEVICES", "check_device_name", "resolve_device"]
+
+#: The device settings a section accepts (plus ``cuda:N``, a GPU by its index).
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+_CUDA_INDEX = re.compile(r"cuda:\d+")
+
+
+def check_device_name(name: str) -> None:
+    """``ValueError`` unless ``name`` is one of :data:`DEVICES` or ``cuda:N``: the check a section makes when a
+    config is read (light: no torch import); whether that GPU exists is :func:`resolve_device`'s check."""
+    if name not in DEVICES and not _CUDA_INDEX.fullmatch(str(name)):
+        raise ValueError(f"device must be one of {list(DEVICES)} or cuda:N, got {name!r}")
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -21,6 +36,8 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     CUDA, or a ``cuda:N`` whose index is not among the visible GPUs, raises :class:`RuntimeError` naming the
     remedy; a malformed name raises torch's own :class:`RuntimeError`. Nothing is logged.
     """
+    import torch
+
     if isinstance(name, str) and name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

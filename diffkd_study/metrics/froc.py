@@ -41,6 +41,7 @@ result. :func:`fold_summary` gives mean +- SD across cross-validation folds.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -64,6 +65,7 @@ __all__ = [
 DETECTION_COLUMNS: tuple[str, ...] = ("image_id", "score", "x1", "y1", "x2", "y2")
 DEFAULT_FPS: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0)
 SensitivityMethod = Literal["interpolate", "step"]
+SENSITIVITY_METHODS: tuple[str, ...] = typing.get_args(SensitivityMethod)
 
 Truth = Mapping[str, Any]  # image_id -> (K, 4) xyxy boxes (K may be 0)
 

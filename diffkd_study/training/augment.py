@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from diffkd_study.training.presets import AUGMENTATION_PRESETS
+
 __all__ = ["AUGMENTATIONS", "Augmentation", "augmentation"]
 
 
@@ -126,13 +128,8 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-AUGMENTATIONS: dict[str, Augmentation] = {
-    "none": Augmentation(),
-    "ultrasound": Augmentation(hflip=0.5, affine_p=1.0, rotate_deg=10.0, scale=(0.9, 1.1), shift=0.05,
-                               gain_sd=0.15, gamma=(0.8, 1.25), speckle=0.15),
-    "dermoscopy": Augmentation(hflip=0.5, vflip=0.2, affine_p=0.25, rotate_deg=120.0, scale=(1.0, 2.0),
-                               blur_p=0.25, blur_sigma=1.5, color_p=0.25, brightness=15 / 255, saturation=0.1),
-}
+#: the presets of :data:`diffkd_study.training.presets.AUGMENTATION_PRESETS`, as augmentations
+AUGMENTATIONS: dict[str, Augmentation] = {name: Augmentation(**kwargs) for name, kwargs in AUGMENTATION_PRESETS.items()}
 
 
 def augmentation(name: str) -> Augmentation:

@@ -29,6 +29,7 @@ import torch
 from diffkd_study.data.cache import build_cache, pixel_sources
 from diffkd_study.data.schema import Manifest, row_boxes
 from diffkd_study.repro import derive_seed
+from diffkd_study.training.presets import CLASS_WEIGHTINGS, check_choice
 
 __all__ = ["EpochPlan", "ImageTensors", "class_weights", "concat", "load_images"]
 
@@ -185,21 +186,27 @@ def concat(parts: list[ImageTensors]) -> ImageTensors:
     )
 
 
-def class_weights(labels: torch.Tensor, n_classes: int, scheme: str = "balanced") -> torch.Tensor | None:
-    """Cross-entropy class weights: ``balanced`` = ``n / (K * n_c)`` (scikit-learn's), ``frequency`` =
-    ``n / n_c`` rounded to 3 decimals (SSD-KD's official weighting), ``none`` = ``None``."""
+def class_weights_from_counts(counts: np.ndarray, scheme: str = "balanced") -> np.ndarray | None:
+    """Cross-entropy class weights (float64) from per-class counts (which may be expected, fractional counts):
+    ``balanced`` = ``n / (K * n_c)`` (scikit-learn's), ``frequency`` = ``n / n_c`` rounded to 3 decimals (SSD-KD's
+    official weighting), ``none`` = ``None`` (the schemes of :data:`~diffkd_study.training.presets.CLASS_WEIGHTINGS`).
+
+    ``ValueError`` when a class has no count or the scheme is unknown.
+    """
+    check_choice("class weighting", scheme, CLASS_WEIGHTINGS)
     if scheme == "none":
         return None
-    counts = torch.bincount(labels, minlength=n_classes).double()
+    counts = np.asarray(counts, dtype=np.float64)
     if (counts == 0).any():
-        missing = [i for i, c in enumerate(counts.tolist()) if c == 0]
-        raise ValueError(f"class(es) {missing} have no training images: cannot weight them")
+        raise ValueError(f"class(es) {np.flatnonzero(counts == 0).tolist()} have no training images: cannot weight them")
     n = counts.sum()
-    if scheme == "balanced":
-        return (n / (n_classes * counts)).float()
-    if scheme == "frequency":
-        return torch.round(n / counts * 1000).div(1000).float()
-    raise ValueError(f"class weighting must be 'balanced', 'frequency' or 'none', got {scheme!r}")
+    return n / (len(counts) * counts) if scheme == "balanced" else np.round(n / counts, 3)
+
+
+def class_weights(labels: torch.Tensor, n_classes: int, scheme: str = "balanced") -> torch.Tensor | None:
+    """:func:`class_weights_from_counts` of the labels' counts, as a float32 tensor (``None`` for ``none``)."""
+    weights = class_weights_from_counts(torch.bincount(labels, minlength=n_classes).numpy(), scheme)
+    return None if weights is None else torch.from_numpy(weights).float()
 
 
 @dataclass(frozen=True)

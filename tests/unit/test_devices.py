@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffkd_study.devices import resolve_device
+from diffkd_study.devices import check_device_name, resolve_device
 
 PACKAGE = Path(__file__).resolve().parents[2] / "diffkd_study"
 
@@ -69,3 +69,14 @@ def test_the_package_defines_it_once():
                       for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
                       if isinstance(node, ast.FunctionDef) and "device" in node.name and "resolve" in node.name)
     assert defining == ["devices.py"]
+
+
+@pytest.mark.parametrize("name", ["auto", "cpu", "cuda", "cuda:0", "cuda:12"])
+def test_a_section_accepts_the_device_names(name):
+    check_device_name(name)
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:", "cuda:x", "CPU", "mps", ""])
+def test_a_section_refuses_other_device_names(name):
+    with pytest.raises(ValueError, match=r"device must be one of \['auto', 'cpu', 'cuda'\] or cuda:N"):
+        check_device_name(name)

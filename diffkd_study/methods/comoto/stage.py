@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from diffkd_study.devices import check_device_name
+from diffkd_study.metrics.froc import SENSITIVITY_METHODS
 from diffkd_study.profiles import Profiles
 
 __all__ = [
@@ -71,8 +73,6 @@ METHODS: dict[str, MethodSpec] = {
 }
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
-SENSITIVITY_METHODS: tuple[str, ...] = ("interpolate", "step")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: The fields that build the detector (:class:`~diffkd_study.methods.comoto.detector.DetectorSpec`).
 DETECTOR_SETTINGS: tuple[str, ...] = (
     "backbone", "weights", "feature_stage", "head_channels", "head_convs", "anchor_sizes", "aspect_ratios",
@@ -200,8 +200,7 @@ class ComotoStageConfig:
             raise ValueError(f"fps_per_image must be positive FP rates; got {list(self.fps_per_image)}")
         if self.sensitivity_method not in SENSITIVITY_METHODS:
             raise ValueError(f"sensitivity_method must be one of {list(SENSITIVITY_METHODS)}")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {list(DEVICES)}; got {self.device!r}")
+        check_device_name(self.device)
         if self.example_slices < 0:
             raise ValueError("example_slices must be >= 0")
 

@@ -43,7 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffkd_study.devices import check_device_name
 from diffkd_study.sections import FieldError, check_range
+from diffkd_study.training.presets import AUGMENTATION_PRESETS, CLASS_WEIGHTINGS, check_choice
 
 TEACHER_VARIANTS: dict[str, bool] = {"real": False, "real+syn": True}  # variant -> trained with synthetic images
 # student variant -> (teacher variant or None, student sees synthetic images)
@@ -54,7 +56,6 @@ STUDENT_VARIANTS: dict[str, tuple[str | None, bool]] = {
     "diffkd+syn": ("real+syn", True),
 }
 SYNTHETIC_MODES: tuple[str, ...] = ("auto", "none", "required")
-CLASS_WEIGHTING: tuple[str, ...] = ("balanced", "frequency", "none")
 LAUNCHERS: tuple[str, ...] = ("inline", "torchrun")
 CROPS: tuple[str, ...] = ("none", "lesion")
 #: the baselines of :mod:`diffkd_study.methods.diffkd.baselines` (its ``BASELINES`` is this tuple)
@@ -107,8 +108,9 @@ class TrainingSection:
             raise ValueError("variants and seeds: list each once, at least one seed")
         if self.synthetic not in SYNTHETIC_MODES:
             raise ValueError(f"synthetic must be one of {SYNTHETIC_MODES}, got {self.synthetic!r}")
-        if self.class_weighting not in CLASS_WEIGHTING:
-            raise ValueError(f"class_weighting must be one of {CLASS_WEIGHTING}, got {self.class_weighting!r}")
+        check_choice("class_weighting", self.class_weighting, CLASS_WEIGHTINGS)
+        check_choice("augment", self.augment, AUGMENTATION_PRESETS)
+        check_device_name(self.device)
         if self.launcher not in LAUNCHERS or self.nproc < 1:
             raise ValueError(f"launcher must be one of {LAUNCHERS} and nproc >= 1")
         if self.crop not in CROPS or not 0 <= self.crop_margin <= 4:

@@ -50,7 +50,7 @@ from diffkd_study.methods.diffkd.stage import (
     TeacherStageConfig,
     TrainingSection,
 )
-from diffkd_study.training.data import EpochPlan, ImageTensors, concat, load_images
+from diffkd_study.training.data import EpochPlan, ImageTensors, class_weights_from_counts, concat, load_images
 
 __all__ = [
     "StageData", "TrainingStageResult", "ablation_table", "fits_table", "history_frame", "load_stage_data", "model_name",
@@ -195,17 +195,12 @@ def stage_config(kind: str, params: Mapping[str, Any]) -> TeacherStageConfig | S
 
 def _expected_class_weights(train: ImageTensors, plan: EpochPlan, n_classes: int, scheme: str) -> list[float] | None:
     """Class weights for the rows an epoch draws in expectation (real rows + the synthetic share)."""
-    if scheme == "none":
-        return None
     labels = train.labels.numpy()
     counts = np.bincount(labels[plan.real_rows], minlength=n_classes).astype(float)
     if len(plan.synthetic_rows):
         counts += np.bincount(labels[plan.synthetic_rows], minlength=n_classes) * plan.n_synthetic / len(plan.synthetic_rows)
-    if (counts == 0).any():
-        raise ValueError(f"class(es) {np.flatnonzero(counts == 0).tolist()} have no training images")
-    n = counts.sum()
-    weights = n / (n_classes * counts) if scheme == "balanced" else np.round(n / counts, 3)
-    return weights.tolist()
+    weights = class_weights_from_counts(counts, scheme)
+    return None if weights is None else weights.tolist()
 
 
 def _fit_config(cfg: Any, seed: int, synthetic_ratio: float, binary: bool):

@@ -37,11 +37,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from diffkd_study.devices import check_device_name
 from diffkd_study.profiles import Profiles
+from diffkd_study.training.presets import AUGMENTATION_PRESETS, CLASS_WEIGHTINGS, check_choice
 
 __all__ = [
-    "AUGMENTATIONS",
-    "CLASS_WEIGHTING",
     "METHODS",
     "SSDKDStageConfig",
 ]
@@ -54,8 +54,6 @@ METHODS: dict[str, str] = {
     "diverse_kd": "D-KD (KD + RKD + Gram)",
     "ssd_kd": "SSD-KD",
 }
-CLASS_WEIGHTING: tuple[str, ...] = ("frequency", "balanced", "none")
-AUGMENTATIONS: tuple[str, ...] = ("dermoscopy", "none")  # presets of diffkd_study.training.augment
 WEIGHT_PREFIXES: tuple[str, ...] = ("package:", "file:")
 
 
@@ -155,15 +153,13 @@ class SSDKDStageConfig:
             raise ValueError(f"seeds: list at least one non-negative seed, each once; got {list(self.seeds)}")
         if not 0.0 < self.train_fraction <= 1.0:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
-        if self.class_weighting not in CLASS_WEIGHTING:
-            raise ValueError(f"class_weighting must be one of {CLASS_WEIGHTING}, got {self.class_weighting!r}")
+        check_choice("class_weighting", self.class_weighting, CLASS_WEIGHTINGS)
         if not isinstance(self.kd_class_weighting, bool):
             raise ValueError(f"kd_class_weighting must be true or false, got {self.kd_class_weighting!r}")
         if self.kd_class_weighting and self.class_weighting == "none":
             raise ValueError("kd_class_weighting weights the KD terms by the WCE class weights, but class_weighting "
                              "is 'none': set class_weighting to frequency or balanced, or kd_class_weighting: false")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        check_choice("augment", self.augment, AUGMENTATION_PRESETS)
         if self.batch_size < 8 or self.batch_size % 4:
             raise ValueError(f"batch_size must be a multiple of 4 and >= 8 (SSD-KD packs batch_size / 4 images x 4 "
                              f"rotations, at least 2 images), got {self.batch_size}")
@@ -182,8 +178,7 @@ class SSDKDStageConfig:
             raise ValueError(f"kd_lambda must be in [0, 1], got {self.kd_lambda}")
         if self.bootstrap < 100:
             raise ValueError(f"bootstrap must be >= 100 resamples, got {self.bootstrap}")
-        if self.device != "auto" and not self.device.startswith(("cpu", "cuda")):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check_device_name(self.device)
 
     def method_title(self, method: str) -> str:
         """The display name of student method ``method`` (``KeyError`` for an unknown one)."""

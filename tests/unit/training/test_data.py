@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffkd_study.training.data import EpochPlan, class_weights, concat
+from diffkd_study.training.data import EpochPlan, class_weights, class_weights_from_counts, concat
 from tests.unit.training.conftest import toy_set
 
 
@@ -45,6 +45,20 @@ def test_rank_batches_partition_each_global_batch():
     # a last global batch leaving a rank fewer than 2 rows is dropped
     assert [len(b) for b in EpochPlan.for_set(toy_set(19), 0.0, 0).batches(0, 8, 0, 1)] == [8, 8, 3]
     assert len(EpochPlan.for_set(toy_set(17), 0.0, 0).batches(0, 8, 0, 1)) == 2
+
+
+def test_class_weights_from_expected_counts_match_the_tensor_form_and_name_bad_input():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    for scheme in ("balanced", "frequency"):
+        assert class_weights(labels, 3, scheme).tolist() == class_weights_from_counts(
+            np.array([3, 2, 1]), scheme).astype(np.float32).tolist()
+    # fractional (expected) counts: 2 real + 1.5 synthetic rows of class 1
+    assert class_weights_from_counts(np.array([4.0, 3.5]), "balanced").tolist() == pytest.approx([7.5 / 8, 7.5 / 7])
+    assert class_weights_from_counts(np.array([4.0, 3.5]), "frequency").tolist() == [1.875, 2.143]
+    with pytest.raises(ValueError, match=r"class\(es\) \[1\] have no training images"):
+        class_weights_from_counts(np.array([4, 0]), "balanced")
+    with pytest.raises(ValueError, match="class weighting must be one of"):
+        class_weights_from_counts(np.array([4, 2]), "inverse")
 
 
 def test_class_weights_golden():

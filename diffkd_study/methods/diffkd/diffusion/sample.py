@@ -43,12 +43,11 @@ from diffkd_study.data.cache import ImageCache, Preprocessing, load_mask
 from diffkd_study.data.schema import Manifest, ManifestSchema, write_manifest
 from diffkd_study.io import atomic_dir, write_json
 from diffkd_study.methods.diffkd.diffusion.conditioning import ConditionBatch, ConditionDrop
+from diffkd_study.methods.diffkd.diffusion.names import SAMPLERS
 from diffkd_study.methods.diffkd.diffusion.train import checkpoint_sha256, load_model
 from diffkd_study.methods.diffkd.diffusion.unet import ConditionalUNet
 from diffkd_study.progress import progress_bar
 from diffkd_study.repro import derive_seed
-
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmsolver++")
 
 
 def make_sampler(name: str, noise_scheduler_config: Mapping[str, Any], steps: int):

@@ -56,14 +56,15 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
+from diffkd_study.devices import check_device_name
+from diffkd_study.methods.diffkd.diffusion.names import (
+    BETA_SCHEDULES,
+    NUM_TRAIN_TIMESTEPS,
+    PREDICTION_TYPES,
+    SAMPLERS,
+)
 from diffkd_study.profiles import Profiles
 
-#: :data:`diffkd_study.methods.diffkd.diffusion.sample.SAMPLERS`
-SAMPLER_NAMES: tuple[str, ...] = ("ddpm", "ddim", "dpmsolver++")
-PREDICTION_TYPE_NAMES: tuple[str, ...] = ("epsilon", "v_prediction")
-BETA_SCHEDULE_NAMES: tuple[str, ...] = ("squaredcos_cap_v2", "linear")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-NUM_TRAIN_TIMESTEPS = 1000
 _CLASS_COUNT = re.compile(r"^\s*(?P<label>[^=]+?)\s*=\s*(?P<count>\d+)\s*$")
 
 
@@ -159,14 +160,14 @@ class DiffusionStageConfig:
             raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}")
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
-        if self.prediction_type not in PREDICTION_TYPE_NAMES:
-            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPE_NAMES}, got {self.prediction_type!r}")
-        if self.beta_schedule not in BETA_SCHEDULE_NAMES:
-            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULE_NAMES}, got {self.beta_schedule!r}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
         for name in ("label_dropout", "condition_dropout", "numeric_dropout", "mask_dropout"):
             _probability(name, getattr(self, name))
-        if self.sampler not in SAMPLER_NAMES:
-            raise ValueError(f"sampler must be one of {SAMPLER_NAMES}, got {self.sampler!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if not 1 <= self.sampling_steps <= NUM_TRAIN_TIMESTEPS:
             raise ValueError(f"sampling_steps must be in [1, {NUM_TRAIN_TIMESTEPS}], got {self.sampling_steps}")
         if not 0.0 <= self.guidance_scale <= 20.0:
@@ -176,8 +177,7 @@ class DiffusionStageConfig:
         parse_class_counts(self.class_counts)
         if self.condition_table and (self.class_counts or self.n_per_class):
             raise ValueError("give either condition_table or class_counts / n_per_class, not both")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        check_device_name(self.device)
 
 
 @dataclass(frozen=True)
@@ -227,5 +227,4 @@ class SyntheticQualityStageConfig:
             raise ValueError(f"grid_condition must be a condition column (cond_*), got {self.grid_condition!r}")
         if self.feature_batch_size < 1:
             raise ValueError(f"feature_batch_size must be >= 1, got {self.feature_batch_size}")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        check_device_name(self.device)

@@ -63,14 +63,13 @@ from diffkd_study.methods.diffkd.diffusion.conditioning import (
     ConditionDropout,
     encoder_spec_from_manifest,
 )
+from diffkd_study.methods.diffkd.diffusion.names import BETA_SCHEDULES, NUM_TRAIN_TIMESTEPS, PREDICTION_TYPES
 from diffkd_study.methods.diffkd.diffusion.unet import ConditionalUNet, create_conditional_unet, unet_profile
 from diffkd_study.progress import progress_bar
 from diffkd_study.repro import derive_seed, seed_everything
 
 logger = logging.getLogger(__name__)
 
-PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction")
-BETA_SCHEDULES: tuple[str, ...] = ("squaredcos_cap_v2", "linear")
 CHECKPOINT_PREFIX = "checkpoint-"
 #: TrainConfig fields that say when checkpoints are written, not what is trained: a resume may change them
 SCHEDULE_FIELDS: tuple[str, ...] = ("checkpoint_every", "checkpoint_minutes")
@@ -98,7 +97,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     prediction_type: str = "epsilon"
     beta_schedule: str = "squaredcos_cap_v2"
-    num_train_timesteps: int = 1000
+    num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
     checkpoint_every: int = 500
     checkpoint_minutes: float = 10.0  # also a checkpoint after this much wall-clock time since the last; 0 = off
     seed: int = 0

@@ -47,7 +47,7 @@ def test_keys_given_with_a_profile_override_it():
     ({"class_weighting": "inverse"}, "class_weighting"),
     ({"class_weighting": "none"}, "kd_class_weighting"),
     ({"kd_class_weighting": "yes"}, "true or false"),
-    ({"augment": "ultrasound"}, "augment"),
+    ({"augment": "jitter"}, "augment"),
     ({"batch_size": 30}, "multiple of 4"),
     ({"batch_size": 4}, "multiple of 4"),
     ({"student_epochs": 0}, "student_epochs"),

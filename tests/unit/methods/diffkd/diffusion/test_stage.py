@@ -21,16 +21,22 @@ def test_the_light_module_does_not_import_torch():
 
 
 def test_names_match_the_library():
-    from diffkd_study.methods.diffkd.diffusion.sample import SAMPLERS
-    from diffkd_study.methods.diffkd.diffusion.train import BETA_SCHEDULES, PREDICTION_TYPES, TrainConfig
+    from diffkd_study.methods.diffkd.diffusion.names import BETA_SCHEDULES, PREDICTION_TYPES, SAMPLERS
+    from diffkd_study.methods.diffkd.diffusion.sample import make_sampler
+    from diffkd_study.methods.diffkd.diffusion.train import TrainConfig, make_noise_scheduler
     from diffkd_study.methods.diffkd.diffusion.unet import UNET_PROFILES, unet_profile
 
     assert DiffusionStageConfig.PROFILES.names == tuple(UNET_PROFILES)  # a training preset per UNet
     for name in DiffusionStageConfig.PROFILES.names:  # each trains at its UNet's own resolution
         section = parse_section({"profile": name}, DiffusionStageConfig, "d")
         assert section.diffusion_image_size == unet_profile(name).image_size
-    assert stage.SAMPLER_NAMES == SAMPLERS
-    assert stage.PREDICTION_TYPE_NAMES == PREDICTION_TYPES and stage.BETA_SCHEDULE_NAMES == BETA_SCHEDULES
+    # every name the section accepts is one the training and sampling code implement
+    for prediction_type in PREDICTION_TYPES:
+        for beta_schedule in BETA_SCHEDULES:
+            config = TrainConfig(prediction_type=prediction_type, beta_schedule=beta_schedule)
+            scheduler = make_noise_scheduler(config)
+            for sampler in SAMPLERS:
+                assert len(make_sampler(sampler, scheduler.config, 4).timesteps) == 4
     assert stage.NUM_TRAIN_TIMESTEPS == TrainConfig().num_train_timesteps
 
 
