@@ -10,10 +10,10 @@ import it. A stage notebook builds an ``IndexSection`` and stores ``IndexSection
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["IndexFigure", "IndexSection", "IndexSectionError", "IndexTable", "StageResult"]
+__all__ = ["IndexFigure", "IndexSection", "IndexSectionError", "IndexTable", "StageRecord", "StageResult"]
 
 
 @dataclass
@@ -206,3 +206,20 @@ class IndexSection:
             return cls(**values)
         except IndexSectionError as err:
             raise IndexSectionError(f"stage {stage}: {err}") from None
+
+
+class StageRecord:
+    """Base of a frozen dataclass that a stage writes as its JSON record (``records.json``) and reads back.
+
+    :meth:`to_dict` is the record (the fields in declaration order, nested dataclasses as dicts) and
+    :meth:`from_dict` the instance of a record that :meth:`to_dict` wrote.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as written to the stage's JSON file."""
+        return asdict(self)  # type: ignore[call-overload]  (subclasses are dataclasses)
+
+    @classmethod
+    def from_dict(cls, records: Mapping[str, Any]) -> Any:
+        """The result of a record (as :meth:`to_dict` wrote it)."""
+        return cls(**records)

@@ -96,12 +96,8 @@ def _number(value: str, what: str, where: str) -> float:
 
 @BUILDERS.register(DATASET)
 def build(root: Path) -> Manifest:
-    """The manifest of the BCS-DBT slice export release in ``root`` (its official layout: see the module docstring).
-
-    Image and mask paths are relative to ``root``; nothing is written into the release. Raises ``BuildError``
-    naming the file (and line) of the first problem, e.g. a missing or malformed table, an unknown label or
-    a missing image.
-    """
+    """The manifest of the BCS-DBT slice export release in ``root``: its official layout is in the module
+    docstring, the builder contract in :mod:`diffkd_study.data.builders`."""
     root = Path(root)
     table_path = root / TABLE
     table = read_release_csv(table_path, COLUMNS, release="BCS-DBT slice export", empty_as_missing=False)

@@ -193,12 +193,8 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 @BUILDERS.register(DATASET)
 def build(root: Path) -> Manifest:
-    """The manifest of the BrEaST-Lesions-USG release in ``root`` (its official layout: see the module docstring).
-
-    Image and mask paths are relative to ``root``; nothing is written into the release. Raises ``BuildError``
-    naming the file (and line) of the first problem, e.g. a missing or malformed table, an unknown label or
-    a missing image.
-    """
+    """The manifest of the BrEaST-Lesions-USG release in ``root``: its official layout is in the module
+    docstring, the builder contract in :mod:`diffkd_study.data.builders`."""
     root = Path(root)
     table_path = _find_table(root)
     table = _read_table(table_path)

@@ -104,12 +104,8 @@ def _check_levels(table: pd.DataFrame, column: str, levels: tuple[str, ...], pat
 
 @BUILDERS.register(DATASET)
 def build(root: Path) -> Manifest:
-    """The manifest of the BUS-BRA release in ``root`` (its official layout: see the module docstring).
-
-    Image and mask paths are relative to ``root``; nothing is written into the release. Raises ``BuildError``
-    naming the file (and line) of the first problem, e.g. a missing or malformed table, an unknown label or
-    a missing image.
-    """
+    """The manifest of the BUS-BRA release in ``root``: its official layout is in the module
+    docstring, the builder contract in :mod:`diffkd_study.data.builders`."""
     root = Path(root)
     table_path = root / "bus_data.csv"
     table = read_release_csv(table_path, TABLE_COLUMNS, release=DATASET)

@@ -103,12 +103,8 @@ def _schema(centers: list[str]) -> ManifestSchema:
 
 @BUILDERS.register(DATASET)
 def build(root: Path) -> Manifest:
-    """The manifest of the HAM10000 release in ``root`` (its official layout: see the module docstring).
-
-    Image and mask paths are relative to ``root``; nothing is written into the release. Raises ``BuildError``
-    naming the file (and line) of the first problem, e.g. a missing or malformed table, an unknown label or
-    a missing image.
-    """
+    """The manifest of the HAM10000 release in ``root``: its official layout is in the module
+    docstring, the builder contract in :mod:`diffkd_study.data.builders`."""
     root = Path(root)
     meta_path = root / METADATA
     meta = read_release_csv(meta_path, COLUMNS, release="HAM10000", empty_as_missing=False)

@@ -129,12 +129,8 @@ def circle_box(x: float, y: float, radius: float, width: int, height: int) -> li
 
 @BUILDERS.register(DATASET)
 def build(root: Path) -> Manifest:
-    """The manifest of the mini-MIAS release in ``root`` (its official layout: see the module docstring).
-
-    Image and mask paths are relative to ``root``; nothing is written into the release. Raises ``BuildError``
-    naming the file (and line) of the first problem, e.g. a missing or malformed table, an unknown label or
-    a missing image.
-    """
+    """The manifest of the mini-MIAS release in ``root``: its official layout is in the module
+    docstring, the builder contract in :mod:`diffkd_study.data.builders`."""
     root = Path(root)
     info = root / INFO
     if not info.is_file():

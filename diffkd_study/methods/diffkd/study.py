@@ -50,6 +50,7 @@ from diffkd_study.methods.diffkd.stage import (
     TeacherStageConfig,
     TrainingSection,
 )
+from diffkd_study.stage_output import StageRecord
 from diffkd_study.training.data import EpochPlan, ImageTensors, class_weights_from_counts, concat, load_images
 
 __all__ = [
@@ -114,7 +115,7 @@ class StageData:
 
 
 @dataclass(frozen=True)
-class TrainingStageResult:
+class TrainingStageResult(StageRecord):
     """What a teacher or student stage did: the content of its ``records.json``, as typed fields.
 
     :func:`run_stage` returns it and :func:`read_records` reads it back; :meth:`to_dict` is the JSON record
@@ -136,15 +137,6 @@ class TrainingStageResult:
     device: str
     world_size: int
     wall_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """The record as written to ``records.json``."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, records: Mapping[str, Any]) -> TrainingStageResult:
-        """The result of a ``records.json`` (as :meth:`to_dict` wrote it)."""
-        return cls(**records)
 
 
 def load_stage_data(manifest_path: str | os.PathLike[str], data_root: str | os.PathLike[str], run_dir: str | os.PathLike[str],

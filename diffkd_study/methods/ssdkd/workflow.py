@@ -57,6 +57,7 @@ from diffkd_study.methods.ssdkd.data import lesion_subsample
 from diffkd_study.methods.ssdkd.metrics import format_interval, mean_sd, multiclass_report
 from diffkd_study.methods.ssdkd.stage import METHODS, SSDKDStageConfig
 from diffkd_study.sections import section_from_parameters
+from diffkd_study.stage_output import StageRecord
 from diffkd_study.training.data import ImageTensors, class_weights, load_images
 
 __all__ = [
@@ -108,7 +109,7 @@ class StageData:
 
 
 @dataclass(frozen=True)
-class SSDKDStageResult:
+class SSDKDStageResult(StageRecord):
     """What the stage did: the content of ``records.json``, as typed fields.
 
     :func:`run_stage` returns it and :func:`read_records` reads it back; :meth:`to_dict` is the JSON record
@@ -132,15 +133,6 @@ class SSDKDStageResult:
     evaluation: dict[str, Any]
     timings: list[dict[str, Any]]
     wall_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """The record as written to ``records.json``."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, records: Mapping[str, Any]) -> SSDKDStageResult:
-        """The result of a ``records.json`` (as :meth:`to_dict` wrote it)."""
-        return cls(**records)
 
 
 def load_stage_data(manifest_path: str | os.PathLike[str], data_root: str | os.PathLike[str], image_size: int, *,
