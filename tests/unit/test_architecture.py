@@ -146,8 +146,8 @@ def test_leaf_modules_import_nothing_of_the_package(leaf: str):
 
 
 def test_every_package_folder_is_a_regular_package():
-    """A folder of modules without ``__init__.py`` is a namespace package: it imports, but it has no docstring,
-    and a stale folder of that name would shadow nothing and fail late."""
+    """A folder of modules without ``__init__.py`` is a namespace package: it imports, but it has no docstring
+    and a packaging tool that looks for regular packages leaves it out."""
     folders = {path.parent for path in PACKAGE.rglob("*.py")} | {
         folder for path in PACKAGE.rglob("*.py") for folder in path.parents if PACKAGE in folder.parents}
     missing = sorted(str(f.relative_to(PACKAGE.parent)) for f in folders if not (f / "__init__.py").is_file())
