@@ -123,7 +123,7 @@ fits = study.fits_table(result)
 show_table(fits, {"variant": "Variant", "seed": "Seed", "epochs_run": "Epochs run", "best_epoch": "Best epoch",
                   "val_auc": "Validation AUC", "val_balanced_accuracy": "Validation balanced accuracy",
                   "n_train_real": "Real training images", "synthetic_per_epoch": "Synthetic images per epoch",
-                  "n_val": "Validation images", "wall_s": "Training time (s)"}, digits={"wall_s": 0})
+                  "n_val": "Validation images", "training_s": "Training time (s)"}, digits={"training_s": 0})
 
 # %%
 curve_names = study.save_training_curves(result, figures_dir)

@@ -147,11 +147,21 @@ class FitResult:
     train_images_per_s: float
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def training_s(self) -> float:
+        """Time of every epoch of the fit (training + validation), summed over interrupted and resumed calls.
+
+        Unlike ``wall_s`` (this call's time: 0 when the fit is re-used from its finished checkpoint), it is the
+        fit's own training time, whichever call trained it.
+        """
+        return float(sum(record.get("epoch_s", 0.0) for record in self.history))
+
     def summary(self) -> dict[str, Any]:
         """The fit for records: epochs run, best epoch and metric, early stop, resume point, time, throughput."""
         return {"epochs_run": len(self.history), "best_epoch": self.best_epoch, "best_metric": self.best_metric,
                 "stopped_early": self.stopped_early, "resumed_from": self.resumed_from,
-                "wall_s": round(self.wall_s, 2), "train_images_per_s": round(self.train_images_per_s, 1)}
+                "wall_s": round(self.wall_s, 2), "training_s": round(self.training_s, 1),
+                "train_images_per_s": round(self.train_images_per_s, 1)}
 
 
 # -- helpers -----------------------------------------------------------------------------------------------

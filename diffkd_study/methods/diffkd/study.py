@@ -418,7 +418,7 @@ def history_frame(result: TrainingStageResult) -> pd.DataFrame:
 def fits_table(result: TrainingStageResult) -> pd.DataFrame:
     """One row per (variant, seed): epochs, best epoch, validation metrics, data sizes, time."""
     columns = ["name", "variant", "seed", "epochs_run", "best_epoch", "val_auc", "val_balanced_accuracy",
-               "n_train_real", "synthetic_per_epoch", "n_val", "wall_s", "train_images_per_s"]
+               "n_train_real", "synthetic_per_epoch", "n_val", "training_s", "train_images_per_s"]
     table = pd.DataFrame(result.fits)
     return table[[c for c in columns if c in table.columns]] if len(table) else pd.DataFrame(columns=columns)
 

@@ -184,15 +184,10 @@ def _fit_config(cfg: SSDKDStageConfig, *, epochs: int, lr: float, seed: int, bat
                      seed=seed, eval_batch_size=cfg.eval_batch_size, amp=cfg.amp, device=cfg.device)
 
 
-def _training_seconds(history: list[dict[str, Any]]) -> float:
-    """Time of every epoch of a fit (training + validation), summed over interrupted and resumed calls."""
-    return float(sum(record.get("epoch_s", 0.0) for record in history))
-
-
 def _fit_record(name: str, seed: int, result: Any, fit_config: Any, out_dir: Path) -> dict[str, Any]:
     best = result.history[result.best_epoch - 1]
     return {"model": name, "seed": seed, "fit": asdict(fit_config), **result.summary(),
-            "train_s": round(_training_seconds(result.history), 1),
+            "train_s": round(result.training_s, 1),
             "val_balanced_accuracy": best.get("val_balanced_accuracy"), "val_accuracy": best.get("val_accuracy"),
             "val_macro_auc": best.get("val_macro_auc"), "weights": str(result.best_weights),
             "weights_sha256": sha256_file(result.best_weights), "history": str(out_dir / "history.json")}

@@ -52,6 +52,15 @@ def test_fit_learns_and_logs_every_epoch(tmp_path):
     assert saved["history"] == result.history
 
 
+def test_a_reused_finished_fit_keeps_its_training_time(tmp_path):
+    train, val = toy_set(48), toy_set(16, seed=9)
+    first = fit(_task(), train, val, _config(epochs=2), tmp_path, progress=False)
+    again = fit(_task(), train, val, _config(epochs=2), tmp_path, progress=False)
+    assert first.training_s == pytest.approx(sum(h["epoch_s"] for h in first.history)) and first.training_s > 0
+    assert again.resumed_from == 2 and again.training_s == first.training_s  # this call trained nothing ...
+    assert again.wall_s < first.training_s and again.summary()["training_s"] == round(first.training_s, 1)
+
+
 def test_resume_from_a_killed_run_is_bit_identical(tmp_path, monkeypatch):
     train, val = toy_set(32), toy_set(12, seed=5)
     config = _config(epochs=4)
