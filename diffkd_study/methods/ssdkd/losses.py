@@ -10,8 +10,8 @@ projection heads and the error-level row selection are in :mod:`diffkd_study.met
 the independent augmentation of each rotated copy belongs to the data, not to the losses
 (:mod:`~diffkd_study.methods.ssdkd.tasks`).
 
-Losses registered here
-    ``rkd`` (Park et al. 2019 distance + angle, AberHu's code), ``crkd`` (channel-Gram relation),
+Losses registered here (RKD itself, a published standard, is :mod:`diffkd_study.distill.relational`)
+    ``crkd`` (channel-Gram relation),
     ``diverse_kd`` (the D-KD objective, "Diverse KD"), ``ssd_dr`` (the DR term), ``ssd_kd`` (the full
     SSD-KD student objective), ``ssd_teacher_ss`` (stage A). Defaults are the official ones: D-KD
     lambda 0.5, T 5, lambda_rkd 1, w_dist 25, w_angle 50, lambda_crkd 1000; SSD-KD ce 0.1, kd 0.9,
@@ -54,6 +54,7 @@ from diffkd_study.distill.losses import (
     make_adapter,
     softened_kl,
 )
+from diffkd_study.distill.relational import rkd_angle_loss, rkd_distance_loss
 from diffkd_study.methods.ssdkd.rotation import (
     ProjectionHead,
     error_level_selection,
@@ -68,14 +69,10 @@ __all__ = [
     "ChannelRelationLoss",
     "DiverseKDLoss",
     "DualRelationalLoss",
-    "RKDLoss",
     "SSDKDLoss",
     "TeacherSSHeadLoss",
     "channel_gram",
     "crkd_loss",
-    "pairwise_distances",
-    "rkd_angle_loss",
-    "rkd_distance_loss",
 ]
 
 
@@ -95,40 +92,6 @@ def _selected_kl(
 
 
 # ------------------------------------------------------------------------------ relational terms
-def pairwise_distances(embedding: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Euclidean distance matrix as AberHu's ``pdist``: squared distances clamped at ``eps``, zero diagonal."""
-    square = embedding.pow(2).sum(dim=1)
-    squared = (square.unsqueeze(0) + square.unsqueeze(1) - 2 * embedding @ embedding.t()).clamp(min=eps)
-    distances = squared.sqrt().clone()
-    diagonal = torch.arange(len(embedding), device=embedding.device)
-    distances[diagonal, diagonal] = 0
-    return distances
-
-
-def _normalised_distances(embedding: torch.Tensor) -> torch.Tensor:
-    distances = pairwise_distances(embedding)
-    return distances / distances[distances > 0].mean()
-
-
-def rkd_distance_loss(student_embedding: torch.Tensor, teacher_embedding: torch.Tensor) -> torch.Tensor:
-    """RKD distance: smooth-L1 between distance matrices, each divided by its mean non-zero distance."""
-    with torch.no_grad():
-        teacher = _normalised_distances(teacher_embedding.detach().flatten(1))
-    return F.smooth_l1_loss(_normalised_distances(student_embedding.flatten(1)), teacher)
-
-
-def _angles(embedding: torch.Tensor) -> torch.Tensor:
-    differences = F.normalize(embedding.unsqueeze(0) - embedding.unsqueeze(1), p=2, dim=2)
-    return torch.bmm(differences, differences.transpose(1, 2)).reshape(-1)
-
-
-def rkd_angle_loss(student_embedding: torch.Tensor, teacher_embedding: torch.Tensor) -> torch.Tensor:
-    """RKD angle: smooth-L1 between ``<unit(e_b - e_a), unit(e_c - e_a)>`` over all N**3 triplets."""
-    with torch.no_grad():
-        teacher = _angles(teacher_embedding.detach().flatten(1))
-    return F.smooth_l1_loss(_angles(student_embedding.flatten(1)), teacher)
-
-
 def channel_gram(feature: torch.Tensor) -> torch.Tensor:
     """Per-instance channel Gram matrix ``F F^T / (C H W)`` of a (N, C, H, W) map: (N, C, C)."""
     if feature.ndim != 4:
@@ -169,33 +132,6 @@ def crkd_loss(adapted_student_feature: torch.Tensor, teacher_feature: torch.Tens
 
 
 # ------------------------------------------------------------------------------- loss modules
-@LOSSES.register("rkd")
-class RKDLoss(MultiTermLoss):
-    """Relational KD on pooled embeddings: ``w_dist * L_dist + w_angle * L_angle`` (terms ``dist``, ``angle``).
-
-    Args:
-        w_dist: distance weight (default 25, AberHu / SSD-KD).
-        w_angle: angle weight (default 50).
-    """
-
-    description = "RKD (Park et al. 2019: {w_dist} x distance + {w_angle} x angle relations of the pooled embeddings)"
-
-    def __init__(self, w_dist: float = 25.0, w_angle: float = 50.0):
-        super().__init__()
-        self.w_dist = w_dist
-        self.w_angle = w_angle
-
-    def terms(
-        self, student_embedding: torch.Tensor, teacher_embedding: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """``{"dist": w_dist * L_dist, "angle": w_angle * L_angle}`` of the pooled embeddings (teacher side
-        detached)."""
-        return {
-            "dist": self.w_dist * rkd_distance_loss(student_embedding, teacher_embedding),
-            "angle": self.w_angle * rkd_angle_loss(student_embedding, teacher_embedding),
-        }
-
-
 @LOSSES.register("crkd")
 class ChannelRelationLoss(AdaptedFeatureLoss):
     """SSD-KD's intra-instance relation ``weight * sqrt(MSE(G(adapter(F_s)), G(F_t)))``.

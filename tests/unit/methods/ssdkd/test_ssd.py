@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from diffkd_study.distill.relational import RKDLoss
 from diffkd_study.methods.ssdkd.losses import (
     ChannelRelationLoss,
     DiverseKDLoss,
     DualRelationalLoss,
-    RKDLoss,
     SSDKDLoss,
     TeacherSSHeadLoss,
 )
