@@ -107,6 +107,15 @@ class DataConfig:
     # skip the ``path-outside-root`` rule
     allow_paths_outside_root: bool = False
 
+    def __post_init__(self) -> None:
+        if (self.phantom is None) == (not self.manifests):
+            raise ValueError("needs exactly one of 'phantom' or 'manifests'")
+        for column in self.external:
+            if column not in {"center", "dataset"}:
+                raise FieldError(f"external.{column}", "only 'center' or 'dataset' select external data")
+        if self.image_size is not None:
+            check_range("image_size", self.image_size, 32, 1024)
+
     @property
     def resolution(self) -> int:
         """The study resolution in pixels: ``image_size``, else the phantom's, else 224."""
@@ -222,37 +231,12 @@ def parse_config(raw: Any, origin: str = "<config>") -> StudyConfig:
 
 
 def _parse_data(data_raw: Mapping[str, Any], origin: str) -> DataConfig:
-    """The ``data`` section (its keys already checked); defaults from the dataclasses."""
-    where = f"{origin}: data"
-    # ``phantom:`` with no value is the phantom cohort with its defaults
-    phantom = parse_section(data_raw["phantom"], PhantomSource, f"{where}.phantom") if "phantom" in data_raw else None
-    manifests = tuple(parse_section(item, ManifestSource, f"{where}.manifests[{i}]")
-                      for i, item in enumerate(data_raw.get("manifests") or []))
-    if (phantom is None) == (not manifests):
-        raise ConfigError(f"{where} needs exactly one of 'phantom' or 'manifests'")
-    external_raw = data_raw.get("external") or {}
-    if not isinstance(external_raw, Mapping):
-        raise ConfigError(f"{where}.external: expected a mapping column -> list of values")
-    external = {str(k): _str_list(v, f"{where}.external.{k}") for k, v in external_raw.items()}
-    for column in external:
-        if column not in {"center", "dataset"}:
-            raise ConfigError(f"{where}.external.{column}: only 'center' or 'dataset' select external data")
-    defaults = DataConfig()
-    image_size = data_raw.get("image_size", defaults.image_size)
-    return DataConfig(
-        phantom=phantom,
-        manifests=manifests,
-        external=external,
-        exclude_labels=_str_list(data_raw.get("exclude_labels", list(defaults.exclude_labels)),
-                                 f"{where}.exclude_labels"),
-        lesion_free_labels=_str_list(data_raw.get("lesion_free_labels", list(defaults.lesion_free_labels)),
-                                     f"{where}.lesion_free_labels"),
-        split=parse_section(data_raw.get("split"), SplitConfig, f"{where}.split"),
-        image_size=None if image_size is None else _number(image_size, f"{where}.image_size", int, 32, 1024),
-        allow_paths_outside_root=_check_value(data_raw.get("allow_paths_outside_root",
-                                                           defaults.allow_paths_outside_root),
-                                              bool, f"{where}.allow_paths_outside_root"),
-    )
+    """The ``data`` section (its keys already checked) by the one section parser; ``phantom:`` with no value
+    is the phantom cohort with its defaults, and data_audit's key is left to :func:`_parse_audit`."""
+    raw = {key: value for key, value in data_raw.items() if key != AUDIT_EXAMPLES_KEY}
+    if "phantom" in raw and raw["phantom"] is None:
+        raw["phantom"] = {}
+    return parse_section(raw, DataConfig, f"{origin}: data")
 
 
 def _parse_audit(data_raw: Mapping[str, Any], origin: str) -> Any:
