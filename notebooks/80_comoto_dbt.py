@@ -111,7 +111,7 @@ from diffkd_study.nbutil import (
     show_table,
     write_metrics,
 )
-from diffkd_study.sections import section_from_parameters
+from diffkd_study.sections import section_from_parameters, section_parameters
 from diffkd_study.stage_output import IndexFigure, IndexSection, IndexTable
 
 started = time.perf_counter()
@@ -301,10 +301,10 @@ if config.profile == "cpu":
         f"(at least {config.student_min_steps} steps); the paper trains a ResNet-50 RetinaNet at about 1333 px for "
         "50 epochs. Absolute sensitivities are therefore not comparable with the paper's.")
 elapsed = time.perf_counter() - started
-write_json(out_dir / "stage.json", {"config": config.to_dict(), "wall_seconds": elapsed})
+write_json(out_dir / "stage.json", {"config": section_parameters(config), "wall_seconds": elapsed})
 limitations = dedupe_limitations(limitations)
 write_metrics(metrics_path, {
-    "config": config.to_dict(),
+    "config": section_parameters(config),
     "detector": info,
     "data": records(data_table.set_index("role")),
     "teachers": records(teacher_table),

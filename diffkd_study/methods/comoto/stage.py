@@ -33,7 +33,6 @@ settings, :data:`SETTINGS`)
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,6 +40,7 @@ from typing import Any, ClassVar
 from diffkd_study.devices import check_device_name
 from diffkd_study.metrics.froc import SENSITIVITY_METHODS
 from diffkd_study.profiles import Profiles
+from diffkd_study.sections import section_parameters
 
 __all__ = [
     "METHODS",
@@ -217,20 +217,13 @@ class ComotoStageConfig:
     def settings_dict(self) -> dict[str, Any]:
         """The :data:`SETTINGS` as a JSON-friendly dict (part of every teacher's and student's cache key; the
         detector size under its key ``image_size``, as before the profiles were flat, so cached runs stay valid)."""
-        return {_SPEC_NAMES.get(name, name): _literal(getattr(self, name)) for name in SETTINGS}
+        literal = section_parameters(self)
+        return {_SPEC_NAMES.get(name, name): literal[name] for name in SETTINGS}
 
     def teacher_dict(self) -> dict[str, Any]:
         """The settings a teacher depends on (all but the student budget): changing only the student
         budget keeps trained teachers valid."""
         return {k: v for k, v in self.settings_dict().items() if k not in ("student_epochs", "student_min_steps")}
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, tuples as lists (the stage's record of its configuration)."""
-        return {f.name: _literal(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-
-def _literal(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def resolve_teacher_paths(
