@@ -52,7 +52,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,7 @@ SCHEDULE_FIELDS: tuple[str, ...] = ("checkpoint_minutes",)
 
 __all__ = [
     "ClassifierTask", "FitConfig", "FitResult", "fit", "fit_code_modules", "input_normalisation", "load_best",
-    "make_batch", "predict_proba", "validation_metrics",
+    "make_batch", "predict_proba", "tidy_history", "validation_metrics", "VALIDATION_TERMS",
 ]
 
 
@@ -199,6 +199,34 @@ def make_batch(data: ImageTensors, rows: np.ndarray | torch.Tensor, device: torc
         has = data.has_mask[index].to(device) if data.has_mask is not None else masks.flatten(1).amax(1) > 0
         batch["masks"] = masks * has[:, None, None, None].to(masks.dtype)
     return batch
+
+
+#: the validation values of an epoch record, under the term names the loss-curve figures show
+VALIDATION_TERMS: dict[str, str] = {"val_loss": "validation NLL", "val_auc": "validation AUC",
+                                    "val_balanced_accuracy": "validation balanced accuracy"}
+
+
+def tidy_history(history: list[dict[str, Any]], *, validation: Sequence[str] = tuple(VALIDATION_TERMS),
+                 skip_prefix: str | None = None) -> list[dict[str, Any]]:
+    """A fit's per-epoch records (``history.json``) as tidy rows ``epoch, term, value, split``.
+
+    Training rows: each logged loss term (``train_<term>``, not the image counts and throughput; terms starting
+    with ``skip_prefix`` left out), split ``train``. Validation rows: the ``validation`` keys of
+    :data:`VALIDATION_TERMS` present in the record, under their term names, split ``validation``.
+    """
+    rows = []
+    for epoch in history:
+        for key, value in epoch.items():
+            if key.startswith("train_") and key not in ("train_images", "train_images_per_s"):
+                term, split = key.removeprefix("train_"), "train"
+                if skip_prefix is not None and term.startswith(skip_prefix):
+                    continue
+            elif key in validation:
+                term, split = VALIDATION_TERMS[key], "validation"
+            else:
+                continue
+            rows.append({"epoch": epoch["epoch"], "term": term, "value": value, "split": split})
+    return rows
 
 
 @torch.no_grad()

@@ -397,21 +397,12 @@ def history_frame(result: TrainingStageResult) -> pd.DataFrame:
     validation NLL (term ``validation NLL``) and the selection metric (``validation AUC`` or
     ``validation balanced accuracy``), split ``validation``.
     """
+    from diffkd_study.training.trainer import tidy_history
+
     rows = []
     for fit_record in result.fits:
         history = json.loads(Path(fit_record["history"]).read_text(encoding="utf-8"))["history"]
-        for epoch in history:
-            for key, value in epoch.items():
-                if key.startswith("train_") and key not in ("train_images", "train_images_per_s"):
-                    term, split = key.removeprefix("train_"), "train"
-                elif key in ("val_loss", "val_auc", "val_balanced_accuracy"):
-                    term = {"val_loss": "validation NLL", "val_auc": "validation AUC",
-                            "val_balanced_accuracy": "validation balanced accuracy"}[key]
-                    split = "validation"
-                else:
-                    continue
-                rows.append({"variant": fit_record["variant"], "seed": fit_record["seed"], "epoch": epoch["epoch"],
-                             "term": term, "value": value, "split": split})
+        rows += [{"variant": fit_record["variant"], "seed": fit_record["seed"], **row} for row in tidy_history(history)]
     return pd.DataFrame(rows)
 
 

@@ -487,23 +487,14 @@ def history_frame(result: SSDKDStageResult) -> pd.DataFrame:
     """Tidy per-epoch values of every fit: ``model, seed, epoch, term, value, split`` (loss terms on the
     training split; validation NLL and balanced accuracy on the validation split; diagnostics left out)."""
     from diffkd_study.methods.ssdkd.tasks import DIAGNOSTIC_PREFIX
+    from diffkd_study.training.trainer import tidy_history
 
     rows = []
     for fit_record in [*result.teachers, *result.students]:
         history = json.loads(Path(fit_record["history"]).read_text(encoding="utf-8"))["history"]
-        for epoch in history:
-            for key, value in epoch.items():
-                if key.startswith("train_") and key not in ("train_images", "train_images_per_s"):
-                    term, split = key.removeprefix("train_"), "train"
-                    if term.startswith(DIAGNOSTIC_PREFIX):
-                        continue
-                elif key in ("val_loss", "val_balanced_accuracy"):
-                    term = {"val_loss": "validation NLL", "val_balanced_accuracy": "validation balanced accuracy"}[key]
-                    split = "validation"
-                else:
-                    continue
-                rows.append({"model": fit_record["model"], "seed": fit_record["seed"], "epoch": epoch["epoch"],
-                             "term": term, "value": value, "split": split})
+        rows += [{"model": fit_record["model"], "seed": fit_record["seed"], **row}
+                 for row in tidy_history(history, validation=("val_loss", "val_balanced_accuracy"),
+                                         skip_prefix=DIAGNOSTIC_PREFIX)]
     return pd.DataFrame(rows)
 
 

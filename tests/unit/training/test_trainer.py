@@ -20,6 +20,7 @@ from diffkd_study.training.trainer import (
     FitConfig,
     fit,
     predict_proba,
+    tidy_history,
     validation_metrics,
 )
 from tests.unit.training.conftest import TinyNet, toy_set
@@ -50,6 +51,19 @@ def test_fit_learns_and_logs_every_epoch(tmp_path):
     assert (tmp_path / "best.safetensors").is_file() and (tmp_path / CHECKPOINT).is_file()
     saved = json.loads((tmp_path / "history.json").read_text())
     assert saved["history"] == result.history
+
+
+def test_tidy_history_keeps_loss_terms_and_the_chosen_validation_values():
+    history = [{"epoch": 1, "lr": 0.1, "train_ce": 0.7, "train_diag.rows": 8, "train_images": 32,
+                "train_images_per_s": 9.0, "val_loss": 0.6, "val_auc": 0.8, "val_balanced_accuracy": 0.7}]
+    assert tidy_history(history) == [
+        {"epoch": 1, "term": "ce", "value": 0.7, "split": "train"},
+        {"epoch": 1, "term": "diag.rows", "value": 8, "split": "train"},
+        {"epoch": 1, "term": "validation NLL", "value": 0.6, "split": "validation"},
+        {"epoch": 1, "term": "validation AUC", "value": 0.8, "split": "validation"},
+        {"epoch": 1, "term": "validation balanced accuracy", "value": 0.7, "split": "validation"}]
+    assert [r["term"] for r in tidy_history(history, validation=("val_loss",), skip_prefix="diag.")] == [
+        "ce", "validation NLL"]
 
 
 def test_a_reused_finished_fit_keeps_its_training_time(tmp_path):
