@@ -1,7 +1,7 @@
 """ROC curves, the empirical AUC and its uncertainty: DeLong, stratified bootstrap, paired tests, bands.
 
-``roc_summary`` gathers what a ROC figure draws for one model (curve, DeLong AUC, pointwise band), so
-that ``diffkd_study.viz.plot_roc`` computes nothing.
+What a ROC figure draws for one model (curve, AUC, pointwise band) is gathered by
+:mod:`diffkd_study.metrics.roc_band`; patient-clustered variances come from :mod:`diffkd_study.metrics.clustered`.
 
 Conventions, used by every function of ``diffkd_study.metrics``:
 
@@ -30,8 +30,15 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from scipy import stats
+from scipy import optimize, stats
 from scipy.special import expit, logit
+
+from diffkd_study.metrics.clustered import (
+    check_groups,
+    cluster_bootstrap_weights,
+    minimal_detectable_difference,
+    obuchowski_covariance,
+)
 
 Scale = Literal["logit", "plain"]
 
@@ -178,6 +185,7 @@ class DeLongComponents:
     negative_placements: np.ndarray
     n_pos: int
     n_neg: int
+    n_clusters: int | None = None
 
 
 def delong_placements(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -192,8 +200,13 @@ def delong_placements(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np
     return v10, v01
 
 
-def delong_covariance(y_true: ArrayLike, *y_scores: ArrayLike) -> DeLongComponents:
-    """AUCs and their DeLong covariance for one or more scores of the same cases."""
+def delong_covariance(y_true: ArrayLike, *y_scores: ArrayLike, groups: ArrayLike | None = None) -> DeLongComponents:
+    """AUCs and their DeLong covariance for one or more scores of the same cases.
+
+    ``groups`` (one patient id per case) gives Obuchowski's (1997) clustered covariance instead
+    (:func:`~diffkd_study.metrics.clustered.obuchowski_covariance`), with ``n_clusters`` set; with every
+    group a single case it equals the DeLong covariance.
+    """
     if not y_scores:
         raise ValueError("give at least one score vector")
     checked = [check_labels_scores(y_true, s) for s in y_scores]
@@ -201,8 +214,12 @@ def delong_covariance(y_true: ArrayLike, *y_scores: ArrayLike) -> DeLongComponen
     n_pos, n_neg = require_classes(y, minimum=2)
     scores = np.vstack([s for _, s in checked])
     v10, v01 = delong_placements(y, scores)
-    cov = np.atleast_2d(np.cov(v10)) / n_pos + np.atleast_2d(np.cov(v01)) / n_neg
-    return DeLongComponents(v10.mean(axis=1), cov, v10, v01, n_pos, n_neg)
+    auc = v10.mean(axis=1)
+    if groups is None:
+        cov = np.atleast_2d(np.cov(v10)) / n_pos + np.atleast_2d(np.cov(v01)) / n_neg
+        return DeLongComponents(auc, cov, v10, v01, n_pos, n_neg)
+    cov, n_clusters = obuchowski_covariance(y, v10, v01, auc, groups)
+    return DeLongComponents(auc, cov, v10, v01, n_pos, n_neg, n_clusters)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,6 +239,7 @@ class AUCResult:
     n_neg: int
     method: str
     level: float = 0.95
+    n_clusters: int | None = None  # patients, when the variance is clustered
 
     @property
     def se(self) -> float:
@@ -234,9 +252,10 @@ class AUCResult:
         return self.n_pos + self.n_neg
 
     def __str__(self) -> str:
+        patients = f", {self.n_clusters} patients" if self.n_clusters is not None else ""
         return (
             f"AUC {self.auc:.3f} ({self.level:.0%} CI {self.ci_low:.3f}-{self.ci_high:.3f}; "
-            f"n={self.n}, {self.n_pos} positive; {self.method})"
+            f"n={self.n} images{patients}, {self.n_pos} positive; {self.method})"
         )
 
 
@@ -263,20 +282,50 @@ def wald_auc_interval(
     return float(expit(centre - half)), float(expit(centre + half))
 
 
+def newcombe_auc_interval(auc: float, n_pos: int, n_neg: int, level: float = 0.95) -> tuple[float, float]:
+    """Newcombe's (2006, Stat Med 25:559, method 5) score-type interval for an AUC: the values A with
+    (AUC - A)^2 = z^2 V(A), V(A) = A(1-A) / (m n) [1 + (N* - 1)(1-A)/(2-A) + (N* - 1) A/(1+A)],
+    N* = (m + n) / 2 (Hanley & McNeil's variance with the Q terms of the exponential model).
+
+    Unlike a Wald interval it is not degenerate at AUC 0 or 1 (perfect separation), where DeLong's
+    variance is 0: there it is the range of true AUCs that are compatible with a perfect sample.
+    """
+    z2 = z_quantile(level) ** 2
+    half_n = (n_pos + n_neg) / 2.0
+
+    def excess(a: float) -> float:
+        var = a * (1 - a) / (n_pos * n_neg) * (1 + (half_n - 1) * (1 - a) / (2 - a) + (half_n - 1) * a / (1 + a))
+        return (auc - a) ** 2 - z2 * var
+
+    inner = min(max(auc, 1e-12), 1 - 1e-12)  # excess < 0 there: the roots lie on either side
+    low = 0.0 if excess(0.0) <= 0 else optimize.brentq(excess, 0.0, inner)
+    high = 1.0 if excess(1.0) <= 0 else optimize.brentq(excess, inner, 1.0)
+    return float(low), float(high)
+
+
 def auc_delong(
-    y_true: ArrayLike, y_score: ArrayLike, level: float = 0.95, scale: Scale = "logit"
+    y_true: ArrayLike, y_score: ArrayLike, level: float = 0.95, scale: Scale = "logit",
+    groups: ArrayLike | None = None,
 ) -> AUCResult:
     """Empirical AUC with the DeLong variance and a Wald interval.
 
     The default ``scale="logit"`` (delta method on logit(AUC)) keeps the interval inside (0, 1) and
     covers better than the plain interval when the AUC is high, which is the usual situation in
     diagnostic imaging; ``scale="plain"`` (AUC +- z se, clipped to [0, 1]) reproduces pROC's
-    ``ci.auc(method = "delong")``.
+    ``ci.auc(method = "delong")``. ``groups`` (one patient id per image) makes the variance
+    Obuchowski's (1997) clustered one, for patients who contribute several images; it equals DeLong's
+    when every patient has one image. At AUC 0 or 1 (variance 0) the interval is Newcombe's score
+    interval (:func:`newcombe_auc_interval`) instead of a zero-width one, and ``method`` says so.
     """
-    comp = delong_covariance(y_true, y_score)
+    comp = delong_covariance(y_true, y_score, groups=groups)
     auc, var = float(comp.auc[0]), float(comp.covariance[0, 0])
-    low, high = wald_auc_interval(auc, var, level, scale)
-    return AUCResult(auc, low, high, var, comp.n_pos, comp.n_neg, f"DeLong ({scale} scale)", level)
+    method = f"{'Obuchowski clustered' if groups is not None else 'DeLong'} ({scale} scale)"
+    if auc in (0.0, 1.0):
+        low, high = newcombe_auc_interval(auc, comp.n_pos, comp.n_neg, level)
+        method = "Newcombe score interval (perfect separation: DeLong variance 0)"
+    else:
+        low, high = wald_auc_interval(auc, var, level, scale)
+    return AUCResult(auc, low, high, var, comp.n_pos, comp.n_neg, method, level, comp.n_clusters)
 
 
 def _generator(seed: int | np.random.Generator) -> np.random.Generator:
@@ -293,13 +342,15 @@ def _resample_weights(gen: np.random.Generator, n: int, size: int) -> np.ndarray
 
 
 def _bootstrap_auc_distribution(
-    y: np.ndarray, s: np.ndarray, n_resamples: int, gen: np.random.Generator
+    y: np.ndarray, s: np.ndarray, n_resamples: int, gen: np.random.Generator, groups: ArrayLike | None = None
 ) -> np.ndarray:
-    """AUCs of stratified bootstrap resamples (positives and negatives resampled separately).
+    """AUCs of stratified bootstrap resamples (positives and negatives resampled separately), or, with
+    ``groups``, of cluster-bootstrap resamples (whole patients drawn with replacement; a resample that
+    happens to lack a class has AUC NaN).
 
     A resample is a pair of multiplicity vectors (w over positives, v over negatives, in input
     order); its AUC is sum_a w_a (v-weight of negatives below a + 1/2 v-weight of tied negatives)
-    / (n_pos n_neg), evaluated for a chunk of resamples at once with cumulative sums of v over the
+    / (sum w sum v), evaluated for a chunk of resamples at once with cumulative sums of v over the
     sorted negatives.
     """
     pos, neg = s[y], s[~y]
@@ -312,12 +363,18 @@ def _bootstrap_auc_distribution(
     chunk = max(1, _BOOTSTRAP_CHUNK_CELLS // (n_pos + n_neg + 1))
     for start in range(0, n_resamples, chunk):
         b = min(chunk, n_resamples - start)
-        w_pos = _resample_weights(gen, n_pos, b)
-        w_neg = _resample_weights(gen, n_neg, b)
+        if groups is None:
+            w_pos = _resample_weights(gen, n_pos, b)
+            w_neg = _resample_weights(gen, n_neg, b)
+        else:
+            weights = cluster_bootstrap_weights(groups, y.size, b, gen)
+            w_pos, w_neg = weights[:, y], weights[:, ~y]
         cum = np.zeros((b, n_neg + 1))
         np.cumsum(w_neg[:, order], axis=1, out=cum[:, 1:])
         credit = 0.5 * (cum[:, below] + cum[:, up_to])
-        out[start : start + b] = np.einsum("ij,ij->i", w_pos, credit) / (n_pos * n_neg)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            total = w_pos.sum(axis=1) * w_neg.sum(axis=1)
+            out[start : start + b] = np.where(total > 0, np.einsum("ij,ij->i", w_pos, credit) / total, np.nan)
     return out
 
 
@@ -327,6 +384,7 @@ def auc_bootstrap(
     n_resamples: int = 2000,
     level: float = 0.95,
     seed: int | np.random.Generator = 0,
+    groups: ArrayLike | None = None,
 ) -> AUCResult:
     """Empirical AUC with a stratified bootstrap percentile interval (a sensitivity analysis).
 
@@ -334,17 +392,27 @@ def auc_bootstrap(
     observed class sizes), ``n_resamples`` times from ``numpy.random.default_rng(seed)`` (or from
     ``seed`` itself when it is a Generator); the
     interval is the (1-level)/2 and (1+level)/2 percentiles, ``variance`` the bootstrap variance.
+    With ``groups`` (one patient id per image) whole patients are resampled instead (the cluster
+    bootstrap; a resample that lacks a class is dropped and the method says how many were).
     """
     y, s = check_labels_scores(y_true, y_score)
     n_pos, n_neg = require_classes(y)
     if n_resamples < 2:
         raise ValueError(f"n_resamples must be >= 2; got {n_resamples}")
     z_quantile(level)
-    boot = _bootstrap_auc_distribution(y, s, n_resamples, _generator(seed))
+    codes = None if groups is None else check_groups(groups, y.size)
+    boot = _bootstrap_auc_distribution(y, s, n_resamples, _generator(seed), codes)
+    dropped = int(np.isnan(boot).sum())
+    boot = boot[~np.isnan(boot)]
     low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    method = f"stratified bootstrap percentile (B={n_resamples}, {_seed_text(seed)})"
+    if codes is None:
+        method = f"stratified bootstrap percentile (B={n_resamples}, {_seed_text(seed)})"
+    else:
+        method = (f"patient-cluster bootstrap percentile (B={n_resamples}, {_seed_text(seed)}"
+                  + (f"; {dropped} resamples without both classes dropped" if dropped else "") + ")")
+    n_clusters = None if codes is None else int(codes.max()) + 1
     return AUCResult(
-        roc_auc(y, s), float(low), float(high), float(boot.var(ddof=1)), n_pos, n_neg, method, level
+        roc_auc(y, s), float(low), float(high), float(boot.var(ddof=1)), n_pos, n_neg, method, level, n_clusters
     )
 
 
@@ -379,6 +447,13 @@ class PairedAUCTest:
     z_noninferiority: float | None = None
     p_noninferiority: float | None = None
     method: str = "DeLong paired"
+    n_clusters: int | None = None  # patients, when the covariance is clustered
+
+    @property
+    def minimal_detectable_difference(self) -> float:
+        """The smallest true AUC difference this design detects with 80% power at two-sided alpha 0.05:
+        2.80 x the (clustered) SE of the difference (:func:`~diffkd_study.metrics.clustered.minimal_detectable_difference`)."""
+        return minimal_detectable_difference(self.se)
 
     def __str__(self) -> str:
         text = (
@@ -406,14 +481,16 @@ def delong_test(
     score_b: ArrayLike,
     level: float = 0.95,
     margin: float | None = None,
+    groups: ArrayLike | None = None,
 ) -> PairedAUCTest:
     """DeLong's paired test of two AUCs on the same cases (pROC ``roc.test(method = "delong", paired = TRUE)``).
 
     Z = (AUC_A - AUC_B) / sqrt(var_A + var_B - 2 cov_AB); p two-sided; the CI of the difference is
     the Wald interval. ``margin`` (>= 0, on the AUC scale) adds the one-sided non-inferiority test
-    Z_NI = (AUC_A - AUC_B + margin) / se.
+    Z_NI = (AUC_A - AUC_B + margin) / se. ``groups`` (one patient id per image) uses Obuchowski's (1997)
+    clustered covariance of the two AUCs (equal to DeLong's when every patient has one image).
     """
-    comp = delong_covariance(y_true, score_a, score_b)
+    comp = delong_covariance(y_true, score_a, score_b, groups=groups)
     cov = comp.covariance
     diff = float(comp.auc[0] - comp.auc[1])
     se = math.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0))
@@ -444,138 +521,9 @@ def delong_test(
         margin=margin,
         z_noninferiority=z_ni,
         p_noninferiority=p_ni,
+        method="DeLong paired" if groups is None else "Obuchowski clustered paired",
+        n_clusters=comp.n_clusters,
     )
-
-
-# ----------------------------------------------------------------------------------------------
-# Pointwise confidence band for plots
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ROCBand:
-    """Pointwise bootstrap interval of the sensitivity at each FPR of ``fpr`` (for plots only).
-
-    Pointwise: each vertical interval covers the true sensitivity at that FPR with probability
-    ``level``; the band as a whole does not (it is not a simultaneous band).
-    """
-
-    fpr: np.ndarray
-    tpr: np.ndarray
-    tpr_low: np.ndarray
-    tpr_high: np.ndarray
-    level: float
-    n_resamples: int
-    seed: int | None  # None when a Generator was passed
-    n_pos: int
-    n_neg: int
-
-    def to_frame(self) -> pd.DataFrame:
-        """The band as a table: fpr, tpr and its lower and upper limits."""
-        return pd.DataFrame(
-            {"fpr": self.fpr, "tpr": self.tpr, "tpr_low": self.tpr_low, "tpr_high": self.tpr_high}
-        )
-
-
-def roc_confidence_band(
-    y_true: ArrayLike,
-    y_score: ArrayLike,
-    fpr_grid: ArrayLike | None = None,
-    n_resamples: int = 2000,
-    level: float = 0.95,
-    seed: int | np.random.Generator = 0,
-) -> ROCBand:
-    """Pointwise ROC band: stratified bootstrap of the sensitivity at a grid of FPR values.
-
-    The grid defaults to 0, 0.01, ..., 1. Each resample's curve is read at the grid with
-    ``tpr_at_fpr`` (vertical averaging); the band is the percentile interval at each grid value.
-    """
-    y, s = check_labels_scores(y_true, y_score)
-    n_pos, n_neg = require_classes(y)
-    z_quantile(level)
-    grid = np.linspace(0.0, 1.0, 101) if fpr_grid is None else np.asarray(fpr_grid, dtype=float)
-    if grid.ndim != 1 or np.any((grid < 0) | (grid > 1)):
-        raise ValueError("fpr_grid must be a 1-D array of values in [0, 1]")
-    curve = roc_curve(y, s)
-    observed = tpr_at_fpr(curve.fpr, curve.tpr, grid)
-
-    # Each resample's curve has its points at the observed distinct scores (descending); the counts
-    # of positives/negatives at or above each score come from cumulative resampling multiplicities.
-    thresholds = curve.thresholds[1:]
-    pos, neg = s[y], s[~y]
-    pos_order, neg_order = np.argsort(-pos, kind="stable"), np.argsort(-neg, kind="stable")
-    k_pos = np.searchsorted(-pos[pos_order], -thresholds, side="right")
-    k_neg = np.searchsorted(-neg[neg_order], -thresholds, side="right")
-    gen = _generator(seed)
-    boot = np.empty((n_resamples, grid.size))
-    chunk = max(1, _BOOTSTRAP_CHUNK_CELLS // (n_pos + n_neg + 1))
-    for start in range(0, n_resamples, chunk):
-        b = min(chunk, n_resamples - start)
-        cum_pos = np.zeros((b, n_pos + 1))
-        cum_neg = np.zeros((b, n_neg + 1))
-        np.cumsum(_resample_weights(gen, n_pos, b)[:, pos_order], axis=1, out=cum_pos[:, 1:])
-        np.cumsum(_resample_weights(gen, n_neg, b)[:, neg_order], axis=1, out=cum_neg[:, 1:])
-        tpr = np.hstack([np.zeros((b, 1)), cum_pos[:, k_pos] / n_pos])
-        fpr = np.hstack([np.zeros((b, 1)), cum_neg[:, k_neg] / n_neg])
-        for i in range(b):
-            boot[start + i] = tpr_at_fpr(fpr[i], tpr[i], grid)
-    low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    seed_value = int(seed) if isinstance(seed, int | np.integer) else None
-    return ROCBand(grid, observed, low, high, level, n_resamples, seed_value, n_pos, n_neg)
-
-
-# ----------------------------------------------------------------------------------------------
-# Everything a ROC figure shows, for one model
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RocSummary:
-    """One model's ROC results as a figure shows them: the curve, the DeLong AUC and the pointwise band.
-
-    ``curve`` is the empirical ROC curve (``fpr``/``tpr``), ``auc`` the DeLong AUC with its interval,
-    ``band`` the pointwise bootstrap band (``None`` when not computed) and ``constant_score`` says that
-    every score is the same (the AUC is 0.5 by construction and its interval has no width).
-    """
-
-    curve: ROCCurve
-    auc: AUCResult
-    band: ROCBand | None
-    constant_score: bool
-
-    @property
-    def fpr(self) -> np.ndarray:
-        """False-positive rates of the curve."""
-        return self.curve.fpr
-
-    @property
-    def tpr(self) -> np.ndarray:
-        """True-positive rates of the curve."""
-        return self.curve.tpr
-
-
-def roc_summary(
-    y_true: ArrayLike,
-    y_score: ArrayLike,
-    level: float = 0.95,
-    band: bool = True,
-    n_resamples: int = 2000,
-    seed: int | np.random.Generator = 0,
-) -> RocSummary:
-    """The ROC curve, the DeLong AUC (logit-scale interval) and, with ``band``, the pointwise bootstrap band.
-
-    Computes ``roc_curve``, ``auc_delong(level=level)`` and ``roc_confidence_band(n_resamples=n_resamples,
-    level=level, seed=seed)`` on the same cases, so a figure draws the numbers it is given. An integer
-    ``seed`` gives each call its own ``numpy.random.default_rng(seed)``: every model's band uses the same
-    seed, whatever the order the models are summarised in.
-    """
-    curve = roc_curve(y_true, y_score)
-    result = auc_delong(y_true, y_score, level=level)
-    interval = (
-        roc_confidence_band(y_true, y_score, n_resamples=n_resamples, level=level, seed=seed) if band else None
-    )
-    constant = bool(np.ptp(np.asarray(y_score, dtype=float)) == 0)
-    return RocSummary(curve, result, interval, constant)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from diffkd_study.metrics.roc import RocSummary
+from diffkd_study.metrics.roc_band import RocSummary
 from diffkd_study.viz.captions import _reader_label, auc_label
 from diffkd_study.viz.reader import _is_simulated
 from diffkd_study.viz.style import (
@@ -75,7 +75,7 @@ def plot_roc(
 ) -> Figure:
     """ROC curves of the compared models, with bands, DeLong AUCs in the legend and reader operating points.
 
-    ``summaries`` maps a model name to its ``RocSummary`` (``metrics.roc.roc_summary(y_true,
+    ``summaries`` maps a model name to its ``RocSummary`` (``metrics.roc_band.roc_summary(y_true,
     y_score, ...)``; models may be evaluated on different cases; each legend entry states its own
     n). A summary with a ``band`` is shaded with its pointwise stratified-bootstrap band; every band
     must have the same level and number of resamples (the legend states them once). ``ci`` puts the

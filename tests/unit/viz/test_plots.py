@@ -17,7 +17,8 @@ from matplotlib.container import ErrorbarContainer
 from diffkd_study import viz as plots
 from diffkd_study.metrics.calibration import brier_score, calibration_summary
 from diffkd_study.metrics.dca import TREAT_ALL, TREAT_NONE, decision_curves, net_benefit_treat_all
-from diffkd_study.metrics.roc import auc_delong, roc_confidence_band, roc_curve, roc_summary
+from diffkd_study.metrics.roc import auc_delong, roc_curve
+from diffkd_study.metrics.roc_band import roc_confidence_band, roc_summary
 from diffkd_study.reader_study import orh_analysis, simulate_ratings
 
 matplotlib.use("Agg")
