@@ -20,6 +20,16 @@ scikit-learn's ``StratifiedGroupKFold`` but with arbitrary fractions instead of 
 
 The fractions are honoured to within about one patient per label and split; a split with fraction 0
 receives nobody.
+
+Near-duplicates: the unit a split keeps together is given by :func:`split_groups`, the one function every
+split here uses (and K-fold splits elsewhere): the patient group, joined with every other patient that
+shares a ``duplicate_group`` label (a near-duplicate image, :mod:`diffkd_study.data.duplicates`). The
+joined group is visited at the turn of its first patient in the seeded order, so joining two patients
+moves no other patient's turn; the greedy's later choices still change, as they do for any change of the
+groups (HAM10000, one joined pair: 2,293 of 10,015 images change split, mostly between val and test, with
+the class mix of every split unchanged to within one image). Without that column, or with only empty
+cells, the groups are the patients themselves and the split is exactly the one made before the column
+existed.
 """
 
 from __future__ import annotations
@@ -33,10 +43,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from diffkd_study.data.schema import CONDITION_PREFIX, SPLITS, ConditionSpec, Manifest, ManifestSchema
+from diffkd_study.data.schema import (
+    CONDITION_PREFIX,
+    SPLITS,
+    ConditionSpec,
+    Manifest,
+    ManifestSchema,
+)
 from diffkd_study.repro import rng
 
 logger = logging.getLogger(__name__)
+
+#: Optional manifest column (carried as metadata by the schema): images that are near-duplicates of an image
+#: of another patient share a label, empty otherwise; written by :mod:`diffkd_study.data.duplicates`, and
+#: every split keeps each label's patients together (:func:`split_groups`).
+DUPLICATE_GROUP_COLUMN = "duplicate_group"
 
 INTERNAL_SPLITS: tuple[str, ...] = ("train", "val", "test")
 PATH_COLUMNS: tuple[str, ...] = ("image_path", "mask_path")
@@ -94,15 +115,63 @@ def _drop_labels(manifest: Manifest, exclude_labels: Iterable[str]) -> Manifest:
     return Manifest(manifest.df.loc[~drop].copy(), dataclasses.replace(schema, label_set=kept_labels), path)
 
 
-def _assign_groups(groups: np.ndarray, labels: np.ndarray, fractions: Mapping[str, float], seed: int) -> dict[Any, str]:
-    """Greedy grouped stratified assignment (see the module docstring). Returns group -> split."""
+def split_groups(df: pd.DataFrame, group_col: str = "patient_id") -> np.ndarray:
+    """The unit a split keeps together, one key per row: ``group_col`` joined through ``duplicate_group``.
+
+    Two rows belong to one unit when they share a ``group_col`` value or a non-empty ``duplicate_group``
+    label (near-duplicate images of different patients, :mod:`diffkd_study.data.duplicates`), directly or
+    through other rows (connected components, union-find). A unit's key is the smallest of its
+    ``group_col`` values (compared as text), so a patient without near-duplicates keeps its own value.
+    Without a ``duplicate_group`` column, or with only empty cells, this is ``df[group_col]`` unchanged.
+    """
+    groups = df[group_col].to_numpy()
+    if DUPLICATE_GROUP_COLUMN not in df.columns:
+        return groups
+    labels = df[DUPLICATE_GROUP_COLUMN]
+    flagged = (labels.notna() & (labels.astype(str) != "")).to_numpy()
+    if not flagged.any():
+        return groups
+    codes, values = pd.factorize(pd.Series(groups, dtype=object))
+    if (codes < 0).any():
+        raise ValueError(f"group column {group_col!r} has empty cells")
+    parent = list(range(len(values)))
+
+    def find(node: int) -> int:
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    label_codes = pd.factorize(labels[flagged].astype(str))[0]
+    for _, members in pd.Series(codes[flagged]).groupby(label_codes):
+        roots = {find(int(c)) for c in members}
+        smallest = min(roots, key=lambda c: str(values[c]))  # a root is always the smallest value of its unit
+        for root in roots:
+            parent[root] = smallest
+    return np.array([values[find(int(c))] for c in codes], dtype=object)
+
+
+def _assign_groups(groups: np.ndarray, labels: np.ndarray, fractions: Mapping[str, float], seed: int,
+                   units: np.ndarray | None = None) -> dict[Any, str]:
+    """Greedy grouped stratified assignment (see the module docstring). Returns group -> split.
+
+    ``units`` (default: the groups) are what the seeded permutation orders; a group of several units (the
+    patients :func:`split_groups` joins) is visited at the turn of its first unit.
+    """
     group_ids = sorted(pd.unique(groups), key=str)
     label_ids = sorted(pd.unique(labels), key=str)
     table = pd.crosstab(pd.Series(groups, name="g"), pd.Series(labels, name="l")).reindex(
         index=group_ids, columns=label_ids, fill_value=0
     )
     images = table.to_numpy(dtype=float)
-    order = rng(seed).permutation(len(group_ids))
+    units = groups if units is None else units
+    unit_ids = sorted(pd.unique(units), key=str)
+    permutation = rng(seed).permutation(len(unit_ids))
+    turn = {unit_ids[u]: position for position, u in enumerate(permutation)}
+    first_turn: dict[Any, int] = {}
+    for group, unit in zip(groups, units, strict=True):
+        first_turn[group] = min(first_turn.get(group, len(unit_ids)), turn[unit])
+    order = sorted(range(len(group_ids)), key=lambda g: first_turn[group_ids[g]])
     # One more column counts patients, so that each split also gets its share of patients.
     counts = np.hstack([images, np.ones((len(group_ids), 1))])
 
@@ -136,7 +205,8 @@ def grouped_stratified_split(
     stratify_col: str = "label",
     exclude_labels: Sequence[str] = (),
 ) -> Manifest:
-    """Assign ``split`` in {train, val, test}: grouped by ``group_col``, stratified by ``stratify_col``.
+    """Assign ``split`` in {train, val, test}: grouped by ``group_col`` joined through ``duplicate_group``
+    (:func:`split_groups`), stratified by ``stratify_col``.
 
     Rows whose label is in ``exclude_labels`` are dropped (the count is logged at INFO) and those labels
     leave the schema's label set, so a classifier trained on the result sees only the kept classes.
@@ -150,8 +220,9 @@ def grouped_stratified_split(
     df = manifest.df.reset_index(drop=True)
     if df.empty:
         raise ValueError("the manifest has no rows to split")
-    assignment = _assign_groups(df[group_col].to_numpy(), df[stratify_col].to_numpy(), fractions, seed)
-    return Manifest(_set_split(df, df[group_col].map(assignment)), manifest.schema, manifest.path)
+    groups = split_groups(df, group_col)
+    assignment = _assign_groups(groups, df[stratify_col].to_numpy(), fractions, seed, units=df[group_col].to_numpy())
+    return Manifest(_set_split(df, pd.Series(groups, index=df.index).map(assignment)), manifest.schema, manifest.path)
 
 
 # -- external split -------------------------------------------------------------------------------
@@ -173,7 +244,8 @@ def external_split(
     ``external`` maps a column to the values that select external rows, e.g. ``{"center": ["center_C"]}``
     or ``{"dataset": ["breast-lesions-usg"]}``; a row is external when any listed column has one of its
     values. A value that selects no row is an error (usually a typo), and so is a patient with rows on
-    both sides: the external test would not be external for that patient.
+    both sides, or patients joined by a near-duplicate image (:func:`split_groups`) on both sides: the
+    external test would not be external for them.
     """
     if not external:
         raise ValueError("external is empty: name a column and the values that select the external rows")
@@ -196,12 +268,15 @@ def external_split(
     if not (~is_external).any():
         raise ValueError(f"every row matches external={dict(external)}: nothing is left to train on")
 
-    both = sorted(set(df.loc[is_external, group_col]) & set(df.loc[~is_external, group_col]), key=str)
+    units = pd.Series(split_groups(df, group_col), index=df.index)
+    both = sorted(set(units[is_external]) & set(units[~is_external]), key=str)
     if both:
         shown = ", ".join(repr(p) for p in both[:10]) + (f" (+{len(both) - 10} more)" if len(both) > 10 else "")
+        joined = " (with the patients their near-duplicate images join, column duplicate_group)" if any(
+            len(set(df.loc[units == u, group_col])) > 1 for u in both) else ""
         raise ValueError(
-            f"{len(both)} {group_col}(s) have rows both in the external part ({dict(external)}) and in the "
-            f"internal part: {shown}; a patient must be on one side only"
+            f"{len(both)} {group_col}(s){joined} have rows both in the external part ({dict(external)}) and in "
+            f"the internal part: {shown}; a patient must be on one side only"
         )
     internal = grouped_stratified_split(
         Manifest(df.loc[~is_external], manifest.schema, manifest.path),
@@ -258,12 +333,16 @@ def _namespace_ids(frames: list[pd.DataFrame], datasets: list[str]) -> None:
     """Prefix ``image_id`` / ``patient_id`` with ``dataset:`` in every part when two parts share a value.
 
     A ``patient_id`` shared by two parts of the *same* dataset (e.g. one dataset given per center) is the
-    same patient and is left alone; an ``image_id`` must never be shared.
+    same patient and is left alone; an ``image_id`` must never be shared. ``duplicate_group`` labels are
+    treated like ``patient_id`` (in the parts that have the column), so that near-duplicates of different
+    datasets are never joined by a shared label.
     """
-    for column in ID_COLUMNS:
+    for column in (*ID_COLUMNS, DUPLICATE_GROUP_COLUMN):
         owner: dict[str, str] = {}
         collide = False
         for frame, dataset in zip(frames, datasets, strict=True):
+            if column not in frame.columns:
+                continue
             for value in frame[column].dropna().astype(str).unique():
                 if value in owner and (column == "image_id" or owner[value] != dataset):
                     collide = True
@@ -271,8 +350,9 @@ def _namespace_ids(frames: list[pd.DataFrame], datasets: list[str]) -> None:
         if not collide:
             continue
         for frame, dataset in zip(frames, datasets, strict=True):
-            frame[column] = frame[column].map(lambda v, d=dataset: v if pd.isna(v) else f"{d}:{v}")
-        values = pd.concat([f[column] for f in frames])
+            if column in frame.columns:
+                frame[column] = frame[column].map(lambda v, d=dataset: v if pd.isna(v) else f"{d}:{v}")
+        values = pd.concat([f[column] for f in frames if column in f.columns])
         if column == "image_id" and values.duplicated().any():
             raise ValueError(
                 f"image_id {values[values.duplicated()].iloc[0]!r} occurs in two parts of the same dataset; "

@@ -31,6 +31,8 @@ empty-mask                the mask has no foreground although the row declares a
 invalid-box               a box that does not parse, or has a non-positive width/height
 box-outside-image         a box that extends outside the image
 patient-leakage           one ``patient_id`` in more than one split
+near-duplicate-leakage    one ``duplicate_group`` label (near-duplicate images of different patients, flagged
+                          by :mod:`diffkd_study.data.duplicates`) in more than one split
 duplicate-pixels          two rows with identical pixels in different splits or with different
                           labels (an error); in the same split with the same label (a warning)
 ========================  =====================================================================
@@ -65,6 +67,7 @@ from diffkd_study.data.schema import (
     path_outside_root,
     row_boxes,
 )
+from diffkd_study.data.splits import DUPLICATE_GROUP_COLUMN
 
 RULES: dict[str, str] = {
     "missing-column": "the manifest must have the columns " + ", ".join(REQUIRED_COLUMNS),
@@ -84,6 +87,7 @@ RULES: dict[str, str] = {
     "invalid-box": "boxes must parse as [x, y, w, h] with w > 0 and h > 0",
     "box-outside-image": "boxes must lie inside the image",
     "patient-leakage": "a patient must not appear in more than one split",
+    "near-duplicate-leakage": "images flagged as near-duplicates (duplicate_group) must be in one split",
     "duplicate-pixels": "identical images must not appear in different splits or with different labels",
     "high-bit-depth": "images deeper than 8 bits are mapped to 8 bits by their bit depth (a warning)",
 }
@@ -326,6 +330,15 @@ def _check_splits(manifest: Manifest, out: _Collector) -> None:
             out.error(
                 "patient-leakage", f"patient {patient!r} is in splits {splits} (lines {lines})", rows[0]
             )
+    if DUPLICATE_GROUP_COLUMN not in df.columns:
+        return
+    flagged = df[df["split"].isin(SPLITS) & df[DUPLICATE_GROUP_COLUMN].notna()]
+    for group, rows in flagged.groupby(DUPLICATE_GROUP_COLUMN, sort=True).groups.items():
+        splits = sorted(set(df.loc[rows, "split"]))
+        if len(splits) > 1:
+            images = ", ".join(f"{df.at[i, 'image_id']} ({df.at[i, 'split']}, line {manifest.csv_line(i)})" for i in rows)
+            out.error("near-duplicate-leakage",
+                      f"near-duplicate images {images} (duplicate_group {group!r}) are in splits {splits}", rows[0])
 
 
 def _check_files(

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from diffkd_study.data.builders import BUILDERS, BuildError
+from diffkd_study.data.builders import BUILDERS, BuildError, flag_near_duplicates_in_build
 from diffkd_study.data.builders.bus_bra import mask_box
 from diffkd_study.data.schema import ConditionSpec, Manifest, ManifestSchema, boxes_to_json
 
@@ -323,4 +323,4 @@ def build(root: Path) -> Manifest:
         conditions=conditions,
         source=SOURCE + f" Built from {table_path.name}.",
     )
-    return Manifest(df=df, schema=schema)
+    return flag_near_duplicates_in_build(Manifest(df=df, schema=schema), root)

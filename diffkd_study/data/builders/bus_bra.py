@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from diffkd_study.data.builders import BUILDERS, BuildError, read_release_csv
+from diffkd_study.data.builders import BUILDERS, BuildError, flag_near_duplicates_in_build, read_release_csv
 from diffkd_study.data.schema import ConditionSpec, Manifest, ManifestSchema, boxes_to_json
 
 DATASET = "bus-bra"
@@ -204,4 +204,4 @@ def build(root: Path) -> Manifest:
         },
         source=SOURCE,
     )
-    return Manifest(df=df, schema=schema)
+    return flag_near_duplicates_in_build(Manifest(df=df, schema=schema), root)

@@ -23,7 +23,8 @@ Manifest decisions
   ``[x, y, w, h]``); normal images have no box.
 * Exact duplicates (identical decoded pixel arrays, any folder): ``duplicate_of`` names the
   ``image_id`` of the first occurrence in manifest order; a warning lists them. They are not removed
-  (the validator reports them; a study decides).
+  (the validator reports them; a study decides). Near-duplicates (and these exact ones) share a
+  ``duplicate_group`` label (:mod:`diffkd_study.data.duplicates`), so that a split keeps them together.
 * Rows are sorted by class folder, then the number in the file name, then the name.
 * No clinical conditions are released.
 """
@@ -40,7 +41,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from diffkd_study.data.builders import BUILDERS, BuildError
+from diffkd_study.data.builders import BUILDERS, BuildError, flag_near_duplicates_in_build
 from diffkd_study.data.builders.bus_bra import mask_box
 from diffkd_study.data.schema import Manifest, ManifestSchema, boxes_to_json
 
@@ -164,4 +165,4 @@ def build(root: Path) -> Manifest:
         conditions={},
         source=SOURCE,
     )
-    return Manifest(df=df, schema=schema)
+    return flag_near_duplicates_in_build(Manifest(df=df, schema=schema), root)

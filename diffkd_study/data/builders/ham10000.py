@@ -25,6 +25,10 @@ Decisions
   every row has center ``ham10000``.
 * A lesion mask that is absent leaves ``mask_path`` empty; the masks are an optional download.
 * Rows are sorted by ``image_id``.
+* Near-duplicates across lesions (:mod:`diffkd_study.data.duplicates`) share a ``duplicate_group`` label, so
+  that a split keeps them together. The release has one such pair: ISIC_0025226 (HAM_0004919) and
+  ISIC_0030074 (HAM_0000140), the same photograph with another colour balance (pHash distance 4 of 64,
+  grey thumbnail r = 0.9986; same diagnosis, age, sex and site).
 
 Licence CC BY-NC 4.0; cite Tschandl, Rosendahl & Kittler, Sci Data 5:180161 (2018); masks: Tschandl et al.,
 Nat Med 26:1229 (2020).
@@ -38,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from diffkd_study.data.builders import BUILDERS, BuildError, read_release_csv
+from diffkd_study.data.builders import BUILDERS, BuildError, flag_near_duplicates_in_build, read_release_csv
 from diffkd_study.data.schema import ConditionSpec, Manifest, ManifestSchema
 
 DATASET = "ham10000"
@@ -164,4 +168,4 @@ def build(root: Path) -> Manifest:
     if not rows:
         raise BuildError(f"{meta_path}: no rows")
     df = pd.DataFrame(rows).sort_values("image_id", kind="stable").reset_index(drop=True)
-    return Manifest(df=df, schema=_schema(sorted(df["center"].unique())))
+    return flag_near_duplicates_in_build(Manifest(df=df, schema=_schema(sorted(df["center"].unique()))), root)

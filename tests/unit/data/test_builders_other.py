@@ -127,10 +127,25 @@ def test_ham10000_errors(tmp_path: Path, case: str, match: str) -> None:
         build_manifest("ham10000", root)
 
 
+def test_ham10000_copy_across_lesions_gets_a_duplicate_group(tmp_path: Path) -> None:
+    root = _ham(tmp_path / "ham", ["HAM_1,ISIC_1,nv,histo,30,male,back", "HAM_2,ISIC_2,nv,histo,30,male,back",
+                                   "HAM_3,ISIC_3,mel,histo,60,female,face"], {"ISIC_1": "images", "ISIC_3": "images"})
+    (root / "images" / "ISIC_2.jpg").write_bytes((root / "images" / "ISIC_1.jpg").read_bytes())  # a copy
+    with pytest.warns(UserWarning, match=r"ISIC_1 \(HAM_1\) ~ ISIC_2 \(HAM_2\)"):
+        df = build_manifest("ham10000", root).df
+    assert df["duplicate_group"].tolist()[:2] == ["ISIC_1", "ISIC_1"] and pd.isna(df.at[2, "duplicate_group"])
+
+
 def test_ham10000_release() -> None:
     root = _release("ham10000")
-    m = build_manifest("ham10000", root)
+    started = time.perf_counter()
+    with pytest.warns(UserWarning, match="1 near-duplicate pair"):
+        m = build_manifest("ham10000", root)
+    assert time.perf_counter() - started < 180  # ~10-15 s on one shared core: decoding 10,015 thumbnails
     df = m.df
+    # The one copy across lesions (pHash distance 4, r = 0.9986): labelled so that a split keeps it together.
+    assert df.loc[df["duplicate_group"].notna(), ["image_id", "patient_id", "duplicate_group"]].values.tolist() == [
+        ["ISIC_0025226", "HAM_0004919", "ISIC_0025226"], ["ISIC_0030074", "HAM_0000140", "ISIC_0025226"]]
     assert len(df) == 10015 and df["image_id"].is_unique
     assert df["patient_id"].nunique() == 7470
     assert df["label"].value_counts().to_dict() == {

@@ -1,16 +1,26 @@
-"""Patient-grouped stratified splits, external splits, combined manifests and the split table."""
+"""Patient-grouped stratified splits (near-duplicates kept together), external splits, combined manifests and the
+split table."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from diffkd_study.data.phantom import generate_phantom_cohort
 from diffkd_study.data.schema import ConditionSpec, Manifest, ManifestSchema, read_manifest, write_manifest
-from diffkd_study.data.splits import combine_manifests, external_split, grouped_stratified_split, split_table
+from diffkd_study.data.splits import (
+    combine_manifests,
+    external_split,
+    grouped_stratified_split,
+    split_groups,
+    split_table,
+)
 from diffkd_study.data.validate import validate_manifest
 
 from .conftest import BINARY_SCHEMA
@@ -164,6 +174,88 @@ def test_external_split_drops_excluded_labels(table_manifest):
     assert split.schema.label_set == ("benign", "malignant")
 
 
+# -- near-duplicates: split_groups ---------------------------------------------------------------
+
+PROJECT = Path(__file__).resolve().parents[3]
+
+
+def _split_digest(df: pd.DataFrame) -> str:
+    return hashlib.sha256("\n".join(f"{i},{s}" for i, s in sorted(zip(df["image_id"], df["split"], strict=True)))
+                          .encode()).hexdigest()
+
+
+def test_split_groups_are_the_patients_when_no_image_is_flagged(table_manifest):
+    df = table_manifest(30).df
+    assert split_groups(df).tolist() == df["patient_id"].tolist()
+    for empty in (np.nan, ""):
+        assert split_groups(df.assign(duplicate_group=empty)).tolist() == df["patient_id"].tolist()
+
+
+def test_split_groups_join_patients_through_duplicate_labels_transitively():
+    df = pd.DataFrame({"patient_id": ["p3", "p3", "p1", "p2", "p4", "p5", "p6", "p7"],
+                       "duplicate_group": [np.nan, "a", "a", np.nan, "b", "b", "c", "a"]})
+    # p3 ~ p1 ~ p7 through label a (p3 by its second image), p4 ~ p5 through b; p2 and p6 stay alone
+    assert split_groups(df).tolist() == ["p1", "p1", "p1", "p2", "p4", "p4", "p6", "p1"]
+    df["lesion_id"] = ["l9", "l9", "l8", "l7", "l6", "l5", "l4", "l3"]  # any group column
+    assert split_groups(df, "lesion_id").tolist() == ["l3", "l3", "l3", "l7", "l5", "l5", "l4", "l3"]
+    with pytest.raises(ValueError, match="group column 'duplicate_group' has empty cells"):
+        split_groups(df, "duplicate_group")
+
+
+def test_flagged_pairs_and_their_patients_stay_in_one_split_for_every_seed(table_manifest):
+    manifest = table_manifest(150, mixed_frac=0.3)
+    r = np.random.default_rng(0)
+    rows = r.choice(len(manifest.df), size=(15, 2), replace=False)  # 15 pairs of images, mostly of two patients
+    manifest.df["duplicate_group"] = pd.Series(np.nan, index=manifest.df.index, dtype=object)
+    for k, (a, b) in enumerate(rows):
+        manifest.df.loc[[a, b], "duplicate_group"] = f"d{k}"
+    assert manifest.df.loc[rows[:, 0], "patient_id"].to_numpy().tolist() != \
+        manifest.df.loc[rows[:, 1], "patient_id"].to_numpy().tolist()
+    for seed in range(20):
+        split = grouped_stratified_split(manifest, val_frac=0.15, test_frac=0.2, seed=seed)
+        assert (split.df.groupby("duplicate_group")["split"].nunique() == 1).all(), seed
+        assert (_patients_per_split(split) == 1).all(), seed
+        assert validate_manifest(split, ".", check_files=False).ok
+
+
+def test_demo_and_busbra_study_splits_are_exactly_as_before_split_groups(tmp_path):
+    """Digests of (image_id, split) computed with the code before near-duplicates were handled: the demo's
+    phantom cohort (configs/demo.yaml; also runs/demo/data/study.csv) and the BUS-BRA study (configs/busbra*.yaml)."""
+    phantom = generate_phantom_cohort(tmp_path / "phantom", n_per_center=80, seed=0, image_size=128, progress=False)
+    demo = external_split(phantom, external={"center": ["center_C"]}, val_frac=0.15, test_frac=0.2, seed=0)
+    assert _split_digest(demo.df) == "bf964365884353c9e559f5f03e4fe7202dcbf8f673e13ee1d2472577760bfbe3"
+    parts = [(read_manifest(PROJECT / "data_manifests" / f"{name}.csv"), name) for name in ("bus-bra", "breast-lesions-usg")]
+    combined = combine_manifests(parts)
+    expected = "46a4102848b2ec3a3d6b01739b3a1f1a84d300009fc5168bc39b116aaecf6ec8"
+    for column in (None, np.nan):  # no duplicate_group column, or one with only empty cells
+        if column is not None:
+            combined.df["duplicate_group"] = column
+        busbra = external_split(combined, external={"dataset": ["breast-lesions-usg"]}, val_frac=0.15, test_frac=0.2,
+                                seed=0, exclude_labels=["normal"])
+        assert _split_digest(busbra.df) == expected
+        assert busbra.df["split"].value_counts().to_dict() == {"train": 1220, "test": 375, "val": 280, "external": 252}
+
+
+def test_ham10000_duplicate_pair_lands_in_one_split():
+    manifest = read_manifest(PROJECT / "data_manifests" / "ham10000.csv")
+    flagged = manifest.df[manifest.df["duplicate_group"].notna()]
+    assert flagged["image_id"].tolist() == ["ISIC_0025226", "ISIC_0030074"]
+    assert flagged["patient_id"].tolist() == ["HAM_0004919", "HAM_0000140"]
+    split = grouped_stratified_split(manifest, val_frac=0.15, test_frac=0.15, seed=2021).df  # configs/ham10000_ssdkd
+    assert split.loc[flagged.index, "split"].nunique() == 1  # before split_groups: val and train
+    assert split.groupby("patient_id")["split"].nunique().max() == 1
+
+
+def test_near_duplicates_across_the_external_boundary_are_refused(table_manifest):
+    manifest = table_manifest(30)
+    inside = manifest.df.index[manifest.df["center"] == "c1"][0]
+    outside = manifest.df.index[manifest.df["center"] == "c3"][0]
+    manifest.df["duplicate_group"] = pd.Series(np.nan, index=manifest.df.index, dtype=object)
+    manifest.df.loc[[inside, outside], "duplicate_group"] = "d0"
+    with pytest.raises(ValueError, match=r"1 patient_id\(s\) \(with the patients their near-duplicate images join"):
+        external_split(manifest, external={"center": ["c3"]}, val_frac=0.2, test_frac=0.2, seed=0)
+
+
 # -- combining manifests --------------------------------------------------------------------------
 
 BUSBRA = ManifestSchema(
@@ -237,6 +329,19 @@ def test_same_dataset_in_two_parts_keeps_shared_patients():
     assert list(df["patient_id"]) == ["1", "1"] and list(df["image_id"]) == ["x1", "x2"]
     with pytest.raises(ValueError, match="image_id 'bus-bra:x1'"):
         combine_manifests([(a, "a"), (a, "b")])
+
+
+def test_duplicate_labels_of_different_datasets_are_never_joined():
+    a = _part(BUSBRA, ["x1", "x2"], ["1", "2"])
+    b = _part(dataclasses.replace(BREAST, conditions={}), ["y1", "y2"], ["1", "2"])
+    c = _part(dataclasses.replace(BREAST, dataset="third", conditions={}), ["z1"], ["9"])
+    a.df["duplicate_group"] = ["x1", "x1"]
+    b.df["duplicate_group"] = ["x1", np.nan]  # the same label text in another dataset: another pair
+    df = combine_manifests([(a, "a"), (b, "b"), (c, "c")]).df
+    assert df["duplicate_group"].tolist()[:3] == ["bus-bra:x1", "bus-bra:x1", "breast-lesions-usg:x1"]
+    assert df["duplicate_group"].iloc[3:].isna().all()  # empty, and absent in the third part
+    assert split_groups(df).tolist() == ["bus-bra:1", "bus-bra:1", "breast-lesions-usg:1", "breast-lesions-usg:2",
+                                         "third:9"]
 
 
 def test_combine_rejects_conflicting_positive_class_task_and_condition_types():

@@ -225,12 +225,26 @@ def test_duplicate_pixels_same_split_and_label_is_a_warning(clean):
     assert report.ok and [p.rule for p in report.warnings] == ["duplicate-pixels"]
 
 
+def test_near_duplicate_pair_across_splits_is_one_error_naming_file_rows_and_rule(clean):
+    manifest, root = clean
+    manifest.df["duplicate_group"] = [np.nan, "im1", "im1", np.nan]  # im1 (p0, train) ~ im2 (p1, test)
+    errors = validate_manifest(manifest, root, check_files=False).errors
+    assert len(errors) == 1
+    assert errors[0].format() == (
+        f"{root / 'm.csv'}:3 [image_id=im1] error near-duplicate-leakage: near-duplicate images im1 (train, line 3), "
+        "im2 (test, line 4) (duplicate_group 'im1') are in splits ['test', 'train']"
+    )
+    manifest.df.loc[2, "split"] = "train"  # im2 alone would leak its patient p1 instead
+    manifest.df.loc[3, "split"] = "train"
+    assert validate_manifest(manifest, root, check_files=False).ok
+
+
 def test_every_rule_is_documented_and_tested():
     tested = {
         "missing-column", "unknown-column", "empty-value", "duplicate-image-id", "label-outside-set",
         "condition-level", "condition-value", "invalid-split", "invalid-synthetic", "missing-file",
         "unreadable-image", "mask-size", "empty-mask", "invalid-box", "box-outside-image", "patient-leakage",
-        "duplicate-pixels",
+        "near-duplicate-leakage", "duplicate-pixels",
         "path-outside-root", "high-bit-depth",  # tested in test_input_faults.py
     }
     assert set(RULES) == tested

@@ -1,7 +1,7 @@
 """Reader studies: validation rules, operating points, model vs readers, ORH against Van Dyke, simulator.
 
-Van Dyke et al. (1993) reference values (embedded; the tests that need the raw ratings skip when
-../shared/reference/vandyke.csv is absent): OR-DBM MRMC 2.51 / RJafroc for the jackknife
+Van Dyke et al. (1993) reference values (embedded; the raw ratings are vendored in
+tests/data/reference/vandyke.csv, and a missing file fails the tests): OR-DBM MRMC 2.51 / RJafroc for the jackknife
 covariance, MRMCaov for the DeLong covariance. Treatment 1 = spin-echo, 2 = cine; differences are
 treatment 1 minus treatment 2.
 """
@@ -34,11 +34,8 @@ from diffkd_study.reader_study import (
     validate_reads,
 )
 
-REFERENCE_DIR = Path(__file__).resolve().parents[3] / ".." / "shared" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "data" / "reference"
 VANDYKE_CSV = REFERENCE_DIR / "vandyke.csv"
-needs_vandyke = pytest.mark.skipif(
-    not VANDYKE_CSV.exists(), reason=f"Van Dyke ratings not found at {VANDYKE_CSV}"
-)
 
 VANDYKE_AUC = [
     [0.91964573, 0.85877617, 0.90386473, 0.97310789, 0.82979066],
@@ -120,7 +117,6 @@ def vandyke(tmp_path_factory):
     return read_reader_study(folder / "reads.csv", folder / "truth.csv")
 
 
-@needs_vandyke
 @pytest.mark.parametrize("covariance", ["jackknife", "delong"])
 def test_vandyke_orh_rrrc(vandyke, covariance):
     assert vandyke.fully_crossed and vandyke.treatments == ("1", "2")
@@ -143,7 +139,6 @@ def test_vandyke_orh_rrrc(vandyke, covariance):
     assert (res.n_pos, res.n_neg) == (45, 69)
 
 
-@needs_vandyke
 def test_vandyke_single_treatment_frrc_rrfc(vandyke):
     res = orh_mrmc(vandyke, covariance="jackknife")
     for column, values in VANDYKE_SINGLE_TREATMENT.items():
