@@ -83,7 +83,7 @@ COLUMN_NAMES: dict[str, str] = {
     "mean_reader_auc": "Readers' mean AUC", "val_auc": "Validation AUC", "n_features": "Inputs",
     "n_train": "Training images", "n_real": "Real images", "n_generated": "Generated images",
     "n_reference": "Reference images", "n_agree": "Agreeing", "n_levels": "Levels", "fid": "FID",
-    "kid_mean": "KID", "kid_std": "KID SD", "student_to_teacher": "Student / teacher",
+    "kid_mean": "KID", "kid_std": "KID SD over subsets", "student_to_teacher": "Student / teacher",
     "teacher_to_student": "Teacher / student", "std": "SD",
 }
 #: Columns that hold p-values: shown with :func:`format_p` (never 0.000).

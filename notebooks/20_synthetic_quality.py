@@ -23,7 +23,8 @@
 # floor: no synthetic set can be expected to do better). A classifier trained on real images only
 # then checks whether each synthetic image shows its intended diagnosis and characteristics. Finally,
 # every synthetic image is compared with its most similar training image; images closer than real
-# images ever are to each other are flagged and left out of the training data for the classifier.
+# images of different patients ever are to each other are flagged and left out of the training data for
+# the classifier.
 
 # %% tags=["parameters"]
 manifest_path = ""
@@ -67,6 +68,7 @@ from diffkd_study.methods.diffkd.diffusion.train import read_checkpoint_config
 from diffkd_study.metrics import fidelity
 from diffkd_study.nbutil import (
     NotebookParameterError,
+    format_interval,
     provenance_markdown,
     records,
     require_paths,
@@ -130,8 +132,11 @@ show_table(sets_table, {"set": "Image set", "splits": "Splits", "images": "Image
 # ## Realism: FID, KID, precision and recall
 # Each row compares one set of images with the real reference images. **FID** and **KID** measure how
 # far apart the two sets are in the eyes of an image-recognition network (0 = indistinguishable;
-# lower is better); KID is less dependent on the number of images and is given as mean ± SD over
-# random subsets. **Precision** is the share of generated images that look like some real image
+# lower is better); KID is less dependent on the number of images. Its **95% CI** comes from resampling
+# the images of both sets (a bootstrap): the range of KID values these images are compatible with, so two
+# sets whose intervals overlap widely are not shown to differ. The **KID SD** column is what other papers
+# print after "±": the spread of KID between random subsets of *m* images (m is given), not an uncertainty
+# of the KID shown. **Precision** is the share of generated images that look like some real image
 # (realism) and **recall** the share of real images that some generated image resembles (diversity).
 # The *floor* row uses real training images of other patients instead of synthetic ones: the value
 # a perfect generator would reach with this many images. The *classic augmentation* row (flipped,
@@ -151,15 +156,29 @@ main_table = quality.fidelity_table(candidates, reference, kid_subsets=section.k
 split_half = quality.split_half_floor(reference, kid_subsets=section.kid_subsets, seed=seed)
 fidelity_display = pd.concat([main_table, split_half], ignore_index=True)
 FIDELITY_COLUMNS = {"set": "Image set", "extractor": "Feature network", "guidance": "Guidance scale", "n_generated": "Images",
-                    "n_real": "Reference images", "fid": "FID", "kid_mean": "KID", "kid_std": "KID SD",
+                    "n_real": "Reference images", "fid": "FID", "kid_mean": "KID", "kid_ci": "KID 95% CI (bootstrap)",
+                    "kid_std": "KID SD over subsets", "kid_subset_size": "Subset size m",
                     "precision": "Precision", "recall": "Recall"}
-show_table(fidelity_display, FIDELITY_COLUMNS, digits=4)
+KID_INTERVAL = {"kid_ci": ("kid_ci_low", "kid_ci_high")}
+show_table(fidelity_display, FIDELITY_COLUMNS, digits=4, intervals=KID_INTERVAL)
 
 # %%
 headline = quality.compare_to_floor(main_table).round(
-    {"FID": 2, "FID floor": 2, "FID - floor": 2, "KID": 4, "KID SD": 4, "KID floor": 4})
+    {"FID": 2, "FID floor": 2, "FID - floor": 2, "KID": 4, "KID CI low": 4, "KID CI high": 4, "KID floor": 4,
+     "KID floor CI low": 4, "KID floor CI high": 4})
 show_table(headline.rename(columns={"n": "images", "n_reference": "reference images"}),
-           digits={"FID": 2, "FID floor": 2, "FID - floor": 2, "KID": 4, "KID SD": 4, "KID floor": 4})
+           digits={"FID": 2, "FID floor": 2, "FID - floor": 2, "KID": 4, "KID 95% CI": 4, "KID floor": 4,
+                   "KID floor 95% CI": 4},
+           intervals={"KID 95% CI": ("KID CI low", "KID CI high"),
+                      "KID floor 95% CI": ("KID floor CI low", "KID floor CI high")})
+display(Markdown("\n".join(
+    f"- {row['extractor']}: synthetic KID {row['KID']:.4f} (95% CI "
+    f"{format_interval(row['KID CI low'], row['KID CI high'], 4)}), floor {row['KID floor']:.4f} (95% CI "
+    f"{format_interval(row['KID floor CI low'], row['KID floor CI high'], 4)})."
+    for _, row in headline.iterrows())
+    + "\n\nEach interval resamples the images of both sets with replacement: it shows how much the KID would move "
+    "with other images of the same kind. Overlapping intervals of the synthetic set and its floor do not show a "
+    "difference; the KID SD of the table above (subsets of m images) is not such an uncertainty."))
 
 # %% [markdown]
 # ### Per class and per center
@@ -227,12 +246,14 @@ show_table(faithfulness, empty="No diagnosis or category has enough images to tr
 # ## Memorization audit
 # For every synthetic image, its nearest training image in image-feature space and in pixel space.
 # A synthetic image is flagged when it is at least as close to a training image as the closest few
-# percent of real training images are to each other (the percentage is stated below the histograms);
-# flagged images are excluded from the classifier's training data.
+# percent of real training images are to an image of *another* patient (the percentage is stated below
+# the histograms): a patient's own second image of the same lesion is a near-copy by nature and is not
+# used as the yardstick. Flagged images are excluded from the classifier's training data.
 
 # %%
 audit = fidelity.memorization_audit(
-    synthetic.images, training.images, synthetic_features=synthetic.features[DOMAIN],
+    synthetic.images, training.images, training_groups=training.frame["patient_id"].astype(str).to_numpy(),
+    synthetic_features=synthetic.features[DOMAIN],
     training_features=training.features[DOMAIN], pixel_size=section.memorization_pixel_size,
     percentile=section.memorization_percentile)
 memorization = quality.memorization_table(audit, synthetic, training)
@@ -304,8 +325,8 @@ for column, name in (("label", "synthetic_grid_per_class"), (grid_by, "synthetic
 
 # %% tags=["reviewer-only"]
 headline_records = records(headline)
-summary_table = main_table[["set", "extractor", "n_generated", "n_real", "fid", "kid_mean", "kid_std", "precision",
-                            "recall"]].round(4)
+summary_table = main_table[["set", "extractor", "n_generated", "n_real", "fid", "kid_mean", "kid_ci_low", "kid_ci_high",
+                            "kid_std", "kid_subset_size", "precision", "recall"]].round(4)
 write_metrics(metrics_path, {
     "image_sets": {"resolution_px": size, "n_training": len(training), "n_reference": len(reference),
                    "reference_splits": list(section.reference_splits), "n_synthetic": len(synthetic),
@@ -331,10 +352,12 @@ write_metrics(metrics_path, {
               "better; the floor is the value of real training images of other patients at the same sample size.",
               f"Memorization audit: {len(flagged_ids)} of {len(synthetic)} synthetic images flagged as near-copies "
               f"(threshold: the closest {section.memorization_percentile:g}% of real-vs-real nearest-neighbour "
-              f"distances); {len(augmentation.df)} images go to the teacher's training data."],
+              f"distances between images of different patients); {len(augmentation.df)} images go to the "
+              "teacher's training data."],
         tables=[IndexTable(title="Synthetic vs real: FID and KID against the floor",
                            caption="n = images per set (reference n_reference); both extractors. FID - floor near 0 "
-                                   "means as close to the real images as other real images are.",
+                                   "means as close to the real images as other real images are. KID CI: 95% "
+                                   "bootstrap interval over images.",
                            records=headline_records),
                 IndexTable(title="All sets (with precision and recall)",
                            caption="Synthetic, classic-augmentation baseline and the real floor, each vs the reference.",

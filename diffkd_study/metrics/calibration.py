@@ -11,8 +11,14 @@ Models, ch. 15):
 * Brier score mean (p - y)^2 and the scaled Brier 1 - Brier / (prev (1 - prev)), where the
   denominator is the Brier score of always predicting the prevalence.
 
-Both logistic fits use statsmodels' binomial GLM with Wald intervals. Probabilities of exactly 0 or
-1 are clipped to [eps, 1 - eps] before the logit (the number clipped is reported).
+Both logistic fits are maximum likelihood by Newton-Raphson started from 0 with step halving whenever
+a step does not increase the log-likelihood (the safeguard of Marschner 2011, R Journal 3(2):12,
+"glm2: fitting generalized linear models with convergence problems"), with Wald intervals from the
+observed information. Plain IRLS started from the data (statsmodels' GLM) can run away on small
+samples with clipped logits of +-18 (an intercept of -9e14 reported as "converged"); every fit here is
+checked (finite, score near 0, log-likelihood not below the start's) and is reported as not estimable
+(NaN and a ``note``) when a check fails or the maximum is at infinity (separation). Probabilities of
+exactly 0 or 1 are clipped to [eps, 1 - eps] before the logit (the number clipped is reported).
 
 The expected calibration error (ECE) depends on the binning and is biased upwards in small samples;
 it is offered only as a secondary, commonly quoted number.
@@ -26,11 +32,11 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from numpy.typing import ArrayLike
-from scipy.special import logit
+from scipy.special import expit, logit
 from statsmodels.nonparametric.smoothers_lowess import lowess
 
+from diffkd_study.metrics.clustered import check_groups
 from diffkd_study.metrics.operating_points import wilson_ci
 from diffkd_study.metrics.roc import check_labels, require_classes, z_quantile
 
@@ -160,14 +166,96 @@ class CalibrationResult:
         )
 
 
+@dataclass(frozen=True)
+class LogisticFit:
+    """A logistic maximum-likelihood fit: coefficients, their covariance, log-likelihood, and a failure note.
+
+    ``note`` is empty when the fit passed its checks (finite, score near 0, log-likelihood not below
+    the starting value's); otherwise it says which check failed and ``params``/``cov`` are NaN.
+    """
+
+    params: np.ndarray
+    cov: np.ndarray
+    loglik: float
+    n_iter: int
+    note: str = ""
+
+
+def _loglik(x: np.ndarray, y: np.ndarray, offset: np.ndarray, beta: np.ndarray) -> float:
+    eta = offset + x @ beta
+    return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+
+
+def logistic_mle(x: ArrayLike, y: ArrayLike, offset: ArrayLike | None = None, max_iter: int = 100,
+                 tol: float = 1e-10, groups: ArrayLike | None = None) -> LogisticFit:
+    """Maximum-likelihood logistic regression logit P(y=1) = offset + x beta, by safeguarded Newton-Raphson.
+
+    Starts at beta = 0 and halves a Newton step (up to 60 times) until the log-likelihood does not
+    decrease (Marschner 2011, R Journal 3(2):12), so each iterate is at least as good as the last; the
+    log-likelihood is concave, hence this converges to the maximum whenever it is finite. Stops when
+    the largest Newton step is below ``tol`` (relative to 1 + |beta|). The result is checked: finite
+    coefficients, score x'(y - mu) near 0 (each component below 1e-6 times 1 + sum |x|), log-likelihood
+    not below the start's; a failed check gives NaN coefficients and a ``note``. ``cov`` is the inverse
+    observed (= expected, canonical link) information (x' W x)^-1 at the maximum; with ``groups`` (patient
+    ids) in which some patient has several rows it is the cluster-robust sandwich (Liang & Zeger 1986)
+    G/(G-1) B (sum_g u_g u_g') B, B the inverse information and u_g patient g's summed score x_i (y_i - mu_i).
+    """
+    x = np.asarray(x, dtype=float)
+    yf = np.asarray(y, dtype=float)
+    off = np.zeros(yf.size) if offset is None else np.asarray(offset, dtype=float)
+    k = x.shape[1]
+    beta = np.zeros(k)
+    start_ll = current = _loglik(x, yf, off, beta)
+    n_iter, converged = 0, False
+    while n_iter < max_iter and not converged:
+        n_iter += 1
+        mu = expit(off + x @ beta)
+        info = x.T @ (x * (mu * (1 - mu))[:, None])
+        try:
+            step = np.linalg.solve(info, x.T @ (yf - mu))
+        except np.linalg.LinAlgError:
+            break
+        for _ in range(60):
+            trial = _loglik(x, yf, off, beta + step)
+            if np.isfinite(trial) and trial >= current - 1e-12 * (1 + abs(current)):
+                break
+            step = step / 2
+        beta, current = beta + step, trial
+        converged = bool(np.max(np.abs(step) / (1 + np.abs(beta))) < tol)
+    nan = LogisticFit(np.full(k, math.nan), np.full((k, k), math.nan), math.nan, n_iter)
+    if not converged or not np.all(np.isfinite(beta)):
+        return LogisticFit(nan.params, nan.cov, nan.loglik, n_iter,
+                           f"Newton-Raphson did not converge in {n_iter} iterations")
+    mu = expit(off + x @ beta)
+    score = x.T @ (yf - mu)
+    if np.any(np.abs(score) > 1e-6 * (1 + np.abs(x).sum(axis=0))) or current < start_ll - 1e-9 * (1 + abs(start_ll)):
+        return LogisticFit(nan.params, nan.cov, nan.loglik, n_iter,
+                           "the fit failed its check (score not 0 or log-likelihood below the start's)")
+    try:
+        cov = np.linalg.inv(x.T @ (x * (mu * (1 - mu))[:, None]))
+    except np.linalg.LinAlgError:
+        cov = np.full((k, k), math.nan)
+    codes = None if groups is None else check_groups(groups, yf.size)
+    if codes is not None and np.bincount(codes).max() > 1:
+        n_groups = int(codes.max()) + 1
+        scores = np.vstack([np.bincount(codes, weights=x[:, j] * (yf - mu), minlength=n_groups) for j in range(k)])
+        cov = n_groups / (n_groups - 1) * cov @ (scores @ scores.T) @ cov
+    return LogisticFit(beta, cov, current, n_iter)
+
+
 def calibration_intercept_slope(
-    y_true: ArrayLike, y_prob: ArrayLike, level: float = 0.95, eps: float = 1e-8
+    y_true: ArrayLike, y_prob: ArrayLike, level: float = 0.95, eps: float = 1e-8, groups: ArrayLike | None = None
 ) -> CalibrationResult:
     """Calibration intercept (offset logistic model) and slope (logistic regression on logit p).
 
-    When the logits separate the classes (quasi-)completely the slope is infinite, and when all
-    predictions are equal it is not estimable: then slope and its interval are NaN and ``note``
-    says why (the intercept is still estimated).
+    Both are maximum-likelihood fits by :func:`logistic_mle` (safeguarded Newton from 0; Van Calster et
+    al. 2019 for the measures, Marschner 2011 for the safeguard). The intercept always exists when both
+    classes are present (its score sum(y - expit(a + logit p)) falls from n_events to -n_non-events). When
+    the logits separate the classes (quasi-)completely the slope is infinite, and when all predictions
+    are equal it is not estimable: then slope and its interval are NaN and ``note`` says why. A fit
+    that fails its checks is reported the same way (NaN, with the reason in ``note``), never as a number.
+    ``groups`` (one patient id per image) makes the Wald intervals cluster-robust where a patient has
+    several images (:func:`logistic_mle`); with one image per patient they are unchanged.
     """
     y, p = check_probabilities(y_true, y_prob)
     n_pos, _ = require_classes(y)
@@ -175,27 +263,29 @@ def calibration_intercept_slope(
     clipped = np.clip(p, eps, 1 - eps)
     n_clipped = int(np.sum(clipped != p))
     lp = logit(clipped)
-    yf = y.astype(float)
+    ones = np.ones((y.size, 1))
 
-    # IRLS to a tight tolerance: statsmodels' default (1e-8 on the deviance) leaves ~1e-6 in the SEs.
-    offset_fit = sm.GLM(yf, np.ones((y.size, 1)), family=sm.families.Binomial(), offset=lp).fit(
-        tol=1e-12, maxiter=100
-    )
-    a, a_se = float(offset_fit.params[0]), float(offset_fit.bse[0])
+    notes = []
+    offset_fit = logistic_mle(ones, y, offset=lp, groups=groups)
+    a, a_se = float(offset_fit.params[0]), math.sqrt(offset_fit.cov[0, 0])
+    if offset_fit.note:
+        notes.append(f"calibration intercept not estimable: {offset_fit.note}")
 
-    note = ""
+    slope_note = ""
     if np.ptp(lp) == 0:
-        note = "all predictions are equal: the calibration slope is not estimable"
+        slope_note = "all predictions are equal: the calibration slope is not estimable"
     elif lp[y].min() >= lp[~y].max() or lp[y].max() <= lp[~y].min():
-        note = "the predictions separate the classes (quasi-)completely: the calibration slope is infinite"
-    if note:
-        b = b_low = b_high = math.nan
-    else:
-        slope_fit = sm.GLM(yf, sm.add_constant(lp, has_constant="add"), family=sm.families.Binomial()).fit(
-            tol=1e-12, maxiter=100
-        )
-        b, b_se = float(slope_fit.params[1]), float(slope_fit.bse[1])
-        b_low, b_high = b - z * b_se, b + z * b_se
+        slope_note = "the predictions separate the classes (quasi-)completely: the calibration slope is infinite"
+    b = b_low = b_high = math.nan
+    if not slope_note:
+        slope_fit = logistic_mle(np.column_stack([ones, lp]), y, groups=groups)
+        if slope_fit.note:
+            slope_note = f"calibration slope not estimable: {slope_fit.note}"
+        else:
+            b, b_se = float(slope_fit.params[1]), math.sqrt(slope_fit.cov[1, 1])
+            b_low, b_high = b - z * b_se, b + z * b_se
+    if slope_note:
+        notes.append(slope_note)
     return CalibrationResult(
         intercept=a,
         intercept_ci=(a - z * a_se, a + z * a_se),
@@ -205,7 +295,7 @@ def calibration_intercept_slope(
         n_events=n_pos,
         level=level,
         n_clipped=n_clipped,
-        note=note,
+        note="; ".join(notes),
     )
 
 

@@ -16,11 +16,21 @@ Feature extractors (registered with torch-fidelity's ``register_feature_extracto
 Metrics are computed on the features with the same definitions for every extractor: FID by
 :func:`frechet_distance` (torch-fidelity's formula, evaluated through an SVD of the cross-product of
 the centred feature sets instead of a 2048 x 2048 matrix square root; equal to torch-fidelity's
-``fid_statistics_to_metric`` where that is accurate, tested), KID and precision/recall with
-torch-fidelity's own feature-level functions (``kid_features_to_metric``, ``prc_features_to_metric``:
-precision/recall of Kynkaanniemi et al. 2019, k = 3). KID is the mean +-
-SD over ``kid_subsets`` subsets of ``kid_subset_size`` (default min(1000, n_generated, n_real)),
-both returned. Every result carries its sample sizes.
+``fid_statistics_to_metric`` where that is accurate, tested), precision/recall with torch-fidelity's
+``prc_features_to_metric`` (Kynkaanniemi et al. 2019, k = 3), and KID (Binkowski et al. 2018, ICLR,
+"Demystifying MMD GANs"; torch-fidelity's cubic polynomial kernel (x.y / d + 1)^3) by :func:`kid_with_ci`:
+
+- ``kid_mean``: the unbiased KID (MMD^2 U-statistic) of the full sets, which is exactly the expected value
+  of torch-fidelity's mean over random subsets (each pair of images is equally likely to be in a subset);
+- ``kid_ci_low`` / ``kid_ci_high``: its uncertainty, a percentile bootstrap interval over images (both
+  sets resampled with replacement, ``kid_bootstrap`` resamples, seeded);
+- ``kid_std``: torch-fidelity's SD over ``kid_subsets`` subsets of ``kid_subset_size`` = m images per set
+  (default min(1000, n_generated // 2, n_real // 2), at most half of each set, so subsets differ), reported
+  with m for comparison with papers. It is the spread of KID between subsets of m images, not a standard
+  error of ``kid_mean``: with m close to n every subset is nearly the whole set and the SD is ~0 whatever
+  the sample size (4.5e-16 at 100 vs 100 images before this rule).
+
+Every result carries its sample sizes and m.
 
 Conditional faithfulness (:func:`conditional_faithfulness`): a probe trained on real images only (a
 multinomial logistic regression on standardised domain features, L2 penalty ``C``) predicts the label,
@@ -32,16 +42,20 @@ fewer than two such levels is not probed.
 
 Memorization audit: for each synthetic image its nearest training image (Euclidean) in domain-feature
 space and in pixel space (gray, resized to ``pixel_size`` with antialiasing, each image z-normalised;
-distance divided by sqrt(pixels), i.e. an RMS difference). The reference is the training set's own
-leave-one-out nearest-neighbour distances ("real vs real"); a synthetic image is flagged when its
-distance is at or below the ``percentile`` (default 1st) of those in either space: it is closer to a
-training image than 99% of training images are to each other. Flagged indices are returned for exclusion.
+distance divided by sqrt(pixels), i.e. an RMS difference). The reference ("real vs real") is each
+training image's distance to its nearest training image of ANOTHER patient (``training_groups``: the
+patients' ids): a patient's other image of the same lesion is a near-copy by nature (it is the nearest
+neighbour of 26% of BUS-BRA training images), and counting it would shrink the threshold until planted
+copies pass. A synthetic image is flagged when its distance is at or below the ``percentile`` (default
+1st) of those in either space: it is closer to a training image than 99% of training images are to other
+patients' images. Flagged indices are returned for exclusion.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +70,8 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+from diffkd_study.metrics.clustered import check_groups
 
 INCEPTION_EXTRACTOR = "tf-inception-fidhelper"
 DOMAIN_EXTRACTOR = "efficientnet-lite0-imagenet"
@@ -271,24 +287,94 @@ def frechet_distance(generated: np.ndarray, real: np.ndarray) -> float:
     return float(((mean_g - mean_r) ** 2).sum() + trace_g + trace_r - 2.0 * cross)
 
 
+def kid_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """torch-fidelity's KID kernel, the cubic polynomial (a b' / d + 1)^3 of (n, d) and (m, d) features."""
+    return (a @ b.T / a.shape[1] + 1.0) ** 3
+
+
+def _weighted_kid(k_gg: np.ndarray, k_rr: np.ndarray, k_gr: np.ndarray, w_g: np.ndarray,
+                  w_r: np.ndarray) -> np.ndarray:
+    """Unbiased KID of (B, n) image multiplicities: pairs of an image with itself are left out."""
+
+    def within(k: np.ndarray, w: np.ndarray) -> np.ndarray:
+        pairs = w.sum(axis=1) ** 2 - (w * w).sum(axis=1)  # 0 when a resample holds one distinct image
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(pairs > 0, (((w @ k) * w).sum(axis=1) - (w * w) @ np.diag(k)) / pairs, np.nan)
+
+    cross = ((w_g @ k_gr) * w_r).sum(axis=1) / (w_g.sum(axis=1) * w_r.sum(axis=1))
+    return within(k_gg, w_g) + within(k_rr, w_r) - 2.0 * cross
+
+
+def kid_with_ci(generated: np.ndarray, real: np.ndarray, *, n_bootstrap: int = 1000, level: float = 0.95,
+                seed: int = 2020) -> dict[str, float]:
+    """Unbiased KID of two feature sets with a percentile bootstrap interval over images.
+
+    KID = mean k(g, g') over pairs of distinct generated images + the same over real images - 2 mean
+    k(g, r) (Binkowski et al. 2018; kernel :func:`kid_kernel`), equal to torch-fidelity's value for a
+    subset as large as the sets. The interval resamples the generated and the real images with replacement
+    (independently, ``numpy.random.default_rng(seed)``) and recomputes the unbiased KID, leaving out the
+    pairs of an image with its own copy (the U-statistic bootstrap, Arcones & Gine 1992, Ann Stat
+    20:655); the ``level`` percentile interval of ``n_bootstrap`` replicates. A resample holding a single
+    distinct image of a set has no pair and is dropped; when over half are (2 images per set), the
+    interval is NaN (not estimable). When both sets come from one distribution the KID is near 0, the
+    statistic is degenerate and the interval only approximate.
+    """
+    g, r = np.asarray(generated, np.float64), np.asarray(real, np.float64)
+    if min(len(g), len(r)) < 2:
+        raise ValueError(f"KID needs at least 2 images per set (generated {len(g)}, real {len(r)})")
+    if n_bootstrap < 1 or not 0 < level < 1:
+        raise ValueError(f"need n_bootstrap >= 1 and level in (0, 1); got {n_bootstrap}, {level}")
+    k_gg, k_rr, k_gr = kid_kernel(g, g), kid_kernel(r, r), kid_kernel(g, r)
+    kid = float(_weighted_kid(k_gg, k_rr, k_gr, np.ones((1, len(g))), np.ones((1, len(r))))[0])
+    rng = np.random.default_rng(seed)
+    replicates = []
+    for start in range(0, n_bootstrap, 256):
+        size = min(256, n_bootstrap - start)
+        w_g = rng.multinomial(len(g), np.full(len(g), 1.0 / len(g)), size=size).astype(np.float64)
+        w_r = rng.multinomial(len(r), np.full(len(r), 1.0 / len(r)), size=size).astype(np.float64)
+        replicates.append(_weighted_kid(k_gg, k_rr, k_gr, w_g, w_r))
+    replicates = np.concatenate(replicates)
+    replicates = replicates[np.isfinite(replicates)]
+    if replicates.size < n_bootstrap / 2:
+        return {"kid": kid, "ci_low": math.nan, "ci_high": math.nan}
+    low, high = np.quantile(replicates, [(1 - level) / 2, (1 + level) / 2])
+    return {"kid": kid, "ci_low": float(low), "ci_high": float(high)}
+
+
+def default_kid_subset_size(n_generated: int, n_real: int) -> int:
+    """The default KID subset size m = min(1000, n_generated // 2, n_real // 2), at least 2 (at most half of
+    each set, so the subsets differ and their SD means something; torch-fidelity's 1000 caps it)."""
+    return max(2, min(1000, n_generated // 2, n_real // 2))
+
+
 def fidelity_from_features(generated: np.ndarray, real: np.ndarray, *, kid_subset_size: int | None = None,
-                           kid_subsets: int = 100, prc_neighborhood: int = 3, seed: int = 2020) -> dict[str, Any]:
-    """FID, KID (mean, SD) and precision/recall/F of two feature sets (generated first, as torch-fidelity)."""
+                           kid_subsets: int = 100, kid_bootstrap: int = 1000, level: float = 0.95,
+                           prc_neighborhood: int = 3, seed: int = 2020) -> dict[str, Any]:
+    """FID, KID with its bootstrap interval and subset SD, and precision/recall/F of two feature sets.
+
+    Generated first, as torch-fidelity. KID keys (see the module notes): ``kid_mean`` (full-set unbiased
+    KID), ``kid_ci_low`` / ``kid_ci_high`` (bootstrap over images, ``kid_bootstrap`` resamples, ``level``),
+    ``kid_std`` (SD over ``kid_subsets`` subsets of ``kid_subset_size`` images, default
+    :func:`default_kid_subset_size`), ``kid_subset_size``, ``kid_subsets``, ``kid_bootstrap``.
+    """
     n_gen, n_real = len(generated), len(real)
     if min(n_gen, n_real) < 2:
         raise ValueError(f"need at least 2 images per set (generated {n_gen}, real {n_real})")
-    subset = kid_subset_size or min(1000, n_gen, n_real)
+    subset = kid_subset_size or default_kid_subset_size(n_gen, n_real)
+    if not 2 <= subset <= min(n_gen, n_real):
+        raise ValueError(f"kid_subset_size {subset} must lie in [2, min(n_generated, n_real) = {min(n_gen, n_real)}]")
     f_gen, f_real = torch.from_numpy(np.asarray(generated, np.float64)), torch.from_numpy(np.asarray(real, np.float64))
     fid = frechet_distance(generated, real)
-    kid = kid_features_to_metric(f_gen, f_real, kid_subsets=kid_subsets, kid_subset_size=subset, verbose=False,
-                                 rng_seed=seed)
+    kid = kid_with_ci(generated, real, n_bootstrap=kid_bootstrap, level=level, seed=seed)
+    spread = kid_features_to_metric(f_gen, f_real, kid_subsets=kid_subsets, kid_subset_size=subset, verbose=False,
+                                    rng_seed=seed)
     k = min(prc_neighborhood, n_gen - 1, n_real - 1)
     prc = prc_features_to_metric(f_gen.float(), f_real.float(), prc_neighborhood=k, verbose=False,
                                  save_cpu_ram=False)
-    return {"fid": float(fid), "kid_mean": kid["kernel_inception_distance_mean"],
-            "kid_std": kid["kernel_inception_distance_std"], "kid_subset_size": subset, "kid_subsets": kid_subsets,
-            "precision": prc["precision"], "recall": prc["recall"], "f_score": prc["f_score"],
-            "prc_neighborhood": k, "n_generated": n_gen, "n_real": n_real}
+    return {"fid": float(fid), "kid_mean": kid["kid"], "kid_ci_low": kid["ci_low"], "kid_ci_high": kid["ci_high"],
+            "kid_std": spread["kernel_inception_distance_std"], "kid_subset_size": subset, "kid_subsets": kid_subsets,
+            "kid_bootstrap": kid_bootstrap, "precision": prc["precision"], "recall": prc["recall"],
+            "f_score": prc["f_score"], "prc_neighborhood": k, "n_generated": n_gen, "n_real": n_real}
 
 
 def fidelity_metrics(generated: Any, real: Any, extractor: str | nn.Module = INCEPTION_EXTRACTOR, *,
@@ -320,10 +406,13 @@ def pixel_vectors(images: Any, size: int = 32) -> np.ndarray:
     return x.numpy()
 
 
-def _nearest(query: np.ndarray, reference: np.ndarray, leave_one_out: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _nearest(query: np.ndarray, reference: np.ndarray,
+             groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest ``reference`` row of each ``query`` row; with ``groups`` (query = reference, one cluster code per
+    row), only rows of another cluster count (every row its own cluster = leave-one-out)."""
     d = torch.cdist(torch.from_numpy(query), torch.from_numpy(reference)).numpy()
-    if leave_one_out:
-        np.fill_diagonal(d, np.inf)
+    if groups is not None:
+        d[groups[:, None] == groups[None, :]] = np.inf
     index = d.argmin(axis=1)
     return d[np.arange(len(d)), index], index
 
@@ -337,7 +426,7 @@ class NearestNeighbours:
     space: str
     distance: np.ndarray  # (n_synthetic,) to the nearest training image
     index: np.ndarray  # (n_synthetic,) position of that training image
-    real_distance: np.ndarray  # (n_training,) leave-one-out NN distance among training images
+    real_distance: np.ndarray  # (n_training,) NN distance to a training image of another patient
     threshold: float
     histogram: dict[str, list[float]] = field(default_factory=dict)
 
@@ -354,18 +443,21 @@ class MemorizationAudit:
     percentile: float
     n_synthetic: int
     n_training: int
+    n_training_patients: int = 0
 
     def summary(self) -> dict[str, Any]:
         """The audit as JSON-ready data: sizes, percentile, flagged positions, thresholds and histograms."""
-        return {"n_synthetic": self.n_synthetic, "n_training": self.n_training, "percentile": self.percentile,
+        return {"n_synthetic": self.n_synthetic, "n_training": self.n_training,
+                "n_training_patients": self.n_training_patients, "percentile": self.percentile,
                 "n_flagged": int(len(self.flagged)), "flagged": self.flagged.tolist(),
                 "thresholds": {k: v.threshold for k, v in self.spaces.items()},
                 "histograms": {k: v.histogram for k, v in self.spaces.items()}}
 
 
-def _space(name: str, synthetic: np.ndarray, training: np.ndarray, percentile: float, bins: int) -> NearestNeighbours:
+def _space(name: str, synthetic: np.ndarray, training: np.ndarray, groups: np.ndarray, percentile: float,
+           bins: int) -> NearestNeighbours:
     distance, index = _nearest(synthetic, training)
-    real_distance, _ = _nearest(training, training, leave_one_out=True)
+    real_distance, _ = _nearest(training, training, groups)
     threshold = float(np.percentile(real_distance, percentile))
     edges = np.histogram_bin_edges(np.concatenate([distance, real_distance]), bins=bins)
     histogram = {"bin_edges": edges.tolist(), "synthetic": np.histogram(distance, edges)[0].tolist(),
@@ -374,23 +466,33 @@ def _space(name: str, synthetic: np.ndarray, training: np.ndarray, percentile: f
 
 
 def memorization_audit(synthetic: Any, training: Any, extractor: str | nn.Module | None = DOMAIN_EXTRACTOR, *,
+                       training_groups: Sequence[Any] | np.ndarray | None = None,
                        synthetic_features: np.ndarray | None = None, training_features: np.ndarray | None = None,
                        pixel_size: int = 32, percentile: float = 1.0, n_closest: int = 8,
                        bins: int = 30) -> MemorizationAudit:
     """Nearest training image of every synthetic image in feature and pixel space; flags near-copies.
 
-    ``extractor=None`` with no features given audits pixel space only.
+    ``training_groups`` holds the patient id of each training image: the real-vs-real reference distance
+    of a training image is to its nearest training image of another patient, so a patient's own other
+    images (near-duplicates by nature) do not shrink the threshold. ``None`` treats every image as its own
+    patient (leave-one-out), right only when no patient has two training images. A synthetic image's
+    distance is to its nearest training image of any patient. ``extractor=None`` with no features given
+    audits pixel space only.
     """
     if len(training) < 2:
         raise ValueError("the memorization audit needs at least 2 training images")
+    groups = check_groups(training_groups, len(training))
+    n_patients = int(groups.max()) + 1
+    if n_patients < 2:
+        raise ValueError("the memorization audit needs training images of at least 2 patients")
     rms = float(pixel_size)  # sqrt(pixel_size ** 2): Euclidean distance -> RMS difference in per-image SDs
     spaces = {"pixel": _space("pixel", pixel_vectors(synthetic, pixel_size) / rms,
-                              pixel_vectors(training, pixel_size) / rms, percentile, bins)}
+                              pixel_vectors(training, pixel_size) / rms, groups, percentile, bins)}
     if synthetic_features is not None or training_features is not None or extractor is not None:
         syn = synthetic_features if synthetic_features is not None else extract_features(synthetic, extractor)
         train = training_features if training_features is not None else extract_features(training, extractor)
         spaces["feature"] = _space("feature", np.asarray(syn, np.float64), np.asarray(train, np.float64),
-                                   percentile, bins)
+                                   groups, percentile, bins)
     flags = np.zeros(len(spaces["pixel"].distance), dtype=bool)
     pairs = []
     for name, nn_ in spaces.items():
@@ -401,7 +503,7 @@ def memorization_audit(synthetic: Any, training: Any, extractor: str | nn.Module
                           "distance": float(nn_.distance[i]), "flagged": bool(below[i])})
     return MemorizationAudit(spaces=spaces, flagged=np.flatnonzero(flags), closest_pairs=pd.DataFrame(pairs),
                              percentile=percentile, n_synthetic=int(len(flags)),
-                             n_training=int(len(spaces["pixel"].real_distance)))
+                             n_training=int(len(spaces["pixel"].real_distance)), n_training_patients=n_patients)
 
 
 # -- conditional faithfulness -------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Written for any (B, C, h, w) feature map, with lesions given as boxes or as binary masks, so it also
 serves classifiers trained with lesion masks. What the official code (``Muhammad-Al-Barbary/CoMoTo`` at
-904ecfb) computes is in docs/methods/comoto.md §2.3 (LsKD, image-level KD) and §2.4 (ImPA); the choices
-made here where it is silent (point subsets, background cells, images without lesions) are in §2.7
-("Lesion points"), the grid alignment in §2.6 item 4.
+904ecfb) computes is in docs/methods/comoto.md §2.3 (LsKD, image-level KD) and §2.4 (ImPA); the point
+subsets and the background slice follow ``comoto/engine/utils.py`` there; the choices made here where it
+is silent (too few background cells, images without lesions) are in §2.7 ("Lesion points"), the grid
+alignment in §2.6 item 4.
 
 Lesion points (:func:`extract_lesion_points`)
     Boxes ``(x1, y1, x2, y2)`` in input-image pixels are scaled to the feature grid (both axes by
@@ -12,11 +13,15 @@ Lesion points (:func:`extract_lesion_points`)
     int (truncation) and clamped. The feature vector is read at 9 points of each box, in the order of
     ``POINT_NAMES`` (top-left, top-right, bottom-left, bottom-right, centre, left-mid, right-mid, top-mid,
     bottom-mid, with centre ``((x1 + x2) // 2, (y1 + y2) // 2)`` on the integer box), or at 1 (centre),
-    4 (corners) or 5 (corners + centre), and averaged over an image's boxes, giving (C, P) per image.
+    4 (the corners TL, TR, BL, BR) or 5 (centre, left-mid, right-mid, top-mid, bottom-mid), each in the
+    official ``extract_critical_features``'s order, and averaged over an image's boxes, giving (C, P)
+    per image.
 Background points (:func:`extract_background_points`)
-    The scaled boxes (both corner cells included) are removed from the grid, the remaining cells are
-    shuffled with ``torch.randperm`` (pass a ``torch.Generator`` for reproducibility) and the first P are
-    read, repeated cyclically when an image has fewer than P.
+    As the official ``extract_noncritical_features``, each scaled box is removed from the grid as the
+    half-open slice ``[y1:y2, x1:x2]`` (the cells of row y2 and column x2 stay background, and a box
+    within one cell removes nothing), the remaining cells are shuffled with ``torch.randperm`` (pass a
+    ``torch.Generator`` for reproducibility) and the first P are read, repeated cyclically when an image
+    has fewer than P.
 Lesions as masks (:func:`lesion_boxes`)
     A (B, H, W) or (B, 1, H, W) binary mask becomes boxes: one per 8-connected component
     (``mask_boxes="components"``, default) or one box around the whole mask (``"bbox"``), with the
@@ -71,7 +76,8 @@ POINT_NAMES = (
     "top_mid",
     "bottom_mid",
 )
-_POINT_SUBSETS = {1: (4,), 4: (0, 1, 2, 3), 5: (0, 1, 2, 3, 4), 9: tuple(range(9))}
+# The official subsets (comoto/engine/utils.py, extract_critical_features): centre; corners; centre + 4 mid-edges.
+_POINT_SUBSETS = {1: (4,), 4: (0, 1, 2, 3), 5: (4, 5, 6, 7, 8), 9: tuple(range(9))}
 
 ImageSize = tuple[int, int] | Sequence[tuple[int, int]]
 Lesions = torch.Tensor | Sequence[torch.Tensor | Mapping[str, torch.Tensor]]
@@ -162,19 +168,23 @@ def scale_boxes(
     feature_size: tuple[int, int],
     image_size: tuple[int, int],
     per_axis_scale: bool = False,
+    as_slices: bool = False,
 ) -> torch.Tensor:
     """Boxes (K, 4) in image pixels -> integer feature-grid boxes, truncated and clamped.
 
     Both axes use ``w_feat / W_img`` (the official code) unless ``per_axis_scale`` (y uses
-    ``h_feat / H_img``).
+    ``h_feat / H_img``). Coordinates are clamped to the last cell (``[0, w_feat - 1]``), as the
+    official point reader; ``as_slices=True`` clamps to ``[0, w_feat]`` instead, the bounds of a
+    half-open slice, which then selects what the official unclamped background slice selects.
     """
     (h_feat, w_feat), (h_img, w_img) = feature_size, image_size
     ratio_x = w_feat / w_img
     ratio_y = h_feat / h_img if per_axis_scale else ratio_x
     scale = torch.tensor([ratio_x, ratio_y, ratio_x, ratio_y], dtype=torch.float64)
     scaled = (boxes.to(torch.float64) * scale).to(torch.int64)
-    scaled[:, 0::2] = scaled[:, 0::2].clamp(0, w_feat - 1)
-    scaled[:, 1::2] = scaled[:, 1::2].clamp(0, h_feat - 1)
+    last = 0 if as_slices else 1
+    scaled[:, 0::2] = scaled[:, 0::2].clamp(0, w_feat - last)
+    scaled[:, 1::2] = scaled[:, 1::2].clamp(0, h_feat - last)
     return scaled
 
 
@@ -236,8 +246,10 @@ def extract_background_points(
 ) -> LesionPoints:
     """Feature vectors at ``num_points`` random background cells (outside every scaled box).
 
-    Returns ``LesionPoints(points (B, C, P), valid (B,))``; an image without any background cell is
-    invalid. The shuffle uses ``torch.randperm(n, generator=generator)`` per image in batch order.
+    A box removes the half-open slice ``[y1:y2, x1:x2]`` of the grid, as the official code (see the
+    module notes). Returns ``LesionPoints(points (B, C, P), valid (B,))``; an image without any
+    background cell is invalid. The shuffle uses ``torch.randperm(n, generator=generator)`` per image in
+    batch order.
     """
     if num_points < 1:
         raise ValueError(f"num_points must be >= 1; got {num_points}")
@@ -249,8 +261,8 @@ def extract_background_points(
     for b in range(batch):
         background = torch.ones(h, w, dtype=torch.bool)
         if len(boxes[b]):
-            for x1, y1, x2, y2 in scale_boxes(boxes[b], (h, w), sizes[b], per_axis_scale).tolist():
-                background[y1 : y2 + 1, x1 : x2 + 1] = False
+            for x1, y1, x2, y2 in scale_boxes(boxes[b], (h, w), sizes[b], per_axis_scale, as_slices=True).tolist():
+                background[y1:y2, x1:x2] = False
         cells = torch.nonzero(background.flatten()).flatten()
         if cells.numel() == 0:
             rows.append(feature_map.new_zeros(channels, num_points))

@@ -6,12 +6,14 @@ import math
 
 import numpy as np
 import pytest
+from scipy.optimize import brentq, minimize
 from scipy.special import expit, logit
 
 from diffkd_study.metrics.calibration import (
     brier_score,
     calibration_intercept_slope,
     expected_calibration_error,
+    logistic_mle,
     reliability_diagram,
 )
 
@@ -79,6 +81,62 @@ def test_well_and_badly_calibrated_simulations():
     curve = reliability_diagram(y, p_true).smooth
     middle = curve[(curve["predicted"] > 0.1) & (curve["predicted"] < 0.9)]
     assert np.max(np.abs(middle["observed"] - middle["predicted"])) < 0.05
+
+
+def _direct_intercept(y: np.ndarray, p: np.ndarray, eps: float = 1e-8) -> float:
+    """The offset-logistic intercept as the root of its monotone score sum(y - expit(a + logit p))."""
+    lp = logit(np.clip(p, eps, 1 - eps))
+    return brentq(lambda a: np.sum(y - expit(a + lp)), -100, 100, xtol=1e-14)
+
+
+def _direct_slope(y: np.ndarray, p: np.ndarray, eps: float = 1e-8) -> float:
+    lp = logit(np.clip(p, eps, 1 - eps))
+    x = np.column_stack([np.ones_like(lp), lp])
+    fit = minimize(lambda b: np.sum(np.logaddexp(0, x @ b) - y * (x @ b)), np.zeros(2),
+                   jac=lambda b: x.T @ (expit(x @ b) - y), method="BFGS", options={"gtol": 1e-11})
+    return float(fit.x[1])
+
+
+def test_intercept_with_a_clipped_zero_does_not_run_away():
+    # Issue 23: statsmodels' IRLS started from the data ran away to -2.7e15 ("converged") on these
+    # ten cases, where a positive is predicted exactly 0 (logit clipped to -18.4); the maximum is -0.839.
+    y = np.array([0, 0, 1, 0, 0, 0, 0, 0, 1, 0])
+    p = np.array([0.0, 0.7, 0.0, 0.1, 0.0, 0.6, 0.8, 0.1, 0.3, 0.4])
+    res = calibration_intercept_slope(y, p)
+    assert res.intercept == pytest.approx(_direct_intercept(y, p), abs=1e-9)
+    assert res.intercept == pytest.approx(-0.839, abs=1e-3)
+    assert all(math.isfinite(v) for v in res.intercept_ci) and res.note == ""
+    assert res.slope == pytest.approx(_direct_slope(y, p), abs=1e-6)
+
+
+def test_small_samples_with_clipped_probabilities_match_a_direct_solve():
+    # The random design of the issue-23 audit repro: n = 10, p ~ Beta(0.5, 0.5) rounded to 2 decimals (so
+    # some are exactly 0 or 1), y ~ Bernoulli(p). The old fit was wrong (|intercept| up to 2.7e15) on 15 of
+    # 1,000 such datasets; 3 of them are among these 200.
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        p = np.round(rng.beta(0.5, 0.5, size=10), 2)
+        y = (rng.uniform(size=10) < p).astype(int)
+        if y.min() == y.max():
+            continue
+        res = calibration_intercept_slope(y, p)
+        assert res.intercept == pytest.approx(_direct_intercept(y, p), abs=1e-8)
+        if res.note:
+            assert math.isnan(res.slope) and "separate" in res.note
+        else:
+            assert res.slope == pytest.approx(_direct_slope(y, p), abs=1e-5)
+
+
+def test_logistic_mle_reports_an_infinite_maximum_as_not_estimable():
+    fit = logistic_mle(np.column_stack([np.ones(4), [1.0, 2.0, 3.0, 4.0]]), [0, 0, 1, 1])
+    assert np.isnan(fit.params).all() and "did not converge" in fit.note
+
+
+def test_logistic_mle_matches_hand_computed_intercept_and_information():
+    # Intercept only, 3 of 4 events: beta = logit(3/4) = ln 3; information 4 * 0.75 * 0.25.
+    fit = logistic_mle(np.ones((4, 1)), [1, 1, 1, 0])
+    assert fit.params[0] == pytest.approx(math.log(3), abs=1e-12)
+    assert fit.cov[0, 0] == pytest.approx(1 / 0.75, rel=1e-10) and fit.note == ""
 
 
 def test_perfect_separation_gives_nan_slope_with_reason():
@@ -150,3 +208,24 @@ def test_reliability_bins_of_tied_predictions_have_every_column():
     diagram = reliability_diagram([0, 1], [0.5, 0.5], smooth=True)
     assert list(diagram.bins.columns) == ["bin", "lower", "upper", "n", "n_events", "mean_predicted", "observed",
                                           "ci_low", "ci_high"]
+
+
+def test_calibration_intervals_are_cluster_robust_by_patient():
+    """Every image twice: the model-based (per image) interval narrows by about 1/sqrt(2); with the patients
+    given, the cluster-robust one is about the original's, and singletons change nothing."""
+    rng = np.random.default_rng(4)
+    p = rng.uniform(0.05, 0.95, 300)
+    y = rng.random(300) < p
+    original = calibration_intercept_slope(y, p)
+    same = calibration_intercept_slope(y, p, groups=np.arange(300))
+    assert same.intercept_ci == original.intercept_ci and same.slope_ci == original.slope_ci
+    yy, pp, g = np.repeat(y, 2), np.repeat(p, 2), np.repeat(np.arange(300), 2)
+    per_image = calibration_intercept_slope(yy, pp)
+    clustered = calibration_intercept_slope(yy, pp, groups=g)
+
+    def width(ci):
+        return ci[1] - ci[0]
+
+    assert width(per_image.slope_ci) == pytest.approx(width(original.slope_ci) / np.sqrt(2), rel=0.02)
+    assert width(clustered.slope_ci) == pytest.approx(width(original.slope_ci), rel=0.1)
+    assert width(clustered.intercept_ci) == pytest.approx(width(original.intercept_ci), rel=0.1)

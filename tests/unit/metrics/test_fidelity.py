@@ -16,6 +16,7 @@ from diffkd_study.metrics.fidelity import (
     fidelity_from_features,
     frechet_distance,
     get_extractor,
+    kid_with_ci,
     memorization_audit,
     pixel_vectors,
     real_vs_real_floor,
@@ -67,13 +68,88 @@ def test_fid_of_identical_sets_is_zero_and_sizes_are_reported():
     result = fidelity_from_features(feats, feats, kid_subsets=10)
     assert result["fid"] == pytest.approx(0.0, abs=1e-3)
     assert result["precision"] == 1.0 and result["recall"] == 1.0
-    assert (result["n_generated"], result["n_real"], result["kid_subset_size"]) == (6, 6, 6)
+    assert (result["n_generated"], result["n_real"], result["kid_subset_size"]) == (6, 6, 3)  # m = n // 2
     other = fidelity_from_features(feats, extract_features(smooth_images(6, 32, seed=5) // 4, DOMAIN_EXTRACTOR),
                                    kid_subsets=10)
     # the unbiased KID of a set with itself is slightly negative, not 0; a different set is far above it
     assert other["fid"] > 1.0 and other["kid_mean"] > result["kid_mean"] + 0.1
     floor = real_vs_real_floor(None, features=feats, kid_subsets=5)
     assert floor["n_per_half"] == 3 and floor["n_real"] == 3 and floor["fid"] > 0
+
+
+def test_kid_is_the_full_set_u_statistic_of_torch_fidelity():
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    rng = np.random.default_rng(0)
+    g, r = rng.normal(size=(40, 16)), rng.normal(0.3, 1.0, size=(30, 16))
+    # torch-fidelity with a subset as large as the (equal) sets: every subset is the whole set
+    same = kid_features_to_metric(torch.from_numpy(g[:30]), torch.from_numpy(r), kid_subsets=2, kid_subset_size=30,
+                                  verbose=False, rng_seed=0)
+    assert kid_with_ci(g[:30], r)["kid"] == pytest.approx(same["kernel_inception_distance_mean"], rel=1e-12)
+    # unequal sizes: the same U-statistic written out
+    k = lambda a, b: (a @ b.T / 16 + 1) ** 3  # noqa: E731
+    kgg, krr = k(g, g), k(r, r)
+    direct = ((kgg.sum() - np.trace(kgg)) / (40 * 39) + (krr.sum() - np.trace(krr)) / (30 * 29)
+              - 2 * k(g, r).mean())
+    res = kid_with_ci(g, r, n_bootstrap=200, seed=4)
+    assert res["kid"] == pytest.approx(direct, rel=1e-12)
+    assert res["ci_low"] < res["kid"] < res["ci_high"]
+    assert kid_with_ci(g, r, n_bootstrap=200, seed=4) == res  # seeded
+
+
+def test_kid_uncertainty_is_not_degenerate_at_100_vs_100():
+    # Issue 23: with the old default subset size min(1000, n) = 100 every subset was the whole set and the
+    # reported "KID +- SD" had SD 4.5e-16. Now the subsets hold n // 2 images and the CI is a bootstrap.
+    rng = np.random.default_rng(1)
+    result = fidelity_from_features(rng.normal(size=(100, 16)), rng.normal(0.3, 1.0, size=(100, 16)),
+                                    kid_subsets=50, kid_bootstrap=300)
+    assert result["kid_subset_size"] == 50 and result["kid_bootstrap"] == 300
+    assert result["kid_std"] > 0.1 * result["kid_mean"] > 0
+    assert result["kid_ci_low"] < result["kid_mean"] < result["kid_ci_high"]
+    assert result["kid_ci_high"] - result["kid_ci_low"] > 0.2 * result["kid_mean"]
+    with pytest.raises(ValueError, match="kid_subset_size"):
+        fidelity_from_features(rng.normal(size=(10, 4)), rng.normal(size=(8, 4)), kid_subset_size=9)
+
+
+def test_kid_bootstrap_interval_covers_in_simulation():
+    # N(0, I) vs N(0.3, I) in 16 dimensions, 100 images each: the true KID (0.309, from 3 x 3000 images) is
+    # inside 95% of the bootstrap intervals (200 datasets with 400 resamples each gave 95.0%; here 60 datasets).
+    rng = np.random.default_rng(5)
+    covered = sum(
+        (lambda res: res["ci_low"] <= 0.309 <= res["ci_high"])(
+            kid_with_ci(rng.normal(size=(100, 16)), rng.normal(0.3, 1.0, size=(100, 16)), n_bootstrap=300, seed=i))
+        for i in range(60))
+    assert covered >= 52  # 0.95 * 60 = 57; P(Bin(60, 0.95) < 52) < 0.2%
+
+
+def test_kid_interval_is_not_estimable_with_two_images_per_set():
+    res = kid_with_ci(np.eye(2, 3), np.eye(2, 3)[::-1], n_bootstrap=100)
+    assert np.isfinite(res["kid"]) and np.isnan(res["ci_low"]) and np.isnan(res["ci_high"])
+
+
+def test_memorization_reference_excludes_the_same_patients_other_image():
+    # 15 patients with two near-identical training images each; three synthetic images are perturbed copies
+    # of training images (more perturbed than a patient's two images differ). With each training image's
+    # nearest neighbour being its patient's other image, the old threshold (1st percentile of leave-one-out
+    # distances, 0.04) let all three copies pass; against other patients' images it is 1.13 and flags them.
+    rng = np.random.default_rng(0)
+    base = smooth_images(15, 32, seed=11).astype(float)
+
+    def noisy(x: np.ndarray, sd: float) -> np.ndarray:
+        return np.clip(np.round(x + rng.normal(0, sd, x.shape)), 0, 255).astype(np.uint8)
+
+    training = np.concatenate([noisy(base, 2), noisy(base, 2)])  # patient p: rows p and 15 + p
+    patients = [f"P{p}" for p in range(15)] * 2
+    synthetic = np.concatenate([rng.integers(0, 256, (4, 32, 32), dtype=np.uint8),
+                                noisy(training[[0, 5, 9]].astype(float), 8)])
+    audit = memorization_audit(synthetic, training, extractor=None, training_groups=patients)
+    assert audit.flagged.tolist() == [4, 5, 6]
+    assert audit.spaces["pixel"].threshold > 0.5 and audit.n_training_patients == 15
+    assert audit.summary()["n_training_patients"] == 15
+    leave_one_out = memorization_audit(synthetic, training, extractor=None)
+    assert leave_one_out.flagged.tolist() == [] and leave_one_out.spaces["pixel"].threshold < 0.1
+    with pytest.raises(ValueError, match="2 patients"):
+        memorization_audit(synthetic, training, extractor=None, training_groups=["P0"] * 30)
 
 
 def test_memorization_audit_flags_a_planted_copy():

@@ -34,7 +34,7 @@ CAPTIONS: dict[str, str] = {
         "Image quality of synthetic images against the strength of conditioning (guidance scale, horizontal "
         "axis; 0 = ignoring the conditions, 1 = the conditional model without extra guidance, larger = "
         "following the conditions more strictly). The vertical axis is the Frechet distance (FID, top) and "
-        "the kernel distance (KID, bottom; mean and SD over random subsets) between {n} synthetic images and "
+        "the kernel distance (KID, bottom; unbiased estimate with its 95% bootstrap interval over images) between {n} synthetic images and "
         "{n_real} real test images, computed with two image-feature networks (columns); lower is better. "
         "The dashed line is the same distance for {n} real training images of other patients: the best "
         "achievable value at this sample size."
@@ -118,7 +118,7 @@ def plot_sample_pairs(rows: Sequence[PairRow], *, title: str = "Real (left) and 
 def plot_guidance_sweep(table: pd.DataFrame, *, floor_set: str = "real training (floor)",
                         title: str = "Image quality against guidance scale") -> Figure:
     """FID (top) and KID +- SD (bottom) against ``guidance`` per extractor (columns); floor dashed."""
-    needed = {"set", "extractor", "guidance", "fid", "kid_mean", "kid_std", "n_generated"}
+    needed = {"set", "extractor", "guidance", "fid", "kid_mean", "kid_ci_low", "kid_ci_high", "n_generated"}
     if needed - set(table.columns):
         raise ValueError(f"sweep table lacks columns {sorted(needed - set(table.columns))}")
     extractors = list(dict.fromkeys(table["extractor"]))
@@ -132,7 +132,9 @@ def plot_guidance_sweep(table: pd.DataFrame, *, floor_set: str = "real training 
             for row, (metric, label) in enumerate((("fid", "FID"), ("kid_mean", "KID"))):
                 ax = axes[row, col]
                 if metric == "kid_mean":
-                    ax.errorbar(sweep["guidance"], sweep[metric], yerr=sweep["kid_std"], color=PALETTE[0],
+                    below = (sweep[metric] - sweep["kid_ci_low"]).clip(lower=0)
+                    above = (sweep["kid_ci_high"] - sweep[metric]).clip(lower=0)
+                    ax.errorbar(sweep["guidance"], sweep[metric], yerr=[below, above], color=PALETTE[0],
                                 marker="o", label="synthetic")
                 else:
                     ax.plot(sweep["guidance"], sweep[metric], color=PALETTE[0], marker="o", label="synthetic")

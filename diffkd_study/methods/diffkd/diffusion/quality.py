@@ -22,6 +22,10 @@ Choices (ours; the paper states none):
   masks) is sampled again at each scale with the set's sampler, steps and seed, so every scale starts
   from the same noise; FID/KID vs the reference at that size, with the matched real floor. Scale 1 is
   the model without guidance (the other baseline), 0 the unconditional model.
+- **KID uncertainty.** KID is the full-set unbiased estimate with a 95% bootstrap interval over images
+  (:func:`~diffkd_study.metrics.fidelity.kid_with_ci`); ``kid_std`` is the SD between random subsets of
+  ``kid_subset_size`` images (default at most half of each set), reported with that size for comparison
+  with papers, not as a standard error.
 """
 
 from __future__ import annotations
@@ -125,14 +129,16 @@ def stratified_subset(labels: Sequence[Any], n: int, seed: int) -> np.ndarray:
 def _metric_row(name: str, extractor_label: str, result: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
     return {"set": name, "extractor": extractor_label, **extra,
             "n_generated": result["n_generated"], "n_real": result["n_real"], "fid": result["fid"],
-            "kid_mean": result["kid_mean"], "kid_std": result["kid_std"], "kid_subset_size": result["kid_subset_size"],
+            "kid_mean": result["kid_mean"], "kid_ci_low": result["kid_ci_low"], "kid_ci_high": result["kid_ci_high"],
+            "kid_std": result["kid_std"], "kid_subset_size": result["kid_subset_size"],
             "precision": result["precision"], "recall": result["recall"]}
 
 
 def fidelity_table(candidates: Mapping[str, ImageSet], reference: ImageSet, *, kid_subsets: int = 100,
                    kid_subset_size: int = 0, batch_size: int = 32, progress: bool = False,
                    **extra: Any) -> pd.DataFrame:
-    """One row per (candidate set, extractor): FID, KID mean and SD, precision, recall, with the sizes."""
+    """One row per (candidate set, extractor): FID, KID with its 95% bootstrap CI, the KID SD over subsets of
+    ``kid_subset_size`` images (0: the default, at most half of each set), precision, recall, with the sizes."""
     rows = []
     for label, extractor in EXTRACTORS.items():
         real = reference.ensure_features(extractor, batch_size, progress)
@@ -183,12 +189,18 @@ def group_fidelity(synthetic: ImageSet, training: ImageSet, reference: ImageSet,
 
 def compare_to_floor(table: pd.DataFrame, keys: Sequence[str] = ("extractor",),
                      candidate: str = "synthetic", floor: str = "real training (floor)") -> pd.DataFrame:
-    """Wide view: per ``keys``, the candidate's FID/KID next to the floor's, and FID minus floor."""
+    """Wide view: per ``keys``, the candidate's FID/KID next to the floor's, and FID minus floor.
+
+    KID comes with its 95% bootstrap interval over images (``KID CI low`` / ``KID CI high``), the candidate's
+    and the floor's.
+    """
     syn = table[table["set"] == candidate].set_index(list(keys))
     ref = table[table["set"] == floor].set_index(list(keys))
     out = pd.DataFrame({"n": syn["n_generated"], "n_reference": syn["n_real"], "FID": syn["fid"],
                         "FID floor": ref["fid"], "FID - floor": syn["fid"] - ref["fid"],
-                        "KID": syn["kid_mean"], "KID SD": syn["kid_std"], "KID floor": ref["kid_mean"]})
+                        "KID": syn["kid_mean"], "KID CI low": syn["kid_ci_low"], "KID CI high": syn["kid_ci_high"],
+                        "KID floor": ref["kid_mean"], "KID floor CI low": ref["kid_ci_low"],
+                        "KID floor CI high": ref["kid_ci_high"]})
     return out.reset_index()
 
 

@@ -186,7 +186,7 @@ class SyntheticQualityStageConfig:
 
     reference_splits: tuple[str, ...] = ("test",)  # the real images the synthetic set is compared with
     kid_subsets: int = 100
-    kid_subset_size: int = 0  # 0: min(1000, n_generated, n_real)
+    kid_subset_size: int = 0  # KID SD over subsets of this many images; 0: min(1000, n_generated // 2, n_real // 2)
     guidance_sweep: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)  # scales of the FID-vs-guidance sweep
     sweep_images: int = 64  # images sampled per scale of the sweep
     min_group_size: int = 10  # per-class / per-center FID only where every set has at least this many

@@ -47,7 +47,9 @@ def test_nine_points_in_documented_order():
 
 
 @pytest.mark.parametrize(
-    "num_points, values", [(1, [403]), (4, [201, 205, 601, 605]), (5, [201, 205, 601, 605, 403])]
+    # The official subsets (comoto/engine/utils.py extract_critical_features): 1 centre; 4 corners
+    # TL, TR, BL, BR; 5 centre, left-mid, right-mid, top-mid, bottom-mid (not corners + centre).
+    "num_points, values", [(1, [403]), (4, [201, 205, 601, 605]), (5, [403, 401, 405, 203, 603])]
 )
 def test_point_subsets(num_points, values):
     fmap = _position_map(8, 8)
@@ -134,7 +136,8 @@ def test_masks_give_the_same_points_as_their_boxes():
 # ------------------------------------------------------------------------------ background
 def test_background_points_avoid_boxes_and_follow_the_generator():
     fmap = _position_map(4, 4)
-    box = [torch.tensor([[1.0, 1.0, 2.0, 2.0]])]  # image 4 x 4 = map: cells x, y in {1, 2} are lesion
+    # image 4 x 4 = map: the official slice [1:3, 1:3] is exclusive, so cells x, y in {1, 2} are lesion
+    box = [torch.tensor([[1.0, 1.0, 3.0, 3.0]])]
     result = extract_background_points(fmap, box, (4, 4), generator=torch.Generator().manual_seed(0))
     background = [x + 100 * y for y in range(4) for x in range(4) if not (1 <= x <= 2 and 1 <= y <= 2)]
     order = torch.randperm(12, generator=torch.Generator().manual_seed(0)).tolist()
@@ -143,10 +146,24 @@ def test_background_points_avoid_boxes_and_follow_the_generator():
     assert torch.equal(result.points, again.points)
 
 
+def test_background_slice_is_exclusive_as_in_the_official_code():
+    # comoto/engine/utils.py extract_noncritical_features: boxes_mask[ymin:ymax, xmin:xmax] = 0, so the box
+    # (1, 1, 2, 2) on a 4 x 4 map removes only cell (1, 1), and a box inside one cell removes nothing.
+    fmap = _position_map(4, 4, batch=2)
+    lesions = [torch.tensor([[1.0, 1.0, 2.0, 2.0]]), torch.tensor([[1.2, 1.2, 1.8, 1.8]])]
+    result = extract_background_points(fmap, lesions, (4, 4), num_points=16, generator=torch.Generator().manual_seed(0))
+    assert set(result.points[0, 0].tolist()) == {x + 100 * y for y in range(4) for x in range(4)} - {101}
+    assert set(result.points[1, 0].tolist()) == {x + 100 * y for y in range(4) for x in range(4)}
+    # A box reaching the right and bottom edges (scaled 4 = the map size) removes through the last cells.
+    edge = extract_background_points(_position_map(4, 4), [torch.tensor([[2.0, 2.0, 4.0, 4.0]])], (4, 4),
+                                     num_points=16, generator=torch.Generator().manual_seed(0))
+    assert set(edge.points[0, 0].tolist()) == {x + 100 * y for y in range(4) for x in range(4)} - {202, 203, 302, 303}
+
+
 def test_background_repeats_when_short_and_is_invalid_when_absent():
     fmap = _position_map(3, 3, batch=2)
-    # image 0 keeps 5 background cells of 9, image 1 none
-    lesions = [torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([[0.0, 0.0, 2.0, 2.0]])]
+    # image 0 keeps 5 background cells of 9 (slice [0:2, 0:2] removed), image 1 none ([0:3, 0:3])
+    lesions = [torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[0.0, 0.0, 3.0, 3.0]])]
     result = extract_background_points(fmap, lesions, (3, 3), generator=torch.Generator().manual_seed(1))
     values = result.points[0, 0].tolist()
     assert len(set(values)) == 5 and values[5:] == values[:4]
@@ -330,8 +347,8 @@ def test_impa_module_skips_lesion_free_positives_but_keeps_their_background():
     for m, b in zip(maps, boxes, strict=True):
         cells = [
             (x, y) for y in range(4) for x in range(4)
-            if not any(x1 <= x <= x2 and y1 <= y <= y2 for x1, y1, x2, y2 in b.int().tolist())
-        ]  # fmt: skip
+            if not any(x1 <= x < x2 and y1 <= y < y2 for x1, y1, x2, y2 in b.int().tolist())
+        ]  # fmt: skip  (the official half-open slice)
         order = torch.randperm(len(cells), generator=generator).tolist()
         negatives.append([[ch[cells[i][1]][cells[i][0]] for i in order[:9]] for ch in m])
     expected = _impa_loop([p for p in positives if p is not None], negatives, 2.0)

@@ -38,9 +38,9 @@ def test_guidance_sweep_draws_each_scale_and_the_floor():
     for extractor in ("A", "B"):
         for scale, fid in ((0.0, 90.0), (1.0, 60.0), (2.0, 50.0)):
             rows.append({"set": f"guidance {scale:g}", "extractor": extractor, "guidance": scale, "fid": fid,
-                         "kid_mean": fid / 1000, "kid_std": 0.001, "n_generated": 8})
+                         "kid_mean": fid / 1000, "kid_ci_low": fid / 1000 - 0.001, "kid_ci_high": fid / 1000 + 0.002, "n_generated": 8})
         rows.append({"set": "real training (floor)", "extractor": extractor, "guidance": np.nan, "fid": 20.0,
-                     "kid_mean": 0.002, "kid_std": 0.0005, "n_generated": 8})
+                     "kid_mean": 0.002, "kid_ci_low": 0.001, "kid_ci_high": 0.003, "n_generated": 8})
     fig = plots.plot_guidance_sweep(pd.DataFrame(rows))
     assert len(fig.axes) == 4
     top = fig.axes[0]

@@ -48,18 +48,21 @@ def test_fidelity_table_has_a_row_per_set_and_extractor_with_sizes():
     expected = fidelity_from_features(candidates["far"].features["tf-inception-fidhelper"],
                                       reference.features["tf-inception-fidhelper"], kid_subsets=10)
     assert inception.loc["far", "fid"] == pytest.approx(expected["fid"])
+    assert inception.loc["far", "kid_ci_low"] == pytest.approx(expected["kid_ci_low"])
+    assert (table["kid_subset_size"] == 5).all()  # at most half of each set: min(10 // 2, 12 // 2)
     assert inception.loc["far", "fid"] > inception.loc["near", "fid"]
 
 
 def test_compare_to_floor_subtracts_the_floor():
     table = pd.DataFrame([
         {"set": "synthetic", "extractor": "e", "n_generated": 5, "n_real": 7, "fid": 30.0, "kid_mean": 0.05,
-         "kid_std": 0.01},
+         "kid_ci_low": 0.03, "kid_ci_high": 0.08, "kid_std": 0.01},
         {"set": "real training (floor)", "extractor": "e", "n_generated": 5, "n_real": 7, "fid": 12.5,
-         "kid_mean": 0.01, "kid_std": 0.002}])
+         "kid_mean": 0.01, "kid_ci_low": -0.01, "kid_ci_high": 0.02, "kid_std": 0.002}])
     row = compare_to_floor(table).iloc[0]
     assert (row["n"], row["n_reference"], row["FID"], row["FID floor"], row["FID - floor"]) == (5, 7, 30.0, 12.5, 17.5)
-    assert (row["KID"], row["KID SD"], row["KID floor"]) == (0.05, 0.01, 0.01)
+    assert (row["KID"], row["KID CI low"], row["KID CI high"], row["KID floor"]) == (0.05, 0.03, 0.08, 0.01)
+    assert (row["KID floor CI low"], row["KID floor CI high"]) == (-0.01, 0.02) and "KID SD" not in row
 
 
 def test_group_fidelity_uses_equal_sizes_and_lists_small_groups():
