@@ -18,28 +18,50 @@ Intervals (95% unless ``level`` says otherwise)
 
 Weighted AUC: ``sum_{i pos, j neg} w_i w_j ([s_i > s_j] + 0.5 [s_i = s_j]) / (W_pos W_neg)``, which is
 the Mann-Whitney AUC of the resampled set (equal to scikit-learn's AUC when every weight is 1).
+
+Paired differences between models (:func:`paired_bootstrap_differences`)
+    Every model scores the same images, so a difference of a metric between two models is resampled
+    *paired*: each of ``n_resamples`` (2000 by default) lesion-clustered resamples
+    (:func:`diffkd_study.metrics.clustered.cluster_bootstrap_indices`, whole lesions drawn with replacement;
+    Field & Welsh 2007) evaluates both models on the same images, and the difference of the two values is
+    one bootstrap replicate. A model trained with several seeds enters as the mean of its seeds' values on
+    the resample, so the estimate is the difference of the means over seeds. Reported: the estimate on the
+    data, the 95% percentile interval of the replicates, and a two-sided bootstrap p for no difference,
+    ``min(1, 2 min(1 + #{d* <= 0}, 1 + #{d* >= 0}) / (B + 1))`` (the percentile interval inverted, with
+    the Monte Carlo correction of Davison & Hinkley 1997, *Bootstrap Methods and their Application*, §4.2).
+    The caller adjusts for multiplicity (the stage: Holm 1979 over its secondary comparisons). The resamples
+    vary the test lesions only: the networks are fixed, so variation between training runs (seeds) is not in the
+    interval.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from diffkd_study.metrics.clustered import cluster_bootstrap_indices, cluster_bootstrap_weights
 from diffkd_study.metrics.operating_points import wilson_ci
 
 __all__ = [
+    "PAIRED_METRICS",
+    "PAIRED_RESAMPLES",
     "MulticlassReport",
-    "cluster_bootstrap_weights",
     "confusion_matrix",
     "format_interval",
     "mean_sd",
     "multiclass_report",
+    "paired_bootstrap_differences",
     "weighted_auc",
 ]
+
+PAIRED_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_auc")
+"""The metrics :func:`paired_bootstrap_differences` compares by default."""
+PAIRED_RESAMPLES = 2000
+"""Lesion-clustered resamples of a paired difference, by default."""
 
 
 def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int) -> np.ndarray:
@@ -69,15 +91,11 @@ def weighted_auc(scores: ArrayLike, positive: ArrayLike, weights: ArrayLike) -> 
         return np.where(denominator > 0, numerator / denominator, np.nan)
 
 
-def cluster_bootstrap_weights(groups: ArrayLike, n_resamples: int, seed: int) -> np.ndarray:
-    """``(n_resamples, n)`` image weights: how often each image's group (lesion) was drawn in each resample."""
-    codes, _ = pd.factorize(pd.Series(np.asarray(groups)).astype(str), sort=True)
-    n_groups = int(codes.max()) + 1
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_groups, size=(n_resamples, n_groups))
-    counts = np.zeros((n_resamples, n_groups), dtype=np.int64)
-    np.add.at(counts, (np.repeat(np.arange(n_resamples), n_groups), draws.ravel()), 1)
-    return counts[:, codes]
+def _weighted_confusions(y: np.ndarray, pred: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """(R, n) image weights -> (R, K, K) confusion matrices of the weighted sets."""
+    onehot = np.zeros((len(y), k * k))
+    onehot[np.arange(len(y)), y * k + pred] = 1.0
+    return (weights @ onehot).reshape(-1, k, k)
 
 
 def _recalls(conf: np.ndarray) -> np.ndarray:
@@ -154,10 +172,9 @@ def multiclass_report(
         raise ValueError(f"labels must lie in 0..{k - 1}; got {sorted(set(y.tolist()))[:10]}")
     pred = p.argmax(axis=1)
     conf = confusion_matrix(y, pred, k)
-    weights = np.vstack([np.ones(len(y)), cluster_bootstrap_weights(g, n_resamples, seed)])
-    onehot = np.zeros((len(y), k * k))
-    onehot[np.arange(len(y)), y * k + pred] = 1.0
-    confs = (weights @ onehot).reshape(-1, k, k)  # row 0: the data, rows 1..: resamples
+    resampled = cluster_bootstrap_weights(g, len(y), n_resamples, np.random.default_rng(seed))
+    weights = np.vstack([np.ones(len(y)), resampled])
+    confs = _weighted_confusions(y, pred, weights, k)  # row 0: the data, rows 1..: resamples
     recalls, f1 = _recalls(confs), _f1(confs)
     balanced = _nanmean_rows(recalls)
     aucs = np.stack([weighted_auc(p[:, c], y == c, weights) for c in range(k)], axis=1)
@@ -205,3 +222,84 @@ def mean_sd(values: Sequence[float], digits: int = 3) -> str:
     if array.size == 1:
         return f"{array[0]:.{digits}f} (1 seed)"
     return f"{array.mean():.{digits}f} ± {array.std(ddof=1):.{digits}f} ({array.size} seeds)"
+
+
+def _weighted_metrics(y: np.ndarray, probabilities: np.ndarray, weights: np.ndarray,
+                      metrics: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each of ``metrics`` on each row of the (R, n) image ``weights``: accuracy, balanced accuracy, macro AUC."""
+    k = probabilities.shape[1]
+    confs = _weighted_confusions(y, probabilities.argmax(axis=1), weights, k)
+    out = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if "accuracy" in metrics:
+            out["accuracy"] = np.trace(confs, axis1=1, axis2=2) / confs.sum(axis=(1, 2))
+    if "balanced_accuracy" in metrics:
+        out["balanced_accuracy"] = _nanmean_rows(_recalls(confs))
+    if "macro_auc" in metrics:
+        out["macro_auc"] = _nanmean_rows(np.stack([weighted_auc(probabilities[:, c], y == c, weights)
+                                                   for c in range(k)], axis=1))
+    unknown = set(metrics) - set(out)
+    if unknown:
+        raise ValueError(f"unknown metric(s) {sorted(unknown)}; choose from {list(PAIRED_METRICS)}")
+    return out
+
+
+def _bootstrap_p(replicates: np.ndarray) -> float:
+    """Two-sided bootstrap p of no difference (module notes); NaN without a finite replicate."""
+    finite = replicates[np.isfinite(replicates)]
+    if finite.size == 0:
+        return float("nan")
+    tail = min(int((finite <= 0).sum()), int((finite >= 0).sum()))
+    return float(min(1.0, 2 * (1 + tail) / (finite.size + 1)))
+
+
+def paired_bootstrap_differences(
+    y_true: ArrayLike, probabilities: Mapping[str, Sequence[ArrayLike]], groups: ArrayLike,
+    pairs: Sequence[tuple[str, str]], *, metrics: Sequence[str] = PAIRED_METRICS,
+    n_resamples: int = PAIRED_RESAMPLES, seed: int = 0, level: float = 0.95, chunk: int = 250,
+) -> pd.DataFrame:
+    """Lesion-clustered paired bootstrap of ``model - reference`` for each pair and metric (module notes).
+
+    ``probabilities`` maps a model to its ``(n, K)`` class probabilities, one array per training seed, every
+    row the image of the same row of ``y_true`` and ``groups`` (its lesion). One row per (pair, metric):
+    ``model``, ``reference``, ``metric``, ``estimate`` (on the data; the difference of the means over seeds),
+    ``low``/``high`` (percentile interval at ``level``), ``p`` (two-sided, no difference), ``resamples`` (those
+    where the difference is defined) and ``level``.
+    """
+    y = np.asarray(y_true, dtype=int)
+    arrays = {model: [np.asarray(p, dtype=float) for p in seeds] for model, seeds in probabilities.items()}
+    models = list(dict.fromkeys(m for pair in pairs for m in pair))
+    for model in models:
+        if not arrays.get(model):
+            raise ValueError(f"no predictions for model {model!r}")
+        for p in arrays[model]:
+            if p.ndim != 2 or p.shape[0] != len(y):
+                raise ValueError(f"{model}: probabilities {p.shape} do not match {len(y)} labels")
+
+    def evaluate(weights: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        out = {}
+        for model in models:
+            per_seed = [_weighted_metrics(y, p, weights, metrics) for p in arrays[model]]
+            out[model] = {m: np.mean([values[m] for values in per_seed], axis=0) for m in metrics}
+        return out
+
+    parts = [evaluate(np.ones((1, len(y))))]  # row 0: the data
+    batch: list[np.ndarray] = []
+    for index in cluster_bootstrap_indices(np.asarray(groups), n_resamples, seed):
+        batch.append(np.bincount(index, minlength=len(y)))
+        if len(batch) == chunk:
+            parts.append(evaluate(np.vstack(batch)))
+            batch = []
+    if batch:
+        parts.append(evaluate(np.vstack(batch)))
+    values = {model: {m: np.concatenate([part[model][m] for part in parts]) for m in metrics} for model in models}
+    rows = []
+    for metric in metrics:
+        for model, reference in pairs:
+            d = values[model][metric] - values[reference][metric]
+            low, high, used = _percentile_interval(d[1:], level)
+            estimable = bool(np.isfinite(d[0]))
+            rows.append({"model": model, "reference": reference, "metric": metric, "estimate": float(d[0]),
+                         "low": low, "high": high, "p": _bootstrap_p(d[1:]) if estimable else float("nan"),
+                         "resamples": used, "level": level})
+    return pd.DataFrame(rows)

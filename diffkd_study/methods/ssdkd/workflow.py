@@ -6,7 +6,8 @@
     ss_head/seed<k>/          head.safetensors, ss_head.json (stage A, diffkd_study.methods.ssdkd.ss_head)
     students/<method>/seed<k>/  best.safetensors, last.pt, history.json
     predictions/<model>.csv   per-class probabilities of every seed on the validation and test images
-    records.json              settings, data counts, every fit, metrics with intervals, timings
+    records.json              settings, data counts, every fit, metrics with intervals, paired
+                              differences (SSD-KD - every other model, lesion bootstrap), timings
 
 Every fit resumes from its checkpoint, so re-running the stage with the same settings re-uses the
 finished work (a finished fit returns at once) and continues an interrupted one.
@@ -54,15 +55,23 @@ import torch
 from diffkd_study.data.schema import Manifest, read_manifest
 from diffkd_study.io import atomic_path, sha256_file, write_json
 from diffkd_study.methods.ssdkd.data import lesion_subsample
-from diffkd_study.methods.ssdkd.metrics import format_interval, mean_sd, multiclass_report
+from diffkd_study.methods.ssdkd.metrics import (
+    PAIRED_RESAMPLES,
+    format_interval,
+    mean_sd,
+    multiclass_report,
+    paired_bootstrap_differences,
+)
 from diffkd_study.methods.ssdkd.stage import METHODS, SSDKDStageConfig
+from diffkd_study.metrics.clustered import holm_adjust
+from diffkd_study.nbutil import format_p
 from diffkd_study.sections import section_from_parameters
 from diffkd_study.stage_output import StageRecord
 from diffkd_study.training.data import ImageTensors, class_weights, load_images
 
 __all__ = [
-    "GOAL_ACCURACY_MARGIN", "GOAL_BALANCED_ACCURACY_GAIN", "GOAL_STATEMENT", "SSDKDStageResult", "StageData",
-    "comparison_table",
+    "GOAL_ACCURACY_MARGIN", "GOAL_BALANCED_ACCURACY_GAIN", "GOAL_COMPARISONS", "GOAL_STATEMENT", "SSDKDStageResult",
+    "StageData", "comparison_table", "difference_table", "paired_differences",
     "evaluate_predictions", "goal_check", "goal_text", "history_frame", "load_stage_data", "model_title",
     "per_class_table", "read_records", "run_stage", "seed_table", "timing_table",
 ]
@@ -368,9 +377,10 @@ def run_stage(params: Mapping[str, Any], *, progress: bool = True) -> SSDKDStage
 
 
 # -- evaluation --------------------------------------------------------------------------------------------
-def evaluate_predictions(predictions: pd.DataFrame, classes: tuple[str, ...], *, n_resamples: int, seed: int
-                         ) -> dict[str, Any]:
-    """Metrics (with intervals) of every (model, seed, split): summary rows, per-class rows, confusion matrices."""
+def evaluate_predictions(predictions: pd.DataFrame, classes: tuple[str, ...], *, n_resamples: int, seed: int,
+                         n_paired_resamples: int = PAIRED_RESAMPLES) -> dict[str, Any]:
+    """Metrics (with intervals) of every (model, seed, split): summary rows, per-class rows, confusion matrices;
+    and per split the paired differences SSD-KD - every other model (:func:`paired_differences`)."""
     summary, per_class, confusion = [], [], []
     columns = [f"prob_{c}" for c in classes]
     for (model, model_seed, split), part in predictions.groupby(["model", "seed", "split"], sort=False):
@@ -380,8 +390,43 @@ def evaluate_predictions(predictions: pd.DataFrame, classes: tuple[str, ...], *,
         summary.append({**key, **report.flat()})
         per_class.extend({**key, **row} for row in report.per_class.to_dict("records"))
         confusion.append({**key, "matrix": report.confusion.tolist()})
+    differences = [row for split in dict.fromkeys(predictions["split"])
+                   for row in paired_differences(predictions, classes, split, n_resamples=n_paired_resamples,
+                                                 seed=seed)]
     return {"summary": summary, "per_class": per_class, "confusion": confusion, "n_resamples": n_resamples,
-            "level": 0.95}
+            "level": 0.95, "differences": differences, "n_paired_resamples": n_paired_resamples}
+
+
+def paired_differences(predictions: pd.DataFrame, classes: tuple[str, ...], split: str, *, n_resamples: int,
+                       seed: int) -> list[dict[str, Any]]:
+    """SSD-KD - each other model on ``split``: accuracy, balanced accuracy and macro AUC, by the lesion-clustered
+    paired bootstrap of :func:`~diffkd_study.methods.ssdkd.metrics.paired_bootstrap_differences` (means over
+    each model's seeds; every model must have scored the same images). The goal's two comparisons
+    (:data:`GOAL_COMPARISONS`) are the planned primary ones and keep their own p; the others get Holm-adjusted
+    p-values (Holm 1979) within each metric (``p_holm``). Empty when SSD-KD was not run."""
+    part = predictions[predictions["split"] == split]
+    models = [m for m in (TEACHER, *METHODS) if m in set(part["model"])]
+    if "ssd_kd" not in models or len(models) < 2:
+        return []
+    columns = [f"prob_{c}" for c in classes]
+    first = None
+    probabilities: dict[str, list[np.ndarray]] = {}
+    for (model, _), frame in part.groupby(["model", "seed"], sort=True):
+        frame = frame.sort_values("image_id", kind="stable")
+        if first is None:
+            first = frame
+        elif not np.array_equal(frame["image_id"].to_numpy(), first["image_id"].to_numpy()):
+            raise ValueError(f"{split} split: model {model!r} scored other images than {first['model'].iloc[0]!r}; "
+                             "a paired comparison needs the same images")
+        probabilities.setdefault(model, []).append(frame[columns].to_numpy())
+    pairs = [("ssd_kd", other) for other in models if other != "ssd_kd"]
+    table = paired_bootstrap_differences(first["label_index"].to_numpy(), probabilities, first["lesion_id"], pairs,
+                                         n_resamples=n_resamples, seed=seed)
+    table["primary"] = [(r, m) in GOAL_COMPARISONS for r, m in zip(table["reference"], table["metric"], strict=True)]
+    table["p_holm"] = table["p"]
+    for _, block in table[~table["primary"]].groupby("metric", sort=False):
+        table.loc[block.index, "p_holm"] = holm_adjust(block["p"].to_numpy())
+    return [{"split": split, **row} for row in table.to_dict("records")]
 
 
 def read_records(run_dir: str | os.PathLike[str]) -> SSDKDStageResult:
@@ -447,40 +492,108 @@ GOAL_BALANCED_ACCURACY_GAIN = 0.03
 """The goal's first half: SSD-KD's mean balanced accuracy at least this far above the plain student's."""
 GOAL_ACCURACY_MARGIN = 0.02
 """The goal's second half: SSD-KD's mean accuracy at most this far below the teacher's."""
+GOAL_COMPARISONS = frozenset({("ce", "balanced_accuracy"), (TEACHER, "accuracy")})
+"""The goal's (reference, metric) comparisons with SSD-KD: the planned primary comparisons of the stage."""
 GOAL_STATEMENT = (f"SSD-KD student at least {GOAL_BALANCED_ACCURACY_GAIN * 100:g} points of balanced accuracy above "
                   f"the plain student, and within {GOAL_ACCURACY_MARGIN * 100:g} points of the teacher's accuracy "
                   "or above it")
 """The goal in words, for reports."""
 
 
+_EPS = 1e-12  # a gain of exactly 3 points computed from rounded means must not fail on float round-off
+
+
+def _difference(result: SSDKDStageResult, split: str, reference: str, metric: str) -> dict[str, Any] | None:
+    rows = [r for r in result.evaluation.get("differences", []) if r["split"] == split and r["model"] == "ssd_kd"
+            and r["reference"] == reference and r["metric"] == metric]
+    return rows[0] if rows else None
+
+
+def _goal_half(estimate: float, low: float, high: float, margin: float) -> tuple[bool, bool, str]:
+    """(met on the point estimate, met with confidence, status words) of ``difference >= margin``."""
+    met = bool(estimate >= margin - _EPS)
+    confident = bool(np.isfinite(low) and low >= margin - _EPS)
+    if confident:
+        return met, True, "met with confidence"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return met, False, f"{'met' if met else 'not met'} on the point estimate; the CI is not estimable"
+    if met:
+        return met, False, "the point estimate meets the goal, the CI does not exclude failing it: not met with confidence"
+    if high < margin - _EPS:
+        return met, False, "not met (the CI excludes meeting it)"
+    return met, False, "not met on the point estimate; the CI does not exclude meeting it"
+
+
 def goal_check(result: SSDKDStageResult, split: str = "test") -> dict[str, Any]:
     """The issue's goal: SSD-KD >= plain student + :data:`GOAL_BALANCED_ACCURACY_GAIN` balanced accuracy, and
-    SSD-KD accuracy >= the teacher's - :data:`GOAL_ACCURACY_MARGIN` (means over seeds); ``evaluated: False``
-    with a reason when a model was not trained."""
+    SSD-KD accuracy >= the teacher's - :data:`GOAL_ACCURACY_MARGIN` (means over seeds), each half judged on the
+    point estimate (``*_goal_met``) and on the lesion-clustered paired bootstrap CI (``*_goal_met_with_confidence``:
+    the CI's lower bound clears the margin; :func:`paired_differences`), with the CI, the p of no difference and
+    the status in words; ``evaluated: False`` with a reason when a model (or its paired difference) is missing."""
     table = comparison_table(result, split).set_index("model")
     ssd, plain, teacher = model_title("ssd_kd"), model_title("ce"), model_title(TEACHER)
     if not {ssd, plain, teacher} <= set(table.index):
         return {"evaluated": False, "reason": "the teacher, the plain student and SSD-KD must all be trained"}
+    ba = _difference(result, split, "ce", "balanced_accuracy")
+    acc = _difference(result, split, TEACHER, "accuracy")
+    if ba is None or acc is None:
+        return {"evaluated": False, "reason": "the records hold no paired bootstrap differences for this split"}
     ba_gain = table.loc[ssd, "balanced_accuracy_mean"] - table.loc[plain, "balanced_accuracy_mean"]
     acc_gap = table.loc[ssd, "accuracy_mean"] - table.loc[teacher, "accuracy_mean"]
-    eps = 1e-12  # a gain of exactly 3 points computed from rounded means must not fail on float round-off
-    ba_met = bool(ba_gain >= GOAL_BALANCED_ACCURACY_GAIN - eps)
-    acc_met = bool(acc_gap >= -GOAL_ACCURACY_MARGIN - eps)
+    ba_met, ba_confident, ba_status = _goal_half(ba_gain, ba["low"], ba["high"], GOAL_BALANCED_ACCURACY_GAIN)
+    acc_met, acc_confident, acc_status = _goal_half(acc_gap, acc["low"], acc["high"], -GOAL_ACCURACY_MARGIN)
     return {"evaluated": True, "balanced_accuracy_gain_over_plain": float(ba_gain),
             "accuracy_minus_teacher": float(acc_gap), "balanced_accuracy_goal_met": ba_met,
-            "accuracy_goal_met": acc_met, "goal_met": ba_met and acc_met}
+            "accuracy_goal_met": acc_met, "goal_met": ba_met and acc_met,
+            "balanced_accuracy_gain_low": ba["low"], "balanced_accuracy_gain_high": ba["high"],
+            "balanced_accuracy_gain_p": ba["p"], "balanced_accuracy_goal_met_with_confidence": ba_confident,
+            "balanced_accuracy_goal_status": ba_status,
+            "accuracy_minus_teacher_low": acc["low"], "accuracy_minus_teacher_high": acc["high"],
+            "accuracy_minus_teacher_p": acc["p"], "accuracy_goal_met_with_confidence": acc_confident,
+            "accuracy_goal_status": acc_status, "goal_met_with_confidence": ba_confident and acc_confident,
+            "level": ba["level"], "n_resamples": result.evaluation.get("n_paired_resamples")}
+
+
+def _points(estimate: float, low: float, high: float, p: float, level: float) -> str:
+    """``+4.0 points (95% CI +1.0 to +7.0; p = 0.012 for no difference: significant)``."""
+    if not (np.isfinite(low) and np.isfinite(high) and np.isfinite(p)):
+        return f"{estimate * 100:+.1f} points (CI not estimable)"
+    verdict = "significant" if p < 0.05 else "not significant"
+    p_text = format_p(p)
+    p_text = f"p {p_text}" if p_text.startswith("<") else f"p = {p_text}"
+    return (f"{estimate * 100:+.1f} points ({level * 100:g}% CI {low * 100:+.1f} to {high * 100:+.1f}; {p_text} "
+            f"for no difference: {verdict})")
 
 
 def goal_text(goal: Mapping[str, Any], split: str) -> str:
-    """One Markdown sentence on the goal check of ``split`` (from :func:`goal_check`)."""
+    """Markdown sentences on the goal check of ``split`` (from :func:`goal_check`): each half's difference with
+    its CI and p, and whether the goal is met with confidence, on the point estimate only, or not."""
     where = {"test": "held-out test split", "val": "validation split"}.get(split, f"{split} split")
     if not goal["evaluated"]:
         return f"Goal not evaluated on the {where}: {goal['reason']}."
-    return (f"On the {where}: balanced accuracy {goal['balanced_accuracy_gain_over_plain'] * 100:+.1f} points "
-            f"over the plain student ({'met' if goal['balanced_accuracy_goal_met'] else 'not met'}); accuracy "
-            f"{goal['accuracy_minus_teacher'] * 100:+.1f} points relative to the teacher "
-            f"({'met' if goal['accuracy_goal_met'] else 'not met'}). Overall: "
-            f"**{'reached' if goal['goal_met'] else 'not reached'}**.")
+    ba = _points(goal["balanced_accuracy_gain_over_plain"], goal["balanced_accuracy_gain_low"],
+                 goal["balanced_accuracy_gain_high"], goal["balanced_accuracy_gain_p"], goal["level"])
+    acc = _points(goal["accuracy_minus_teacher"], goal["accuracy_minus_teacher_low"],
+                  goal["accuracy_minus_teacher_high"], goal["accuracy_minus_teacher_p"], goal["level"])
+    overall = ("reached with confidence" if goal["goal_met_with_confidence"] else
+               "reached on the point estimates only, not with confidence" if goal["goal_met"] else "not reached")
+    return (f"On the {where}: balanced accuracy {ba} over the plain student; goal at least "
+            f"{GOAL_BALANCED_ACCURACY_GAIN * 100:+g}: {goal['balanced_accuracy_goal_status']}. Accuracy {acc} "
+            f"relative to the teacher; goal at least {-GOAL_ACCURACY_MARGIN * 100:+g}: {goal['accuracy_goal_status']}. "
+            f"Overall: **{overall}**.")
+
+
+def difference_table(result: SSDKDStageResult, split: str = "test") -> pd.DataFrame:
+    """SSD-KD - each other model on ``split``, one row per comparison and metric: difference, CI, bootstrap p,
+    Holm-adjusted p (secondary comparisons, within a metric) and the verdict on the deciding p (the primary's
+    own, the others' Holm p; see :func:`paired_differences`)."""
+    rows = [{"comparison": f"SSD-KD - {model_title(r['reference'])}", "metric": r["metric"].replace("_", " "),
+             "role": "primary (goal)" if r["primary"] else "secondary",
+             "difference": r["estimate"], "ci_low": r["low"], "ci_high": r["high"], "p": r["p"], "p_holm": r["p_holm"],
+             "verdict": ("not estimable" if not np.isfinite(r["p"]) else
+                         "significant" if r["p_holm"] < 0.05 else "not significant")}
+            for r in result.evaluation.get("differences", []) if r["split"] == split]
+    return pd.DataFrame(rows)
 
 
 def history_frame(result: SSDKDStageResult) -> pd.DataFrame:

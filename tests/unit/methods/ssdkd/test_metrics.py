@@ -7,11 +7,11 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from diffkd_study.methods.ssdkd.metrics import (
-    cluster_bootstrap_weights,
     confusion_matrix,
     format_interval,
     mean_sd,
     multiclass_report,
+    paired_bootstrap_differences,
     weighted_auc,
 )
 from diffkd_study.metrics.operating_points import wilson_ci
@@ -33,16 +33,6 @@ def test_weighted_auc_equals_auc_of_the_duplicated_sample():
     # by hand: positives 0.9 (x2), 0.6; negatives 0.2 (x3), 0.7 -> pairs won: 2*(3+1) + 1*3 = 11 of 3*4 = 12
     assert weighted_auc(scores, positive, weights)[0] == pytest.approx(11 / 12)
     assert np.isnan(weighted_auc(scores, np.zeros(5, dtype=bool), np.ones(5))[0])
-
-
-def test_cluster_bootstrap_weights_resample_whole_lesions():
-    groups = np.array(["b", "a", "a", "c", "b", "b"])
-    weights = cluster_bootstrap_weights(groups, 50, seed=3)
-    assert weights.shape == (50, 6)
-    # images of one lesion share their weight; each resample draws 3 lesions
-    assert (weights[:, 1] == weights[:, 2]).all() and (weights[:, 0] == weights[:, 4]).all()
-    assert (weights[:, [1, 0, 3]].sum(axis=1) == 3).all()
-    assert np.array_equal(weights, cluster_bootstrap_weights(groups, 50, seed=3))
 
 
 def test_confusion_matrix_by_hand():
@@ -114,3 +104,62 @@ def test_formatting():
     assert format_interval(float("nan"), 0, 1) == "n/a"
     assert mean_sd([0.8, 0.9]) == "0.850 ± 0.071 (2 seeds)"
     assert mean_sd([0.8]) == "0.800 (1 seed)"
+
+
+def _three_models(n_lesions: int, seed: int = 0):
+    """Labels, lesion ids and per-seed probabilities of models a (good), b (weak) and c (a copy of a)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n_lesions)
+    probabilities = {}
+    for model, skill in (("a", 1.5), ("b", 0.3)):
+        seeds = []
+        for _ in range(2):
+            logits = rng.normal(size=(n_lesions, 3)) + skill * np.eye(3)[y]
+            seeds.append(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))
+        probabilities[model] = seeds
+    probabilities["c"] = [p.copy() for p in probabilities["a"]]
+    return y, np.array([f"L{k:03d}" for k in range(n_lesions)]), probabilities
+
+
+def test_paired_bootstrap_estimate_is_the_difference_of_seed_means():
+    y, lesions, probabilities = _three_models(60)
+    table = paired_bootstrap_differences(y, probabilities, lesions, [("a", "b"), ("a", "c")], n_resamples=200,
+                                         seed=1).set_index(["reference", "metric"])
+    reports = {m: [multiclass_report(y, p, lesions, ("x", "y", "z"), n_resamples=1).flat() for p in seeds]
+               for m, seeds in probabilities.items()}
+    for metric in ("accuracy", "balanced_accuracy", "macro_auc"):
+        expected = np.mean([r[metric] for r in reports["a"]]) - np.mean([r[metric] for r in reports["b"]])
+        assert table.loc[("b", metric), "estimate"] == pytest.approx(expected)
+        row = table.loc[("b", metric)]
+        assert row["low"] <= row["estimate"] <= row["high"] and row["resamples"] == 200
+        # a model against its own copy: every replicate is 0, so the CI is [0, 0] and p = 1
+        same = table.loc[("c", metric)]
+        assert (same["estimate"], same["low"], same["high"], same["p"]) == (0, 0, 0, 1)
+    # a far better model: no replicate at or below 0, p = 2 / (B + 1)
+    assert table.loc[("b", "accuracy"), "p"] == pytest.approx(2 / 201)
+
+
+def test_paired_bootstrap_resamples_whole_lesions():
+    """Three identical images per lesion: drawing whole lesions gives exactly the replicates of the one-image-per-
+    lesion data (same seed, same lesions drawn), while drawing images as if independent narrows the interval."""
+    y, lesions, probabilities = _three_models(80, seed=4)
+    triple = np.repeat(np.arange(80), 3)
+    kwargs = {"n_resamples": 400, "seed": 2, "metrics": ("accuracy", "balanced_accuracy")}
+    single = paired_bootstrap_differences(y, probabilities, lesions, [("a", "b")], **kwargs)
+    repeated = {m: [p[triple] for p in seeds] for m, seeds in probabilities.items()}
+    clustered = paired_bootstrap_differences(y[triple], repeated, lesions[triple], [("a", "b")], **kwargs)
+    columns = ["estimate", "low", "high", "p"]
+    assert clustered[columns].to_numpy() == pytest.approx(single[columns].to_numpy())
+    naive = paired_bootstrap_differences(y[triple], repeated, np.arange(240), [("a", "b")], **kwargs)
+    assert ((naive["high"] - naive["low"]) < 0.75 * (clustered["high"] - clustered["low"])).all()
+
+
+def test_paired_bootstrap_rejects_misaligned_predictions():
+    y, lesions, probabilities = _three_models(10)
+    with pytest.raises(ValueError, match="no predictions for model 'd'"):
+        paired_bootstrap_differences(y, probabilities, lesions, [("a", "d")], n_resamples=5)
+    probabilities["b"] = [p[:9] for p in probabilities["b"]]
+    with pytest.raises(ValueError, match="do not match 10 labels"):
+        paired_bootstrap_differences(y, probabilities, lesions, [("a", "b")], n_resamples=5)
+    with pytest.raises(ValueError, match="unknown metric"):
+        paired_bootstrap_differences(y, probabilities, lesions, [("a", "c")], n_resamples=5, metrics=("f1",))
