@@ -6,7 +6,12 @@ helpers read JSON only.
 
 Headline models: the teacher trained on real + synthetic images (``teacher_real+syn``, else
 ``teacher_real``) and the distilled student of the full method (``student_diffkd``, else the first
-student), each with its primary training seed (``eval.evaluate.primary_seeds``).
+student), each with its seed-averaged score (``methods.diffkd.evaluate.evaluation_rows``).
+
+Differences between models are worded as their tests decide (:func:`comparison_sentence`): a planned
+comparison (``methods.diffkd.comparisons.PLANNED_COMPARISONS``) is called a difference only when its
+Holm-adjusted p is below 0.05, and otherwise "no significant difference", with the smallest difference the
+study could have detected at 80% power, never "better" or "worse".
 
 ``headline.json`` (in the report folder) is what ``diffkd-study report compare`` reads: per model
 and test set the AUC with its DeLong interval and n; the synthetic-image FID against its floor; the
@@ -23,11 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffkd_study.nbutil import format_p
 from diffkd_study.stage_output import IndexSection
 
-__all__ = ["INTENDED_USE", "SIMULATED_BANNER", "SummaryStageConfig", "collect_limitations", "headline_box",
-           "headline_from_evaluation", "headline_html", "headline_models", "main_role", "read_stage_metrics",
-           "share_of_attainable", "stage_section"]
+__all__ = ["INTENDED_USE", "SIMULATED_BANNER", "SummaryStageConfig", "collect_limitations", "comparison_sentence",
+           "headline_box", "headline_from_evaluation", "headline_html", "headline_models", "main_role",
+           "read_stage_metrics", "share_of_attainable", "stage_section"]
 
 TEACHER_PREFERENCE: tuple[str, ...] = ("teacher_real+syn", "teacher_real")
 STUDENT_PREFERENCE: tuple[str, ...] = ("student_diffkd", "student_diffkd+syn", "student_kd_real", "student_scratch")
@@ -124,16 +130,44 @@ def _number(value: Any) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
+def _p_words(p: float) -> str:
+    shown = format_p(p)
+    return shown if shown.startswith("<") else f"= {shown}"
+
+
+def comparison_sentence(row: Mapping[str, Any], alpha: float = 0.05) -> str:
+    """One paired comparison in words, as its test decides: ``row`` has ``model_a, model_b, difference, ci_low,
+    ci_high, p_value`` and optionally ``p_holm`` (the p that decides when present), ``mdd`` (detectable difference
+    at 80% power) and ``note``. Not significant: "no significant difference (difference +0.012, 95% CI -0.05 to
+    +0.07; p = 0.43, Holm p = 1.000; detectable difference at 80% power 0.07)"; significant: "<model> had the
+    higher AUC by 0.081 (...)"; no test: "not tested (<note>)"."""
+    p, holm = _number(row.get("p_value")), _number(row.get("p_holm"))
+    if p is None:
+        return f"not tested ({row.get('note') or 'no p-value'})"
+    diff, low, high, mdd = (_number(row.get(k)) for k in ("difference", "ci_low", "ci_high", "mdd"))
+    tests = f"p {_p_words(p)}" + ("" if holm is None else f", Holm p {_p_words(holm)}")
+    interval = f"95% CI {low:+.3f} to {high:+.3f}"
+    if (holm if holm is not None else p) < alpha:
+        higher = row["model_a"] if diff > 0 else row["model_b"]
+        return f"{higher} had the higher AUC by {abs(diff):.3f} ({interval}; {tests})"
+    power = ("detectable difference at 80% power not estimable" if mdd is None
+             else f"detectable difference at 80% power {mdd:.2f}")
+    return f"no significant difference (difference {diff:+.3f}, {interval}; {tests}; {power})"
+
+
 def headline_box(models: Mapping[str, str], auc: Sequence[Mapping[str, Any]], sizes: Sequence[Mapping[str, Any]],
                  oracle: Sequence[Mapping[str, Any]] = (), *, positive_class: str = "positive",
-                 simulated: bool = False, missing: Sequence[str] = ()) -> dict[str, Any]:
+                 simulated: bool = False, missing: Sequence[str] = (),
+                 comparisons: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """What the headline box of the index and the summary report says, as JSON-ready data.
 
     ``models``: role -> model (:func:`headline_models`); ``auc``: rows ``model, test_set, auc, ci_low, ci_high``
     (``eval.evaluate.auc_table``); ``sizes``: rows ``test_set, n_images, n_patients, n_pos``
     (``eval.evaluate.test_set_sizes``, ``n_patients`` may be absent); ``oracle``: rows ``test_set, auc, ci_low,
     ci_high`` (``eval.evaluate.oracle_auc_table``; empty for real data); ``missing``: sentences on what the box
-    cannot show. Test sets in the order of ``sizes``; each lists the headline models, the main one first."""
+    cannot show; ``comparisons``: the planned comparisons (``methods.diffkd.comparisons.planned_comparisons``
+    rows), each test set listing its own in words (:func:`comparison_sentence`). Test sets in the order of
+    ``sizes``; each lists the headline models, the main one first."""
     role = main_role(models)
     order = [role, *(r for r in models if r != role)]
     by_pair = {(str(r["model"]), str(r["test_set"])): r for r in auc}
@@ -156,6 +190,11 @@ def headline_box(models: Mapping[str, str], auc: Sequence[Mapping[str, Any]], si
             "test_set": name, "n_images": int(size["n_images"]),
             "n_patients": None if size.get("n_patients") is None else int(size["n_patients"]),
             "n_pos": int(size["n_pos"]), "models": rows,
+            "comparisons": [{"comparison": " ".join(str(c[k]) for k in ("comparison", "contrast") if c.get(k))
+                             or f"{c['model_a']} vs {c['model_b']}",
+                             "model_a": str(c["model_a"]), "model_b": str(c["model_b"]),
+                             "sentence": comparison_sentence(c)}
+                            for c in comparisons if str(c["test_set"]) == name],
             "oracle": None if ceiling is None else {"auc": oracle_auc, "ci_low": _number(ceiling.get("ci_low")),
                                                     "ci_high": _number(ceiling.get("ci_high")),
                                                     "note": str(ceiling.get("note") or "")}})
@@ -165,8 +204,8 @@ def headline_box(models: Mapping[str, str], auc: Sequence[Mapping[str, Any]], si
 
 def headline_from_evaluation(evaluation: Mapping[str, Any], *, simulated: bool = False) -> dict[str, Any] | None:
     """The headline box from the evaluation stage's metrics alone (when the summary stage did not run): its AUC
-    rows, n and n_pos, without patients or the oracle AUC, which only the summary stage computes. None when the
-    metrics hold no AUC."""
+    rows, n and n_pos (and patients where the rows have them), and its planned comparisons, without the oracle AUC,
+    which only the summary stage computes. None when the metrics hold no AUC."""
     rows = [r for r in evaluation.get("auc", []) if (r.get("n") or 0) > 0]
     if not rows:
         return None
@@ -176,11 +215,15 @@ def headline_from_evaluation(evaluation: Mapping[str, Any], *, simulated: bool =
         models["student"] = str(evaluation["full_model"])
     if not models:
         models = {"model": available[0]}
-    sizes = list({str(r["test_set"]): {"test_set": r["test_set"], "n_images": r["n"], "n_pos": r["n_pos"]}
+    sizes = list({str(r["test_set"]): {"test_set": r["test_set"], "n_images": r["n"], "n_pos": r["n_pos"],
+                                       "n_patients": r.get("n_patients")}
                   for r in rows if r["model"] in models.values()}.values())
-    return headline_box(models, rows, sizes, simulated=simulated, missing=[
-        "The summary stage did not run: patient counts and the oracle AUC (the ceiling on simulated data) are not "
-        "shown; the numbers come from the evaluation stage."])
+    patients = all(s["n_patients"] is not None for s in sizes)
+    return headline_box(models, rows, sizes, simulated=simulated,
+                        comparisons=evaluation.get("planned_comparisons", []), missing=[
+        "The summary stage did not run: " + ("the oracle AUC (the ceiling on simulated data) is" if patients else
+                                             "patient counts and the oracle AUC (the ceiling on simulated data) are")
+        + " not shown; the numbers come from the evaluation stage."])
 
 
 def _auc_text(row: Mapping[str, Any]) -> str:
@@ -229,7 +272,10 @@ def headline_html(headline: Mapping[str, Any] | None, *, simulated: bool, missin
                 words.append(f"no AUC for {html.escape(headline['main_model'])} on this set")
             if t.get("oracle"):
                 words.append(f"oracle (true risk) {_auc_text(t['oracle'])}")
-            parts.append(f"<li>{words[0]} " + "; ".join(words[1:]) + ".</li>")
+            planned = "".join(f"<li>{html.escape(c['comparison'])}: {html.escape(c['sentence'])}.</li>"
+                              for c in t.get("comparisons", []))
+            parts.append(f"<li>{words[0]} " + "; ".join(words[1:]) + "."
+                         + (f" Planned comparisons:<ul>{planned}</ul>" if planned else "") + "</li>")
         parts.append("</ul>")
         parts += [f"<p class='missing'>{html.escape(m)}</p>" for m in headline.get("missing", [])]
     use = (headline or {}).get("intended_use") or INTENDED_USE

@@ -22,8 +22,14 @@
 # images. The prediction tables they write are what the evaluation and reader-study stages read.
 #
 # * **clinical**: the recorded clinical and imaging conditions (for example BI-RADS category, age,
-#   lesion descriptors). Where a BI-RADS category is recorded this is the "radiologist category"
-#   reference: how well the radiologist's own assessment separates benign from malignant lesions.
+#   lesion descriptors). Where a BI-RADS category is recorded, the later reports call this model
+#   **radiologists' BI-RADS (reading the same images)**: the BI-RADS category is the radiologists' own
+#   reading of the very images the networks see, not an independent clinical covariate such as age. This
+#   model therefore shows how well the radiologists' assessment separates benign from malignant lesions
+#   (a reference reading to compare the networks with), not what clinical information adds to them. Where
+#   benign lesions of low suspicion were confirmed by follow-up rather than biopsy, that reading also
+#   decided how the truth was established, which flatters it; the evaluation reports the biopsy-verified
+#   cases separately where the data record the verification.
 # * **image features**: a handful of measurements of the lesion in the image and its outline (mask):
 #   brightness and its variation, contrast to the surrounding tissue, darkening or brightening
 #   behind the lesion, size, irregularity of the outline, taller-than-wide shape and texture.

@@ -25,6 +25,34 @@
 # were fixed on the validation patients before the test sets were looked at. A model that has no
 # predictions on a test set (a baseline whose inputs that set does not record) is listed there as *not
 # applicable*, with the reason, and left out of that set's figures.
+#
+# **Patients, not images, are the unit.** A patient may contribute several images of the same lesion;
+# those images are not independent evidence. Every confidence interval and test below therefore treats
+# the patient as the unit: AUC intervals and paired tests by DeLong's method clustered by patient
+# (Obuchowski 1997), the bootstrap check by resampling whole patients, and the intervals of sensitivity,
+# specificity, PPV and NPV widened by the design effect of the clustering (Rao-Scott). Every table gives
+# images and patients. With one image per patient these are the usual per-image methods.
+#
+# **Training seeds.** A network trained several times with different random seeds enters the tables,
+# curves and tests with its score averaged over those seeds (per image, the mean predicted probability:
+# an equally weighted ensemble of the seeds, itself a probability, so its calibration is assessed like any
+# other); the thresholds are chosen on the validation images with the same averaged score. The tests are
+# repeated with each single seed, and the AUC of every seed is shown, at the end.
+#
+# **Planned comparisons, fixed before the results.** Three questions form the primary family; their
+# p-values are adjusted for multiplicity by Holm's method over the three, per test set:
+#
+# 1. *Do synthetic images help the teacher?* teacher trained on real + synthetic images
+#    (`teacher_real+syn`) vs teacher trained on real images (`teacher_real`);
+# 2. *Does distillation help the student?* student distilled from the real-image teacher
+#    (`student_kd_real`) vs student trained alone (`student_scratch`);
+# 3. *Does the synthetic-trained teacher help the student?* full DiffKD student (`student_diffkd`) vs
+#    student distilled from the real-image teacher (`student_kd_real`).
+#
+# Everything else is secondary: the full method against every other model (Holm over that table) and all
+# pairs of models (Holm over all of them; exploratory). A difference is called significant only when its
+# Holm-adjusted p is below 0.05; otherwise the report says "no significant difference" and gives the
+# smallest difference the comparison could have detected.
 
 # %% tags=["parameters"]
 manifest_path = ""
@@ -42,6 +70,8 @@ specificity_target = 0.9
 image_size = 128
 efficiency_runs = 30
 efficiency_threads = 1
+verification_column = "cond_verification"
+verified_value = "biopsy"
 seed = 0
 
 # %% tags=["reviewer-only"]
@@ -49,15 +79,18 @@ import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pandas as pd
 from IPython.display import Markdown, display
 
+from diffkd_study import summary as sm
 from diffkd_study import viz as plots
 from diffkd_study.data.schema import read_manifest
+from diffkd_study.methods.diffkd import comparisons as cmp
 from diffkd_study.methods.diffkd import evaluate as ev
 from diffkd_study.methods.diffkd.baselines import read_not_applicable
 from diffkd_study.metrics import dca
 from diffkd_study.metrics.calibration import calibration_summary
-from diffkd_study.metrics.roc import roc_summary
+from diffkd_study.metrics.roc_band import roc_summary
 from diffkd_study.nbutil import (
     SIMULATED_DATA,
     NotebookParameterError,
@@ -87,41 +120,81 @@ if not tables:
     raise NotebookParameterError(f"no prediction tables in {predictions_dir}: run the baselines (or training) stage first")
 manifest = read_manifest(paths["manifest_path"])
 predictions = read_predictions(tables, manifest=manifest)
-tests = ev.evaluation_rows(predictions, models, seed=seed)
-seeds_used = ev.primary_seeds(predictions, seed)
+tests = ev.evaluation_rows(predictions, models)  # seed-averaged scores
 model_names = list(models) or list(dict.fromkeys(predictions["model"]))
+averaged = ev.seed_averaged(predictions[predictions["model"].isin(model_names)])  # validation rows for thresholds
+n_seeds = {m: n for m, n in ev.seed_counts(predictions).items() if m in model_names}
+descriptions = ev.model_descriptions(model_names, manifest)
 test_sets = ev.manifest_test_sets(manifest)
 not_applicable = ev.not_applicable_pairs(tests, model_names, test_sets, read_not_applicable(predictions_dir))
 figure_sets = [t for t in test_sets if (tests["test_set"] == t).any()]  # a figure needs some model's predictions
 if not figure_sets:
     raise NotebookParameterError(f"no model in {tables} has predictions on any test set ({', '.join(test_sets)})")
+sizes = ev.test_set_sizes(tests)
 condition = f"{manifest.schema.positive_class} lesions"
 negative = next(label for label in manifest.schema.label_set if label != manifest.schema.positive_class)
 positives = f"{manifest.schema.positive_class.capitalize()} images"
+full_model = cmp.FULL_MODEL if cmp.FULL_MODEL in model_names else None
+
+
+def footnote(table):
+    """Show the BI-RADS footnote under a table that lists the radiologists' reading."""
+    names = set(table["model"]) if "model" in table.columns else set(table["model_a"]) | set(table["model_b"])
+    note = ev.reading_footnote(sorted(names), descriptions)
+    if note and len(table):
+        display(Markdown(f"*{note}*"))
+
 
 # %%
 display(Markdown(provenance_markdown(provenance_path)))
-display(Markdown(f"Models: {', '.join(f'**{m}**' for m in model_names)}. Test sets: {', '.join(test_sets)}."))
-several = {m: s for m, s in seeds_used.items() if predictions.loc[predictions["model"] == m, "seed"].nunique() > 1}
-if several:
-    display(Markdown("Models trained with several seeds enter the tables, curves and tests below with one seed "
-                     f"each (the study seed where trained, else the lowest): "
-                     f"{', '.join(f'{m} seed {s}' for m, s in several.items())}; all seeds are summarised in "
-                     "*Variability across training seeds*."))
+display(Markdown("Models: " + "; ".join(f"**{m}**: {descriptions[m]}" for m in model_names) + ". Test sets: "
+                 + "; ".join(f"{r.test_set} ({r.n_images} images of {r.n_patients} patients)"
+                             for r in sizes.itertuples()) + "."))
+several = {m: n for m, n in n_seeds.items() if n > 1}
+display(Markdown("Scores averaged over training seeds: " + ", ".join(f"{m} {n} seeds" for m, n in several.items())
+                 + "; every other model was trained once (one seed: its score is used as it is)." if several else
+                 "Every model was trained once (one seed), so its score is used as it is."))
 for row in not_applicable.itertuples():
     display(Markdown(f"**{row.model}** is not applicable on **{row.test_set}**: {row.reason}."))
 
 # %% [markdown]
 # ## AUC per test set
-# AUC with its 95% confidence interval by DeLong's method (on the logit scale, so it stays between 0
-# and 1), and beside it a stratified bootstrap interval as a check; n is the number of images,
-# n_pos those with a malignant lesion.
+# AUC with its 95% confidence interval by DeLong's method clustered by patient (on the logit scale, so it
+# stays between 0 and 1), and beside it a bootstrap interval that resamples whole patients, as a check.
+# Images and patients are counted separately; positives are images with a malignant lesion.
 
 # %%
 auc = ev.auc_table(tests, bootstrap=bootstrap, seed=seed, not_applicable=not_applicable)
-show_table(auc, {"model": "Model", "test_set": "Test set", "n": "Images", "n_pos": positives, "auc": "AUC",
-                 "ci": "95% CI (DeLong)", "bootstrap_ci": "95% CI (bootstrap)", "note": "Note"},
-           intervals={"ci": ("ci_low", "ci_high"), "bootstrap_ci": ("bootstrap_ci_low", "bootstrap_ci_high")})
+AUC_COLUMNS = {"model": "Model", "description": "What it is", "test_set": "Test set", "n": "Images",
+               "n_patients": "Patients", "n_pos": positives, "n_seeds": "Seeds averaged", "auc": "AUC",
+               "ci": "95% CI (DeLong, clustered by patient)", "bootstrap_ci": "95% CI (bootstrap of patients)",
+               "note": "Note"}
+AUC_INTERVALS = {"ci": ("ci_low", "ci_high"), "bootstrap_ci": ("bootstrap_ci_low", "bootstrap_ci_high")}
+show_table(auc.assign(description=auc["model"].map(descriptions)), AUC_COLUMNS, intervals=AUC_INTERVALS)
+
+# %%
+footnote(auc)
+
+# %% tags=["reviewer-only"]
+# how much treating the images as independent would narrow each interval (reviewer information)
+show_table(auc, {"model": "Model", "test_set": "Test set", "n": "Images", "n_patients": "Patients",
+                 "ci": "95% CI clustered by patient", "ci_per_image": "95% CI per image (images independent)"},
+           intervals={"ci": ("ci_low", "ci_high"), "ci_per_image": ("ci_low_per_image", "ci_high_per_image")})
+
+# %% [markdown]
+# ## External test, biopsy-verified only
+# Where the manifest records how each diagnosis was verified, every model again on the external test images
+# whose diagnosis was verified by biopsy (or the method the study names).
+
+# %%
+verified_tests, verified_sentence = ev.verified_subset(tests, manifest, verification_column, verified_value)
+display(Markdown(verified_sentence))
+verified_auc = (ev.auc_table(verified_tests, bootstrap=bootstrap, seed=seed) if verified_tests is not None
+                else auc.iloc[0:0])
+if len(verified_auc):
+    display(show_table(verified_auc.assign(description=verified_auc["model"].map(descriptions)), AUC_COLUMNS,
+                       intervals=AUC_INTERVALS))
+    footnote(verified_auc)
 
 # %%
 fig = plots.plot_auc_forest(auc)
@@ -130,8 +203,8 @@ display(Markdown(plots.caption("auc_forest", condition=condition)))
 
 # %% [markdown]
 # ## ROC curves
-# One figure per test set. The shaded bands are pointwise bootstrap bands (resamples as stated in
-# the caption's method note below).
+# One figure per test set, of the seed-averaged scores. The shaded bands are pointwise bootstrap bands
+# (resamples as stated in the caption's method note below); the legend's intervals are clustered by patient.
 
 # %%
 roc_captions = {}
@@ -140,69 +213,118 @@ for test_set in test_sets:
     if test_set not in figure_sets:
         display(Markdown(f"**{test_set}**: no model has predictions on this test set, so it has no figures."))
         continue
-    curves = {m: (g["y_true"].to_numpy(), g["y_score"].to_numpy()) for m, g in part.groupby("model", sort=False)}
-    summaries = {m: roc_summary(y, s, n_resamples=band_resamples, seed=seed) for m, (y, s) in curves.items()}
+    curves = {m: (g["y_true"].to_numpy(), g["y_score"].to_numpy(), g[ev.PATIENT].to_numpy())
+              for m, g in part.groupby("model", sort=False)}
+    # patient-clustered interval and band (whole patients resampled) where a patient has several images
+    summaries = {m: roc_summary(y, s, n_resamples=band_resamples, seed=seed,
+                                groups=patients if pd.Series(patients).duplicated().any() else None)
+                 for m, (y, s, patients) in curves.items()}
     fig = plots.plot_roc(summaries, title=f"ROC curves: {test_set}")
     plots.save_figure(fig, figures_dir, f"roc_{ev.slug(test_set)}")
     plt.show()
-    first = next(iter(curves.values()))[0]
+    first, patients = next(iter(curves.values()))[0], next(iter(curves.values()))[2]
     roc_captions[test_set] = plots.caption("roc", test_set=ev.describe_test_set(test_set), n=len(first),
                                            n_pos=int(first.sum()), condition=condition)
-    display(Markdown(roc_captions[test_set] + f" (Bands: {band_resamples} bootstrap resamples.) "
+    display(Markdown(roc_captions[test_set] + f" The {len(first)} images come from {len(set(patients))} patients. "
+                     f"(Bands: {band_resamples} bootstrap resamples.) "
                      + ev.not_applicable_note(not_applicable, test_set)))
 
 # %% [markdown]
-# ## Paired comparison of the models
-# DeLong's test of the difference between two models' AUCs on the same images (the difference and
-# its 95% confidence interval; p < 0.05 is conventionally called significant).
+# ## Planned comparisons
+# The three comparisons fixed before the results (see the top of this report), on each test set: the
+# difference in AUC (first minus second model) on the images both scored, with its 95% confidence interval
+# and p-value by DeLong's paired test clustered by patient; the Holm-adjusted p over the three
+# comparisons of the test set; and the smallest difference the comparison could detect.
 
 # %%
-paired = ev.paired_delong_tests(tests)
-show_table(paired, {"test_set": "Test set", "model_a": "Model A", "model_b": "Model B", "n": "Images", "auc_a": "AUC A",
-                   "auc_b": "AUC B", "difference": "Difference (A - B)", "ci": "95% CI", "p_value": "p", "note": "Note"},
-           intervals={"ci": ("ci_low", "ci_high")}, p_values=["p_value"],
-           empty="Only one model has predictions on the test sets: there is no pair to compare.")
+TEST_COLUMNS = {"comparison": "Comparison", "test_set": "Test set", "model_a": "Model A", "model_b": "Model B",
+                "n": "Images", "n_patients": "Patients", "auc_a": "AUC A", "auc_b": "AUC B",
+                "difference": "Difference (A - B)", "ci": "95% CI (clustered by patient)", "p_value": "p",
+                "p_holm": "Holm p", "mdd": "Detectable difference (80% power)", "note": "Note"}
+planned = cmp.planned_comparisons(tests)
+if planned["p_value"].notna().any():
+    display(show_table(planned, TEST_COLUMNS, intervals={"ci": ("ci_low", "ci_high")}, p_values=["p_value", "p_holm"]))
+    display(Markdown(cmp.MDD_SENTENCE))
+    display(Markdown("\n".join(f"* **{r['test_set']}**, {r['comparison']} {r['contrast']}: "
+                                f"{sm.comparison_sentence(r)}." for r in records(planned))))
+else:
+    display(Markdown("None of the planned comparisons can be made in this run ("
+                     + "; ".join(dict.fromkeys(planned["note"])) + "): the networks they compare were not trained. "
+                     "The comparisons below are secondary or exploratory."))
 
 # %% [markdown]
-# ## Partial combinations against the full method
+# ## Partial combinations against the full method (secondary)
 # The full three-stage method (teacher trained on real + synthetic images, student distilled from it)
 # against every other model on the same images: the difference in AUC (full minus other) with its
-# DeLong 95% confidence interval and p-value.
+# 95% confidence interval and p-value (DeLong's paired test clustered by patient), and Holm's adjusted p
+# over the comparisons of this table, per test set.
 
 # %%
-full_model = "student_diffkd" if "student_diffkd" in model_names else None
-ablation = ev.paired_delong_tests(tests, reference=full_model) if full_model else paired.iloc[0:0]
-show_table(ablation, {"test_set": "Test set", "model_a": "Model A", "model_b": "Model B", "n": "Images", "auc_a": "AUC A",
-                   "auc_b": "AUC B", "difference": "Difference (A - B)", "ci": "95% CI", "p_value": "p", "note": "Note"},
+ablation = cmp.paired_delong_tests(tests, reference=full_model) if full_model else planned.iloc[0:0, 2:]
+display(show_table(ablation, TEST_COLUMNS, intervals={"ci": ("ci_low", "ci_high")}, p_values=["p_value", "p_holm"],
+                   empty="The full method's student network has not been trained in this run (the training stages "
+                         "did not run), so there is nothing to compare it with."))
+if len(ablation):
+    display(Markdown(cmp.MDD_SENTENCE))
+    footnote(ablation)
+
+# %% [markdown]
+# ## All pairs of models (exploratory)
+# Every pair of models on each test set, with Holm's adjusted p over all the pairs of the test set. These
+# comparisons were not planned: read them as leads for a future study, not as findings.
+
+# %%
+paired = cmp.paired_delong_tests(tests)
+display(show_table(paired, TEST_COLUMNS, intervals={"ci": ("ci_low", "ci_high")}, p_values=["p_value", "p_holm"],
+                   empty="Only one model has predictions on the test sets: there is no pair to compare."))
+if len(paired):
+    display(Markdown(cmp.MDD_SENTENCE))
+    footnote(paired)
+
+# %% [markdown]
+# ## The comparisons seed by seed
+# The planned and partial-combination comparisons repeated with single training seeds: for each pair and
+# each seed both models were trained with (seeds paired by number), the test on that seed's predictions
+# alone. These show how much a result depends on the seed; the seed-averaged tests above are the analysis.
+
+# %%
+per_seed = cmp.per_seed_tests(predictions, cmp.tested_pairs(planned, ablation))
+show_table(per_seed, {"test_set": "Test set", "model_a": "Model A", "model_b": "Model B", "seed": "Seed",
+                      "n": "Images", "n_patients": "Patients", "auc_a": "AUC A", "auc_b": "AUC B",
+                      "difference": "Difference (A - B)", "ci": "95% CI (clustered by patient)", "p_value": "p",
+                      "note": "Note"},
            intervals={"ci": ("ci_low", "ci_high")}, p_values=["p_value"],
-           empty="The full method's student network has not been trained in this run (the training stages did not "
-                 "run), so there is nothing to compare it with.")
+           empty="No planned or partial-combination comparison could be made in this run.")
 
 # %% [markdown]
 # ## Variability across training seeds
-# Networks trained with several random seeds: the AUC of each seed with its own 95% DeLong interval
-# (variability of the test cases) and the mean +- SD over seeds (variability of training).
+# Networks trained with several random seeds: the AUC of each seed with its own 95% interval (clustered by
+# patient: variability of the test cases) and the mean +- SD over seeds (variability of training).
 
 # %%
 seed_table = ev.seed_variability_table(predictions, model_names)
-show_table(seed_table, {"model": "Model", "test_set": "Test set", "n": "Images", "n_pos": positives, "n_seeds": "Seeds",
-                        "summary": "AUC, mean \u00b1 SD over seeds", "per_seed": "AUC of each seed (95% CI)"},
+show_table(seed_table, {"model": "Model", "test_set": "Test set", "n": "Images", "n_patients": "Patients",
+                        "n_pos": positives, "n_seeds": "Seeds", "summary": "AUC, mean \u00b1 SD over seeds",
+                        "per_seed": "AUC of each seed (95% CI)"},
            empty="Every model in this run was trained with a single seed, so there is no variability across seeds "
                  "to show.")
 
 # %% [markdown]
 # ## Calibration
+# Of the seed-averaged probabilities (for a network trained with several seeds, the mean of its seeds'
+# probabilities). The intervals of the intercept and slope treat the images as independent.
 
 # %%
 calibration = ev.calibration_table(tests, not_applicable=not_applicable)
-show_table(calibration, {"model": "Model", "test_set": "Test set", "n": "Images", "n_pos": positives,
-                         "intercept": "Calibration intercept", "intercept_ci": "Intercept 95% CI",
+show_table(calibration, {"model": "Model", "test_set": "Test set", "n": "Images", "n_patients": "Patients",
+                         "n_pos": positives, "intercept": "Calibration intercept", "intercept_ci": "Intercept 95% CI",
                          "slope": "Calibration slope", "slope_ci": "Slope 95% CI", "brier": "Brier score",
                          "scaled_brier": "Scaled Brier score", "note": "Note"},
            intervals={"intercept_ci": ("intercept_ci_low", "intercept_ci_high"),
                       "slope_ci": ("slope_ci_low", "slope_ci_high")})
 
 # %%
+footnote(calibration)
 for test_set in figure_sets:
     y, probs = ev.scores_by_model(tests, test_set)
     fig = plots.plot_calibration({m: calibration_summary(y, p) for m, p in probs.items()},
@@ -228,13 +350,14 @@ for test_set in figure_sets:
 
 # %% [markdown]
 # ## Operating points
-# Decision thresholds are chosen on the validation patients only (three rules: the Youden index,
-# which balances sensitivity and specificity, and the thresholds meeting a target sensitivity or
-# specificity), then applied unchanged to each test set. Each proportion has a 95% Wilson
-# confidence interval and its numerator/denominator.
+# Decision thresholds are chosen on the validation patients only, on the same seed-averaged scores (three
+# rules: the Youden index, which balances sensitivity and specificity, and the thresholds meeting a target
+# sensitivity or specificity), then applied unchanged to each test set. Each proportion has its
+# numerator/denominator (images) and a 95% Wilson confidence interval widened for patients with several
+# images (Rao-Scott design effect; the plain Wilson interval when every patient has one image).
 
 # %%
-thresholds = ev.validation_thresholds(predictions, model_names, sensitivity_target=sensitivity_target,
+thresholds = ev.validation_thresholds(averaged, model_names, sensitivity_target=sensitivity_target,
                                       specificity_target=specificity_target)
 show_table(ev.threshold_table(thresholds),
            {"model": "Model", "rule": "Rule (chosen on validation)", "threshold": "Threshold",
@@ -246,12 +369,14 @@ operating = ev.operating_point_table(tests, thresholds, not_applicable=not_appli
 show_table(operating.assign(**{f"{m}_counts": operating[f"{m}_n"] + " (" + operating[f"{m}_ci"] + ")"
                                for m in ("sensitivity", "specificity", "ppv", "npv")}),
            {"model": "Model", "test_set": "Test set", "rule": "Threshold rule", "n": "Images",
-            "sensitivity": "Sensitivity", "sensitivity_counts": "Sensitivity: cases (95% CI)",
-            "specificity": "Specificity", "specificity_counts": "Specificity: cases (95% CI)",
-            "ppv": "PPV", "ppv_counts": "PPV: cases (95% CI)", "npv": "NPV", "npv_counts": "NPV: cases (95% CI)",
+            "n_patients": "Patients",
+            "sensitivity": "Sensitivity", "sensitivity_counts": "Sensitivity: images (95% CI)",
+            "specificity": "Specificity", "specificity_counts": "Specificity: images (95% CI)",
+            "ppv": "PPV", "ppv_counts": "PPV: images (95% CI)", "npv": "NPV", "npv_counts": "NPV: images (95% CI)",
             "note": "Note"}, digits=2)
 
 # %%
+footnote(operating)
 fig, axes = plt.subplots(len(model_names), len(figure_sets), squeeze=False, layout="constrained",
                          figsize=(4.2 * len(figure_sets), 3.6 * len(model_names)))
 for i, model in enumerate(model_names):
@@ -272,17 +397,23 @@ display(Markdown(plots.caption("confusion", model="each model", test_set="each t
 
 # %% [markdown]
 # ## Centres and subgroups
-# AUC per centre and per subgroup recorded in the manifest, with counts. Subgroups with fewer than
-# two cases of a class have no AUC; small subgroups have wide intervals and are descriptive only.
+# AUC per centre and per subgroup recorded in the manifest, with images and patients and the interval
+# clustered by patient. Subgroups with fewer than two cases (or two patients) of a class have no AUC; small
+# subgroups have wide intervals and are descriptive only.
 
 # %%
 with_groups, subgroup_columns = ev.add_subgroups(tests, manifest, subgroups)
 subgroup = ev.subgroup_table(with_groups, subgroup_columns)
 show_table(subgroup.assign(subgroup=subgroup["subgroup"].str.replace("_", " ")) if len(subgroup) else subgroup,
            {"model": "Model", "test_set": "Test set", "subgroup": "Subgroup", "level": "Group", "n": "Images",
-            "n_pos": positives, "auc": "AUC", "ci": "95% CI", "note": "Note"},
+            "n_patients": "Patients", "n_pos": positives, "auc": "AUC", "ci": "95% CI (clustered by patient)",
+            "note": "Note"},
            intervals={"ci": ("ci_low", "ci_high")}, n_column="n",
            empty="The manifest records no subgroup (centre, BI-RADS, age) for the test images.")
+
+# %%
+if len(subgroup):
+    footnote(subgroup)
 
 # %% [markdown]
 # ## Efficiency: teacher vs student
@@ -320,8 +451,16 @@ if not any(m.startswith(("teacher_", "student_")) for m in model_names):
     limitations.insert(0, "The models are simple baselines (logistic regressions), not the teacher and student "
                           "networks; the training stages add those to the same tables.")
 if several:
-    limitations.append("Tables, curves and tests use one training seed per network (" +
-                       ", ".join(f"{m}: {s}" for m, s in several.items()) + "); the seed table shows the others.")
+    limitations.append("Networks trained with several seeds enter the tables, curves and tests with their score "
+                       "averaged over the seeds (" + ", ".join(f"{m}: {n}" for m, n in several.items())
+                       + "); the per-seed tests and the seed table show each seed.")
+if (sizes["n_images"] > sizes["n_patients"]).any():
+    limitations.append("Some patients contribute several images: every interval and test here (AUC, ROC bands, "
+                       "paired tests, operating points, calibration) is clustered by patient; the decision curves "
+                       "are point estimates.")
+if not planned["p_value"].notna().any():
+    limitations.append("None of the planned comparisons could be made in this run (their models were not all "
+                       "trained): the comparisons shown are secondary or exploratory.")
 if "phantom" in set(manifest.df["dataset"]):
     limitations.insert(0, SIMULATED_DATA)
 for row in not_applicable.itertuples():
@@ -330,12 +469,18 @@ for _, row in auc[auc["n"] > 0].drop_duplicates("test_set").iterrows():
     if row["n_pos"] < 30:
         limitations.append(few_cases_limitation(row["test_set"], int(row["n_pos"]), manifest.schema.positive_class))
 limitations = dedupe_limitations(limitations)
+planned_view = planned.assign(sentence=[sm.comparison_sentence(r) for r in records(planned)])
 write_metrics(metrics_path, {
     "auc": records(auc),
+    "auc_verified": records(verified_auc),
+    "verification": verified_sentence,
+    "planned_comparisons": records(planned),
     "paired_delong": records(paired),
     "ablation_vs_full": records(ablation),
+    "per_seed_tests": records(per_seed),
     "full_model": full_model,
-    "seeds_used": seeds_used,
+    "seeds_averaged": n_seeds,
+    "model_descriptions": descriptions,
     "seed_variability": records(seed_table),
     "not_applicable": records(not_applicable),
     "calibration": records(calibration),
@@ -347,17 +492,30 @@ write_metrics(metrics_path, {
     "band_resamples": band_resamples,
     "index_section": IndexSection(
         title="Diagnostic performance",
-        text=["AUC with 95% DeLong confidence interval per model and test set; thresholds for sensitivity and "
-              "specificity were fixed on validation data. Full tables in 50_evaluation."],
+        text=["AUC with its 95% confidence interval clustered by patient (DeLong's method, Obuchowski's extension) "
+              "per model and test set, of the seed-averaged scores; thresholds for sensitivity and specificity were "
+              "fixed on validation data. Differences are called significant only when the Holm-adjusted p of "
+              "their family is below 0.05. Full tables in 50_evaluation."]
+             + ([ev.reading_footnote(model_names, descriptions)] if ev.reading_footnote(model_names, descriptions)
+                else []),
         tables=[
             IndexTable(title="AUC per test set", records=records(
-                headline[["model", "test_set", "n", "n_pos", "auc_95ci"]].set_index(["model", "test_set"]))),
+                headline[["model", "test_set", "n", "n_patients", "n_pos", "auc_95ci"]]
+                .set_index(["model", "test_set"]))),
+            IndexTable(title="Planned comparisons (primary family, Holm over the three per test set)",
+                       caption="Difference in AUC (first minus second model) with its 95% CI clustered by patient, "
+                               "p and Holm p. " + cmp.MDD_SENTENCE,
+                       records=records(planned_view[["test_set", "model_a", "model_b", "n_patients", "sentence"]]
+                                       .set_index("test_set"))),
             IndexTable(title="Partial combinations: the full method against each other model" if full_model
-                       else "Paired DeLong tests",
-                       caption="Difference in AUC (first minus second model) with its DeLong 95% CI and p-value.",
+                       else "Paired tests of all pairs (exploratory)",
+                       caption="Difference in AUC (first minus second model) with its 95% CI clustered by patient, "
+                               "p, Holm p over the table's comparisons per test set and the detectable difference "
+                               "at 80% power.",
                        records=records(
-                           (ablation if full_model else paired)[["test_set", "model_a", "model_b", "n", "difference",
-                                                                 "ci_low", "ci_high", "p_value"]]
+                           (ablation if full_model else paired)[["test_set", "model_a", "model_b", "n", "n_patients",
+                                                                 "difference", "ci_low", "ci_high", "p_value",
+                                                                 "p_holm", "mdd"]]
                            .round(4).set_index("test_set"))),
         ],
         figures=[

@@ -51,8 +51,9 @@ from diffkd_study import reader_study as rs
 from diffkd_study import viz as plots
 from diffkd_study.data.schema import read_manifest
 from diffkd_study.io import atomic_path
-from diffkd_study.methods.diffkd.evaluate import primary_seeds
-from diffkd_study.metrics.roc import auc_delong, roc_summary
+from diffkd_study.methods.diffkd.evaluate import seed_averaged
+from diffkd_study.metrics.roc import auc_delong
+from diffkd_study.metrics.roc_band import roc_summary
 from diffkd_study.nbutil import (
     NotebookParameterError,
     dedupe_limitations,
@@ -81,8 +82,8 @@ else:
     chosen = json.loads(summary_path.read_text())["best_model"]
     how = "the best baseline by validation AUC (the teacher and student networks have not been trained)"
 predictions = read_predictions(Path(predictions_dir) / f"{chosen}.csv", manifest=manifest)
-model_seed = primary_seeds(predictions, seed)[chosen]
-predictions = predictions[predictions["seed"] == model_seed]
+n_seeds = predictions["seed"].nunique()
+predictions = seed_averaged(predictions)  # the score the evaluation stage tests: the mean over training seeds
 cases = predictions[predictions["split"].isin(["test", "external"])]
 truth = pd.DataFrame({"case_id": cases["image_id"], "truth": cases["y_true"]})
 model_scores = pd.Series(cases["y_score"].to_numpy(), index=cases["image_id"])
@@ -90,7 +91,7 @@ condition = f"{manifest.schema.positive_class} lesions"
 
 # %%
 display(Markdown(provenance_markdown(provenance_path)))
-display(Markdown(f"**The model** here is **{chosen}** (training seed {model_seed}), {how}. Cases: the internal test and external test images "
+display(Markdown(f"**The model** here is **{chosen}** (score averaged over {n_seeds} training seed(s), as in the evaluation), {how}. Cases: the internal test and external test images "
                  f"({len(cases)} images, {int(cases['y_true'].sum())} {manifest.schema.positive_class})."))
 
 # %% [markdown]

@@ -54,7 +54,7 @@ from diffkd_study.data.schema import read_manifest
 from diffkd_study.io import write_json
 from diffkd_study.methods.diffkd import evaluate as ev
 from diffkd_study.methods.diffkd.baselines import read_not_applicable
-from diffkd_study.metrics.roc import roc_summary
+from diffkd_study.metrics.roc_band import roc_summary
 from diffkd_study.nbutil import (
     NotebookParameterError,
     provenance_markdown,
@@ -82,9 +82,9 @@ if not headline:  # neither network was trained: the best baseline stands in
     best = stage_metrics.get("45_baselines", {}).get("best_model")
     headline = {"model": best} if best else {"model": str(predictions["model"].iloc[0])}
 models = list(headline.values())
-tests = ev.evaluation_rows(predictions, models, seed=seed)
+tests = ev.evaluation_rows(predictions, models)  # seed-averaged scores, as in the evaluation
 not_applicable = ev.not_applicable_pairs(tests, models, ev.manifest_test_sets(manifest), read_not_applicable(predictions_dir))
-seeds = ev.primary_seeds(predictions, seed)
+seeds = ev.seed_counts(predictions)  # training seeds averaged per model
 condition = f"{manifest.schema.positive_class} lesions"
 auc = ev.auc_table(tests, bootstrap=200, seed=seed, not_applicable=not_applicable)
 simulated_cohort = "phantom" in set(manifest.df["dataset"])
@@ -93,13 +93,14 @@ oracle = ev.oracle_auc_table(tests, manifest) if ev.TRUE_RISK in manifest.df.col
 headline_box = sm.headline_box(headline, records(auc), records(ev.test_set_sizes(tests)), records(oracle),
                                positive_class=str(manifest.schema.positive_class), simulated=simulated_cohort,
                                missing=[f"{r.model} is not applicable on {r.test_set}: {r.reason}."
-                                        for r in not_applicable.itertuples()])
+                                        for r in not_applicable.itertuples()],
+                               comparisons=stage_metrics.get("50_evaluation", {}).get("planned_comparisons", []))
 
 # %%
 display(HTML(sm.headline_html(headline_box, simulated=simulated_cohort)))
 display(Markdown(provenance_markdown(provenance_path)))
-display(Markdown("Headline models: " + ", ".join(f"{role} **{name}** (seed {seeds[name]})"
-                                                 for role, name in headline.items()) + "."))
+display(Markdown("Headline models: " + ", ".join(f"{role} **{name}** (score averaged over {seeds[name]} training "
+                                                 "seed(s))" for role, name in headline.items()) + "."))
 
 # %% [markdown]
 # ## Diagnostic performance per test set
@@ -190,7 +191,7 @@ display(Markdown("\n".join(f"* {item}" for item in limitations)))
 # %% tags=["reviewer-only"]
 quality_records = records(quality) if len(quality) else []
 headline_json = {
-    "models": headline, "seeds": {m: seeds[m] for m in models},
+    "models": headline, "seeds_averaged": {m: seeds[m] for m in models},
     "auc": records(auc.loc[auc["n"] > 0, ["model", "test_set", "n", "n_pos", "auc", "ci_low", "ci_high", "note"]]),
     "oracle_auc": records(oracle[["test_set", "n", "n_pos", "auc", "ci_low", "ci_high", "note"]]) if len(oracle) else [],
     "not_applicable": records(not_applicable),

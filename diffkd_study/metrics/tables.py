@@ -1,8 +1,10 @@
-"""Result tables: AUC with DeLong CI per test set / subgroup, and aggregation over training seeds.
+"""Result tables: AUC with DeLong CI (clustered by patient on request) per test set / subgroup, and aggregation
+over training seeds.
 
 Typical use, with one prediction row per (seed, case)::
 
     per_seed = metrics_by_group(preds, ["seed", "center"])      # n, n_pos, AUC + CI per seed and center
+    clustered = metrics_by_group(preds, "center", groups_col="patient_id")  # patients as the unit
     summary = aggregate_seeds(per_seed, by=["center"])           # mean +- SD over seeds, per-seed CIs
 """
 
@@ -39,6 +41,7 @@ def metrics_by_group(
     positive_label: object = 1,
     level: float = 0.95,
     scale: Scale = "logit",
+    groups_col: str | None = None,
 ) -> pd.DataFrame:
     """One row per group: n, n_pos, n_neg, prevalence, AUC with DeLong CI and SE.
 
@@ -48,9 +51,16 @@ def metrics_by_group(
     equal (a constant-score model) has AUC 0.5 by construction, with no sampling variability (DeLong
     variance 0, so the interval is [0.5, 0.5]); its ``note`` says so. Rows with missing group values
     form their own group.
+
+    ``groups_col`` (e.g. ``"patient_id"``) names the cluster of each row: the variance is then Obuchowski's
+    (1997, Biometrics 53:567) clustered one, so a patient with several images counts as one unit of
+    inference, and the table gains ``n_patients`` after ``n``; a group needs 2 patients with a positive and
+    2 with a negative image (else "fewer than 2 patients of a class"). With one image per patient the
+    numbers equal the per-image DeLong ones.
     """
     cols = [group_cols] if isinstance(group_cols, str) else list(group_cols)
-    missing = [c for c in [*cols, label_col, score_col] if c not in pred_df.columns]
+    missing = [c for c in [*cols, label_col, score_col, *([groups_col] if groups_col else [])]
+               if c not in pred_df.columns]
     if missing:
         raise ValueError(f"pred_df lacks the column(s) {missing}; it has {list(pred_df.columns)}")
     rows = []
@@ -60,24 +70,32 @@ def metrics_by_group(
         n_pos, n_neg = int(y.sum()), int((~y).sum())
         row = dict(zip(cols, keys, strict=True))
         row.update(n=len(part), n_pos=n_pos, n_neg=n_neg, prevalence=n_pos / len(part))
-        if min(n_pos, n_neg) < 2:
-            row.update(
-                auc=np.nan,
-                ci_low=np.nan,
-                ci_high=np.nan,
-                se=np.nan,
-                method="",
-                note="fewer than 2 cases of a class",
-            )
+        clusters = None if groups_col is None else part[groups_col].to_numpy()
+        if clusters is not None:
+            row["n_patients"] = int(pd.unique(clusters).size)
+        too_few = too_few_for_auc(y, clusters)
+        if too_few:
+            row.update(auc=np.nan, ci_low=np.nan, ci_high=np.nan, se=np.nan, method="", note=too_few)
         else:
             scores = part[score_col].to_numpy(dtype=float)
-            res = auc_delong(y, scores, level=level, scale=scale)
+            res = auc_delong(y, scores, level=level, scale=scale, groups=clusters)
             row.update(
                 auc=res.auc, ci_low=res.ci_low, ci_high=res.ci_high, se=res.se, method=res.method,
                 note=CONSTANT_SCORE_NOTE if np.ptp(scores) == 0 else "",
             )
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*cols, *GROUP_TABLE_COLUMNS])
+    counts = ["n", "n_patients"] if groups_col else ["n"]
+    return pd.DataFrame(rows, columns=[*cols, *counts, *GROUP_TABLE_COLUMNS[1:]])
+
+
+def too_few_for_auc(y: np.ndarray, clusters: np.ndarray | None) -> str:
+    """Why no AUC interval can be estimated on labels ``y`` (bool) with patients ``clusters`` (``None``: every image
+    its own): fewer than 2 cases, or 2 patients, of a class; ``""`` when it can."""
+    if min(int(y.sum()), int((~y).sum())) < 2:
+        return "fewer than 2 cases of a class"
+    if clusters is not None and min(pd.unique(clusters[y]).size, pd.unique(clusters[~y]).size) < 2:
+        return "fewer than 2 patients of a class"
+    return ""
 
 
 def aggregate_seeds(

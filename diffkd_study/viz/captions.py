@@ -29,8 +29,9 @@ CAPTIONS: dict[str, str] = {
         "curves closer to the top-left corner are better, and the dashed diagonal is what guessing would "
         "achieve. The shaded areas show, at each false-positive rate, the range of sensitivities compatible "
         "with the data (95% pointwise bootstrap bands). The legend gives each model's area under the curve "
-        "(AUC; 1.0 means perfect separation, 0.5 chance) with its 95% confidence interval (DeLong method) and "
-        "the number of cases. Where markers are shown, each is one reader's sensitivity and 1 - specificity "
+        "(AUC; 1.0 means perfect separation, 0.5 chance) with its 95% confidence interval (DeLong method; where the "
+        "legend counts patients, clustered by patient, so that a patient's several images are not counted as "
+        "independent evidence) and the number of cases. Where markers are shown, each is one reader's sensitivity and 1 - specificity "
         "at their own recall decisions, with 95% confidence bars; readers labelled 'simulated' come from a "
         "computer model of reader behaviour, not from real radiologists."
     ),
@@ -38,9 +39,10 @@ CAPTIONS: dict[str, str] = {
         "Area under the ROC curve (AUC) of each model on each test set: the internal test set (new patients "
         "from the training centres) and each external centre (patients from a centre never seen in "
         "training). A point is the AUC (1.0 means perfect separation of cases with and without {condition}, "
-        "0.5 chance) and its horizontal bar the 95% confidence interval (DeLong method); the columns on the "
-        "right repeat the numbers with the number of cases and, in brackets, of cases with {condition}. Wide "
-        "bars come from few cases. A drop from the internal to an external test set means that performance "
+        "0.5 chance) and its horizontal bar the 95% confidence interval (DeLong method clustered by patient: "
+        "each patient, not each image, counts as one independent case); the columns on the right repeat the "
+        "numbers with the number of images and, in brackets, of images with {condition}. Wide bars come from few "
+        "patients. A drop from the internal to an external test set means that performance "
         "does not fully carry over to other centres, scanners or patient populations."
     ),
     "calibration": (
@@ -128,7 +130,8 @@ def _difference_text(estimate: float, low: float, high: float, level: float) -> 
 
 
 def auc_label(name: str, result: AUCResult, ci: bool = True, *, constant: bool = False) -> str:
-    """Legend text "name: AUC 0.873 (95% CI 0.821-0.912); n=200 (80 positive)".
+    """Legend text "name: AUC 0.873 (95% CI 0.821-0.912); n=200 (80 positive)", or with a patient-clustered
+    result (``result.n_clusters`` set) "...; n=200 images of 150 patients (80 positive)".
 
     ``constant``: every score is the same, so the AUC is 0.5 by construction and its interval has no
     width; the legend says so instead of showing a zero-width interval.
@@ -136,7 +139,8 @@ def auc_label(name: str, result: AUCResult, ci: bool = True, *, constant: bool =
     interval = f" ({_ci_text(result.ci_low, result.ci_high, result.level)})" if ci else ""
     if constant:
         interval = " (every score equal: no discrimination)"
-    return f"{name}: AUC {result.auc:.3f}{interval}; n={result.n} ({result.n_pos} positive)"
+    patients = "" if result.n_clusters is None else f" images of {result.n_clusters} patients"
+    return f"{name}: AUC {result.auc:.3f}{interval}; n={result.n}{patients} ({result.n_pos} positive)"
 
 
 def _reader_label(group: str, n_readers: int, simulated: bool) -> str:

@@ -8,10 +8,13 @@ in the report as the yardstick a deep model has to beat.
   never seen in training encodes as all zeros. Numeric conditions are standardised (training mean
   and SD), missing values set to the mean, plus a missing indicator. BI-RADS (``cond_birads``) is
   ordinal and encoded as one number (2, 3, 4, 4a = 4.25, 4b = 4.5, 4c = 4.75, 5, ...), so the
-  sub-categories of one dataset map sensibly onto another's; with BI-RADS present this baseline is
-  the "radiologist category" reference. Conditions that only re-state the center (one value per
-  training center, different between centers, e.g. the scanner model) are left out: they cannot
-  carry over to a new center.
+  sub-categories of one dataset map sensibly onto another's. With BI-RADS present (in the study
+  configs, ``clinical_conditions: [cond_birads]``, its only input) this baseline is *the radiologists'
+  BI-RADS (reading the same images)*, as the evaluation labels it (``evaluate.BIRADS_READING``): a
+  radiologist's reading of the very images the networks classify, not an independent clinical covariate,
+  so it is a reference reading to compare with, not information a model could add. Conditions that
+  only re-state the center (one value per training center, different between centers, e.g. the
+  scanner model) are left out: they cannot carry over to a new center.
 * ``image_features``: logistic regression on hand-crafted features of the preprocessed image and its
   lesion mask (``IMAGE_FEATURES``), computed from the preprocessing cache. It needs a mask for every
   training and validation image and raises ``MissingMaskError`` otherwise (the stage then skips it and

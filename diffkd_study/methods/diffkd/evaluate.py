@@ -3,7 +3,17 @@
 Every function takes a validated prediction table (``predictions.read_predictions``) and composes the
 statistics of ``roc``, ``operating_points``, ``calibration`` and ``tables``; nothing is re-derived
 here. Test sets are the internal test split (``internal test``) and each external center
-(``external: <center>``); the validation split is used only to choose thresholds.
+(``external: <center>``); the validation split is used only to choose thresholds. The paired tests,
+Holm's adjustment and the planned comparisons are in :mod:`~diffkd_study.methods.diffkd.comparisons`.
+
+Patients, not images, are the unit of inference: every AUC interval is Obuchowski's (1997, Biometrics
+53:567) patient-clustered DeLong interval (``PATIENT``, the predictions' ``patient_id``), the bootstrap
+beside it resamples whole patients, and the operating-point intervals are cluster-robust (Rao-Scott
+adjusted Wilson); with one image per patient each equals its per-image form.
+
+A model trained with several seeds enters the analysis with its seed-averaged score (:func:`seed_averaged`:
+per image, the mean predicted probability over the model's seeds), for the tables, curves, tests and the
+validation thresholds alike; the per-seed results are kept beside (:func:`seed_variability_table`).
 
 A model with no predictions on a test set (a baseline whose inputs that set does not record) is *not
 applicable* there: :func:`not_applicable_pairs` lists such pairs with their reason, the tables that take
@@ -14,7 +24,6 @@ applicable* there: :func:`not_applicable_pairs` lists such pairs with their reas
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -22,7 +31,7 @@ import pandas as pd
 from diffkd_study.data.schema import Manifest
 from diffkd_study.metrics.calibration import brier_score, calibration_intercept_slope
 from diffkd_study.metrics.operating_points import Threshold, choose_threshold, operating_point
-from diffkd_study.metrics.roc import auc_bootstrap, delong_test
+from diffkd_study.metrics.roc import auc_bootstrap
 from diffkd_study.metrics.tables import aggregate_seeds, metrics_by_group
 from diffkd_study.predictions import INTERNAL_TEST, label_test_sets, ordered_test_sets
 
@@ -32,6 +41,26 @@ AGE_BANDS: tuple[tuple[float, float, str], ...] = (
 MISSING = "missing"
 NOT_APPLICABLE = "not applicable"
 NO_PREDICTIONS = "no predictions on this test set"
+#: the column of the prediction tables that names each image's patient: the cluster of every interval
+PATIENT = "patient_id"
+#: how the clinical baseline is named wherever the evaluation shows it while BI-RADS is among its inputs
+BIRADS_READING = "radiologists' BI-RADS (reading the same images)"
+BIRADS_FOOTNOTE = (
+    "clinical = " + BIRADS_READING + ": the BI-RADS category is the radiologists' own reading of the images the "
+    "models see (a logistic regression on it, with any other conditions the baselines stage was given; see "
+    "45_baselines), not an independent clinical covariate. Comparing a model with it compares the model with "
+    "the radiologists' reading, and it cannot be added to a model as extra information."
+)
+MODEL_DESCRIPTIONS: dict[str, str] = {
+    "teacher_real": "teacher network trained on real images",
+    "teacher_real+syn": "teacher network trained on real + synthetic images",
+    "student_scratch": "student network trained alone (no distillation)",
+    "student_kd_real": "student distilled from the real-image teacher",
+    "student_diffkd": "full DiffKD student (distilled from the real + synthetic teacher)",
+    "student_diffkd+syn": "full DiffKD student that also trains on synthetic images",
+    "image_features": "logistic regression on hand-crafted lesion features",
+    "clinical": "logistic regression on the recorded clinical conditions",
+}
 # ordered so that tables and figures list the bands by age (<40 first), not alphabetically; missing last
 AGE_BAND_DTYPE = pd.CategoricalDtype([label for *_, label in AGE_BANDS] + [MISSING], ordered=True)
 
@@ -46,27 +75,37 @@ def age_band(age: pd.Series) -> pd.Series:
     return out.astype(AGE_BAND_DTYPE)
 
 
-def primary_seeds(pred: pd.DataFrame, seed: int | None = None) -> dict[str, int]:
-    """The training seed whose predictions stand for each model in the main analysis: ``seed`` (the
-    study seed) when the model has it, else the model's lowest seed. The other seeds enter the
-    seed-variability table (:func:`seed_variability_table`), not the tests."""
-    out = {}
-    for model, seeds in pred.groupby("model", sort=False)["seed"]:
-        values = sorted(int(s) for s in seeds.unique())
-        out[str(model)] = seed if seed is not None and seed in values else values[0]
-    return out
+def seed_counts(pred: pd.DataFrame) -> dict[str, int]:
+    """The number of training seeds of each model (in order of first appearance): how many seeds its
+    seed-averaged score (:func:`seed_averaged`) averages."""
+    return {str(m): int(s.nunique()) for m, s in pred.groupby("model", sort=False)["seed"]}
 
 
-def evaluation_rows(pred: pd.DataFrame, models: Sequence[str] | None = None, *, seed: int | None = None) -> pd.DataFrame:
-    """The test-set rows (internal test and external) of each model's primary seed (:func:`primary_seeds`)
-    with a ``test_set`` column, models in the given order."""
+def seed_averaged(pred: pd.DataFrame, keys: Sequence[str] = ("model", "image_id")) -> pd.DataFrame:
+    """One row per (model, image): the mean predicted probability over the model's training seeds.
+
+    The score of a model trained with several seeds is the average of its seeds' probabilities for the
+    image (an equally weighted ensemble of the seeds, itself a probability, so calibration is assessed on
+    it as on any prediction); a model with one seed is itself. The columns are the prediction table's
+    without ``seed``, plus ``n_seeds`` (the seeds that scored the image), rows in the order of each
+    (model, image)'s first row. ``keys`` names what identifies a prediction besides the seed (the
+    cross-validation adds ``fold``: one fold model's seeds are averaged, never two folds')."""
+    keys = list(keys)
+    first = pred.drop_duplicates(keys).drop(columns=["seed", "y_score"])
+    scores = pred.groupby(keys, sort=False)["y_score"].agg(y_score="mean", n_seeds="size").reset_index()
+    out = first.merge(scores, on=keys, how="left", validate="one_to_one")
+    return out[[c for c in pred.columns if c != "seed"] + ["n_seeds"]].reset_index(drop=True)
+
+
+def evaluation_rows(pred: pd.DataFrame, models: Sequence[str] | None = None) -> pd.DataFrame:
+    """The seed-averaged test-set rows (internal test and external; :func:`seed_averaged`) with a ``test_set``
+    column, models in the given order. Restrict ``pred`` to one seed first for that seed's rows."""
     chosen = list(models) if models else list(pd.unique(pred["model"]))
     unknown = [m for m in chosen if m not in set(pred["model"])]
     if unknown:
         raise ValueError(f"no predictions for model(s) {unknown}; the tables hold {sorted(set(pred['model']))}")
-    seeds = primary_seeds(pred, seed)
-    keep = pred["model"].isin(chosen) & (pred["seed"] == pred["model"].map(seeds))
-    out = pred[keep].assign(test_set=label_test_sets(pred)).dropna(subset=["test_set"])
+    averaged = seed_averaged(pred[pred["model"].isin(chosen)])
+    out = averaged.assign(test_set=label_test_sets(averaged)).dropna(subset=["test_set"])
     order = {name: k for k, name in enumerate(ordered_test_sets(out))}
     rank = {m: k for k, m in enumerate(chosen)}
     return out.sort_values(["test_set", "model"], key=lambda c: c.map(order if c.name == "test_set" else rank),
@@ -112,7 +151,7 @@ def _with_not_applicable(table: pd.DataFrame, not_applicable: pd.DataFrame | Non
         return table
     extra = pd.DataFrame({
         "model": not_applicable["model"].to_numpy(), "test_set": not_applicable["test_set"].to_numpy(),
-        **{c: 0 for c in ("n", "n_pos", "n_neg") if c in table.columns},
+        **{c: 0 for c in ("n", "n_patients", "n_pos", "n_neg") if c in table.columns},
         "note": (NOT_APPLICABLE + ": " + not_applicable["reason"]).to_numpy(),
     })
     combined = pd.concat([table.astype({"note": object}), extra], ignore_index=True)
@@ -140,20 +179,21 @@ def scores_by_model(tests: pd.DataFrame, test_set: str) -> tuple[np.ndarray, dic
 def seed_variability_table(pred: pd.DataFrame, models: Sequence[str] | None = None, *, min_seeds: int = 2,
                            validation: bool = False) -> pd.DataFrame:
     """AUC of every seed of every model on each test set, summarised as mean +- SD over seeds next to each
-    seed's own DeLong interval (``tables.aggregate_seeds``). Models with fewer than ``min_seeds`` seeds
-    are left out; ``validation=True`` adds the validation split as a set named ``validation``."""
+    seed's own interval (clustered by patient; ``tables.aggregate_seeds``). Models with fewer than
+    ``min_seeds`` seeds are left out; ``validation=True`` adds the validation split as a set named
+    ``validation``."""
     chosen = list(models) if models else list(pd.unique(pred["model"]))
     several = [m for m in chosen if pred.loc[pred["model"] == m, "seed"].nunique() >= min_seeds]
-    columns = ["model", "test_set", "n", "n_pos", "n_seeds", "mean", "sd", "summary", "per_seed"]
+    columns = ["model", "test_set", "n", "n_patients", "n_pos", "n_seeds", "mean", "sd", "summary", "per_seed"]
     if not several:
         return pd.DataFrame(columns=columns)
     sets = label_test_sets(pred)
     if validation:
         sets = sets.where(pred["split"] != "val", "validation")
     part = pred[pred["model"].isin(several)].assign(test_set=sets).dropna(subset=["test_set"])
-    per_seed = metrics_by_group(part, ["model", "test_set", "seed"])
+    per_seed = metrics_by_group(part, ["model", "test_set", "seed"], groups_col=PATIENT)
     summary = aggregate_seeds(per_seed, by=["model", "test_set"])
-    sizes = per_seed.groupby(["model", "test_set"])[["n", "n_pos"]].first().reset_index()
+    sizes = per_seed.groupby(["model", "test_set"])[["n", "n_patients", "n_pos"]].first().reset_index()
     table = summary.merge(sizes, on=["model", "test_set"])
     order = {name: k for k, name in enumerate(["validation", *ordered_test_sets(part)])}
     rank = {m: k for k, m in enumerate(chosen)}
@@ -163,9 +203,18 @@ def seed_variability_table(pred: pd.DataFrame, models: Sequence[str] | None = No
 
 def auc_table(tests: pd.DataFrame, *, bootstrap: int = 2000, seed: int = 0,
               not_applicable: pd.DataFrame | None = None) -> pd.DataFrame:
-    """AUC with DeLong CI (logit scale) per model and test set, with n, n_pos and a bootstrap CI beside it;
-    a row per pair of ``not_applicable`` (:func:`not_applicable_pairs`) with n = 0 and the reason."""
-    table = metrics_by_group(tests, ["test_set", "model"])
+    """AUC per model and test set with its patient-clustered DeLong CI (Obuchowski 1997, logit scale), images
+    (``n``) and patients (``n_patients``), the patient-cluster bootstrap CI beside it (Field & Welsh 2007; where
+    every patient has one image, the class-stratified bootstrap of the images, which then resamples patients) and,
+    for the reviewer, the per-image DeLong CI (``ci_low_per_image``/``ci_high_per_image``: how much treating
+    the images as independent would narrow it); ``n_seeds``: the training seeds averaged (most over the
+    images). A row per pair of ``not_applicable`` (:func:`not_applicable_pairs`) with n = 0 and the reason."""
+    table = metrics_by_group(tests, ["test_set", "model"], groups_col=PATIENT)
+    per_image = metrics_by_group(tests, ["test_set", "model"])[["test_set", "model", "ci_low", "ci_high"]]
+    table = table.merge(per_image, on=["test_set", "model"], suffixes=("", "_per_image"), validate="one_to_one")
+    seeds = (tests.groupby(["test_set", "model"])["n_seeds"].max() if "n_seeds" in tests.columns
+             else pd.Series(1, index=pd.MultiIndex.from_frame(table[["test_set", "model"]])))
+    table["n_seeds"] = [int(seeds.loc[(t, m)]) for t, m in zip(table["test_set"], table["model"], strict=True)]
     order = {name: k for k, name in enumerate(pd.unique(tests["test_set"]))}
     rank = {m: k for k, m in enumerate(pd.unique(tests["model"]))}
     table = table.sort_values(["test_set", "model"], key=lambda c: c.map(order if c.name == "test_set" else rank))
@@ -176,65 +225,38 @@ def auc_table(tests: pd.DataFrame, *, bootstrap: int = 2000, seed: int = 0,
             boot_low.append(np.nan)
             boot_high.append(np.nan)
             continue
-        res = auc_bootstrap(part["y_true"], part["y_score"], n_resamples=bootstrap, seed=seed)
+        # one image per patient: the class-stratified bootstrap already resamples patients (and keeps today's numbers)
+        clustered = part[PATIENT] if part[PATIENT].duplicated().any() else None
+        res = auc_bootstrap(part["y_true"], part["y_score"], n_resamples=bootstrap, seed=seed, groups=clustered)
         boot_low.append(res.ci_low)
         boot_high.append(res.ci_high)
     table["bootstrap_ci_low"], table["bootstrap_ci_high"] = boot_low, boot_high
-    table = table[["model", "test_set", "n", "n_pos", "n_neg", "auc", "ci_low", "ci_high",
-                   "bootstrap_ci_low", "bootstrap_ci_high", "se", "note"]].reset_index(drop=True)
+    table = table[["model", "test_set", "n", "n_patients", "n_pos", "n_neg", "n_seeds", "auc", "ci_low", "ci_high",
+                   "bootstrap_ci_low", "bootstrap_ci_high", "ci_low_per_image", "ci_high_per_image", "se",
+                   "note"]].reset_index(drop=True)
     return _with_not_applicable(table, not_applicable)
-
-
-def _paired(tests: pd.DataFrame, test_set: str, a: str, b: str) -> pd.DataFrame:
-    part = tests[tests["test_set"] == test_set]
-    left = part[part["model"] == a].set_index("image_id")
-    right = part[part["model"] == b].set_index("image_id")
-    return left[["y_true", "y_score"]].join(right[["y_score"]].rename(columns={"y_score": "y_score_b"}), how="inner")
-
-
-def paired_delong_tests(tests: pd.DataFrame, *, level: float = 0.95, reference: str | None = None) -> pd.DataFrame:
-    """DeLong paired test of every pair of models on each test set (on the images both models scored);
-    with ``reference``, only of the reference (``model_a``) against each other model (``model_b``)."""
-    rows = []
-    for test_set in pd.unique(tests["test_set"]):
-        models = list(pd.unique(tests.loc[tests["test_set"] == test_set, "model"]))
-        if reference is not None and reference not in models:
-            raise ValueError(f"reference model {reference!r} has no predictions on {test_set}")
-        pairs = ([(reference, m) for m in models if m != reference] if reference is not None
-                 else list(combinations(models, 2)))
-        for a, b in pairs:
-            both = _paired(tests, test_set, a, b)
-            row = {"test_set": test_set, "model_a": a, "model_b": b, "n": len(both), "n_pos": int(both["y_true"].sum())}
-            if min(row["n_pos"], row["n"] - row["n_pos"]) < 2:
-                rows.append({**row, "note": "fewer than 2 cases of a class"})
-                continue
-            t = delong_test(both["y_true"], both["y_score"], both["y_score_b"], level=level)
-            rows.append({**row, "auc_a": t.auc_a, "auc_b": t.auc_b, "difference": t.difference,
-                         "ci_low": t.ci_low, "ci_high": t.ci_high, "z": t.z, "p_value": t.p_value,
-                         "correlation": t.correlation, "note": ""})
-    columns = ["test_set", "model_a", "model_b", "n", "n_pos", "auc_a", "auc_b", "difference", "ci_low", "ci_high",
-               "z", "p_value", "correlation", "note"]
-    return pd.DataFrame(rows, columns=columns)
 
 
 def calibration_table(tests: pd.DataFrame, *, level: float = 0.95,
                       not_applicable: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Calibration intercept and slope (Wald CIs), Brier and scaled Brier per model and test set; a row per
-    pair of ``not_applicable`` with n = 0 and the reason."""
+    """Calibration intercept and slope (Wald CIs, cluster-robust by patient), Brier and scaled Brier per model and
+    test set, with images and patients; a row per pair of ``not_applicable`` with n = 0 and the reason."""
     rows = []
     for (test_set, model), part in tests.groupby(["test_set", "model"], sort=False):
         y, p = part["y_true"].to_numpy(), part["y_score"].to_numpy()
-        row = {"model": model, "test_set": test_set, "n": len(part), "n_pos": int(y.sum())}
+        row = {"model": model, "test_set": test_set, "n": len(part), "n_patients": part[PATIENT].nunique(),
+               "n_pos": int(y.sum())}
         if min(row["n_pos"], row["n"] - row["n_pos"]) < 1:
             rows.append({**row, "note": "only one class"})
             continue
-        cal = calibration_intercept_slope(y, p, level=level)
+        cal = calibration_intercept_slope(y, p, level=level, groups=part[PATIENT].to_numpy())
         brier = brier_score(y, p)
         rows.append({**row, "intercept": cal.intercept, "intercept_ci_low": cal.intercept_ci[0],
                      "intercept_ci_high": cal.intercept_ci[1], "slope": cal.slope, "slope_ci_low": cal.slope_ci[0],
                      "slope_ci_high": cal.slope_ci[1], "brier": brier.brier, "scaled_brier": brier.scaled_brier,
                      "note": cal.note})
-    columns = ["model", "test_set", "n", "n_pos", "intercept", "intercept_ci_low", "intercept_ci_high", "slope",
+    columns = ["model", "test_set", "n", "n_patients", "n_pos", "intercept", "intercept_ci_low", "intercept_ci_high",
+               "slope",
                "slope_ci_low", "slope_ci_high", "brier", "scaled_brier", "note"]
     return _with_not_applicable(pd.DataFrame(rows, columns=columns), not_applicable)
 
@@ -242,7 +264,8 @@ def calibration_table(tests: pd.DataFrame, *, level: float = 0.95,
 def validation_thresholds(
     pred: pd.DataFrame, models: Sequence[str], *, sensitivity_target: float = 0.9, specificity_target: float = 0.9
 ) -> dict[str, dict[str, Threshold]]:
-    """Per model, thresholds chosen on the validation split only: Youden, sensitivity >= target, specificity >= target."""
+    """Per model, thresholds chosen on the validation split only: Youden, sensitivity >= target, specificity >= target.
+    ``pred`` holds the scores the test sets are evaluated on: the seed-averaged ones (:func:`seed_averaged`)."""
     out: dict[str, dict[str, Threshold]] = {}
     for model in models:
         val = pred[(pred["model"] == model) & (pred["split"] == "val")]
@@ -269,20 +292,24 @@ def threshold_table(thresholds: dict[str, dict[str, Threshold]]) -> pd.DataFrame
 
 def operating_point_table(tests: pd.DataFrame, thresholds: dict[str, dict[str, Threshold]],
                           *, level: float = 0.95, not_applicable: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Sensitivity, specificity, PPV and NPV (Wilson CIs, numerator/denominator) at each validation threshold;
+    """Sensitivity, specificity, PPV and NPV at each validation threshold, each with its numerator/denominator
+    and a patient-clustered interval (Wilson's, widened by the Rao-Scott design effect; equal to the plain
+    Wilson interval when every patient has one image); images (``n``) and patients (``n_patients``) per row;
     a row per pair of ``not_applicable`` with n = 0 and the reason in ``note``."""
     rows = []
     for (test_set, model), part in tests.groupby(["test_set", "model"], sort=False):
         for rule, thr in thresholds[model].items():
-            op = operating_point(part["y_true"].to_numpy(), part["y_score"].to_numpy(), thr.value, level)
-            row = {"model": model, "test_set": test_set, "rule": rule, "threshold": thr.value, "n": op.n}
+            op = operating_point(part["y_true"].to_numpy(), part["y_score"].to_numpy(), thr.value, level,
+                                 groups=part[PATIENT].to_numpy())
+            row = {"model": model, "test_set": test_set, "rule": rule, "threshold": thr.value, "n": op.n,
+                   "n_patients": part[PATIENT].nunique()}
             for metric in ("sensitivity", "specificity", "ppv", "npv"):
                 p = getattr(op, metric)
                 row[metric] = p.estimate
                 row[f"{metric}_ci"] = f"{p.ci_low:.2f}-{p.ci_high:.2f}" if p.denominator else "n/a"
                 row[f"{metric}_n"] = f"{p.numerator}/{p.denominator}"
             rows.append({**row, "note": ""})
-    columns = ["model", "test_set", "rule", "threshold", "n"] + [
+    columns = ["model", "test_set", "rule", "threshold", "n", "n_patients"] + [
         f"{metric}{suffix}" for metric in ("sensitivity", "specificity", "ppv", "npv") for suffix in ("", "_ci", "_n")]
     return _with_not_applicable(pd.DataFrame(rows, columns=[*columns, "note"]), not_applicable)
 
@@ -302,10 +329,11 @@ def add_subgroups(tests: pd.DataFrame, manifest: Manifest, columns: Sequence[str
 
 
 def subgroup_table(tests: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """AUC with DeLong CI and counts per model, test set and level of each subgroup column (long format)."""
+    """AUC with its patient-clustered DeLong CI and counts (images, patients) per model, test set and level of
+    each subgroup column (long format)."""
     frames = []
     for col in columns:
-        table = metrics_by_group(tests, ["test_set", "model", col]).rename(columns={col: "level"})
+        table = metrics_by_group(tests, ["test_set", "model", col], groups_col=PATIENT).rename(columns={col: "level"})
         table.insert(2, "subgroup", col.removeprefix("cond_"))
         table["level"] = table["level"].astype(str)
         frames.append(table)
@@ -317,7 +345,8 @@ def subgroup_table(tests: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     table = table.assign(_t=table["test_set"].map(order), _m=table["model"].map(rank), _s=table["subgroup"])
     table = table.sort_values(["_t", "_s", "_m"], kind="stable")
     return table.reset_index(drop=True)[
-        ["model", "test_set", "subgroup", "level", "n", "n_pos", "n_neg", "auc", "ci_low", "ci_high", "note"]]
+        ["model", "test_set", "subgroup", "level", "n", "n_patients", "n_pos", "n_neg", "auc", "ci_low", "ci_high",
+         "note"]]
 
 
 ORACLE = "oracle (true risk)"
@@ -337,7 +366,7 @@ def oracle_auc_table(tests: pd.DataFrame, manifest: Manifest, *, risk_column: st
                      level: float = 0.95) -> pd.DataFrame:
     """The AUC of the simulated cohort's true risk (the probability of malignancy each phantom case's label was
     drawn from, manifest column ``true_risk``) per test set, on the cases of ``tests`` in that set (each image
-    once), with its DeLong interval (``roc.auc_delong``, logit scale): the ceiling any model can reach on those
+    once), with its patient-clustered DeLong interval (``roc.auc_delong``, logit scale): the ceiling any model can reach on those
     cases, since no score separates the labels better than the risk they were drawn from (in expectation).
     Test sets in the order of ``tests``; columns as :func:`auc_table`'s DeLong part, ``model`` = :data:`ORACLE`; a set with fewer than 2 cases of a
     class has no AUC and a ``note``. Raises when the manifest has no such column (real data) or lacks a case."""
@@ -352,11 +381,65 @@ def oracle_auc_table(tests: pd.DataFrame, manifest: Manifest, *, risk_column: st
     if len(missing):
         raise ValueError(f"{manifest.path}: no {risk_column} for image(s) {', '.join(map(str, missing[:5]))}"
                          + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
-    table = metrics_by_group(cases.assign(model=ORACLE), ["test_set", "model"], score_col=risk_column, level=level)
+    table = metrics_by_group(cases.assign(model=ORACLE), ["test_set", "model"], score_col=risk_column, level=level,
+                             groups_col=PATIENT)
     order = {name: k for k, name in enumerate(pd.unique(cases["test_set"]))}
     table = table.sort_values("test_set", key=lambda c: c.map(order), kind="stable")
-    return table[["model", "test_set", "n", "n_pos", "n_neg", "auc", "ci_low", "ci_high", "se", "note"]].reset_index(
-        drop=True)
+    return table[["model", "test_set", "n", "n_patients", "n_pos", "n_neg", "auc", "ci_low", "ci_high", "se",
+                  "note"]].reset_index(drop=True)
+
+
+def verified_subset(tests: pd.DataFrame, manifest: Manifest, column: str = "cond_verification",
+                    value: str = "biopsy") -> tuple[pd.DataFrame | None, str]:
+    """The rows of ``tests`` on the external test sets whose diagnosis was verified by ``value`` (manifest
+    column ``column``), and one sentence saying what the subset is and why it is reported.
+
+    Where benign lesions of low suspicion are confirmed by follow-up imaging while every malignant one is
+    biopsied, the reference standard differs with the suspicion the images raise (partial verification:
+    Begg & Greenes 1983, Biometrics 39:207), which flatters a score that tracks that suspicion (the
+    radiologists' BI-RADS most of all); the AUCs on the biopsy-verified cases alone show how much of a
+    result rests on it. Only external sets that record ``column`` for some image enter; images with no
+    record there are left out of the subset. Returns (None, sentence) when the manifest has no such column
+    or no external set records it."""
+    if column not in manifest.df.columns:
+        return None, (f"The manifest records no verification of the diagnosis ({column}), so there is no "
+                      f"{value}-verified subset to report.")
+    how = manifest.df.assign(image_id=manifest.df["image_id"].astype(str)).set_index("image_id")[column]
+    external = tests[tests["test_set"].ne(INTERNAL_TEST)]
+    status = how.reindex(external["image_id"].astype(str)).to_numpy()
+    recording = set(external.loc[pd.notna(status), "test_set"])
+    if not recording:
+        return None, (f"No external test set records the verification of the diagnosis ({column}), so there is no "
+                      f"{value}-verified subset to report.")
+    keep = external["test_set"].isin(recording).to_numpy()
+    external, status = external[keep], status[keep]
+    chosen = external[pd.Series(status).astype(str).str.casefold().eq(value.casefold()).to_numpy()]
+    cases = external.drop_duplicates(["test_set", "image_id"])
+    kept = chosen.drop_duplicates(["test_set", "image_id"])
+    counts = "; ".join(f"{name}, {int((kept['test_set'] == name).sum())} of {int((cases['test_set'] == name).sum())} "
+                       f"images, {int(kept.loc[kept['test_set'] == name, 'y_true'].sum())} of "
+                       f"{int(cases.loc[cases['test_set'] == name, 'y_true'].sum())} positive"
+                       for name in pd.unique(cases["test_set"]))
+    sentence = (f"Not every diagnosis was established the same way: some lesions were verified by {value}, others "
+                f"otherwise (for example benign lesions of low suspicion by follow-up imaging, while the suspicious "
+                f"ones were biopsied). A score that follows the suspicion the images raise then looks better than it "
+                f"is (partial verification bias, Begg & Greenes 1983), so every model is shown again on the "
+                f"{value}-verified images alone: {counts}.")
+    return chosen.reset_index(drop=True), sentence
+
+
+def model_descriptions(models: Sequence[str], manifest: Manifest) -> dict[str, str]:
+    """What each model is, in words (``MODEL_DESCRIPTIONS``; the model's own name when unknown). The clinical
+    baseline is :data:`BIRADS_READING` when the manifest records BI-RADS (``cond_birads``): the radiologists'
+    reading of the same images, not a clinical covariate."""
+    birads = "cond_birads" in manifest.df.columns and manifest.df["cond_birads"].notna().any()
+    return {m: BIRADS_READING if m == "clinical" and birads else MODEL_DESCRIPTIONS.get(m, m) for m in models}
+
+
+def reading_footnote(models: Sequence[str], descriptions: Mapping[str, str]) -> str:
+    """The footnote a table that lists the BI-RADS reading (:func:`model_descriptions`) carries
+    (:data:`BIRADS_FOOTNOTE`); empty when ``models`` does not include it."""
+    return BIRADS_FOOTNOTE if any(descriptions.get(m) == BIRADS_READING for m in models) else ""
 
 
 def format_auc(row: pd.Series | dict) -> str:
@@ -389,8 +472,10 @@ def describe_test_set(name: str) -> str:
 
 
 __all__ = [
-    "AGE_BANDS", "NOT_APPLICABLE", "ORACLE", "TRUE_RISK", "add_subgroups", "age_band", "auc_table", "calibration_table", "describe_test_set",
-    "display_table", "format_auc", "manifest_test_sets", "not_applicable_note", "not_applicable_pairs", "operating_point_table",
-    "oracle_auc_table", "scores_by_model", "slug", "test_set_sizes",
-    "paired_delong_tests", "subgroup_table", "evaluation_rows", "threshold_table", "validation_thresholds",
+    "AGE_BANDS", "BIRADS_FOOTNOTE", "BIRADS_READING", "MODEL_DESCRIPTIONS", "NOT_APPLICABLE", "ORACLE", "PATIENT",
+    "TRUE_RISK", "add_subgroups", "age_band", "auc_table", "calibration_table", "describe_test_set", "display_table",
+    "evaluation_rows", "format_auc", "manifest_test_sets", "model_descriptions", "not_applicable_note",
+    "not_applicable_pairs", "operating_point_table", "oracle_auc_table", "reading_footnote",
+    "scores_by_model", "seed_averaged", "seed_counts", "seed_variability_table", "slug", "subgroup_table",
+    "test_set_sizes", "threshold_table", "validation_thresholds", "verified_subset",
 ]

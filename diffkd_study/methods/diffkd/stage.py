@@ -215,19 +215,25 @@ class BaselinesConfig:
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """The ``evaluation`` section: the models compared, the resamples of the intervals, the subgroups and the
-    operating-point targets."""
+    """The ``evaluation`` section: the models compared, the resamples of the intervals, the subgroups, the
+    operating-point targets and the manifest column that says how each diagnosis was verified (the external
+    sets are reported again on the cases verified by ``verified_value``; skipped when the column is absent)."""
 
     models: tuple[str, ...] = ()  # empty: every prediction table in runs/NAME/predictions
-    bootstrap: int = 2000  # resamples of the bootstrap AUC intervals (sensitivity analysis to DeLong)
+    bootstrap: int = 2000  # resamples of the patient-cluster bootstrap AUC intervals (a check beside DeLong's)
     band_resamples: int = 500  # resamples of the pointwise ROC bands
     subgroups: tuple[str, ...] = ("center", "cond_birads", "age_band")
     sensitivity_target: float = 0.9
     specificity_target: float = 0.9
     efficiency_runs: int = 30
     efficiency_threads: int = 1
+    verification_column: str = "cond_verification"  # how each diagnosis was verified (e.g. biopsy / follow-up)
+    verified_value: str = "biopsy"  # the external sets are reported again on the cases verified this way
 
     def __post_init__(self) -> None:
+        for name in ("verification_column", "verified_value"):
+            if not getattr(self, name).strip():
+                raise FieldError(name, f"expected a non-empty name, got {getattr(self, name)!r}")
         check_range("bootstrap", self.bootstrap, 100, 100_000)
         check_range("band_resamples", self.band_resamples, 100, 100_000)
         check_range("sensitivity_target", self.sensitivity_target, 0.5, 1.0)

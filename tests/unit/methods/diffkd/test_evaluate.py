@@ -1,4 +1,5 @@
-"""Study-level evaluation tables: models without predictions on a test set and constant-score models."""
+"""Study-level evaluation tables: models without predictions on a test set, constant-score models, patients as the
+unit, seed-averaged scores, the biopsy-verified subset and the wording of the BI-RADS reading."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import pandas as pd
 import pytest
 
 from diffkd_study.data.schema import Manifest, ManifestSchema
+from diffkd_study.methods.diffkd import comparisons as cmp
 from diffkd_study.methods.diffkd import evaluate as ev
-from diffkd_study.metrics.operating_points import choose_threshold
+from diffkd_study.metrics.operating_points import choose_threshold, operating_point
+from diffkd_study.metrics.roc import auc_bootstrap
 from diffkd_study.metrics.tables import CONSTANT_SCORE_NOTE, metrics_by_group
 
 Y = np.array([1, 0, 1, 0, 0, 1, 0, 0, 1, 0])
@@ -89,7 +92,7 @@ def test_tables_of_a_constant_score_model(tests_and_gaps):
     assert rows["slope"].isna().all() and rows["note"].str.contains("all predictions are equal").all()
     assert rows["intercept"].to_numpy() == pytest.approx(np.log(0.4 / 0.6) - np.log(0.28 / 0.72), abs=1e-8)
     assert rows["brier"].to_numpy() == pytest.approx(np.mean((0.28 - Y) ** 2))
-    paired = ev.paired_delong_tests(tests)
+    paired = cmp.paired_delong_tests(tests)
     versus = paired[(paired["model_b"] == CONSTANT) & (paired["model_a"] == "scored")]
     assert (versus["auc_b"] == 0.5).all() and versus["p_value"].between(0, 1).all()
 
@@ -150,3 +153,96 @@ def test_display_table_rounds_and_shows_empty_cells_as_a_dash(tests_and_gaps):
     assert row[["auc", "ci_low", "ci_high", "se"]].tolist() == ["\u2013"] * 4 and row["n"] == 0
     scored = shown[shown["model"] == "scored"].iloc[0]
     assert scored["auc"] == round(scored["auc"], 3) and scored["note"] == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Patients as the unit, seed averaging, the verified subset, the BI-RADS reading
+# ---------------------------------------------------------------------------------------------
+
+
+def _doubled(tests: pd.DataFrame) -> pd.DataFrame:
+    """Every image of ``tests`` twice, the copy a second image of the same patient (score nudged)."""
+    copy = tests.assign(image_id=tests["image_id"] + "b", y_score=(tests["y_score"] + 0.001).clip(upper=1))
+    return pd.concat([tests, copy], ignore_index=True)
+
+
+def test_one_image_per_patient_gives_todays_auc_table(tests_and_gaps):
+    tests, _ = tests_and_gaps
+    table = ev.auc_table(tests, bootstrap=200)
+    scored = table[table["model"] == "scored"]
+    assert (scored["n"] == scored["n_patients"]).all() and scored["n_seeds"].eq(1).all()
+    np.testing.assert_allclose(scored["ci_low"], scored["ci_low_per_image"], rtol=1e-12)
+    np.testing.assert_allclose(scored["ci_high"], scored["ci_high_per_image"], rtol=1e-12)
+    part = tests[(tests["model"] == "scored") & (tests["test_set"] == "internal test")]
+    today = auc_bootstrap(part["y_true"], part["y_score"], n_resamples=200, seed=0)  # the stratified bootstrap
+    assert (scored.iloc[0]["bootstrap_ci_low"], scored.iloc[0]["bootstrap_ci_high"]) == (today.ci_low, today.ci_high)
+
+
+def test_two_images_per_patient_widen_the_auc_and_operating_point_intervals(predictions, tests_and_gaps):
+    tests, _ = tests_and_gaps
+    scored = tests[(tests["model"] == "scored") & (tests["test_set"] == "internal test")]
+    scored = scored.assign(y_score=[0.9, 0.2, 0.3, 0.4, 0.1, 0.6, 0.5, 0.7, 0.8, 0.35])  # not separable
+    table = ev.auc_table(_doubled(scored), bootstrap=200).iloc[0]
+    assert (table["n"], table["n_patients"]) == (20, 10)
+    assert table["ci_high"] - table["ci_low"] > table["ci_high_per_image"] - table["ci_low_per_image"]
+    thresholds = ev.validation_thresholds(predictions, ["scored"])
+    single = ev.operating_point_table(scored, thresholds)
+    double = ev.operating_point_table(_doubled(scored), thresholds)
+    assert double["n_patients"].eq(10).all() and double["n"].eq(20).all() and single["n_patients"].eq(10).all()
+    youden = thresholds["scored"]["Youden (validation)"].value
+    op = operating_point(_doubled(scored)["y_true"], _doubled(scored)["y_score"], youden,
+                         groups=_doubled(scored)["patient_id"])
+    assert double.loc[0, "sensitivity_ci"] == f"{op.sensitivity.ci_low:.2f}-{op.sensitivity.ci_high:.2f}"
+    assert op.sensitivity.design_effect > 1
+
+
+def test_seed_averaged_scores_are_the_mean_over_seeds(predictions):
+    one = predictions[predictions["model"] == "scored"]
+    two = pd.concat([one, one.assign(seed=1, y_score=one["y_score"] / 2)], ignore_index=True)
+    averaged = ev.seed_averaged(two)
+    assert len(averaged) == len(one) and averaged["n_seeds"].eq(2).all() and "seed" not in averaged.columns
+    np.testing.assert_allclose(averaged["y_score"], one["y_score"].to_numpy() * 0.75)
+    assert ev.seed_counts(pd.concat([two, predictions[predictions["model"] == "clinical"]])) == {"scored": 2,
+                                                                                                  "clinical": 1}
+    rows = ev.evaluation_rows(two)
+    assert set(rows["split"]) == {"test", "external"} and rows["n_seeds"].eq(2).all()
+    np.testing.assert_allclose(ev.evaluation_rows(two[two["seed"] == 1])["y_score"],
+                               one.loc[one["split"] != "val", "y_score"].to_numpy() / 2)
+    assert ev.auc_table(rows, bootstrap=100)["n_seeds"].eq(2).all()
+
+
+def _manifest(tests: pd.DataFrame, **columns) -> Manifest:
+    df = tests.drop_duplicates("image_id")[["image_id", "patient_id", "center", "split"]].assign(**columns)
+    return Manifest(df.reset_index(drop=True), ManifestSchema("toy", ("benign", "malignant"),
+                                                              positive_class="malignant"))
+
+
+def test_the_verified_subset_exists_only_where_the_manifest_records_verification(tests_and_gaps):
+    tests, _ = tests_and_gaps
+    subset, sentence = ev.verified_subset(tests, _manifest(tests))
+    assert subset is None and "no verification" in sentence
+    cases = tests.drop_duplicates("image_id")
+    # external C: positives biopsied, negatives followed up except one; external D and internal: not recorded
+    how = np.where(cases["image_id"].str.startswith("c"),
+                   np.where(cases["y_true"] == 1, "biopsy", "follow-up"), None)
+    how[list(cases["image_id"]).index("c1")] = "Biopsy"
+    subset, sentence = ev.verified_subset(tests, _manifest(tests, cond_verification=how))
+    assert set(subset["test_set"]) == {"external: C"}
+    assert set(subset["image_id"]) == {"c0", "c2", "c5", "c8", "c1"}
+    assert "alone: external: C, 5 of 10 images, 4 of 4 positive." in sentence and "Begg & Greenes 1983" in sentence
+    table = ev.auc_table(subset, bootstrap=100)
+    assert table["n"].eq(5).all() and table["n_patients"].eq(5).all()
+    none, why = ev.verified_subset(tests, _manifest(tests, cond_verification=None))
+    assert none is None and "No external test set records" in why
+
+
+def test_the_clinical_baseline_with_birads_is_named_the_radiologists_reading(tests_and_gaps):
+    tests, _ = tests_and_gaps
+    with_birads = ev.model_descriptions(["clinical", "scored"], _manifest(tests, cond_birads="4a"))
+    assert with_birads == {"clinical": "radiologists' BI-RADS (reading the same images)", "scored": "scored"}
+    assert ev.reading_footnote(["scored", "clinical"], with_birads).startswith(
+        "clinical = radiologists' BI-RADS (reading the same images)")
+    assert "not an independent clinical covariate" in ev.BIRADS_FOOTNOTE
+    assert ev.reading_footnote(["scored"], with_birads) == ""
+    without = ev.model_descriptions(["clinical"], _manifest(tests, cond_age=50))
+    assert without["clinical"] == ev.MODEL_DESCRIPTIONS["clinical"] and ev.reading_footnote(["clinical"], without) == ""

@@ -39,8 +39,10 @@ def test_oracle_auc_is_the_auc_of_the_true_risk_with_its_delong_interval():
         y, r = cases["y_true"].to_numpy(), risk.loc[cases["image_id"]].to_numpy()
         assert row.n == 60 and row.n_pos == y.sum()  # each image once, though two models scored it
         assert row.auc == pytest.approx(roc_auc_score(y, r), abs=1e-12)
-        delong = auc_delong(y, r)
+        delong = auc_delong(y, r, groups=cases["patient_id"])  # two images per patient: clustered by patient
         assert (row.ci_low, row.ci_high) == pytest.approx((delong.ci_low, delong.ci_high), abs=1e-12)
+        assert row.n_patients == 30 and row.ci_high - row.ci_low != pytest.approx(
+            auc_delong(y, r).ci_high - auc_delong(y, r).ci_low)
         assert row.ci_low < row.auc < row.ci_high
 
 

@@ -1,0 +1,182 @@
+"""Paired comparisons of the DiffKD study's models: planned and exploratory tests, Holm, power, per-seed tests.
+
+Every comparison is a paired test of two models' AUCs on the images both scored, with the patient as the
+unit: DeLong's test with Obuchowski's (1997, Biometrics 53:567) clustered covariance
+(``roc.delong_test(groups=patient_id)``), equal to DeLong et al. (1988) when every patient has one image.
+Each row carries the difference (first minus second model) with its Wald interval, the two-sided p, and the
+minimal detectable difference at 80% power for this design (``mdd``: 2.80 x the clustered SE of the
+difference; Obuchowski & McClish 1997, Stat Med 16:1529), so that "no significant difference" is read
+against what the study could have detected.
+
+Multiplicity (Holm 1979, Scand J Stat 6:65; ``clustered.holm_adjust``), per test set:
+
+* the **planned comparisons** (:data:`PLANNED_COMPARISONS`), written down before any result: (i) does
+  training the teacher on synthetic images help it, (ii) does distillation help the student, (iii) does the
+  synthetic-trained teacher help the student; they form the primary family, Holm over the three;
+* the **partial combinations** (the full DiffKD student against every other model): Holm over that table;
+* **all pairs**: Holm over all of them; exploratory.
+
+The primary analysis uses the seed-averaged scores (``evaluate.evaluation_rows``); :func:`per_seed_tests`
+repeats the comparisons with each training seed the two models share (seeds paired by number).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from diffkd_study.methods.diffkd.evaluate import PATIENT, evaluation_rows
+from diffkd_study.metrics.clustered import holm_adjust
+from diffkd_study.metrics.roc import delong_test
+from diffkd_study.metrics.tables import too_few_for_auc
+from diffkd_study.predictions import INTERNAL_TEST
+
+__all__ = ["FULL_MODEL", "MDD_SENTENCE", "PLANNED_COMPARISONS", "TEST_COLUMNS", "PlannedComparison",
+           "paired_delong_tests", "per_seed_tests", "planned_comparisons", "tested_pairs"]
+
+#: the full three-stage method's student: the reference of the partial-combinations table
+FULL_MODEL = "student_diffkd"
+NOT_IN_RUN = "not in this run"
+CLUSTERED_METHOD = "DeLong paired test, clustered by patient (Obuchowski 1997)"
+MDD_SENTENCE = (
+    "Detectable difference (80% power): the smallest true difference in AUC that this comparison, with this many "
+    "patients, finds significant (two-sided p < 0.05) in 8 of 10 studies like this one; differences smaller than "
+    "this would usually be missed with this many patients, so 'no significant difference' does not show that "
+    "the two models are equally good."
+)
+TEST_COLUMNS = ["test_set", "model_a", "model_b", "n", "n_patients", "n_pos", "auc_a", "auc_b", "difference",
+                "ci_low", "ci_high", "se", "z", "p_value", "mdd", "correlation", "method", "note"]
+
+
+@dataclass(frozen=True)
+class PlannedComparison:
+    """One comparison of the primary family: ``model_a`` against ``model_b`` (difference a - b), the question it
+    answers and the two models it contrasts, in words."""
+
+    model_a: str
+    model_b: str
+    question: str
+    contrast: str
+
+
+#: the primary family, fixed before the results (Holm over these three per test set); everything else is secondary
+PLANNED_COMPARISONS: tuple[PlannedComparison, ...] = (
+    PlannedComparison("teacher_real+syn", "teacher_real", "(i) Do synthetic images help the teacher?",
+                      "Teacher trained on real + synthetic images vs teacher trained on real images"),
+    PlannedComparison("student_kd_real", "student_scratch", "(ii) Does distillation help the student?",
+                      "Student distilled from the real-image teacher vs student trained alone"),
+    PlannedComparison("student_diffkd", "student_kd_real", "(iii) Does the synthetic-trained teacher help the student?",
+                      "Full DiffKD student vs student distilled from the real-image teacher"),
+)
+
+
+def _paired(tests: pd.DataFrame, test_set: str, a: str, b: str) -> pd.DataFrame:
+    """The images of ``test_set`` scored by both ``a`` and ``b``: label, patient and the two scores."""
+    part = tests[tests["test_set"] == test_set]
+    left = part[part["model"] == a].set_index("image_id")[["y_true", PATIENT, "y_score"]]
+    right = part[part["model"] == b].set_index("image_id")[["y_score"]].rename(columns={"y_score": "y_score_b"})
+    return left.join(right, how="inner")
+
+
+def _test_row(both: pd.DataFrame, level: float) -> dict:
+    """The clustered paired test of the two scores of :func:`_paired` as one table row (counts always; the
+    statistics, or a ``note`` when there are too few patients of a class)."""
+    y = both["y_true"].to_numpy().astype(bool)
+    clusters = both[PATIENT].to_numpy()
+    row = {"n": len(both), "n_patients": int(pd.unique(clusters).size), "n_pos": int(y.sum())}
+    too_few = too_few_for_auc(y, clusters)
+    if too_few:
+        return {**row, "note": too_few}
+    t = delong_test(y, both["y_score"].to_numpy(), both["y_score_b"].to_numpy(), level=level, groups=clusters)
+    # with no sampling variability (identical rankings) a detectable difference of 0 would be degenerate
+    mdd = t.minimal_detectable_difference if t.se > 0 else np.nan
+    return {**row, "auc_a": t.auc_a, "auc_b": t.auc_b, "difference": t.difference, "ci_low": t.ci_low,
+            "ci_high": t.ci_high, "se": t.se, "z": t.z, "p_value": t.p_value, "mdd": mdd,
+            "correlation": t.correlation, "method": CLUSTERED_METHOD,
+            "note": "" if t.se > 0 else "identical rankings: the difference has no sampling variability"}
+
+
+def _with_holm(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``p_holm``: Holm's adjusted p over the rows of each test set (NaN p not counted)."""
+    holm = pd.Series(np.nan, index=table.index)
+    for _, part in table.groupby("test_set", sort=False):
+        holm[part.index] = holm_adjust(part["p_value"].to_numpy(dtype=float))
+    out = table.assign(p_holm=holm.to_numpy())
+    columns = list(table.columns)
+    return out[columns[:columns.index("p_value") + 1] + ["p_holm"] + columns[columns.index("p_value") + 1:]]
+
+
+def paired_delong_tests(tests: pd.DataFrame, *, level: float = 0.95, reference: str | None = None) -> pd.DataFrame:
+    """The patient-clustered DeLong test of every pair of models on each test set (on the images both scored),
+    with ``p_holm`` (Holm over the pairs of each test set) and ``mdd`` (detectable difference at 80% power);
+    with ``reference``, only of the reference (``model_a``) against each other model (``model_b``), Holm then
+    over those comparisons. Columns :data:`TEST_COLUMNS` plus ``p_holm`` after ``p_value``."""
+    rows = []
+    for test_set in pd.unique(tests["test_set"]):
+        models = list(pd.unique(tests.loc[tests["test_set"] == test_set, "model"]))
+        if reference is not None and reference not in models:
+            raise ValueError(f"reference model {reference!r} has no predictions on {test_set}")
+        pairs = ([(reference, m) for m in models if m != reference] if reference is not None
+                 else list(combinations(models, 2)))
+        for a, b in pairs:
+            rows.append({"test_set": test_set, "model_a": a, "model_b": b,
+                         **_test_row(_paired(tests, test_set, a, b), level)})
+    return _with_holm(pd.DataFrame(rows, columns=TEST_COLUMNS))
+
+
+def planned_comparisons(tests: pd.DataFrame, *, level: float = 0.95,
+                        planned: Sequence[PlannedComparison] = PLANNED_COMPARISONS) -> pd.DataFrame:
+    """The primary family (:data:`PLANNED_COMPARISONS`) on each test set: ``comparison`` (the question) and
+    ``contrast`` (the two models in words), the clustered paired test, ``p_holm`` (Holm over the family's comparisons that could be made on that set) and
+    ``mdd``. A comparison whose models are not both in the run, or not both scored on the set, keeps its row
+    with the reason in ``note`` and no p (it does not count in Holm's family)."""
+    present = set(tests["model"])
+    rows = []
+    for test_set in pd.unique(tests["test_set"]):
+        scored = set(tests.loc[tests["test_set"] == test_set, "model"])
+        for plan in planned:
+            row = {"comparison": plan.question, "contrast": plan.contrast, "test_set": test_set,
+                   "model_a": plan.model_a, "model_b": plan.model_b}
+            absent = [m for m in (plan.model_a, plan.model_b) if m not in scored]
+            if absent:
+                why = NOT_IN_RUN if any(m not in present for m in absent) else "no predictions on this test set"
+                rows.append({**row, "note": f"{', '.join(absent)}: {why}"})
+                continue
+            rows.append({**row, **_test_row(_paired(tests, test_set, plan.model_a, plan.model_b), level)})
+    return _with_holm(pd.DataFrame(rows, columns=["comparison", "contrast", *TEST_COLUMNS]))
+
+
+def tested_pairs(*tables: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (model_a, model_b) pairs of the given test tables that were tested (have a p-value), each once, in
+    order of first appearance: the pairs :func:`per_seed_tests` repeats seed by seed."""
+    pairs: dict[tuple[str, str], None] = {}
+    for table in tables:
+        if len(table) and "p_value" in table.columns:
+            tested = table[table["p_value"].notna()]
+            pairs.update(dict.fromkeys(zip(tested["model_a"], tested["model_b"], strict=True)))
+    return list(pairs)
+
+
+def per_seed_tests(pred: pd.DataFrame, pairs: Sequence[tuple[str, str]], *, level: float = 0.95) -> pd.DataFrame:
+    """The clustered paired tests of ``pairs`` repeated with single training seeds: for each pair and each seed
+    both models have (seeds paired by number), the test on each test set of that seed's predictions alone.
+    One row per (test set, pair, seed): counts, AUCs, difference with CI, p and ``mdd``; no multiplicity
+    adjustment (the seed-averaged tests are the analysis, these show how much it depends on the seed)."""
+    rows = []
+    for a, b in pairs:
+        seeds = sorted(set(pred.loc[pred["model"] == a, "seed"]) & set(pred.loc[pred["model"] == b, "seed"]))
+        for seed in seeds:
+            tests = evaluation_rows(pred[pred["seed"] == seed], [a, b])
+            for test_set in pd.unique(tests["test_set"]):
+                both = _paired(tests, test_set, a, b)
+                if both.empty:
+                    continue
+                rows.append({"test_set": test_set, "model_a": a, "model_b": b, "seed": int(seed),
+                             **_test_row(both, level)})
+    table = pd.DataFrame(rows, columns=["test_set", "model_a", "model_b", "seed", *TEST_COLUMNS[3:]])
+    order = {name: k for k, name in enumerate(sorted(pd.unique(table["test_set"]), key=lambda n: (n != INTERNAL_TEST, n)))}
+    return table.sort_values("test_set", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
