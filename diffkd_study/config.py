@@ -43,7 +43,7 @@ from diffkd_study.sections import (
     check_range,
     parse_section,
 )
-from diffkd_study.stages import KNOWN_STAGES, STAGES
+from diffkd_study.stages import KNOWN_STAGES, POOLED_STAGE, STAGES
 
 DEFAULT_MANIFEST_IMAGE_SIZE = 224
 #: The YAML key of data_audit's one setting (``DataAuditConfig.examples_per_group``): it is written in ``data``.
@@ -125,6 +125,25 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class CVConfig:
+    """The ``cv`` section: patient-grouped K-fold cross-validation of the study's stages (:mod:`diffkd_study.cvrun`).
+
+    ``folds`` (K >= 2) is required. ``column``: a manifest column holding official test folds (1-based, e.g.
+    BUS-BRA's ``fold_5``); when null and the manifest has ``fold_<K>`` (filled for every internal image) that
+    column is used, else patient-grouped stratified folds are made with ``seed`` (null: the study seed).
+    """
+
+    folds: int
+    column: str | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        check_range("folds", self.folds, 2, 50)
+        if self.seed is not None:
+            check_range("seed", self.seed, 0)
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A parsed study config: name, data, seed, the stages to run and every stage's section.
 
@@ -140,6 +159,8 @@ class StudyConfig:
     # stage name -> its section (an instance of STAGES[stage].section), for every known stage
     stage_params: Mapping[str, Any] = field(default_factory=dict)
     source_path: str | None = None
+    cv: CVConfig | None = None  # the ``cv`` section: a cross-validation study
+    fold: int | None = None  # set by the cross-validation driver for fold k's sub-study, never by a YAML
 
     def section(self, stage: str) -> Any:
         """The parsed section of ``stage`` (its defaults when the YAML has none)."""
@@ -155,7 +176,7 @@ class StudyConfig:
 
         Sections become top-level keys again, data_audit's one setting goes back into ``data``, and
         ``source_path`` is left out, so ``parse_config(config.to_dict())`` gives the same config (without its
-    ``source_path``).
+    ``source_path``) for every config that :func:`parse_config` returns (a fold's sub-study adds ``fold``).
         """
         def convert(value: Any) -> Any:
             if hasattr(value, "__dataclass_fields__"):
@@ -168,6 +189,9 @@ class StudyConfig:
 
         out = convert(self)
         out.pop("source_path", None)
+        for key in ("cv", "fold"):  # a plain study has neither; a fold's sub-study records its fold
+            if out[key] is None:
+                out.pop(key)
         sections = out.pop("stage_params")
         if "data_audit" in sections:
             out["data"][AUDIT_EXAMPLES_KEY] = sections.pop("data_audit")["examples_per_group"]
@@ -188,7 +212,7 @@ def parse_config(raw: Any, origin: str = "<config>") -> StudyConfig:
             stages that are unknown, repeated, out of order or lacking what they read, or reader simulation
             without the phantom cohort.
     """
-    top = _expect(raw, origin, {"name", "seed", "data", "stages", "description", *_TOP_LEVEL_SECTIONS},
+    top = _expect(raw, origin, {"name", "seed", "data", "stages", "description", "cv", *_TOP_LEVEL_SECTIONS},
                   {"name", "data"})
     name = top["name"]
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -210,6 +234,10 @@ def parse_config(raw: Any, origin: str = "<config>") -> StudyConfig:
     if len(set(stages)) != len(stages) or list(stages) != sorted(stages, key=KNOWN_STAGES.index):
         raise ConfigError(f"{origin}: stages: list each stage once, in the order {list(KNOWN_STAGES)} "
                           f"(a stage reads what the earlier ones wrote); got {list(stages)}")
+    if POOLED_STAGE in stages:
+        raise ConfigError(f"{origin}: stages: {POOLED_STAGE!r} is not listed: it runs by itself after the folds of a "
+                          "study with a cv section (cv: {folds: K})")
+    cv = _parse_cv(top, data, origin)
     sections = {name: parse_section(top.get(name), STAGES[name].section, f"{origin}: {name}")
                 for name in _TOP_LEVEL_SECTIONS}
     sections["data_audit"] = _parse_audit(data_raw, origin)
@@ -225,6 +253,7 @@ def parse_config(raw: Any, origin: str = "<config>") -> StudyConfig:
         description=str(top.get("description", StudyConfig.description)),
         stage_params={stage: sections[stage] for stage in KNOWN_STAGES},
         source_path=None if origin == "<config>" else origin,
+        cv=cv,
     )
     _check_needs(config, origin)
     return config
@@ -237,6 +266,21 @@ def _parse_data(data_raw: Mapping[str, Any], origin: str) -> DataConfig:
     if "phantom" in raw and raw["phantom"] is None:
         raw["phantom"] = {}
     return parse_section(raw, DataConfig, f"{origin}: data")
+
+
+def _parse_cv(top: Mapping[str, Any], data: DataConfig, origin: str) -> CVConfig | None:
+    """The ``cv`` section (None when the YAML has none); the validation share of a fold's non-test patients,
+    ``val_frac / (1 - 1/K)``, must leave training data."""
+    if "cv" not in top:
+        return None
+    from diffkd_study.data.folds import fold_val_fraction
+
+    cv = parse_section(top["cv"], CVConfig, f"{origin}: cv")
+    try:
+        fold_val_fraction(data.split.val_frac, cv.folds)
+    except ValueError as err:
+        raise ConfigError(f"{origin}: cv.folds: {err}; lower data.split.val_frac or use more folds") from None
+    return cv
 
 
 def _parse_audit(data_raw: Mapping[str, Any], origin: str) -> Any:

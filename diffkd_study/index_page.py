@@ -9,6 +9,7 @@ fetched from the network.
 from __future__ import annotations
 
 import html
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,29 @@ def _headline_box_html(config: StudyConfig, results: list[StageResult]) -> str:
     return headline_html(headline, simulated=simulated, missing=missing)
 
 
+def _folds_html(report_dir: Path, config: StudyConfig) -> str:
+    """A cross-validation study's box: one row per fold (the status of its stages, its wall time and a link to
+    its index page, read from ``fold-k/provenance.json``) and a sentence on what the pooled report below holds."""
+    rows = []
+    for fold in range(1, config.cv.folds + 1):
+        folder = f"fold-{fold}"
+        record = report_dir / folder / "provenance.json"
+        stages = json.loads(record.read_text(encoding="utf-8")).get("stages", []) if record.is_file() else []
+        failed = [s["stage"] for s in stages if s.get("status") == "failed"]
+        status = ("not run" if not stages else f"failed ({', '.join(failed)})" if failed
+                  else f"{len(stages)} stage(s) ok")
+        wall = sum(float(s.get("wall_s") or 0.0) for s in stages)
+        link = (f"<a href='{folder}/index.html'>{folder}/index.html</a>" if (report_dir / folder / "index.html").is_file()
+                else "-")
+        rows.append(f"<tr><td>{folder}</td><td>{html.escape(status)}</td><td>{wall:.1f}</td><td>{link}</td></tr>")
+    return (f"<div class='prov'><h2 id='cross-validation'>Cross-validation: {config.cv.folds} patient-grouped folds</h2>"
+            "<p>Each fold is a complete run of the study's stages: its internal test set is one fold of the internal "
+            "patients, its models (diffusion, teachers, students, baselines) are trained on the other folds' "
+            "patients only. The pooled analysis below combines the folds' out-of-fold predictions.</p>"
+            "<table><tr><th>fold</th><th>status</th><th>time (s)</th><th>report</th></tr>" + "".join(rows)
+            + "</table></div>")
+
+
 def write_index(report_dir: Path, config: StudyConfig, provenance: dict[str, Any], results: list[StageResult]) -> Path:
     """``index.html`` (the study at a glance, the stages with their links, each stage's index section)
     and ``checklist.html``. Self-contained: figures are relative PNG files of the report folder, styles
@@ -159,10 +183,16 @@ def write_index(report_dir: Path, config: StudyConfig, provenance: dict[str, Any
     parts = [
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'>{NO_FAVICON}",
         f"<title>diffkd-study: {html.escape(config.name)}</title><style>{PAGE_CSS}</style></head><body>",
-        f"<h1>Study report: {html.escape(config.name)}</h1>",
+        f"<h1>Study report: {html.escape(config.name)}"
+        + (f" · fold {config.fold} of {config.cv.folds}" if config.fold is not None else "") + "</h1>",
         f"<p>{html.escape(config.description)}</p>" if config.description else "",
-        _headline_box_html(config, results),
     ]
+    if config.fold is not None:
+        parts.append(f"<p class='warn'>One fold of a cross-validation study: its internal test set is fold "
+                     f"{config.fold}'s patients. The study's pooled report: <a href='../index.html'>../index.html</a>"
+                     "</p>")
+    parts.append(_folds_html(report_dir, config) if config.cv is not None and config.fold is None
+                 else _headline_box_html(config, results))
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
         # the page that shows the error in context, if the notebook got as far as being executed and exported

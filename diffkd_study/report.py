@@ -463,7 +463,9 @@ def run_study(
     unless their own key changed. ``from_stage`` re-executes that stage and every later one (training
     re-uses fits whose own signature is unchanged). The ledger ``runs/NAME/stages.json`` is updated
     after each successful stage, so a run that is interrupted or fails resumes at the first stage that
-    has not finished (training stages themselves resume from their checkpoints). The first failed stage
+    has not finished (training stages themselves resume from their checkpoints). A config with a ``cv`` section
+    runs its stages once per fold into ``fold-k/`` sub-folders, then the pooled report (:mod:`diffkd_study.cvrun`).
+    The first failed stage
     stops the run: its executed notebook is kept, its error is shown in the index, later stages are not
     run, and the command exits non-zero. ``dry_run`` prints the plan and changes nothing.
 
@@ -489,15 +491,27 @@ def run_study(
     report_dir = Path(reports_dir) / config.name
     log(f"study {config.name!r}: stages {', '.join(config.stages)}; run folder {run_dir}, reports {report_dir}; "
         f"{threads} thread(s) per process (from {source})")
+
+    def run_one(study: StudyConfig, study_run: Path, study_report: Path) -> RunResult:
+        return _run_study(study, config_path, study_run, study_report, project_root, data_root, progress,
+                          tuple(s for s in force if s in study.stages),
+                          from_stage if from_stage in study.stages else None, dry_run, verbose)
+
+    def dispatch() -> RunResult:  # a config with a cv section: every stage per fold, then the pooled report
+        if config.cv is None:
+            return run_one(config, run_dir, report_dir)
+        from diffkd_study.cvrun import run_cross_validation
+
+        return run_cross_validation(config, run_dir, report_dir, run_one, data_root=data_root,
+                                    project_root=project_root, progress=progress, dry_run=dry_run)
+
     if dry_run:
-        return _run_study(config, config_path, run_dir, report_dir, project_root, data_root, progress, tuple(force),
-                          from_stage, True, verbose)
+        return dispatch()
     with RunLock(run_dir) as lock:
         if lock.stale:
             log(f"note: took over the lock of a run that ended without releasing it (pid {lock.stale.get('pid')}, "
                 f"started {lock.stale.get('started')})")
-        return _run_study(config, config_path, run_dir, report_dir, project_root, data_root, progress, tuple(force),
-                          from_stage, False, verbose)
+        return dispatch()
 
 
 def _run_study(config: StudyConfig, config_path: str | Path, run_dir: Path, report_dir: Path, project_root: Path,

@@ -12,12 +12,16 @@ do says why with ``skip_reason()``.
 ``needs``: what the stage reads from earlier stages of the same run; :func:`diffkd_study.config.parse_config`
 refuses a config whose ``stages`` lack every alternative of a need. ``workdirs``: the folders under
 ``runs/NAME`` where a training stage keeps its checkpoints and fits; ``--force STAGE`` moves them aside so
-that it trains afresh. Light module (no torch import), like every section module it imports.
+that it trains afresh. ``cv_pooled`` (:data:`POOLED_STAGE`) is the pooled analysis of a cross-validation study:
+never listed in ``stages``, it runs in the study's own folder after every fold (:mod:`diffkd_study.cvrun`), and
+its input ``cv_folds`` (the folds' ledger digests) makes it re-run whenever a fold's results change. Light module
+(no torch import), like every section module it imports.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +40,8 @@ from diffkd_study.methods.ssdkd.stage import SSDKDStageConfig
 from diffkd_study.sections import check_range, section_parameters
 from diffkd_study.summary import SummaryStageConfig
 
-__all__ = ["INPUTS", "KNOWN_STAGES", "PREDICTING_STAGES", "STAGES", "STAGE_NOTEBOOKS", "DataAuditConfig", "Need",
-           "StageContext", "StageSpec"]
+__all__ = ["INPUTS", "KNOWN_STAGES", "POOLED_STAGE", "PREDICTING_STAGES", "STAGES", "STAGE_NOTEBOOKS", "CVPooledConfig",
+           "DataAuditConfig", "Need", "StageContext", "StageSpec"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,22 @@ class DataAuditConfig:
 
     def __post_init__(self) -> None:
         check_range("examples_per_group", self.examples_per_group, 1, 32)
+
+
+@dataclass(frozen=True)
+class CVPooledConfig:
+    """The pooled cross-validation analysis (``55_cv_pooled``; YAML key ``cv_pooled``): the confidence level of
+    the intervals, the family-wise alpha of the Holm-adjusted planned comparisons and the power at which their
+    minimal detectable difference is given."""
+
+    level: float = 0.95
+    alpha: float = 0.05
+    power: float = 0.8
+
+    def __post_init__(self) -> None:
+        check_range("level", self.level, 0.5, 0.999)
+        check_range("alpha", self.alpha, 0.001, 0.5)
+        check_range("power", self.power, 0.5, 0.99)
 
 
 @dataclass(frozen=True)
@@ -72,7 +92,16 @@ INPUTS: dict[str, Callable[[StageContext], Any]] = {
     "image_size": lambda ctx: ctx.image_size,
     "validation_path": lambda ctx: str((ctx.run_dir / "data" / "validation.json").resolve()),
     "reader_study_dir": lambda ctx: str((ctx.run_dir / "reader_study").resolve()),
+    "cv_folds": lambda ctx: _fold_ledgers(ctx.run_dir),
 }
+
+
+def _fold_ledgers(run_dir: Path) -> dict[str, str]:
+    """``{fold-k: sha256 of its ledger}`` for the fold sub-studies under ``run_dir``, in fold order: a parameter
+    of the pooled stage, so that its key (and so its re-execution) follows every change of a fold's results."""
+    ledgers = [p for p in run_dir.glob("fold-*/stages.json") if p.parent.name.removeprefix("fold-").isdigit()]
+    ledgers.sort(key=lambda p: int(p.parent.name.removeprefix("fold-")))
+    return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in ledgers}
 # what the training and method stages receive: the data, where predictions go, and where to resolve paths
 _RUN_INPUTS = ("manifest_path", "predictions_dir", "data_root", "project_root", "data_root_base", "image_size")
 
@@ -137,6 +166,7 @@ STAGES: dict[str, StageSpec] = _registry(
               inputs=("manifest_path", "predictions_dir", "data_root", "image_size"), writes_predictions=True),
     StageSpec("evaluation", "50_evaluation", EvaluationConfig,
               inputs=("manifest_path", "predictions_dir", "image_size"), needs=(Need("their predictions"),)),
+    StageSpec("cv_pooled", "55_cv_pooled", CVPooledConfig, inputs=("manifest_path", "cv_folds")),
     StageSpec("reader_study", "60_reader_study", ReaderStudyConfig,
               inputs=("manifest_path", "predictions_dir", "reader_study_dir"),
               needs=(Need("the predictions of the model it compares"),)),
@@ -147,5 +177,7 @@ STAGES: dict[str, StageSpec] = _registry(
 #: The order stages run in (each reads only what earlier stages wrote): by notebook number.
 KNOWN_STAGES: tuple[str, ...] = tuple(STAGES)
 STAGE_NOTEBOOKS: dict[str, str] = {name: spec.notebook for name, spec in STAGES.items()}
+#: The pooled analysis of a cross-validation study: run by the driver after the folds, never listed in ``stages``.
+POOLED_STAGE = "cv_pooled"
 #: The stages that write prediction tables into runs/NAME/predictions.
 PREDICTING_STAGES: tuple[str, ...] = tuple(name for name, spec in STAGES.items() if spec.writes_predictions)

@@ -4,6 +4,11 @@ The result lives in ``<run_dir>/data/``: ``study.csv`` (+ sidecar) with a ``spli
 ``study.json`` (where the images are, the sha256 of every input manifest) and the validation report
 (``validation.json``, ``validation.csv``). Later stages read only these files.
 
+A cross-validation study (a config with ``cv``) writes the same files, its manifest holding every image once
+with each internal image's test fold (:func:`diffkd_study.data.folds.assign_folds`); fold k's sub-study (the
+config's ``fold`` set, its run folder ``runs/NAME/fold-k``) reads that manifest, not the sources, and writes
+its own split (:func:`diffkd_study.data.folds.fold_split`) into ``runs/NAME/fold-k/data/``.
+
 Every image must lie inside the data root (each manifest's rows inside its dataset folder, each dataset
 folder inside ``--data-root``) unless the config sets ``data.allow_paths_outside_root: true``.
 """
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from diffkd_study.data.folds import assign_folds, fold_folder, fold_split
 from diffkd_study.data.schema import Manifest, path_outside_root, read_manifest, write_manifest
 from diffkd_study.data.validate import ValidationReport, validate_manifest
 from diffkd_study.io import sha256_file, write_json
@@ -22,12 +28,14 @@ from diffkd_study.io import sha256_file, write_json
 
 class StudyDataConfig(Protocol):
     """What data preparation reads of a study config (:class:`diffkd_study.config.StudyConfig` has it): the
-    name, the config file, the seed and the ``data`` section (``phantom``, ``manifests``, ``external``,
-    ``exclude_labels``, ``lesion_free_labels``, ``split``, ``allow_paths_outside_root``)."""
+    name, the config file, the seed, the ``cv`` section and fold, and the ``data`` section (``phantom``,
+    ``manifests``, ``external``, ``exclude_labels``, ``lesion_free_labels``, ``split``, ``allow_paths_outside_root``)."""
 
     name: str
     seed: int
     source_path: str | None
+    cv: Any  # the ``cv`` section (folds, column, seed) or None
+    fold: int | None  # fold k's sub-study, or None
 
     @property
     def data(self) -> Any:
@@ -120,13 +128,19 @@ def prepare_study_data(
     project_root: str | Path = ".",
     progress: bool = True,
 ) -> StudyData:
-    """Build, split and validate the study manifest; raise ``DataPreparationError`` on any error."""
+    """Build, split and validate the study manifest; raise ``DataPreparationError`` on any error.
+
+    A cross-validation study's manifest gets its folds instead of a split, and a fold's sub-study splits that
+    manifest (the module docstring).
+    """
     from diffkd_study.data.splits import combine_manifests, external_split, grouped_stratified_split
 
     run_dir = Path(run_dir)
     data_dir = run_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     project_root = Path(project_root)
+    if config.fold is not None:
+        return _prepare_fold(config, run_dir, progress)
     if config.data.phantom is not None:
         manifest, root = _phantom_manifest(config, data_dir, progress)
         sources = [(manifest, ".", root)]
@@ -150,22 +164,53 @@ def prepare_study_data(
         root = Path(data_root)  # type: ignore[arg-type]
 
     split = config.data.split
-    if config.data.external:
-        study = external_split(
-            manifest,
-            external={k: list(v) for k, v in config.data.external.items()},
-            val_frac=split.val_frac,
-            test_frac=split.test_frac,
-            seed=config.seed,
-            exclude_labels=config.data.exclude_labels,
-        )
-    else:
-        study = grouped_stratified_split(
-            manifest, val_frac=split.val_frac, test_frac=split.test_frac, seed=config.seed,
-            exclude_labels=config.data.exclude_labels,
-        )
+    # a cross-validation study splits nothing here (every internal row "train", then its fold)
+    val_frac, test_frac = (0.0, 0.0) if config.cv is not None else (split.val_frac, split.test_frac)
+    try:
+        if config.data.external:
+            study = external_split(
+                manifest,
+                external={k: list(v) for k, v in config.data.external.items()},
+                val_frac=val_frac,
+                test_frac=test_frac,
+                seed=config.seed,
+                exclude_labels=config.data.exclude_labels,
+            )
+        else:
+            study = grouped_stratified_split(
+                manifest, val_frac=val_frac, test_frac=test_frac, seed=config.seed,
+                exclude_labels=config.data.exclude_labels,
+            )
+        if config.cv is not None:
+            study = assign_folds(study, config.cv.folds, column=config.cv.column,
+                                 seed=config.seed if config.cv.seed is None else config.cv.seed)
+    except ValueError as err:
+        if config.cv is None:
+            raise
+        raise DataPreparationError(f"cross-validation folds: {err}") from None
+    return _write_study(study, root, data_dir, inputs, config, progress)
 
-    # Pass 2: the split study manifest (leakage across splits, duplicates across splits).
+
+def _prepare_fold(config: StudyDataConfig, run_dir: Path, progress: bool) -> StudyData:
+    """Fold ``config.fold``'s study data from the cross-validation study's manifest in ``run_dir.parent``."""
+    if run_dir.name != fold_folder(config.fold):
+        raise DataPreparationError(f"fold {config.fold}'s run folder must be {fold_folder(config.fold)}, got {run_dir}")
+    parent = run_dir.parent / "data"
+    if not (parent / "study.json").is_file():
+        raise DataPreparationError(f"fold {config.fold}: the cross-validation study's data ({parent}) are not prepared")
+    record = json.loads((parent / "study.json").read_text(encoding="utf-8"))
+    folds = read_manifest(parent / record["manifest"])
+    try:
+        study = fold_split(folds, config.fold, config.cv.folds, val_frac=config.data.split.val_frac, seed=config.seed)
+    except ValueError as err:
+        raise DataPreparationError(f"fold {config.fold}: {err}") from None
+    inputs = {**record["inputs_sha256"], "cross-validation study.csv": record["inputs_sha256"]["study.csv"]}
+    return _write_study(study, Path(record["root"]), run_dir / "data", inputs, config, progress)
+
+
+def _write_study(study: Manifest, root: Path, data_dir: Path, inputs: dict[str, str], config: StudyDataConfig,
+                 progress: bool) -> StudyData:
+    """Write the study manifest, validate it (pass 2: leakage and duplicates across splits) and record it."""
     study_path = write_manifest(study, data_dir / "study.csv")
     study.path = study_path
     report = validate_manifest(

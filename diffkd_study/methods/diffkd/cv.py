@@ -1,0 +1,209 @@
+"""The pooled analysis of a cross-validation study (``55_cv_pooled``): out-of-fold and per-fold predictions.
+
+Every fold k (``runs/NAME/fold-k/predictions/*.csv``) predicts its internal test images (fold k's patients) and
+every external image. From these tables:
+
+* **out-of-fold internal predictions** (:func:`out_of_fold`): each internal image exactly once, from the fold
+  where it was a test image (checked against the study's fold column);
+* **per-fold external predictions** (:func:`external_per_fold`): each external image once per fold (K times).
+
+A model's score of an image in a fold is the mean over the training seeds of that fold's model (the seed
+ensemble; every seed contributes, none is singled out), :func:`seed_mean`; the per-seed pooled AUCs are shown
+as well (:func:`seed_table`).
+
+Estimates (patients, not images, are the unit of inference):
+
+* pooled out-of-fold AUC with Obuchowski's (1997) patient-clustered DeLong interval
+  (:func:`diffkd_study.metrics.roc.auc_delong` with ``groups = patient_id``), next to the per-fold AUCs'
+  mean +- SD (:func:`auc_tables`). Pooling the out-of-fold scores is the usual estimator, but the K fold models
+  are different models whose scores are not on one calibrated scale, so the pooled AUC also mixes scales;
+  averaging the per-fold AUCs does not, but each rests on one fold's patients (Airola et al. 2011, Comput Stat
+  Data Anal 55:1828, compare pooling and averaging). Both are shown.
+* external: the per-fold AUCs' mean +- SD, and the AUC of each image's score averaged over the K fold models
+  (the cross-validation ensemble) with its clustered interval.
+* the planned paired comparisons (:data:`PLANNED_PAIRS`) on the pooled out-of-fold scores with the clustered
+  DeLong test (:func:`diffkd_study.metrics.roc.delong_test`), Holm's (1979) adjustment over the pairs
+  (:func:`diffkd_study.metrics.clustered.holm_adjust`) and the minimal detectable difference of the design.
+
+A number that cannot be computed (one class only, fewer than 2 patients of a class, a model missing) is
+"not estimable" (NaN, with the reason), never a degenerate value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from diffkd_study.data.folds import FOLD_COLUMN, fold_folder
+from diffkd_study.data.schema import Manifest, read_manifest
+from diffkd_study.methods.diffkd.comparisons import PLANNED_COMPARISONS
+from diffkd_study.methods.diffkd.evaluate import seed_averaged
+from diffkd_study.metrics.clustered import holm_adjust, minimal_detectable_difference
+from diffkd_study.metrics.roc import auc_delong, delong_test, roc_auc
+from diffkd_study.predictions import label_test_sets, read_predictions
+
+__all__ = ["PLANNED_PAIRS", "auc_tables", "external_per_fold", "external_table", "out_of_fold",
+           "planned_comparisons", "read_fold_predictions", "seed_mean", "seed_table"]
+
+#: The planned comparisons (model A, model B), those of the single-split evaluation
+#: (:data:`~diffkd_study.methods.diffkd.comparisons.PLANNED_COMPARISONS`).
+PLANNED_PAIRS: tuple[tuple[str, str], ...] = tuple((c.model_a, c.model_b) for c in PLANNED_COMPARISONS)
+_KEYS = ["fold", "model", "image_id"]
+
+
+def read_fold_predictions(run_dir: str | Path, folds: int) -> pd.DataFrame:
+    """Every prediction table of every fold (``run_dir/fold-k/predictions/*.csv``, validated against the fold's
+    study manifest), concatenated with a ``fold`` column. Raises ``FileNotFoundError`` when a fold has none."""
+    frames = []
+    for fold in range(1, folds + 1):
+        folder = Path(run_dir) / fold_folder(fold)
+        tables = sorted((folder / "predictions").glob("*.csv"))
+        if not tables:
+            raise FileNotFoundError(f"fold {fold}: no prediction tables in {folder / 'predictions'}")
+        manifest = read_manifest(folder / "data" / "study.csv")
+        frames.append(read_predictions(tables, manifest=manifest).assign(fold=fold))
+    return pd.concat(frames, ignore_index=True)
+
+
+def seed_mean(pred: pd.DataFrame) -> pd.DataFrame:
+    """One row per (fold, model, image): the mean ``y_score`` over the model's training seeds in that fold, with
+    ``n_seeds`` (:func:`~diffkd_study.methods.diffkd.evaluate.seed_averaged` per fold)."""
+    return seed_averaged(pred, keys=_KEYS)
+
+
+def out_of_fold(rows: pd.DataFrame, manifest: Manifest) -> pd.DataFrame:
+    """The out-of-fold internal predictions: each fold's ``test`` rows. Asserts that every internal image of the
+    cross-validation ``manifest`` appears exactly once per model (and per seed, when ``rows`` has seeds), from
+    the fold that holds it in :data:`~diffkd_study.data.folds.FOLD_COLUMN`."""
+    study = manifest.df
+    internal = study.loc[study["split"] != "external"]
+    fold_of = pd.Series(pd.to_numeric(internal[FOLD_COLUMN]).astype(int).to_numpy(),
+                        index=internal["image_id"].astype(str))
+    oof = rows.loc[rows["split"] == "test"].copy()
+    if oof.empty:
+        raise ValueError("no out-of-fold (test) predictions in the folds' tables")
+    wrong = oof["image_id"].map(fold_of) != oof["fold"]
+    assert not wrong.any(), f"{int(wrong.sum())} test prediction(s) come from a fold that does not hold the image"
+    per = ["model", "seed"] if "seed" in oof.columns else ["model"]
+    for key, part in oof.groupby(per, sort=False):
+        ids = part["image_id"]
+        assert not ids.duplicated().any(), f"{key}: an internal image is predicted out of fold more than once"
+        missing = set(fold_of.index) - set(ids)
+        assert not missing, f"{key}: {len(missing)} internal image(s) have no out-of-fold prediction, e.g. {min(missing)}"
+    return oof.reset_index(drop=True)
+
+
+def external_per_fold(rows: pd.DataFrame, folds: int) -> pd.DataFrame:
+    """The external predictions of every fold's models. Asserts that each model predicts every external image
+    once per fold and in all ``folds`` folds (each external image K times per model and seed)."""
+    ext = rows.loc[rows["split"] == "external"].copy()
+    per = ["model", "seed"] if "seed" in ext.columns else ["model"]
+    for key, part in ext.groupby(per, sort=False):
+        counts = part.groupby("image_id")["fold"].agg(["size", "nunique"])
+        assert (counts["size"] == folds).all() and (counts["nunique"] == folds).all(), (
+            f"{key}: an external image is not predicted exactly once by each of the {folds} folds")
+    return ext.reset_index(drop=True)
+
+
+def _auc(part: pd.DataFrame, level: float) -> dict[str, object]:
+    """AUC with the patient-clustered interval, or NaN and the reason (not estimable)."""
+    out: dict[str, object] = {"n_images": len(part), "n_patients": part["patient_id"].nunique(),
+                              "n_pos": int(part["y_true"].sum())}
+    try:
+        res = auc_delong(part["y_true"], part["y_score"], level=level, groups=part["patient_id"].astype(str))
+    except ValueError as err:
+        return {**out, "auc": np.nan, "ci_low": np.nan, "ci_high": np.nan, "note": f"not estimable: {err}"}
+    return {**out, "auc": res.auc, "ci_low": res.ci_low, "ci_high": res.ci_high, "note": res.method}
+
+
+def _fold_aucs(part: pd.DataFrame) -> pd.Series:
+    """The plain AUC of each fold (NaN where a fold has one class only)."""
+    def one(fold_rows: pd.DataFrame) -> float:
+        y = fold_rows["y_true"].to_numpy()
+        return float(roc_auc(y, fold_rows["y_score"].to_numpy())) if 0 < y.sum() < y.size else np.nan
+
+    return part.groupby("fold").apply(one, include_groups=False)
+
+
+def _mean_sd(values: pd.Series) -> dict[str, object]:
+    ok = values.dropna()
+    return {"folds_estimable": len(ok), "fold_auc_mean": float(ok.mean()) if len(ok) else np.nan,
+            "fold_auc_sd": float(ok.std(ddof=1)) if len(ok) > 1 else np.nan,
+            "fold_aucs": " ".join(f"{v:.3f}" if np.isfinite(v) else "–" for v in values)}
+
+
+def auc_tables(oof: pd.DataFrame, models: Sequence[str] | None = None, level: float = 0.95) -> pd.DataFrame:
+    """Per model (seed-averaged scores, :func:`seed_mean`): the pooled out-of-fold AUC with its patient-clustered
+    interval and the per-fold AUCs' mean +- SD (and each fold's AUC)."""
+    chosen = list(models) if models is not None else list(dict.fromkeys(oof["model"]))
+    rows = []
+    for model in chosen:
+        part = oof.loc[oof["model"] == model]
+        rows.append({"model": model, **_auc(part, level), **_mean_sd(_fold_aucs(part))})
+    return pd.DataFrame(rows)
+
+
+def external_table(ext: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per model and external test set (seed-averaged scores): the per-fold AUCs' mean +- SD, and the AUC of the
+    score averaged over the K fold models per image, with its patient-clustered interval."""
+    ext = ext.assign(test_set=label_test_sets(ext))
+    rows = []
+    for (model, test_set), part in ext.groupby(["model", "test_set"], sort=False):
+        averaged = part.groupby("image_id").agg(y_true=("y_true", "first"), patient_id=("patient_id", "first"),
+                                                y_score=("y_score", "mean"))
+        rows.append({"model": model, "test_set": test_set, **_auc(averaged, level), **_mean_sd(_fold_aucs(part))})
+    return pd.DataFrame(rows)
+
+
+def planned_comparisons(oof: pd.DataFrame, pairs: Sequence[tuple[str, str]] = PLANNED_PAIRS, *, level: float = 0.95,
+                        alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:
+    """The planned paired comparisons on the pooled out-of-fold scores (seed-averaged): AUC_A - AUC_B with the
+    patient-clustered DeLong test and interval, Holm-adjusted p over the pairs that could be tested, whether the
+    adjusted p is below ``alpha``, and the minimal detectable difference at ``alpha`` and ``power``. A pair with
+    a model missing, or whose variance is not estimable, gets NaN and the reason."""
+    rows = []
+    for a, b in pairs:
+        row: dict[str, object] = {"comparison": f"{a} vs {b}", "model_a": a, "model_b": b}
+        present = set(oof["model"])
+        if a not in present or b not in present:
+            missing = [m for m in (a, b) if m not in present]
+            rows.append({**row, "note": f"not estimable: no predictions of {', '.join(missing)}"})
+            continue
+        wide = oof.loc[oof["model"].isin([a, b])].pivot_table(index="image_id", columns="model", values="y_score")
+        meta = oof.drop_duplicates("image_id").set_index("image_id").loc[wide.index]
+        try:
+            test = delong_test(meta["y_true"], wide[a], wide[b], level=level, groups=meta["patient_id"].astype(str))
+        except ValueError as err:
+            rows.append({**row, "note": f"not estimable: {err}"})
+            continue
+        rows.append({**row, "n_images": len(wide), "n_patients": test.n_clusters, "auc_a": test.auc_a,
+                     "auc_b": test.auc_b, "difference": test.difference, "ci_low": test.ci_low,
+                     "ci_high": test.ci_high, "p_value": test.p_value,
+                     "mdd": minimal_detectable_difference(test.se, alpha, power), "note": test.method})
+    table = pd.DataFrame(rows)
+    for column in ("auc_a", "auc_b", "difference", "ci_low", "ci_high", "p_value", "mdd"):
+        if column not in table:
+            table[column] = np.nan
+    table["p_holm"] = holm_adjust(table["p_value"].to_numpy(dtype=float))
+    table["significant"] = np.where(table["p_holm"].isna(), "not estimable",
+                                    np.where(table["p_holm"] < alpha, "yes", "no"))
+    return table
+
+
+def seed_table(oof_by_seed: pd.DataFrame) -> pd.DataFrame:
+    """The pooled out-of-fold AUC of each training seed of each model (point estimates), with their mean +- SD
+    over seeds: how much the seed alone moves the result."""
+    rows = []
+    for model, part in oof_by_seed.groupby("model", sort=False):
+        per_seed = {}
+        for seed, rows_of_seed in part.groupby("seed"):
+            y = rows_of_seed["y_true"].to_numpy()
+            per_seed[int(seed)] = float(roc_auc(y, rows_of_seed["y_score"].to_numpy())) if 0 < y.sum() < y.size else np.nan
+        values = pd.Series(per_seed, dtype=float).dropna()
+        rows.append({"model": model, "n_seeds": len(per_seed), "seed_auc_mean": values.mean() if len(values) else np.nan,
+                     "seed_auc_sd": values.std(ddof=1) if len(values) > 1 else np.nan,
+                     "per_seed": " ".join(f"{s}: {v:.3f}" for s, v in per_seed.items())})
+    return pd.DataFrame(rows)

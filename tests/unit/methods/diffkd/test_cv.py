@@ -1,0 +1,158 @@
+"""The pooled cross-validation analysis on hand-made fold predictions: out-of-fold coverage, seed averaging, pooled
+and per-fold AUCs, the external fold average and the Holm-adjusted planned comparisons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diffkd_study.data.folds import FOLD_COLUMN
+from diffkd_study.data.schema import Manifest, ManifestSchema
+from diffkd_study.methods.diffkd import cv
+from diffkd_study.metrics.clustered import holm_adjust
+from diffkd_study.metrics.roc import auc_delong, delong_test, roc_auc
+
+SCHEMA = ManifestSchema(dataset="t", label_set=("benign", "malignant"), task="binary", positive_class="malignant")
+FOLDS = 2
+MODELS = ("teacher_real", "teacher_real+syn", "student_scratch", "student_kd_real", "student_diffkd")
+
+
+def _study(n_internal: int = 24, n_external: int = 8) -> Manifest:
+    rows = []
+    for p in range(n_internal + n_external):
+        external = p >= n_internal
+        for i in range(2):  # two images per patient
+            rows.append({"image_id": f"p{p}-{i}", "patient_id": f"p{p}", "center": "C" if external else "A",
+                         "label": "malignant" if p % 3 == 0 else "benign", "split": "external" if external else "test",
+                         FOLD_COLUMN: np.nan if external else p % FOLDS + 1})
+    return Manifest(pd.DataFrame(rows), SCHEMA)
+
+
+def _predictions(study: Manifest, seeds=(0, 1), seed: int = 0) -> pd.DataFrame:
+    gen = np.random.default_rng(seed)
+    df = study.df
+    y = (df["label"] == "malignant").astype(int).to_numpy()
+    rows = []
+    for fold in range(1, FOLDS + 1):
+        test = (df["split"] == "test") & (df[FOLD_COLUMN] == fold)
+        shown = df.loc[test | (df["split"] == "external")]
+        for m, model in enumerate(MODELS):
+            for s in seeds:
+                score = np.clip(0.3 * y[shown.index] + 0.1 * m + gen.normal(0, 0.3, len(shown)), 0, 1)
+                rows.append(pd.DataFrame({"image_id": shown["image_id"], "patient_id": shown["patient_id"],
+                                          "dataset": "t", "center": shown["center"], "split": shown["split"],
+                                          "y_true": y[shown.index], "y_score": score, "model": model, "seed": s,
+                                          "fold": fold}))
+    return pd.concat(rows, ignore_index=True)
+
+
+@pytest.fixture
+def data():
+    study = _study()
+    pred = _predictions(study)
+    return study, pred, cv.seed_mean(pred)
+
+
+def test_out_of_fold_has_each_internal_image_once_per_model(data):
+    study, pred, rows = data
+    oof = cv.out_of_fold(rows, study)
+    internal = study.df.loc[study.df["split"] != "external", "image_id"]
+    for _, part in oof.groupby("model"):
+        assert sorted(part["image_id"]) == sorted(internal)
+    assert len(cv.out_of_fold(pred, study)) == 2 * len(oof)  # per seed too
+
+
+def test_out_of_fold_refuses_a_duplicate_a_gap_or_a_wrong_fold(data):
+    study, _, rows = data
+    test = rows[rows["split"] == "test"]
+    with pytest.raises(AssertionError, match="more than once"):
+        cv.out_of_fold(pd.concat([rows, test.iloc[[0]]]), study)
+    with pytest.raises(AssertionError, match="no out-of-fold prediction"):
+        cv.out_of_fold(rows.drop(test.index[0]), study)
+    wrong = rows.copy()
+    wrong.loc[test.index[0], "fold"] = 3 - wrong.loc[test.index[0], "fold"]
+    with pytest.raises(AssertionError, match="does not hold the image"):
+        cv.out_of_fold(wrong, study)
+
+
+def test_external_per_fold_needs_every_fold(data):
+    _, _, rows = data
+    ext = cv.external_per_fold(rows, FOLDS)
+    assert (ext.groupby(["model", "image_id"]).size() == FOLDS).all()
+    with pytest.raises(AssertionError, match="exactly once by each"):
+        cv.external_per_fold(rows.drop(rows.index[rows["split"] == "external"][:1]), FOLDS)
+
+
+def test_seed_mean_averages_the_seeds(data):
+    _, pred, rows = data
+    key = (1, "student_scratch", "p0-0")
+    expected = pred.set_index(["fold", "model", "image_id"]).loc[key, "y_score"].mean()
+    got = rows.set_index(["fold", "model", "image_id"]).loc[key]
+    assert got["y_score"] == pytest.approx(expected) and got["n_seeds"] == 2
+
+
+def test_pooled_and_per_fold_auc(data):
+    study, _, rows = data
+    oof = cv.out_of_fold(rows, study)
+    table = cv.auc_tables(oof).set_index("model")
+    part = oof[oof["model"] == "student_diffkd"]
+    ref = auc_delong(part["y_true"], part["y_score"], groups=part["patient_id"])
+    got = table.loc["student_diffkd"]
+    assert got["auc"] == pytest.approx(ref.auc) and (got["ci_low"], got["ci_high"]) == pytest.approx((ref.ci_low, ref.ci_high))
+    assert got["n_patients"] == 24 and got["n_images"] == 48
+    per_fold = [roc_auc(f["y_true"], f["y_score"]) for _, f in part.groupby("fold")]
+    assert got["fold_auc_mean"] == pytest.approx(np.mean(per_fold))
+    assert got["fold_auc_sd"] == pytest.approx(np.std(per_fold, ddof=1)) and got["folds_estimable"] == 2
+
+
+def test_a_fold_with_one_class_is_not_estimable_there(data):
+    study, _, rows = data
+    oof = cv.out_of_fold(rows, study)
+    oof.loc[oof["fold"] == 1, "y_true"] = 0  # fold 1 loses its positives
+    row = cv.auc_tables(oof, ["teacher_real"]).iloc[0]
+    assert row["folds_estimable"] == 1 and np.isnan(row["fold_auc_sd"]) and row["fold_aucs"].startswith("–")
+
+
+def test_external_auc_of_the_fold_averaged_score(data):
+    _, _, rows = data
+    ext = cv.external_per_fold(rows, FOLDS)
+    table = cv.external_table(ext).set_index("model")
+    part = ext[ext["model"] == "teacher_real"]
+    avg = part.groupby("image_id").agg(y=("y_true", "first"), s=("y_score", "mean"), g=("patient_id", "first"))
+    ref = auc_delong(avg["y"], avg["s"], groups=avg["g"])
+    assert table.loc["teacher_real", "auc"] == pytest.approx(ref.auc)
+    assert table.loc["teacher_real", "ci_high"] == pytest.approx(ref.ci_high)
+    assert table.loc["teacher_real", "test_set"] == "external: C" and table.loc["teacher_real", "n_patients"] == 8
+
+
+def test_planned_comparisons_are_clustered_and_holm_adjusted(data):
+    study, _, rows = data
+    oof = cv.out_of_fold(rows, study)
+    table = cv.planned_comparisons(oof)
+    p = []
+    for a, b in cv.PLANNED_PAIRS:
+        wa = oof[oof["model"] == a].set_index("image_id").sort_index()
+        wb = oof[oof["model"] == b].set_index("image_id").loc[wa.index]
+        ref = delong_test(wa["y_true"], wa["y_score"], wb["y_score"], groups=wa["patient_id"])
+        row = table[table["comparison"] == f"{a} vs {b}"].iloc[0]
+        assert row["difference"] == pytest.approx(ref.difference) and row["p_value"] == pytest.approx(ref.p_value)
+        assert row["mdd"] == pytest.approx(ref.minimal_detectable_difference) and row["n_patients"] == 24
+        p.append(ref.p_value)
+    assert table["p_holm"].to_numpy() == pytest.approx(holm_adjust(p))
+
+
+def test_a_missing_model_is_not_estimable_and_left_out_of_holm(data):
+    study, _, rows = data
+    oof = cv.out_of_fold(rows[rows["model"] != "teacher_real+syn"], study)
+    table = cv.planned_comparisons(oof)
+    first = table.iloc[0]
+    assert first["note"].startswith("not estimable: no predictions of teacher_real+syn")
+    assert np.isnan(first["p_holm"]) and first["significant"] == "not estimable"
+    assert table["p_holm"].iloc[1:].to_numpy() == pytest.approx(holm_adjust(table["p_value"].iloc[1:].to_numpy()))
+
+
+def test_seed_table(data):
+    study, pred, _ = data
+    table = cv.seed_table(cv.out_of_fold(pred, study)).set_index("model")
+    assert table.loc["teacher_real", "n_seeds"] == 2 and np.isfinite(table.loc["teacher_real", "seed_auc_sd"])
