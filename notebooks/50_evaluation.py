@@ -87,7 +87,7 @@ from diffkd_study import viz as plots
 from diffkd_study.data.schema import read_manifest
 from diffkd_study.methods.diffkd import comparisons as cmp
 from diffkd_study.methods.diffkd import evaluate as ev
-from diffkd_study.methods.diffkd.baselines import read_not_applicable
+from diffkd_study.methods.diffkd.baselines import read_baseline_inputs, read_not_applicable
 from diffkd_study.metrics import dca
 from diffkd_study.metrics.calibration import calibration_summary
 from diffkd_study.metrics.roc_band import roc_summary
@@ -124,7 +124,7 @@ tests = ev.evaluation_rows(predictions, models)  # seed-averaged scores
 model_names = list(models) or list(dict.fromkeys(predictions["model"]))
 averaged = ev.seed_averaged(predictions[predictions["model"].isin(model_names)])  # validation rows for thresholds
 n_seeds = {m: n for m, n in ev.seed_counts(predictions).items() if m in model_names}
-descriptions = ev.model_descriptions(model_names, manifest)
+descriptions = ev.model_descriptions(model_names, read_baseline_inputs(predictions_dir).get("clinical"))
 test_sets = ev.manifest_test_sets(manifest)
 not_applicable = ev.not_applicable_pairs(tests, model_names, test_sets, read_not_applicable(predictions_dir))
 figure_sets = [t for t in test_sets if (tests["test_set"] == t).any()]  # a figure needs some model's predictions

@@ -336,13 +336,14 @@ class BaselineFit:
     n_train: int
     notes: list[str] = field(default_factory=list)
     not_applicable: dict[str, str] = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()  # the manifest columns it reads (clinical: the condition columns used)
 
     def summary(self) -> dict[str, Any]:
-        """The fit for the records: model, validation AUC (per penalty C and chosen), sizes, notes."""
+        """The fit for the records: model, validation AUC (per penalty C and chosen), sizes, inputs, notes."""
         return {"model": self.model, "val_auc": self.val_auc, "penalty_C": self.penalty_c,
                 "val_auc_by_C": {str(k): v for k, v in self.val_auc_by_c.items()},
-                "n_train": self.n_train, "n_features": int(self.coefficients.size), "notes": self.notes,
-                "not_applicable": self.not_applicable}
+                "n_train": self.n_train, "n_features": int(self.coefficients.size), "inputs": list(self.inputs),
+                "notes": self.notes, "not_applicable": self.not_applicable}
 
 
 def _fit_logistic(
@@ -394,6 +395,7 @@ def fit_baseline(
         notes += [f"{col} left out: {why}" for col, why in encoder.left_out.items()]
         not_applicable, coverage = _condition_coverage(df, encoder.columns)
         notes += coverage
+        inputs = tuple(encoder.columns)
     else:
         if root is None:
             raise BaselineError("the image-feature baseline needs the data root of the images")
@@ -404,13 +406,14 @@ def fit_baseline(
             notes.append(f"{int(empty.sum())} image(s) whose mask is empty at {image_size} px get the training median features")
         medians = features[split == "train"].median()
         x, names = features.fillna(medians).to_numpy(), list(features.columns)
+        inputs = ("image_path", "mask_path")
     model, c, by_c = _fit_logistic(x, y, split, names, seed)
     evaluated = (split != "train") & ~label_test_sets(df).isin(list(not_applicable)).to_numpy()
     scores = pd.Series(model.predict_proba(x[evaluated])[:, 1], index=df.loc[evaluated, "image_id"].astype(str))
     predictions = predictions_frame(manifest, scores, model=name, seed=seed)
     coefficients = pd.Series(model[-1].coef_[0], index=names, name="coefficient (per SD)")
     return BaselineFit(name, predictions, c, by_c[c], by_c, coefficients, int((split == "train").sum()), notes,
-                       not_applicable)
+                       not_applicable, inputs)
 
 
 def run_baselines(
@@ -458,6 +461,16 @@ def read_not_applicable(predictions_dir: str | Path) -> dict[str, dict[str, str]
     return {str(m): dict(pairs) for m, pairs in json.loads(path.read_text(encoding="utf-8")).get("not_applicable", {}).items()}
 
 
+def read_baseline_inputs(predictions_dir: str | Path) -> dict[str, list[str]]:
+    """model -> the manifest columns the baseline read (``inputs`` of each fit in the baselines stage's
+    ``summary.json`` in ``predictions_dir``); empty when that stage has not run."""
+    path = Path(predictions_dir) / SUMMARY_FILE
+    if not path.is_file():
+        return {}
+    fits = json.loads(path.read_text(encoding="utf-8")).get("models", {})
+    return {str(m): list(fit.get("inputs", [])) for m, fit in fits.items()}
+
+
 def best_by_validation(fits: Mapping[str, BaselineFit]) -> str:
     """The model with the highest validation AUC (first listed on a tie)."""
     if not fits:
@@ -468,5 +481,5 @@ def best_by_validation(fits: Mapping[str, BaselineFit]) -> str:
 __all__ = [
     "BASELINES", "C_GRID", "IMAGE_FEATURES", "SUMMARY_FILE", "BaselineError", "BaselineFit", "ConditionEncoder",
     "MissingMaskError", "best_by_validation", "birads_ordinal", "fit_baseline", "image_feature_table", "lesion_features",
-    "read_not_applicable", "run_baselines",
+    "read_baseline_inputs", "read_not_applicable", "run_baselines",
 ]

@@ -428,12 +428,20 @@ def verified_subset(tests: pd.DataFrame, manifest: Manifest, column: str = "cond
     return chosen.reset_index(drop=True), sentence
 
 
-def model_descriptions(models: Sequence[str], manifest: Manifest) -> dict[str, str]:
+def model_descriptions(models: Sequence[str], clinical_inputs: Sequence[str] | None = None) -> dict[str, str]:
     """What each model is, in words (``MODEL_DESCRIPTIONS``; the model's own name when unknown). The clinical
-    baseline is :data:`BIRADS_READING` when the manifest records BI-RADS (``cond_birads``): the radiologists'
-    reading of the same images, not a clinical covariate."""
-    birads = "cond_birads" in manifest.df.columns and manifest.df["cond_birads"].notna().any()
-    return {m: BIRADS_READING if m == "clinical" and birads else MODEL_DESCRIPTIONS.get(m, m) for m in models}
+    baseline whose only input is BI-RADS (``clinical_inputs``, the condition columns the baselines stage
+    recorded for it) is :data:`BIRADS_READING`: the radiologists' reading of the same images, not a clinical
+    covariate; with other inputs besides BI-RADS it says that BI-RADS is among them."""
+    out = {m: MODEL_DESCRIPTIONS.get(m, m) for m in models}
+    inputs = list(clinical_inputs or [])
+    if "clinical" in out and inputs == ["cond_birads"]:
+        out["clinical"] = BIRADS_READING
+    elif "clinical" in out and "cond_birads" in inputs:
+        others = ", ".join(c.removeprefix("cond_") for c in inputs if c != "cond_birads")
+        out["clinical"] = (f"logistic regression on the recorded conditions ({others}) and BI-RADS, the "
+                           "radiologists' reading of the same images")
+    return out
 
 
 def reading_footnote(models: Sequence[str], descriptions: Mapping[str, str]) -> str:

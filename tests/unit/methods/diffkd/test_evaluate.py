@@ -238,11 +238,14 @@ def test_the_verified_subset_exists_only_where_the_manifest_records_verification
 
 def test_the_clinical_baseline_with_birads_is_named_the_radiologists_reading(tests_and_gaps):
     tests, _ = tests_and_gaps
-    with_birads = ev.model_descriptions(["clinical", "scored"], _manifest(tests, cond_birads="4a"))
+    with_birads = ev.model_descriptions(["clinical", "scored"], ["cond_birads"])
     assert with_birads == {"clinical": "radiologists' BI-RADS (reading the same images)", "scored": "scored"}
     assert ev.reading_footnote(["scored", "clinical"], with_birads).startswith(
         "clinical = radiologists' BI-RADS (reading the same images)")
     assert "not an independent clinical covariate" in ev.BIRADS_FOOTNOTE
     assert ev.reading_footnote(["scored"], with_birads) == ""
-    without = ev.model_descriptions(["clinical"], _manifest(tests, cond_age=50))
+    without = ev.model_descriptions(["clinical"], ["cond_age"])
     assert without["clinical"] == ev.MODEL_DESCRIPTIONS["clinical"] and ev.reading_footnote(["clinical"], without) == ""
+    among = ev.model_descriptions(["clinical"], ["cond_age", "cond_birads"])["clinical"]
+    assert "(age) and BI-RADS, the radiologists' reading" in among and ev.reading_footnote(["clinical"], {
+        "clinical": among}) == ""
