@@ -28,8 +28,7 @@ from diffkd_study.io import atomic_path
 from diffkd_study.viz.captions import CAPTIONS
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision
-# deficiencies. Yellow (#F0E442) is left out: it vanishes on a white background; an eighth colour from
-# Tol's muted scheme takes its place.
+# deficiencies. Yellow (#F0E442) is left out: it vanishes on a white background.
 PALETTE: tuple[str, ...] = (
     "#0072B2",  # blue
     "#D55E00",  # vermillion
@@ -38,10 +37,9 @@ PALETTE: tuple[str, ...] = (
     "#E69F00",  # orange
     "#56B4E9",  # sky blue
     "#000000",  # black
-    "#882255",  # wine (Tol's muted scheme): an eighth colour, so that the eight DiffKD models never share one
 )
 LINESTYLES: tuple[Any, ...] = ("-", "--", "-.", (0, (1, 1.2)), (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)))
-MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
+MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X")
 REFERENCE_COLOR = "0.45"  # chance diagonal, ideal calibration, treat all
 READER_MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P")
 READER_FACES: tuple[str, ...] = ("0.15", "white", "0.65", "white", "0.15", "0.65")
