@@ -30,13 +30,13 @@ import numpy as np
 import pandas as pd
 
 from diffkd_study.methods.diffkd.evaluate import PATIENT, evaluation_rows
-from diffkd_study.metrics.clustered import holm_adjust
+from diffkd_study.metrics.clustered import holm_adjust, minimal_detectable_difference
 from diffkd_study.metrics.roc import delong_test
 from diffkd_study.metrics.tables import too_few_for_auc
 from diffkd_study.predictions import INTERNAL_TEST
 
 __all__ = ["FULL_MODEL", "MDD_SENTENCE", "PLANNED_COMPARISONS", "TEST_COLUMNS", "PlannedComparison",
-           "paired_delong_tests", "per_seed_tests", "planned_comparisons", "tested_pairs"]
+           "paired_delong_tests", "paired_scores", "paired_test_row", "per_seed_tests", "planned_comparisons", "tested_pairs"]
 
 #: the full three-stage method's student: the reference of the partial-combinations table
 FULL_MODEL = "student_diffkd"
@@ -74,17 +74,19 @@ PLANNED_COMPARISONS: tuple[PlannedComparison, ...] = (
 )
 
 
-def _paired(tests: pd.DataFrame, test_set: str, a: str, b: str) -> pd.DataFrame:
-    """The images of ``test_set`` scored by both ``a`` and ``b``: label, patient and the two scores."""
-    part = tests[tests["test_set"] == test_set]
+def paired_scores(tests: pd.DataFrame, test_set: str | None, a: str, b: str) -> pd.DataFrame:
+    """The images of ``test_set`` (``None``: every row of ``tests``, e.g. the pooled out-of-fold predictions)
+    scored by both ``a`` and ``b``: label, patient and the two scores (``y_score``, ``y_score_b``)."""
+    part = tests if test_set is None else tests[tests["test_set"] == test_set]
     left = part[part["model"] == a].set_index("image_id")[["y_true", PATIENT, "y_score"]]
     right = part[part["model"] == b].set_index("image_id")[["y_score"]].rename(columns={"y_score": "y_score_b"})
     return left.join(right, how="inner")
 
 
-def _test_row(both: pd.DataFrame, level: float) -> dict:
-    """The clustered paired test of the two scores of :func:`_paired` as one table row (counts always; the
-    statistics, or a ``note`` when there are too few patients of a class)."""
+def paired_test_row(both: pd.DataFrame, level: float = 0.95, alpha: float = 0.05, power: float = 0.8) -> dict:
+    """The clustered paired test of the two scores of :func:`paired_scores` as one table row (counts always; the
+    statistics, or a ``note`` when there are too few patients of a class); ``mdd`` is the minimal detectable
+    difference at two-sided ``alpha`` and ``power``."""
     y = both["y_true"].to_numpy().astype(bool)
     clusters = both[PATIENT].to_numpy()
     row = {"n": len(both), "n_patients": int(pd.unique(clusters).size), "n_pos": int(y.sum())}
@@ -93,7 +95,7 @@ def _test_row(both: pd.DataFrame, level: float) -> dict:
         return {**row, "note": too_few}
     t = delong_test(y, both["y_score"].to_numpy(), both["y_score_b"].to_numpy(), level=level, groups=clusters)
     # with no sampling variability (identical rankings) a detectable difference of 0 would be degenerate
-    mdd = t.minimal_detectable_difference if t.se > 0 else np.nan
+    mdd = minimal_detectable_difference(t.se, alpha, power) if t.se > 0 else np.nan
     return {**row, "auc_a": t.auc_a, "auc_b": t.auc_b, "difference": t.difference, "ci_low": t.ci_low,
             "ci_high": t.ci_high, "se": t.se, "z": t.z, "p_value": t.p_value, "mdd": mdd,
             "correlation": t.correlation, "method": CLUSTERED_METHOD,
@@ -124,7 +126,7 @@ def paired_delong_tests(tests: pd.DataFrame, *, level: float = 0.95, reference: 
                  else list(combinations(models, 2)))
         for a, b in pairs:
             rows.append({"test_set": test_set, "model_a": a, "model_b": b,
-                         **_test_row(_paired(tests, test_set, a, b), level)})
+                         **paired_test_row(paired_scores(tests, test_set, a, b), level)})
     return _with_holm(pd.DataFrame(rows, columns=TEST_COLUMNS))
 
 
@@ -146,7 +148,7 @@ def planned_comparisons(tests: pd.DataFrame, *, level: float = 0.95,
                 why = NOT_IN_RUN if any(m not in present for m in absent) else "no predictions on this test set"
                 rows.append({**row, "note": f"{', '.join(absent)}: {why}"})
                 continue
-            rows.append({**row, **_test_row(_paired(tests, test_set, plan.model_a, plan.model_b), level)})
+            rows.append({**row, **paired_test_row(paired_scores(tests, test_set, plan.model_a, plan.model_b), level)})
     return _with_holm(pd.DataFrame(rows, columns=["comparison", "contrast", *TEST_COLUMNS]))
 
 
@@ -172,11 +174,11 @@ def per_seed_tests(pred: pd.DataFrame, pairs: Sequence[tuple[str, str]], *, leve
         for seed in seeds:
             tests = evaluation_rows(pred[pred["seed"] == seed], [a, b])
             for test_set in pd.unique(tests["test_set"]):
-                both = _paired(tests, test_set, a, b)
+                both = paired_scores(tests, test_set, a, b)
                 if both.empty:
                     continue
                 rows.append({"test_set": test_set, "model_a": a, "model_b": b, "seed": int(seed),
-                             **_test_row(both, level)})
+                             **paired_test_row(both, level)})
     table = pd.DataFrame(rows, columns=["test_set", "model_a", "model_b", "seed", *TEST_COLUMNS[3:]])
     order = {name: k for k, name in enumerate(sorted(pd.unique(table["test_set"]), key=lambda n: (n != INTERNAL_TEST, n)))}
     return table.sort_values("test_set", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)

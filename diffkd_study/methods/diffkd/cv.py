@@ -39,10 +39,10 @@ import pandas as pd
 
 from diffkd_study.data.folds import FOLD_COLUMN, fold_folder
 from diffkd_study.data.schema import Manifest, read_manifest
-from diffkd_study.methods.diffkd.comparisons import PLANNED_COMPARISONS
+from diffkd_study.methods.diffkd.comparisons import PLANNED_COMPARISONS, paired_scores, paired_test_row
 from diffkd_study.methods.diffkd.evaluate import seed_averaged
-from diffkd_study.metrics.clustered import holm_adjust, minimal_detectable_difference
-from diffkd_study.metrics.roc import auc_delong, delong_test, roc_auc
+from diffkd_study.metrics.clustered import holm_adjust
+from diffkd_study.metrics.roc import auc_delong, roc_auc
 from diffkd_study.predictions import label_test_sets, read_predictions
 
 __all__ = ["PLANNED_PAIRS", "auc_tables", "external_per_fold", "external_table", "out_of_fold",
@@ -161,28 +161,25 @@ def external_table(ext: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
 def planned_comparisons(oof: pd.DataFrame, pairs: Sequence[tuple[str, str]] = PLANNED_PAIRS, *, level: float = 0.95,
                         alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:
     """The planned paired comparisons on the pooled out-of-fold scores (seed-averaged): AUC_A - AUC_B with the
-    patient-clustered DeLong test and interval, Holm-adjusted p over the pairs that could be tested, whether the
-    adjusted p is below ``alpha``, and the minimal detectable difference at ``alpha`` and ``power``. A pair with
-    a model missing, or whose variance is not estimable, gets NaN and the reason."""
+    patient-clustered DeLong test and interval (the single-split evaluation's row,
+    :func:`~diffkd_study.methods.diffkd.comparisons.paired_test_row`), Holm-adjusted p over the pairs that could
+    be tested, whether the adjusted p is below ``alpha``, and the minimal detectable difference at ``alpha`` and
+    ``power``. A pair with a model missing, or whose variance is not estimable, gets NaN and the reason."""
     rows = []
+    present = set(oof["model"])
     for a, b in pairs:
         row: dict[str, object] = {"comparison": f"{a} vs {b}", "model_a": a, "model_b": b}
-        present = set(oof["model"])
         if a not in present or b not in present:
             missing = [m for m in (a, b) if m not in present]
             rows.append({**row, "note": f"not estimable: no predictions of {', '.join(missing)}"})
             continue
-        wide = oof.loc[oof["model"].isin([a, b])].pivot_table(index="image_id", columns="model", values="y_score")
-        meta = oof.drop_duplicates("image_id").set_index("image_id").loc[wide.index]
-        try:
-            test = delong_test(meta["y_true"], wide[a], wide[b], level=level, groups=meta["patient_id"].astype(str))
-        except ValueError as err:
-            rows.append({**row, "note": f"not estimable: {err}"})
+        test = paired_test_row(paired_scores(oof, None, a, b), level, alpha, power)
+        row.update(n_images=test["n"], n_patients=test["n_patients"])
+        if "p_value" not in test:
+            rows.append({**row, "note": f"not estimable: {test['note']}"})
             continue
-        rows.append({**row, "n_images": len(wide), "n_patients": test.n_clusters, "auc_a": test.auc_a,
-                     "auc_b": test.auc_b, "difference": test.difference, "ci_low": test.ci_low,
-                     "ci_high": test.ci_high, "p_value": test.p_value,
-                     "mdd": minimal_detectable_difference(test.se, alpha, power), "note": test.method})
+        rows.append({**row, **{k: test[k] for k in ("auc_a", "auc_b", "difference", "ci_low", "ci_high", "p_value",
+                                                     "mdd")}, "note": test["method"]})
     table = pd.DataFrame(rows)
     for column in ("auc_a", "auc_b", "difference", "ci_low", "ci_high", "p_value", "mdd"):
         if column not in table:
