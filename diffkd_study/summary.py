@@ -36,7 +36,7 @@ __all__ = ["INTENDED_USE", "SIMULATED_BANNER", "SummaryStageConfig", "collect_li
            "read_stage_metrics", "share_of_attainable", "stage_section"]
 
 TEACHER_PREFERENCE: tuple[str, ...] = ("teacher_real+syn", "teacher_real")
-STUDENT_PREFERENCE: tuple[str, ...] = ("student_diffkd", "student_diffkd+syn", "student_kd_real", "student_scratch")
+STUDENT_PREFERENCE: tuple[str, ...] = ("student_diffkd", "student_diffkd+syn", "student_kd_real", "student_alone")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,10 @@
 # teacher's softened predictions. To see what each stage contributes, the same student is trained
 # in several "partial combinations": alone, distilled from a teacher trained on real images only,
 # distilled from the teacher trained on real + synthetic images (the full method), and that plus
-# synthetic images for the student too. Every variant gets the same epochs, optimiser and seeds.
+# synthetic images for the student too. Every variant gets the same epochs, optimiser and seeds,
+# and starts from the same weights: by default an initialisation made by *general distillation*, in
+# which the student first learns, without labels, to reproduce the ImageNet-trained EfficientNet-Lite2's
+# view of the training images (no offline ImageNet weights exist for so small a network).
 
 # %% tags=["parameters"]
 manifest_path = ""
@@ -36,8 +39,10 @@ data_root_base = ""
 image_size = 128
 seed = 0
 model = "lcnet_035"
-weights = "none"
-variants = ["scratch", "kd_real", "diffkd", "diffkd+syn"]
+weights = "distilled"
+variants = ["alone", "kd_real", "diffkd", "diffkd+syn"]
+initialisation = {}
+scratch_variants = []
 seeds = [0]
 epochs = 12
 batch_size = 16
@@ -97,9 +102,12 @@ try:  # the objective in words, from the registered losses' descriptions (unknow
     objective = study.student_objective(config)
 except ValueError as err:
     raise NotebookParameterError(f"student parameters: {err}") from None
+start = ("general distillation from the ImageNet " + config.initialisation.teacher_model
+         if config.weights == "distilled" else Path(config.weights).name)
 display(Markdown(
-    f"Student network **{config.model}** (initial weights: {Path(config.weights).name}), {image_size} x {image_size} pixels; "
-    f"distillation objective: {objective}. Variants {', '.join(config.variants)}; seeds {list(config.seeds)}."))
+    f"Student network **{config.model}** (initial weights: {start}), {image_size} x {image_size} pixels; "
+    f"distillation objective: {objective}. Variants {', '.join(config.variants)}; seeds {list(config.seeds)}"
+    + (f"; also from random weights: {', '.join(config.scratch_variants)}." if config.scratch_variants else ".")))
 
 # %% [markdown]
 # ## Training
@@ -111,6 +119,33 @@ result = study.run_stage("student", params)
 # %%
 for variant, reason in result.skipped.items():
     display(Markdown(f"**{variant}** was not trained: {reason}"))
+
+# %% [markdown]
+# ## Starting point: general distillation
+# Before any label is used, the student learns the ImageNet teacher's features and ImageNet class scores on
+# the training images only (each in a few fixed views: as it is, mirrored, augmented). The *linear probe*
+# measures what a starting point already knows about the task: a logistic regression on its frozen features,
+# fitted on the training images with its regularisation chosen on validation, scored on each held-out set
+# (AUC with a patient-clustered 95% CI). The student at random weights is the floor; the ImageNet teacher's
+# features are what the student was asked to imitate.
+
+# %%
+init = result.initialisation
+if init is None:
+    display(Markdown(f"No general distillation in this run: the students start from `{config.weights}`."))
+    probe = None
+else:
+    seen = ", ".join(f"{n} {name}s" for name, n in init["images"].items())
+    display(Markdown(
+        f"General distillation {'re-used' if init['reused'] else 'made'}: {seen} of the training split, "
+        f"{init['views']} views in all, {init['config']['epochs']} epochs; teacher pass {init['teacher_s']:.0f} s, "
+        f"student training {init['train_s']:.0f} s. Weights sha256 `{init['sha256'][:16]}...`."))
+    import pandas as pd
+
+    probe = pd.DataFrame(init["probe"])
+    show_table(probe, {"representation": "Features", "split": "Set", "images": "Images", "patients": "Patients",
+                       "auc": "AUC", "ci_low": "95% CI low", "ci_high": "95% CI high", "C": "Chosen C"},
+               digits={"auc": 3, "ci_low": 3, "ci_high": 3})
 
 # %% [markdown]
 # ## Training runs and loss terms
@@ -168,6 +203,7 @@ write_metrics(metrics_path, {
     "fits": records(fits),
     "ablation": records(ablation.reset_index()) if len(ablation) else [],
     "efficiency": records(efficiency),
+    "initialisation_probe": records(probe) if probe is not None else [],
     "efficiency_ratios": {"params": float(ratios["params"]), "GFLOPs": float(ratios["GFLOPs"]),
                           "cpu_latency": float(ratios["CPU latency median ms"])},
     "index_section": IndexSection(
@@ -178,7 +214,10 @@ write_metrics(metrics_path, {
         tables=[IndexTable(title="Partial combinations: AUC mean +- SD over seeds", caption="DeLong intervals and "
                            "paired tests are in the evaluation report.",
                            records=records(ablation.reset_index()) if len(ablation) else []),
-                IndexTable(title="Efficiency (student / teacher)", records=records(efficiency.round(4)))],
+                IndexTable(title="Efficiency (student / teacher)", records=records(efficiency.round(4)))]
+        + ([IndexTable(title="Starting point: linear-probe AUC of frozen features", caption="Logistic regression "
+                       "on the training images, C chosen on validation; patient-clustered 95% CIs.",
+                       records=records(probe))] if probe is not None else []),
         figures=[IndexFigure(png=f"figures/{name}.png", title=f"Student {variant}: training curves",
                              caption=plots.caption("loss_curves", model=f"the {variant} student"))
                  for variant, name in curve_names if variant == "diffkd"][:1],

@@ -45,7 +45,7 @@
 # 1. *Do synthetic images help the teacher?* teacher trained on real + synthetic images
 #    (`teacher_real+syn`) vs teacher trained on real images (`teacher_real`);
 # 2. *Does distillation help the student?* student distilled from the real-image teacher
-#    (`student_kd_real`) vs student trained alone (`student_scratch`);
+#    (`student_kd_real`) vs student trained alone (`student_alone`);
 # 3. *Does the synthetic-trained teacher help the student?* full DiffKD student (`student_diffkd`) vs
 #    student distilled from the real-image teacher (`student_kd_real`).
 #

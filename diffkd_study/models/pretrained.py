@@ -14,6 +14,11 @@ A weight source is one string, so it fits a config file and a papermill paramete
     a local ``.safetensors`` or ``.pth``/``.pt`` state dict (timm key layout, or the package layout above
     for a ``tf_efficientnet_liteN``); the sha256 is required and checked (the ``#sha256=`` fragment is
     pip's convention for hash-pinned URLs).
+``distilled:PATH#sha256=HEX``
+    a student initialisation made by general distillation (:mod:`diffkd_study.distill.general`): a
+    ``.safetensors`` file whose metadata names its format (:data:`DISTILLED_FORMAT`), the timm model it is
+    for, the teacher it learnt from and its input normalisation; the sha256 is required and checked, and the
+    model it is loaded into must be the one it was distilled for.
 
 Nothing here downloads: a missing package or file is an error that names the remedy.
 
@@ -39,6 +44,8 @@ EFFICIENTNET_LITE_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
 EFFICIENTNET_LITE_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt")
+#: the ``format`` metadata of a general-distillation initialisation (``distilled:`` weight sources)
+DISTILLED_FORMAT = "diffkd-study general distillation v1"
 
 
 @dataclass(frozen=True)
@@ -176,7 +183,7 @@ def package_weight_path(key: str) -> Path:
 class WeightSource:
     """A parsed weight-source string; ``str(source)`` gives the string back."""
 
-    kind: str  # "none" | "package" | "file"
+    kind: str  # "none" | "package" | "file" | "distilled"
     package: str | None = None
     path: Path | None = None
     sha256: str | None = None
@@ -184,20 +191,22 @@ class WeightSource:
     def __str__(self) -> str:
         if self.kind == "package":
             return f"package:{self.package}"
-        if self.kind == "file":
-            return f"file:{self.path}#sha256={self.sha256}"
+        if self.kind in ("file", "distilled"):
+            return f"{self.kind}:{self.path}#sha256={self.sha256}"
         return "none"
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_SOURCE_FORMS = "'none', 'package:NAME' or 'file:PATH#sha256=HEX'"
+_SOURCE_FORMS = "'none', 'package:NAME', 'file:PATH#sha256=HEX' or 'distilled:PATH#sha256=HEX'"
 
 
 def parse_weight_source(spec: str) -> WeightSource:
-    """Parse a weight source string: ``none``, ``package:KEY`` or ``file:PATH#sha256=HEX``.
+    """Parse a weight source string: ``none``, ``package:KEY``, ``file:PATH#sha256=HEX`` or
+    ``distilled:PATH#sha256=HEX``.
 
-    Raises ``ValueError`` for an unknown form or package, a file suffix that is not a weight file's, or a
-    ``file:`` source without its 64-hex-digit sha256. Nothing is read here.
+    Raises ``ValueError`` for an unknown form or package, a file suffix that is not a weight file's (only
+    ``.safetensors`` for ``distilled:``), or a ``file:``/``distilled:`` source without its 64-hex-digit
+    sha256. Nothing is read here.
     """
     if spec == "none":
         return WeightSource("none")
@@ -205,20 +214,20 @@ def parse_weight_source(spec: str) -> WeightSource:
         key = spec.removeprefix("package:")
         weight_package(key)
         return WeightSource("package", package=key)
-    if spec.startswith("file:"):
-        location, _, fragment = spec.removeprefix("file:").partition("#")
+    kind = spec.partition(":")[0]
+    if kind in ("file", "distilled") and ":" in spec:
+        location, _, fragment = spec.removeprefix(f"{kind}:").partition("#")
         path = Path(location).expanduser()
-        if path.suffix not in WEIGHT_FILE_SUFFIXES:
-            raise ValueError(
-                f"weight file {path} must end in one of {', '.join(WEIGHT_FILE_SUFFIXES)} (got {spec!r})"
-            )
+        suffixes = WEIGHT_FILE_SUFFIXES if kind == "file" else (".safetensors",)
+        if path.suffix not in suffixes:
+            raise ValueError(f"weight file {path} must end in one of {', '.join(suffixes)} (got {spec!r})")
         digest = fragment.removeprefix("sha256=").lower()
         if not fragment.startswith("sha256=") or not _SHA256.fullmatch(digest):
             raise ValueError(
-                f"weight file {path} needs its sha256: write 'file:{path}#sha256=<64 hex digits>' "
+                f"weight file {path} needs its sha256: write '{kind}:{path}#sha256=<64 hex digits>' "
                 f"(compute it with: sha256sum {path})"
             )
-        return WeightSource("file", path=path, sha256=digest)
+        return WeightSource(kind, path=path, sha256=digest)
     raise ValueError(f"unknown weight source {spec!r}; expected {_SOURCE_FORMS}")
 
 
@@ -268,6 +277,8 @@ def load_weights(spec: str | WeightSource, model_name: str) -> LoadedWeights | N
         state = map_efficientnet_lite_state_dict(read_state_dict(path), package.key, origin=str(path))
         return LoadedWeights(state, str(source), path, package.sha256, package.mean, package.std)
     verify_sha256(source.path, source.sha256)
+    if source.kind == "distilled":
+        return _load_distilled(source, model_name)
     state = read_state_dict(source.path)
     if "_conv_stem.weight" in state:  # the efficientnet-lite-pytorch layout, e.g. a package's file copied
         package = next((p for p in WEIGHT_PACKAGES.values() if p.timm_name == model_name), None)
@@ -278,3 +289,21 @@ def load_weights(spec: str | WeightSource, model_name: str) -> LoadedWeights | N
             )
         state = map_efficientnet_lite_state_dict(state, package.key, origin=str(source.path))
     return LoadedWeights(state, str(source), source.path, source.sha256, None, None)
+
+
+def _load_distilled(source: WeightSource, model_name: str) -> LoadedWeights:
+    """A general-distillation initialisation: its metadata must name :data:`DISTILLED_FORMAT` and ``model_name``."""
+    from safetensors import safe_open
+
+    with safe_open(source.path, framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != DISTILLED_FORMAT:
+        raise ValueError(f"weight file {source.path} is not a general-distillation initialisation (its metadata "
+                         f"format is {metadata.get('format')!r}, expected {DISTILLED_FORMAT!r}); use 'file:' for "
+                         "other weight files")
+    if metadata.get("student") != model_name:
+        raise ValueError(f"weights {source} were distilled into timm model {metadata.get('student')!r}, "
+                         f"not {model_name!r}")
+    mean = tuple(float(v) for v in metadata["mean"].split(","))
+    std = tuple(float(v) for v in metadata["std"].split(","))
+    return LoadedWeights(read_state_dict(source.path), str(source), source.path, source.sha256, mean, std)

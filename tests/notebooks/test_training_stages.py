@@ -36,7 +36,8 @@ def study_run(tmp_path_factory):
                  "split": {"val_frac": 0.25, "test_frac": 0.25}},
         "teacher": {**TRAINING, "seeds": [0], "model": "tf_efficientnet_lite0", "weights": "none"},
         "student": {**TRAINING, "loss": {"ce": {"weight": 0.5}, "kd": {"weight": 0.5, "params": {"temperature": 4.0}},
-                                         "at": {"weight": 10.0}}},
+                                         "at": {"weight": 10.0}},
+                    "initialisation": {"views": 2, "epochs": 1, "batch_size": 16}, "scratch_variants": ["alone"]},
         "evaluation": {"bootstrap": 200, "band_resamples": 100, "efficiency_runs": 3},
         "reader_study": {"simulate": {"n_junior": 2, "n_senior": 2}},
         "summary": {"band_resamples": 100},
@@ -61,8 +62,8 @@ def test_every_variant_and_seed_predicts_held_out_rows_only(study_run):
     _, _, run = study_run
     study = pd.read_csv(run / "data" / "study.csv")
     train = set(study.loc[study["split"] == "train", "image_id"])
-    names = ["teacher_real", "teacher_real+syn", "student_scratch", "student_kd_real", "student_diffkd",
-             "student_diffkd+syn"]
+    names = ["teacher_real", "teacher_real+syn", "student_alone", "student_kd_real", "student_diffkd",
+             "student_diffkd+syn", "student_alone-scratch"]
     for name in names:
         pred = pd.read_csv(run / "predictions" / f"{name}.csv")
         assert set(pred["seed"]) == ({0} if name.startswith("teacher") else {0, 1}), name
@@ -80,7 +81,7 @@ def test_records_log_every_term_and_the_teacher_used(study_run):
     assert teacher["synthetic_audited"] is False and teacher["fits"][0]["weights_sha256"]
     metrics = json.loads((report / "40_student.metrics.json").read_text())
     assert set(metrics["efficiency_ratios"]) == {"params", "GFLOPs", "cpu_latency"}
-    assert {r["model"] for r in metrics["ablation"]} >= {"student_scratch", "student_diffkd"}
+    assert {r["model"] for r in metrics["ablation"]} >= {"student_alone", "student_diffkd"}
 
 
 def test_summary_index_checklist_and_compare(study_run, capsys):
@@ -98,3 +99,23 @@ def test_summary_index_checklist_and_compare(study_run, capsys):
     out = capsys.readouterr().out
     assert "AUC student: internal test" in out and "+0.0000" in out
     assert (report.parent / "cmp.html").is_file()
+
+
+def test_every_student_starts_from_the_general_distillation_of_training_images(study_run):
+    _, report, run = study_run
+    study = pd.read_csv(run / "data" / "study.csv")
+    seen = pd.read_csv(run / "student" / "init" / "images.csv")
+    train = set(study.loc[study["split"] == "train", "image_id"])
+    assert set(seen["image_id"]) == train and set(seen["set"]) == {"lesion crop", "whole image"}
+    records = json.loads((run / "student" / "records.json").read_text())
+    init = records["initialisation"]
+    assert init["weights"].startswith("distilled:") and init["views"] == 2 * 2 * len(train)
+    by_variant = {f["variant"]: f for f in records["fits"]}
+    assert by_variant["alone"]["init"] == "distilled" and by_variant["alone"]["init_sha256"] == init["sha256"]
+    assert by_variant["alone-scratch"]["init"] == "none" and "init_sha256" not in by_variant["alone-scratch"]
+    probe = pd.DataFrame(init["probe"])
+    assert set(probe["representation"]) == {"student, random weights", "student, general distillation",
+                                            "teacher, ImageNet weights"}
+    assert set(probe["split"]) == {"val", "test", "external"} and probe["auc"].between(0, 1).all()
+    metrics = json.loads((report / "40_student.metrics.json").read_text())
+    assert len(metrics["initialisation_probe"]) == 9

@@ -182,7 +182,7 @@ def test_a_stage_with_what_it_reads_loads(stages, extra):
 
 def test_reader_study_needs_baselines_when_the_student_trains_no_diffkd():
     raw = {**MINIMAL, "stages": ["teacher", "student", "reader_study"], "reader_study": {"simulate": {}},
-           "student": {"variants": ["scratch", "kd_real"]}}
+           "student": {"variants": ["alone", "kd_real"]}}
     with pytest.raises(ConfigError, match="add 'baselines' to stages or name reader_study.model"):
         parse_config(raw)
 

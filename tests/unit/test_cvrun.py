@@ -24,7 +24,7 @@ RAW = {
     "diffusion": {"profile": "smoke", "sampling_steps": 2, "class_counts": ["benign=6", "malignant=5"],
                   "sample_batch_size": 6},
     "teacher": {**TRAIN, "seeds": [0], "model": "tf_efficientnet_lite0", "weights": "none"},
-    "student": {**TRAIN, "seeds": [0, 1], "variants": ["scratch", "kd_real", "diffkd"]},
+    "student": {**TRAIN, "seeds": [0, 1], "variants": ["alone", "kd_real", "diffkd"]},
     "baselines": {"models": ["image_features"]},
 }
 
@@ -145,10 +145,10 @@ def test_pooled_tables(cv_run):
     ext = pd.read_csv(run / "cv" / "external_predictions.csv")
     assert (ext.groupby(["model", "image_id"]).size() == 2).all()
     pooled = pd.read_csv(run / "cv" / "pooled_auc.csv")
-    assert {"teacher_real", "student_scratch", "student_diffkd", "image_features"} <= set(pooled["model"])
+    assert {"teacher_real", "student_alone", "student_diffkd", "image_features"} <= set(pooled["model"])
     comparisons = pd.read_csv(run / "cv" / "comparisons.csv")
     assert comparisons["comparison"].tolist() == ["teacher_real+syn vs teacher_real",
-                                                  "student_kd_real vs student_scratch",
+                                                  "student_kd_real vs student_alone",
                                                   "student_diffkd vs student_kd_real"]
     assert (pd.read_csv(run / "cv" / "external_auc.csv")["test_set"] == "external: center_C").all()
     metrics = json.loads((report / "55_cv_pooled.metrics.json").read_text())

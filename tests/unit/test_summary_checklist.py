@@ -26,12 +26,12 @@ from diffkd_study.summary import (
 
 
 def test_headline_models_prefer_the_full_method_and_check_named_ones():
-    available = ["clinical", "teacher_real", "teacher_real+syn", "student_scratch", "student_diffkd"]
+    available = ["clinical", "teacher_real", "teacher_real+syn", "student_alone", "student_diffkd"]
     assert headline_models(available) == {"teacher": "teacher_real+syn", "student": "student_diffkd"}
     assert headline_models(["teacher_real", "student_kd_real"]) == {"teacher": "teacher_real",
                                                                      "student": "student_kd_real"}
     assert headline_models(["clinical"]) == {}
-    assert headline_models(available, student="student_scratch")["student"] == "student_scratch"
+    assert headline_models(available, student="student_alone")["student"] == "student_alone"
     with pytest.raises(ValueError, match="summary.teacher: no predictions for 'teacher_x'"):
         headline_models(available, teacher="teacher_x")
 

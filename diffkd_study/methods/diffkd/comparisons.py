@@ -67,7 +67,7 @@ class PlannedComparison:
 PLANNED_COMPARISONS: tuple[PlannedComparison, ...] = (
     PlannedComparison("teacher_real+syn", "teacher_real", "(i) Do synthetic images help the teacher?",
                       "Teacher trained on real + synthetic images vs teacher trained on real images"),
-    PlannedComparison("student_kd_real", "student_scratch", "(ii) Does distillation help the student?",
+    PlannedComparison("student_kd_real", "student_alone", "(ii) Does distillation help the student?",
                       "Student distilled from the real-image teacher vs student trained alone"),
     PlannedComparison("student_diffkd", "student_kd_real", "(iii) Does the synthetic-trained teacher help the student?",
                       "Full DiffKD student vs student distilled from the real-image teacher"),

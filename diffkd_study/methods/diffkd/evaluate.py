@@ -54,7 +54,7 @@ BIRADS_FOOTNOTE = (
 MODEL_DESCRIPTIONS: dict[str, str] = {
     "teacher_real": "teacher network trained on real images",
     "teacher_real+syn": "teacher network trained on real + synthetic images",
-    "student_scratch": "student network trained alone (no distillation)",
+    "student_alone": "student network trained alone (no distillation)",
     "student_kd_real": "student distilled from the real-image teacher",
     "student_diffkd": "full DiffKD student (distilled from the real + synthetic teacher)",
     "student_diffkd+syn": "full DiffKD student that also trains on synthetic images",

@@ -13,10 +13,16 @@ teacher
     ``real+syn``  trained on real + synthetic images (stage 1), ``synthetic_ratio`` synthetic images
                   per real one in every epoch.
 student
-    ``scratch``     the compact network alone, real images, no teacher;
+    ``alone``       the compact network alone, real images, no teacher;
     ``kd_real``     distilled from the ``real`` teacher, real images;
     ``diffkd``      distilled from the ``real+syn`` teacher, real images (the full three-stage method);
     ``diffkd+syn``  as ``diffkd``, the student also sees the synthetic images.
+
+Initialisation: every student of the stage starts from the same weights, ``weights``; by default
+``distilled``, the general-distillation initialisation the stage makes on the training images (see
+:mod:`diffkd_study.distill.initialisation`; its settings are the ``initialisation`` block). The variants named
+in ``scratch_variants`` are trained a second time from random weights, as the ablation "from scratch":
+model ``student_<variant>-scratch``, e.g. ``student_alone-scratch``.
 
 Variants that need synthetic images are skipped, with the reason in the report, when the run has none
 and ``synthetic`` is ``auto`` (an error when it is ``required``). A student of seed ``s`` learns from
@@ -44,17 +50,20 @@ from pathlib import Path
 from typing import Any
 
 from diffkd_study.devices import check_device_name
+from diffkd_study.distill.initialisation import DISTILLED, InitialisationConfig, check_student_weights
 from diffkd_study.sections import FieldError, check_range
 from diffkd_study.training.presets import AUGMENTATION_PRESETS, CLASS_WEIGHTINGS, check_choice
 
 TEACHER_VARIANTS: dict[str, bool] = {"real": False, "real+syn": True}  # variant -> trained with synthetic images
 # student variant -> (teacher variant or None, student sees synthetic images)
 STUDENT_VARIANTS: dict[str, tuple[str | None, bool]] = {
-    "scratch": (None, False),
+    "alone": (None, False),
     "kd_real": ("real", False),
     "diffkd": ("real+syn", False),
     "diffkd+syn": ("real+syn", True),
 }
+#: the name suffix of a student variant trained from random weights (``scratch_variants``): student_alone-scratch
+SCRATCH_SUFFIX = "-scratch"
 SYNTHETIC_MODES: tuple[str, ...] = ("auto", "none", "required")
 LAUNCHERS: tuple[str, ...] = ("inline", "torchrun")
 CROPS: tuple[str, ...] = ("none", "lesion")
@@ -180,13 +189,22 @@ class StudentStageConfig(TrainingSection):
     """
 
     model: str = "lcnet_035"
-    weights: str = "none"
-    variants: tuple[str, ...] = ("scratch", "kd_real", "diffkd", "diffkd+syn")
+    weights: str = DISTILLED
+    variants: tuple[str, ...] = ("alone", "kd_real", "diffkd", "diffkd+syn")
     lr: float = 2e-3
     loss: dict[str, LossTerm] = field(default_factory=hinton_kd_objective)
+    initialisation: InitialisationConfig = field(default_factory=InitialisationConfig)
+    scratch_variants: tuple[str, ...] = ()  # also trained from random weights: student_<variant>-scratch
 
     def __post_init__(self) -> None:
         self._check(STUDENT_VARIANTS)
+        check_student_weights("weights", self.weights)
+        extra = [v for v in self.scratch_variants if v not in self.variants]
+        if extra or len(set(self.scratch_variants)) != len(self.scratch_variants):
+            raise FieldError("scratch_variants", f"{list(self.scratch_variants)}: name variants of this stage "
+                             f"({list(self.variants)}), each once")
+        if self.scratch_variants and self.weights == "none":
+            raise FieldError("scratch_variants", "the students already start from random weights (weights: none)")
         if not self.loss:
             raise FieldError("loss", "name at least one term, e.g. {ce: {weight: 0.5}, kd: {weight: 0.5}}")
         if any(not isinstance(term, LossTerm) for term in self.loss.values()):

@@ -14,7 +14,7 @@ Artifacts (``{run_dir}/teacher/`` and ``{run_dir}/student/``)::
 
 and one prediction table per variant in ``predictions_dir`` (every seed; validation, internal test and
 external rows; see :mod:`diffkd_study.predictions`): ``teacher_real.csv``, ``teacher_real+syn.csv``,
-``student_scratch.csv``, ``student_kd_real.csv``, ``student_diffkd.csv``, ``student_diffkd+syn.csv``.
+``student_alone.csv``, ``student_kd_real.csv``, ``student_diffkd.csv``, ``student_diffkd+syn.csv``.
 
 Choices of ours (DiffKD-DCIS publishes none of them): the teacher is an ImageNet EfficientNet-Lite2
 fine-tuned end to end with class-balanced cross-entropy; the student (PP-LCNet x0.35, from scratch)
@@ -41,9 +41,11 @@ import torch
 
 from diffkd_study.data.schema import Manifest, read_manifest
 from diffkd_study.distill.distiller import build_objective
+from diffkd_study.distill.initialisation import DISTILLED
 from diffkd_study.io import sha256_file, write_json
 from diffkd_study.loss_catalog import build_loss, describe_objective
 from diffkd_study.methods.diffkd.stage import (
+    SCRATCH_SUFFIX,
     STUDENT_VARIANTS,
     TEACHER_VARIANTS,
     StudentStageConfig,
@@ -137,6 +139,7 @@ class TrainingStageResult(StageRecord):
     device: str
     world_size: int
     wall_s: float
+    initialisation: dict[str, Any] | None = None  # students: the general-distillation record and linear probes
 
 
 def load_stage_data(manifest_path: str | os.PathLike[str], data_root: str | os.PathLike[str], run_dir: str | os.PathLike[str],
@@ -291,26 +294,35 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
     variants = TEACHER_VARIANTS if kind == "teacher" else {k: v[1] for k, v in STUDENT_VARIANTS.items()}
     fits: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
-    for variant in cfg.variants:
+    init_source, initialisation = cfg.weights, None
+    if kind == "student" and cfg.weights == DISTILLED:
+        initialisation = student_initialisation(cfg, data, params, stage_dir / "init", progress=progress and rank == 0)
+        init_source = initialisation["weights"]
+    # (variant, folder and model-name suffix, weight source, what the records say the weights are)
+    runs = [(v, "", init_source, cfg.weights) for v in cfg.variants]
+    runs += [(v, SCRATCH_SUFFIX, "none", "none") for v in getattr(cfg, "scratch_variants", ())]
+    for variant, suffix, source, source_word in runs:
         uses_synthetic = variants[variant]
         teacher_variant = STUDENT_VARIANTS[variant][0] if kind == "student" else None
         needs_synthetic = uses_synthetic or teacher_variant == "real+syn"
         if needs_synthetic and data.synthetic is None:
-            skipped[variant] = "no synthetic images in this run (the diffusion stage did not run or made none)"
+            skipped[variant + suffix] = "no synthetic images in this run (the diffusion stage did not run or made none)"
             continue
         train = concat([data.train, data.synthetic]) if uses_synthetic and data.synthetic is not None else data.train
         tables = []
         for seed in cfg.seeds:
-            out_dir = stage_dir / variant / f"seed{seed}"
+            out_dir = stage_dir / (variant + suffix) / f"seed{seed}"
             ratio = cfg.synthetic_ratio if uses_synthetic else 0.0
             fit_config = _fit_config(cfg, seed, ratio, binary)
             plan = EpochPlan.for_set(train, ratio, seed)
             weights = _expected_class_weights(train, plan, data.n_classes, cfg.class_weighting)
             torch.manual_seed(seed)
-            model = create_classifier(cfg.model, data.n_classes, in_chans, cfg.weights)
-            description: dict[str, Any] = {"kind": kind, "variant": variant, "seed": seed, "model": cfg.model,
-                                           "weights": cfg.weights, "class_weights": weights,
+            model = create_classifier(cfg.model, data.n_classes, in_chans, source)
+            description: dict[str, Any] = {"kind": kind, "variant": variant + suffix, "seed": seed, "model": cfg.model,
+                                           "init": source_word, "class_weights": weights,
                                            "synthetic_manifest": None if not uses_synthetic else str(data.synthetic_path)}
+            if source_word == DISTILLED:
+                description["init_sha256"] = initialisation["sha256"]
             teacher_record = None
             if teacher_variant is None:
                 task = ClassifierTask(model, build_loss({"ce": {"type": "ce", "params": {"class_weights": weights}}}))
@@ -331,8 +343,8 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
                                     "teacher_weights_sha256": teacher_record["weights_sha256"],
                                     "loss": {name: asdict(term) for name, term in cfg.loss.items()}})
             result = fit(task, train, data.val, fit_config, out_dir, positive_index=data.positive_index,
-                         description=description, progress=progress, desc=f"{kind} {variant} seed {seed}")
-            name = model_name(kind, variant)
+                         description=description, progress=progress, desc=f"{kind} {variant + suffix} seed {seed}")
+            name = model_name(kind, variant + suffix)
             tables.append(_predictions(model, data, name=name, seed=seed, eval_batch_size=cfg.eval_batch_size,
                                        device=device))
             last = result.history[result.best_epoch - 1]
@@ -348,7 +360,7 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
         if rank == 0:
             from diffkd_study.predictions import write_predictions
 
-            write_predictions(pd.concat(tables, ignore_index=True), predictions_dir / f"{model_name(kind, variant)}.csv",
+            write_predictions(pd.concat(tables, ignore_index=True), predictions_dir / f"{model_name(kind, variant + suffix)}.csv",
                               manifest=data.manifest)
     result = TrainingStageResult(
         kind=kind, config=asdict(cfg), image_size=image_size, in_chans=in_chans,
@@ -356,11 +368,67 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
         synthetic_manifest=None if data.synthetic_path is None else str(data.synthetic_path),
         synthetic_audited=data.synthetic_audited, counts=data.counts().reset_index(names="set").to_dict("records"),
         device=str(device), world_size=int(os.environ.get("WORLD_SIZE", "1")),
-        wall_s=round(time.perf_counter() - started, 2),
+        wall_s=round(time.perf_counter() - started, 2), initialisation=initialisation,
     )
     if rank == 0:
         write_json(stage_dir / RECORDS, result.to_dict())
     return result
+
+
+def student_initialisation(cfg: StudentStageConfig, data: StageData, params: Mapping[str, Any], out_dir: Path, *,
+                           progress: bool = False) -> dict[str, Any]:
+    """Make (or re-use) the students' general-distillation initialisation on the training split and probe it.
+
+    Unlabeled images: the training rows as the students see them (lesion crops for ``crop: lesion``) and, when
+    ``initialisation.whole_images`` and the students see crops, the same rows' whole frames. Returns the
+    initialisation's record (``weights`` holds its ``distilled:PATH#sha256=HEX`` source) with ``probe``: the
+    linear-probe table (:func:`~diffkd_study.distill.probe.linear_probe`) of the student's features at random
+    weights and after general distillation, and of the ImageNet teacher's, on every evaluated split.
+    """
+    from diffkd_study.distill.general import general_distillation
+
+    manifest = data.manifest
+    split_of = dict(zip(manifest.df["image_id"], manifest.df["split"], strict=True))
+    sets = {"lesion crop" if cfg.crop == "lesion" else "whole image": data.train}
+    if cfg.crop == "lesion" and cfg.initialisation.whole_images:
+        sets["whole image"] = load_images(manifest, params["data_root"], splits=("train",), size=data.train.size,
+                                          mode="L" if data.train.channels == 1 else "RGB", resize_mode="stretch",
+                                          progress=progress)
+    init = general_distillation(cfg.model, sets, split_of, cfg.initialisation, out_dir, augment=cfg.augment,
+                                progress=progress)
+    return {**init.record, "reused": init.reused, "probe": _probe_table(cfg, data, init.weights).to_dict("records")}
+
+
+def _probe_table(cfg: StudentStageConfig, data: StageData, init_weights: str) -> pd.DataFrame:
+    from diffkd_study.distill.general import probe_features
+    from diffkd_study.distill.probe import linear_probe
+    from diffkd_study.models.classifier import create_classifier
+
+    df = data.manifest.df.set_index("image_id")
+    evaluated_split = df.loc[data.evaluated.image_ids, "split"].to_numpy()
+    parts = {"train": (data.train, None), "val": (data.val, None)}
+    parts |= {split: (data.evaluated, evaluated_split == split) for split in ("test", "external")
+              if (evaluated_split == split).any()}
+    representations = {
+        "student, random weights": (cfg.model, "none"),
+        "student, general distillation": (cfg.model, init_weights),
+        "teacher, ImageNet weights": (cfg.initialisation.teacher_model, cfg.initialisation.teacher_weights),
+    }
+    tables = []
+    for label, (model_name_, weights) in representations.items():
+        torch.manual_seed(0)
+        model = create_classifier(model_name_, data.n_classes, data.train.channels, weights)
+        features, labels, groups = {}, {}, {}
+        for split, (part, keep) in parts.items():
+            f = probe_features(model, part, batch_size=cfg.eval_batch_size)
+            y, ids = part.labels.numpy(), np.asarray(part.image_ids)
+            if keep is not None:
+                f, y, ids = f[keep], y[keep], ids[keep]
+            features[split], labels[split] = f, y
+            groups[split] = df.loc[ids, "patient_id"].astype(str).to_numpy()
+        tables.append(linear_probe(features, labels, groups, positive_index=data.positive_index,
+                                   representation=label))
+    return pd.concat(tables, ignore_index=True)
 
 
 def _launch_torchrun(kind: str, params: Mapping[str, Any], nproc: int) -> TrainingStageResult:

@@ -160,6 +160,7 @@ def test_predict_proba_rows_sum_to_one_and_metrics_golden():
     ({"batch_size": 1}, "batch_size >= 2"),
     ({"augment": "mri"}, "unknown augmentation"),
     ({"lr": 0}, "lr and grad_clip must be > 0"),
+    ({"memory_format": "nhwc"}, "memory_format must be one of"),
 ])
 def test_bad_settings_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -176,7 +177,8 @@ def test_sections_default_the_operational_settings_as_the_trainer_does(section):
     """FitConfig's only defaults (settings that do not choose the recipe) are the sections' defaults too."""
     trainer_defaults = {f.name: f.default for f in dataclasses.fields(FitConfig)
                         if f.default is not dataclasses.MISSING}
-    assert set(trainer_defaults) == {"synthetic_ratio", "eval_batch_size", "amp", "device", "checkpoint_minutes"}
+    assert set(trainer_defaults) == {"synthetic_ratio", "eval_batch_size", "amp", "device", "checkpoint_minutes",
+                                     "memory_format"}
     section_defaults = {f.name: f.default for f in dataclasses.fields(section)}
     shared = {name for name in trainer_defaults if name in section_defaults and name != "synthetic_ratio"}
     assert shared >= {"eval_batch_size", "device"}
@@ -357,3 +359,37 @@ def test_a_mid_epoch_checkpoint_of_another_process_count_is_a_clear_error(tmp_pa
     torch.save(state, tmp_path / CHECKPOINT)
     with pytest.raises(ValueError, match=r"middle of epoch 1 by 2 process\(es\); resume it with 2"):
         fit(_task(), toy_set(32), toy_set(12, seed=5), _config(), tmp_path, progress=False)
+
+
+def test_channels_last_computes_the_same_numbers_as_contiguous(tmp_path):
+    """The default layout (channels-last) is a speed choice only. On a real timm network (BatchNorm, depthwise and
+    pointwise convolutions, hard-swish): one training-mode forward and backward pass gives the contiguous logits
+    and gradients to float rounding; a whole fit gives the contiguous run's losses and predictions to 1e-3
+    relative (rounding differences grow over AdamW steps), and leaves the weights in the layout it trained in."""
+    from diffkd_study.models.classifier import create_classifier
+
+    x = torch.randn(8, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    outputs = {}
+    for layout, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        torch.manual_seed(0)
+        model = create_classifier("lcnet_035", 2, 1, "none").to(memory_format=fmt).train()
+        logits = model(x.contiguous(memory_format=fmt))
+        logits.logsumexp(1).sum().backward()
+        outputs[layout] = (logits.detach(), torch.cat([p.grad.flatten() for p in model.parameters()]))
+    for a, b in zip(outputs["contiguous"], outputs["channels_last"], strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+
+    train, val = toy_set(24, size=32), toy_set(12, seed=9, size=32)
+    runs = {}
+    for layout in ("contiguous", "channels_last"):
+        torch.manual_seed(0)
+        model = create_classifier("lcnet_035", 2, 1, "none")
+        result = fit(ClassifierTask(model, build_loss(CE)), train, val,
+                     _config(epochs=1, lr=1e-4, memory_format=layout), tmp_path / layout, progress=False)
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        assert all(p.is_contiguous(memory_format=fmt) for p in model.parameters() if p.ndim == 4)
+        runs[layout] = (result.history, predict_proba(model, val, memory_format=layout))
+    (h_contiguous, p_contiguous), (h_last, p_last) = runs["contiguous"], runs["channels_last"]
+    for key in ("train_total", "val_loss"):  # not the AUC: a rank statistic of near-tied scores
+        assert h_last[0][key] == pytest.approx(h_contiguous[0][key], rel=1e-3), key
+    np.testing.assert_allclose(p_last, p_contiguous, rtol=1e-3, atol=1e-4)

@@ -16,9 +16,9 @@ RNG = np.random.default_rng(23)
 N = 40
 Y = np.r_[np.ones(16, int), np.zeros(N - 16, int)]
 MODELS = {  # name -> signal strength; each seed adds its own noise
-    "teacher_real": 1.0, "teacher_real+syn": 1.4, "student_scratch": 0.6, "student_kd_real": 0.9, "student_diffkd": 1.1,
+    "teacher_real": 1.0, "teacher_real+syn": 1.4, "student_alone": 0.6, "student_kd_real": 0.9, "student_diffkd": 1.1,
 }
-SEEDS = {"teacher_real": (0,), "teacher_real+syn": (0,), "student_scratch": (0, 1), "student_kd_real": (0, 1, 2),
+SEEDS = {"teacher_real": (0,), "teacher_real+syn": (0,), "student_alone": (0, 1), "student_kd_real": (0, 1, 2),
          "student_diffkd": (0, 1)}
 LATENT = RNG.normal(size=(2, N))  # what the models share about each image, per split
 
@@ -91,7 +91,7 @@ def test_holm_is_over_the_comparisons_of_the_table_per_test_set(tests):
 
 def test_the_planned_comparisons_come_first_with_holm_over_the_three(tests):
     assert [(c.model_a, c.model_b) for c in cmp.PLANNED_COMPARISONS] == [
-        ("teacher_real+syn", "teacher_real"), ("student_kd_real", "student_scratch"),
+        ("teacher_real+syn", "teacher_real"), ("student_kd_real", "student_alone"),
         ("student_diffkd", "student_kd_real")]
     planned = cmp.planned_comparisons(tests)
     assert planned["comparison"].str[:5].tolist() == ["(i) D", "(ii) ", "(iii)"]
@@ -114,11 +114,11 @@ def test_per_seed_tests_have_one_row_per_seed_both_models_have(predictions, test
     pairs = cmp.tested_pairs(cmp.planned_comparisons(tests), cmp.paired_delong_tests(tests, reference="student_diffkd"))
     assert pairs[:3] == [(c.model_a, c.model_b) for c in cmp.PLANNED_COMPARISONS]
     assert len(pairs) == 6  # the planned (iii) is also a partial combination: counted once
-    table = cmp.per_seed_tests(predictions, [("student_kd_real", "student_scratch"), ("teacher_real+syn", "teacher_real")])
+    table = cmp.per_seed_tests(predictions, [("student_kd_real", "student_alone"), ("teacher_real+syn", "teacher_real")])
     assert table[["model_a", "seed"]].values.tolist() == [["student_kd_real", 0], ["student_kd_real", 1],
                                                          ["teacher_real+syn", 0]]  # seed 2 of kd_real has no partner
     one = predictions[predictions["seed"] == 1]
-    y, a, b = _pair(ev.evaluation_rows(one), "student_kd_real", "student_scratch")
+    y, a, b = _pair(ev.evaluation_rows(one), "student_kd_real", "student_alone")
     assert table.loc[1, "p_value"] == pytest.approx(delong_test(y, a, b).p_value)
     # the single-seed teachers' only seed is the seed-averaged analysis itself
     assert table.loc[2, "difference"] == pytest.approx(

@@ -15,7 +15,7 @@ from diffkd_study.metrics.roc import auc_delong, delong_test, roc_auc
 
 SCHEMA = ManifestSchema(dataset="t", label_set=("benign", "malignant"), task="binary", positive_class="malignant")
 FOLDS = 2
-MODELS = ("teacher_real", "teacher_real+syn", "student_scratch", "student_kd_real", "student_diffkd")
+MODELS = ("teacher_real", "teacher_real+syn", "student_alone", "student_kd_real", "student_diffkd")
 
 
 def _study(n_internal: int = 24, n_external: int = 8) -> Manifest:
@@ -86,7 +86,7 @@ def test_external_per_fold_needs_every_fold(data):
 
 def test_seed_mean_averages_the_seeds(data):
     _, pred, rows = data
-    key = (1, "student_scratch", "p0-0")
+    key = (1, "student_alone", "p0-0")
     expected = pred.set_index(["fold", "model", "image_id"]).loc[key, "y_score"].mean()
     got = rows.set_index(["fold", "model", "image_id"]).loc[key]
     assert got["y_score"] == pytest.approx(expected) and got["n_seeds"] == 2

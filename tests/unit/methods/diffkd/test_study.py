@@ -26,7 +26,7 @@ def test_parameter_names_are_the_run_and_section_fields():
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"variants": ("scratch", "oracle")}, "unknown \\['oracle'\\]"),
+    ({"variants": ("alone", "oracle")}, "unknown \\['oracle'\\]"),
     ({"seeds": (0, 0)}, "list each once"),
     ({"crop": "box"}, "crop must be one of"),
     ({"loss": {}}, "name at least one term"),
@@ -103,6 +103,7 @@ def test_student_refuses_teacher_weights_changed_since_the_teacher_stage(tmp_pat
     data = study.StageData(SimpleNamespace(schema=schema), toy_set(8), toy_set(4), toy_set(4), None, None, False)
     monkeypatch.setattr(study, "load_stage_data", lambda *args, **kwargs: data)
     params = {"run_dir": str(tmp_path), "predictions_dir": str(tmp_path / "p"), "manifest_path": "unused.csv",
-              "data_root": str(tmp_path), "image_size": 16, "variants": ["kd_real"], "device": "cpu"}
+              "data_root": str(tmp_path), "image_size": 16, "variants": ["kd_real"], "device": "cpu",
+              "weights": "none"}
     with pytest.raises(ValueError, match=r"best.safetensors has sha256 .*not the recorded .*--force STAGE"):
         run_stage("student", params, progress=False)
