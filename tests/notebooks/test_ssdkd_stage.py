@@ -27,7 +27,8 @@ def ssdkd_run(tmp_path_factory):
         "ssdkd_dermoscopy": {"teacher_model": "tf_efficientnet_lite0", "teacher_weights": "none",
                              "student_model": "mobilenetv2_035", "seeds": [0], "batch_size": 8, "teacher_epochs": 1,
                              "student_epochs": 1, "min_epochs": 1, "ss_head_epochs": 2, "bootstrap": 100,
-                             "efficiency_runs": 2, "train_fraction": 1.0, "device": "cpu"},
+                             "efficiency_runs": 2, "train_fraction": 1.0, "device": "cpu",
+                             "initialisation": {"views": 2, "epochs": 1, "batch_size": 8, "whole_images": False}},
     }
     return run_study(raw, tmp_path, "--data-root", str(tmp_path / "data"))
 
@@ -77,3 +78,17 @@ def test_ssd_kd_trains_on_rotation_batches_and_logs_every_term(ssdkd_run):
     study = pd.read_csv(run / "data" / "study.csv")
     counts = study[study["split"] == "train"]["label"].value_counts()
     assert records["class_weights"] == [round(counts.sum() / counts[c], 3) for c in CLASSES]  # official N / n_c
+
+
+def test_every_student_starts_from_one_general_distillation_of_the_training_images(ssdkd_run):
+    _, report, run = ssdkd_run
+    study = pd.read_csv(run / "data" / "study.csv")
+    seen = pd.read_csv(run / "ssdkd" / "init" / "images.csv")
+    assert set(seen["image_id"]) == set(study.loc[study["split"] == "train", "image_id"])
+    records = json.loads((run / "ssdkd" / "records.json").read_text())
+    init = records["initialisation"]
+    descriptions = [json.loads(Path(f["history"]).read_text())["description"] for f in records["students"]]
+    assert {d["init_sha256"] for d in descriptions} == {init["sha256"]}
+    probe = pd.DataFrame(init["probe"])
+    assert set(probe["split"]) == {"val", "test"} and len(probe) == 6
+    assert json.loads((report / "70_ssdkd_dermoscopy.metrics.json").read_text())["initialisation_probe"]

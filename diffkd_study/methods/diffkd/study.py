@@ -386,6 +386,7 @@ def student_initialisation(cfg: StudentStageConfig, data: StageData, params: Map
     weights and after general distillation, and of the ImageNet teacher's, on every evaluated split.
     """
     from diffkd_study.distill.general import general_distillation
+    from diffkd_study.distill.probe import probe_representations, starting_points
 
     manifest = data.manifest
     split_of = dict(zip(manifest.df["image_id"], manifest.df["split"], strict=True))
@@ -396,39 +397,16 @@ def student_initialisation(cfg: StudentStageConfig, data: StageData, params: Map
                                           progress=progress)
     init = general_distillation(cfg.model, sets, split_of, cfg.initialisation, out_dir, augment=cfg.augment,
                                 progress=progress)
-    return {**init.record, "reused": init.reused, "probe": _probe_table(cfg, data, init.weights).to_dict("records")}
-
-
-def _probe_table(cfg: StudentStageConfig, data: StageData, init_weights: str) -> pd.DataFrame:
-    from diffkd_study.distill.general import probe_features
-    from diffkd_study.distill.probe import linear_probe
-    from diffkd_study.models.classifier import create_classifier
-
-    df = data.manifest.df.set_index("image_id")
+    df = manifest.df.set_index("image_id")
     evaluated_split = df.loc[data.evaluated.image_ids, "split"].to_numpy()
-    parts = {"train": (data.train, None), "val": (data.val, None)}
-    parts |= {split: (data.evaluated, evaluated_split == split) for split in ("test", "external")
+    parts = {"train": data.train, "val": data.val}
+    parts |= {split: data.evaluated.subset(np.flatnonzero(evaluated_split == split)) for split in ("test", "external")
               if (evaluated_split == split).any()}
-    representations = {
-        "student, random weights": (cfg.model, "none"),
-        "student, general distillation": (cfg.model, init_weights),
-        "teacher, ImageNet weights": (cfg.initialisation.teacher_model, cfg.initialisation.teacher_weights),
-    }
-    tables = []
-    for label, (model_name_, weights) in representations.items():
-        torch.manual_seed(0)
-        model = create_classifier(model_name_, data.n_classes, data.train.channels, weights)
-        features, labels, groups = {}, {}, {}
-        for split, (part, keep) in parts.items():
-            f = probe_features(model, part, batch_size=cfg.eval_batch_size)
-            y, ids = part.labels.numpy(), np.asarray(part.image_ids)
-            if keep is not None:
-                f, y, ids = f[keep], y[keep], ids[keep]
-            features[split], labels[split] = f, y
-            groups[split] = df.loc[ids, "patient_id"].astype(str).to_numpy()
-        tables.append(linear_probe(features, labels, groups, positive_index=data.positive_index,
-                                   representation=label))
-    return pd.concat(tables, ignore_index=True)
+    probe = probe_representations(
+        starting_points(cfg.model, init.weights, cfg.initialisation.teacher_model, cfg.initialisation.teacher_weights),
+        parts, {s: df.loc[part.image_ids, "patient_id"].astype(str).to_numpy() for s, part in parts.items()},
+        n_classes=data.n_classes, positive_index=data.positive_index, batch_size=cfg.eval_batch_size)
+    return {**init.record, "reused": init.reused, "probe": probe.to_dict("records")}
 
 
 def _launch_torchrun(kind: str, params: Mapping[str, Any], nproc: int) -> TrainingStageResult:

@@ -2,6 +2,7 @@
 
 :func:`run_stage` is what the notebook calls with its parameters. Artifacts under ``{run_dir}/ssdkd/``::
 
+    init/                     init.safetensors, init.json, images.csv (the students' initialisation)
     teacher/seed<k>/          best.safetensors, last.pt, history.json (diffkd_study.training.trainer.fit)
     ss_head/seed<k>/          head.safetensors, ss_head.json (stage A, diffkd_study.methods.ssdkd.ss_head)
     students/<method>/seed<k>/  best.safetensors, last.pt, history.json
@@ -25,8 +26,12 @@ Protocol (where we depart from the official settings of docs/methods/ssdkd.md §
       selection by validation loss, up to 150 epochs). Same epochs, seeds and augmentation for every
       student.
     * Teacher: fine-tuned end to end from its ImageNet weights (the paper's ResNet-50 has no offline
-      weights here: ``teacher_model: resnet50`` with ``file:PATH#sha256=HEX`` uses one); student: from
-      scratch (``none``), as the issue asks (the official MobileNetV2 starts from ImageNet).
+      weights here: ``teacher_model: resnet50`` with ``file:PATH#sha256=HEX`` uses one); student: every
+      method starts from one general-distillation initialisation (``student_weights: distilled``;
+      :mod:`diffkd_study.distill.general`): the packaged ImageNet EfficientNet-Lite2 distilled into the
+      MobileNetV2 on every *training* image, unlabeled, before any student trains (``init/``). The official
+      MobileNetV2 starts from ImageNet weights, which do not exist offline; ``none`` is the ablation "from
+      scratch".
     * Augmentation: the trainer's ``dermoscopy`` preset, the official imgaug pipeline without its
       (p 0.1) pixel / coarse dropout; SSD-KD applies it to every rotated copy (see
       :mod:`diffkd_study.methods.ssdkd.tasks`).
@@ -53,6 +58,7 @@ import pandas as pd
 import torch
 
 from diffkd_study.data.schema import Manifest, read_manifest
+from diffkd_study.distill.initialisation import DISTILLED
 from diffkd_study.io import atomic_path, sha256_file, write_json
 from diffkd_study.methods.ssdkd.data import lesion_subsample
 from diffkd_study.methods.ssdkd.metrics import (
@@ -95,6 +101,7 @@ class StageData:
     lesions: dict[str, str]  # image_id -> lesion (patient) id
     n_train_before_subsample: int
     n_train_lesions_before_subsample: int
+    train_all: ImageTensors | None = None  # every training image, before the subsample (unlabeled use only)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -142,6 +149,7 @@ class SSDKDStageResult(StageRecord):
     evaluation: dict[str, Any]
     timings: list[dict[str, Any]]
     wall_s: float
+    initialisation: dict[str, Any] | None = None  # the students' general distillation and its linear probes
 
 
 def load_stage_data(manifest_path: str | os.PathLike[str], data_root: str | os.PathLike[str], image_size: int, *,
@@ -167,10 +175,10 @@ def load_stage_data(manifest_path: str | os.PathLike[str], data_root: str | os.P
     lesions = dict(zip(df["image_id"].astype(str), df["patient_id"].astype(str), strict=True))
     train_lesions = [lesions[i] for i in train.image_ids]
     keep = lesion_subsample([train.classes[int(v)] for v in train.labels], train_lesions, train_fraction, seed)
-    n_before, lesions_before = len(train), len(set(train_lesions))
+    n_before, lesions_before, train_all = len(train), len(set(train_lesions)), train
     if not keep.all():
         train = train.subset(np.flatnonzero(keep))
-    return StageData(manifest, train, val, test, lesions, n_before, lesions_before)
+    return StageData(manifest, train, val, test, lesions, n_before, lesions_before, train_all)
 
 
 # -- models ------------------------------------------------------------------------------------------------
@@ -182,6 +190,31 @@ def _resolve_weights(spec: str, project_root: str | os.PathLike[str] | None) -> 
     if Path(path).is_absolute():
         return spec
     return f"file:{Path(project_root) / path}{sep}{digest}"
+
+
+def student_initialisation(cfg: SSDKDStageConfig, data: StageData, out_dir: Path, *,
+                           progress: bool = False) -> dict[str, Any]:
+    """Make (or re-use) the students' general-distillation initialisation on every training image and probe it.
+
+    Returns the initialisation's record (``weights``: its ``distilled:PATH#sha256=HEX`` source) with ``probe``:
+    the linear-probe table (macro AUC and balanced accuracy on validation and test; C chosen on validation) of
+    the student's features at random weights and after general distillation, and of the ImageNet teacher's.
+    """
+    from diffkd_study.distill.general import general_distillation
+    from diffkd_study.distill.probe import probe_representations, starting_points
+
+    df = data.manifest.df
+    split_of = dict(zip(df["image_id"].astype(str), df["split"], strict=True))
+    pool = data.train_all if data.train_all is not None else data.train
+    init = general_distillation(cfg.student_model, {"training image": pool}, split_of, cfg.initialisation, out_dir,
+                                augment=cfg.augment, progress=progress)
+    parts = {split: data.split(split) for split in ("train", "val", "test")}
+    probe = probe_representations(
+        starting_points(cfg.student_model, init.weights, cfg.initialisation.teacher_model,
+                        cfg.initialisation.teacher_weights),
+        parts, {s: np.asarray([data.lesions[i] for i in part.image_ids]) for s, part in parts.items()},
+        n_classes=len(data.classes), batch_size=cfg.eval_batch_size)
+    return {**init.record, "reused": init.reused, "probe": probe.to_dict("records")}
 
 
 def _fit_config(cfg: SSDKDStageConfig, *, epochs: int, lr: float, seed: int, batch_size: int, augment: str):
@@ -270,7 +303,12 @@ def run_stage(params: Mapping[str, Any], *, progress: bool = True) -> SSDKDStage
     weights_tensor = class_weights(data.train.labels, n_classes, cfg.class_weighting)
     weights = None if weights_tensor is None else [round(float(w), 3) for w in weights_tensor]
     teacher_weights = _resolve_weights(cfg.teacher_weights, project_root)
-    student_weights = _resolve_weights(cfg.student_weights, project_root)
+    student_weights, initialisation = _resolve_weights(cfg.student_weights, project_root), None
+    if cfg.student_weights == DISTILLED:
+        began = time.perf_counter()
+        initialisation = student_initialisation(cfg, data, stage_dir / "init", progress=progress)
+        student_weights = initialisation["weights"]
+        timed("initialisation", None, began, train_s=initialisation["wall_s"])
     prediction_frames: dict[str, list[pd.DataFrame]] = {}
 
     teacher_fits: list[dict[str, Any]] = []
@@ -333,12 +371,14 @@ def run_stage(params: Mapping[str, Any], *, progress: bool = True) -> SSDKDStage
                                      batch_size=cfg.batch_size // 4 if rotation else cfg.batch_size,
                                      augment="none" if rotation else cfg.augment)
             description = {"role": "student", "method": method, "model": cfg.student_model,
-                           "weights": cfg.student_weights, "class_weights": weights,
+                           "init": cfg.student_weights, "class_weights": weights,
                            "teacher_weights_sha256": None if teacher is None else teacher_record["weights_sha256"],
                            "per_copy_augment": cfg.augment if rotation else None,
                            "loss": {k: getattr(cfg, k) for k in ("kd_lambda", "kd_temperature", "lambd_rkd",
                                                                  "lambd_crkd", "dkd_alpha", "dkd_beta",
                                                                  "dkd_temperature")}}
+            if initialisation is not None:
+                description["init_sha256"] = initialisation["sha256"]
             if method != "ce":  # the plain student has no KD term (and keeps its signature)
                 description["loss"]["kd_class_weighting"] = cfg.kd_class_weighting
             out_dir = stage_dir / "students" / method / f"seed{seed}"
@@ -371,6 +411,7 @@ def run_stage(params: Mapping[str, Any], *, progress: bool = True) -> SSDKDStage
                    "lesions_after": len({data.lesions[i] for i in data.train.image_ids})},
         class_weights=weights, teachers=teacher_fits, ss_heads=ss_records, students=student_fits,
         evaluation=evaluation, timings=timings, wall_s=round(time.perf_counter() - started, 1),
+        initialisation=initialisation,
     )
     write_json(stage_dir / RECORDS, result.to_dict())
     return result
@@ -617,7 +658,8 @@ def timing_table(result: SSDKDStageResult) -> pd.DataFrame:
     ``train min`` sums the epochs actually trained (across interrupted and resumed calls); ``wall min``
     is this call's time (near 0 when a finished fit was re-used).
     """
-    names = {"data": "data (read, split, cache)", "ss_head": "teacher SS head", "evaluation": "evaluation"}
+    names = {"data": "data (read, split, cache)", "ss_head": "teacher SS head", "evaluation": "evaluation",
+             "initialisation": "students' initialisation (general distillation)"}
     rows = []
     for t in result.timings:
         rows.append({"part": model_title(t["part"]) if t["part"] in (TEACHER, *METHODS) else names[t["part"]],
