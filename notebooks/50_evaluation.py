@@ -269,6 +269,23 @@ if len(ablation):
     footnote(ablation)
 
 # %% [markdown]
+# ## Students' goals: starting point, distillation, distance to the teacher (secondary)
+# Rules written down before the run: a student is within 0.03 AUC of its teacher when teacher minus student is
+# at most 0.03; distillation helps when the distilled student minus the student alone (same starting weights) is
+# at least 0.02; the general-distillation starting point helps when a student minus its twin trained from random
+# weights (`-scratch`) is at least 0. "Met" reads the point estimate; "with confidence" asks the 95% bound
+# (clustered by patient) to satisfy the rule too. No multiplicity adjustment: each goal is read on its own.
+
+# %%
+goals = cmp.student_goals(tests)
+GOAL_COLUMNS = {"goal": "Goal", "test_set": "Test set", "model_a": "Model A", "model_b": "Model B",
+                "n": "Images", "n_patients": "Patients", "auc_a": "AUC A", "auc_b": "AUC B",
+                "difference": "Difference (A - B)", "ci": "95% CI (clustered by patient)", "p_value": "p",
+                "met": "Met", "with_confidence": "Met with confidence", "note": "Note"}
+display(show_table(goals, GOAL_COLUMNS, intervals={"ci": ("ci_low", "ci_high")}, p_values=["p_value"],
+                   empty="This run has no distilled student with its teacher, student alone or from-scratch twin."))
+
+# %% [markdown]
 # ## All pairs of models (exploratory)
 # Every pair of models on each test set, with Holm's adjusted p over all the pairs of the test set. These
 # comparisons were not planned: read them as leads for a future study, not as findings.
@@ -490,6 +507,7 @@ write_metrics(metrics_path, {
     "efficiency": records(efficiency),
     "bootstrap": bootstrap,
     "band_resamples": band_resamples,
+    "student_goals": records(goals),
     "index_section": IndexSection(
         title="Diagnostic performance",
         text=["AUC with its 95% confidence interval clustered by patient (DeLong's method, Obuchowski's extension) "
@@ -517,7 +535,13 @@ write_metrics(metrics_path, {
                                                                  "difference", "ci_low", "ci_high", "p_value",
                                                                  "p_holm", "mdd"]]
                            .round(4).set_index("test_set"))),
-        ],
+        ] + ([IndexTable(title="Students' goals (secondary; rules written before the run)",
+                         caption="Teacher minus student at most 0.03; distilled student minus student alone at least "
+                                 "0.02; student minus its from-scratch twin at least 0. Met: point estimate; with "
+                                 "confidence: the 95% bound clustered by patient as well.",
+                         records=records(goals[["goal", "test_set", "model_a", "model_b", "difference", "ci_low",
+                                                "ci_high", "met", "with_confidence"]].round(4).set_index("goal")))]
+             if len(goals) else []),
         figures=[
             IndexFigure(png=f"figures/roc_{ev.slug(figure_sets[0])}.png", title=f"ROC curves: {figure_sets[0]}",
                         caption=roc_captions[figure_sets[0]]),

@@ -130,7 +130,7 @@ else:
 
 # %% [markdown]
 # ## Planned comparisons
-# Teacher real + synthetic vs real only; student distilled from the real-only teacher vs from scratch; DiffKD
+# Teacher real + synthetic vs real only; student distilled from the real-only teacher vs the student alone; DiffKD
 # student vs the one distilled from the real-only teacher. Paired on the same out-of-fold images, with the
 # patient-clustered covariance; *p (Holm)* is adjusted over the comparisons that could be made, and *MDD* is the
 # smallest true AUC difference this design would detect with the stated power.

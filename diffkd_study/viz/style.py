@@ -39,7 +39,9 @@ PALETTE: tuple[str, ...] = (
     "#000000",  # black
 )
 LINESTYLES: tuple[Any, ...] = ("-", "--", "-.", (0, (1, 1.2)), (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)))
-MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X")
+# 11 markers against 7 colours: series k gets (colour k mod 7, marker k mod 11), a pair no other of the first 77
+# series has, so the 11 models of a DiffKD study with its from-scratch students never share a look.
+MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 REFERENCE_COLOR = "0.45"  # chance diagonal, ideal calibration, treat all
 READER_MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P")
 READER_FACES: tuple[str, ...] = ("0.15", "white", "0.65", "white", "0.15", "0.65")

@@ -16,6 +16,13 @@ Multiplicity (Holm 1979, Scand J Stat 6:65; ``clustered.holm_adjust``), per test
 * the **partial combinations** (the full DiffKD student against every other model): Holm over that table;
 * **all pairs**: Holm over all of them; exploratory.
 
+The **students' goals** (:func:`student_goals`, issue 24; secondary, no multiplicity adjustment, each read on its
+own rule) were written down before the run: a student is *within 0.03 AUC of its teacher* when teacher minus
+student is at most 0.03 (``met``; ``with confidence`` when the upper 95% bound is too); *distillation helps by at
+least 0.02* when the KD student minus the student alone (same initialisation) is at least 0.02 (``with
+confidence`` when the lower bound is); *the initialisation helps* a variant when the student minus its
+from-scratch twin is at least 0 (``with confidence`` when the lower bound is).
+
 The primary analysis uses the seed-averaged scores (``evaluate.evaluation_rows``); :func:`per_seed_tests`
 repeats the comparisons with each training seed the two models share (seeds paired by number).
 """
@@ -35,8 +42,8 @@ from diffkd_study.metrics.roc import delong_test
 from diffkd_study.metrics.tables import too_few_for_auc
 from diffkd_study.predictions import INTERNAL_TEST
 
-__all__ = ["FULL_MODEL", "MDD_SENTENCE", "PLANNED_COMPARISONS", "TEST_COLUMNS", "PlannedComparison",
-           "paired_delong_tests", "paired_scores", "paired_test_row", "per_seed_tests", "planned_comparisons", "tested_pairs"]
+__all__ = ["FULL_MODEL", "MDD_SENTENCE", "PLANNED_COMPARISONS", "TEST_COLUMNS", "GoalComparison",
+           "PlannedComparison", "paired_delong_tests", "student_goals", "paired_scores", "paired_test_row", "per_seed_tests", "planned_comparisons", "tested_pairs"]
 
 #: the full three-stage method's student: the reference of the partial-combinations table
 FULL_MODEL = "student_diffkd"
@@ -182,3 +189,57 @@ def per_seed_tests(pred: pd.DataFrame, pairs: Sequence[tuple[str, str]], *, leve
     table = pd.DataFrame(rows, columns=["test_set", "model_a", "model_b", "seed", *TEST_COLUMNS[3:]])
     order = {name: k for k, name in enumerate(sorted(pd.unique(table["test_set"]), key=lambda n: (n != INTERNAL_TEST, n)))}
     return table.sort_values("test_set", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class GoalComparison:
+    """One student goal: ``model_a`` minus ``model_b`` against ``margin``; ``at_most`` (the difference must not
+    exceed the margin, e.g. teacher minus student <= 0.03) or not (it must reach the margin)."""
+
+    model_a: str
+    model_b: str
+    goal: str
+    margin: float
+    at_most: bool
+
+
+def _goal_plan(models: Sequence[str]) -> list[GoalComparison]:
+    present, plan = set(models), []
+    for student, teacher in (("student_kd_real", "teacher_real"), ("student_diffkd", "teacher_real+syn")):
+        for suffix in ("", "-scratch"):
+            if student + suffix in present and teacher in present:
+                plan.append(GoalComparison(teacher, student + suffix, "student within 0.03 AUC of its teacher",
+                                           0.03, True))
+    for suffix in ("", "-scratch"):
+        for student in ("student_kd_real", "student_diffkd"):
+            if student + suffix in present and "student_alone" + suffix in present:
+                plan.append(GoalComparison(student + suffix, "student_alone" + suffix,
+                                           "distillation adds at least 0.02 AUC (same initialisation)", 0.02, False))
+    for model in models:
+        if model.endswith("-scratch") and model.removesuffix("-scratch") in present:
+            plan.append(GoalComparison(model.removesuffix("-scratch"), model,
+                                       "the general-distillation initialisation helps", 0.0, False))
+    return plan
+
+
+def student_goals(tests: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:
+    """The students' goals (module docstring) on each test set: the clustered paired test of each pair the run
+    has, with ``met`` (the point estimate satisfies the goal) and ``with_confidence`` (the CI bound does)."""
+    plan = _goal_plan(list(pd.unique(tests["model"])))
+    rows = []
+    for test_set in pd.unique(tests["test_set"]):
+        for goal in plan:
+            both = paired_scores(tests, test_set, goal.model_a, goal.model_b)
+            if both.empty:
+                continue
+            row = {"goal": goal.goal, "test_set": test_set, "model_a": goal.model_a, "model_b": goal.model_b,
+                   "margin": goal.margin, **paired_test_row(both, level)}
+            if pd.notna(row.get("difference")):
+                d, low, high = row["difference"], row["ci_low"], row["ci_high"]
+                row["met"] = bool(d <= goal.margin if goal.at_most else d >= goal.margin)
+                row["with_confidence"] = bool(high <= goal.margin if goal.at_most else low >= goal.margin)
+            rows.append(row)
+    columns = ["goal", "test_set", "model_a", "model_b", "margin", "n", "n_patients", "auc_a", "auc_b",
+               "difference", "ci_low", "ci_high", "p_value", "met", "with_confidence", "note"]
+    table = pd.DataFrame(rows)
+    return table.reindex(columns=columns) if len(table) else pd.DataFrame(columns=columns)

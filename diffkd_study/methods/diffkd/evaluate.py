@@ -55,6 +55,7 @@ MODEL_DESCRIPTIONS: dict[str, str] = {
     "teacher_real": "teacher network trained on real images",
     "teacher_real+syn": "teacher network trained on real + synthetic images",
     "student_alone": "student network trained alone (no distillation)",
+    # every student starts from the general-distillation initialisation unless its name ends in -scratch
     "student_kd_real": "student distilled from the real-image teacher",
     "student_diffkd": "full DiffKD student (distilled from the real + synthetic teacher)",
     "student_diffkd+syn": "full DiffKD student that also trains on synthetic images",
@@ -434,6 +435,10 @@ def model_descriptions(models: Sequence[str], clinical_inputs: Sequence[str] | N
     recorded for it) is :data:`BIRADS_READING`: the radiologists' reading of the same images, not a clinical
     covariate; with other inputs besides BI-RADS it says that BI-RADS is among them."""
     out = {m: MODEL_DESCRIPTIONS.get(m, m) for m in models}
+    for m in models:  # the from-scratch ablation of a student variant (stage.SCRATCH_SUFFIX)
+        base = m.removesuffix("-scratch")
+        if m != base and base in MODEL_DESCRIPTIONS:
+            out[m] = MODEL_DESCRIPTIONS[base] + ", from random weights (ablation)"
     inputs = list(clinical_inputs or [])
     if "clinical" in out and inputs == ["cond_birads"]:
         out["clinical"] = BIRADS_READING

@@ -17,7 +17,7 @@ external rows; see :mod:`diffkd_study.predictions`): ``teacher_real.csv``, ``tea
 ``student_alone.csv``, ``student_kd_real.csv``, ``student_diffkd.csv``, ``student_diffkd+syn.csv``.
 
 Choices of ours (DiffKD-DCIS publishes none of them): the teacher is an ImageNet EfficientNet-Lite2
-fine-tuned end to end with class-balanced cross-entropy; the student (PP-LCNet x0.35, from scratch)
+fine-tuned end to end with class-balanced cross-entropy; the student (PP-LCNet x0.35, from the general-distillation initialisation)
 minimises ``0.5 CE + 0.5 T^2 KL`` at ``T = 4`` (Hinton KD) by default (the section's ``loss`` recipe,
 built by :func:`student_recipe`); model selection by
 validation AUC; the same epochs, optimiser and augmentation for every variant of a stage.

@@ -583,3 +583,10 @@ def test_plots_take_summaries_computed_alike(cohort):
         plots.plot_calibration(calibration)
     with pytest.raises(ValueError, match="at least one model"):
         plots.plot_calibration({})
+
+
+def test_eleven_models_never_share_a_colour_and_marker():
+    """A DiffKD study with its from-scratch students has 11 models (2 teachers, 7 students, 2 baselines): each
+    needs its own look in the forest plot and the ROC figures (7 colours alone repeated the 8th)."""
+    styles = plots.series_styles([f"model{k}" for k in range(11)]).values()
+    assert len({(s.color, s.marker) for s in styles}) == 11

@@ -123,3 +123,24 @@ def test_per_seed_tests_have_one_row_per_seed_both_models_have(predictions, test
     # the single-seed teachers' only seed is the seed-averaged analysis itself
     assert table.loc[2, "difference"] == pytest.approx(
         cmp.planned_comparisons(tests).loc[0, "difference"])
+
+
+def test_student_goals_follow_their_written_rules(tests):
+    scratch = tests[tests["model"] == "student_alone"].assign(
+        model="student_alone-scratch", y_score=lambda d: 0.5 * d["y_score"] + 0.25)  # same ranking, other scale
+    table = cmp.student_goals(pd.concat([tests, scratch], ignore_index=True))
+    pairs = set(zip(table["model_a"], table["model_b"], strict=True))
+    assert pairs == {("teacher_real", "student_kd_real"), ("teacher_real+syn", "student_diffkd"),
+                     ("student_kd_real", "student_alone"), ("student_diffkd", "student_alone"),
+                     ("student_alone", "student_alone-scratch")}
+    for row in table.itertuples():
+        y, a, b = _pair(tests if "scratch" not in row.model_b else pd.concat([tests, scratch]), row.model_a, row.model_b)
+        t = delong_test(y, a, b)
+        assert row.difference == pytest.approx(t.difference) and row.ci_high == pytest.approx(t.ci_high)
+        if row.model_a.startswith("teacher"):
+            assert row.met == (row.difference <= 0.03) and row.with_confidence == (row.ci_high <= 0.03)
+        elif row.model_b == "student_alone":
+            assert row.met == (row.difference >= 0.02) and row.with_confidence == (row.ci_low >= 0.02)
+        else:  # identical rankings: difference 0 meets "at least 0"
+            assert row.difference == pytest.approx(0.0) and row.met
+    assert cmp.student_goals(tests[tests["model"].str.startswith("teacher")]).empty
