@@ -15,7 +15,7 @@ A weight source is one string, so it fits a config file and a papermill paramete
     for a ``tf_efficientnet_liteN``); the sha256 is required and checked (the ``#sha256=`` fragment is
     pip's convention for hash-pinned URLs).
 ``distilled:PATH#sha256=HEX``
-    a student initialisation made by general distillation (:mod:`diffkd_study.distill.general`): a
+    a student initialisation made by general distillation (:mod:`diffkd_study.training.general_distillation`): a
     ``.safetensors`` file whose metadata names its format (:data:`DISTILLED_FORMAT`), the timm model it is
     for, the teacher it learnt from and its input normalisation; the sha256 is required and checked, and the
     model it is loaded into must be the one it was distilled for.

@@ -20,7 +20,7 @@ student
 
 Initialisation: every student of the stage starts from the same weights, ``weights``; by default
 ``distilled``, the general-distillation initialisation the stage makes on the training images (see
-:mod:`diffkd_study.distill.initialisation`; its settings are the ``initialisation`` block). The variants named
+:mod:`diffkd_study.training.initialisation`; its settings are the ``initialisation`` block). The variants named
 in ``scratch_variants`` are trained a second time from random weights, as the ablation "from scratch":
 model ``student_<variant>-scratch``, e.g. ``student_alone-scratch``.
 
@@ -50,8 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from diffkd_study.devices import check_device_name
-from diffkd_study.distill.initialisation import DISTILLED, InitialisationConfig, check_student_weights
 from diffkd_study.sections import FieldError, check_range
+from diffkd_study.training.initialisation import DISTILLED, InitialisationConfig, check_student_weights
 from diffkd_study.training.presets import AUGMENTATION_PRESETS, CLASS_WEIGHTINGS, check_choice
 
 TEACHER_VARIANTS: dict[str, bool] = {"real": False, "real+syn": True}  # variant -> trained with synthetic images

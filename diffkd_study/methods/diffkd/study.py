@@ -41,7 +41,6 @@ import torch
 
 from diffkd_study.data.schema import Manifest, read_manifest
 from diffkd_study.distill.distiller import build_objective
-from diffkd_study.distill.initialisation import DISTILLED
 from diffkd_study.io import sha256_file, write_json
 from diffkd_study.loss_catalog import build_loss, describe_objective
 from diffkd_study.methods.diffkd.stage import (
@@ -54,6 +53,7 @@ from diffkd_study.methods.diffkd.stage import (
 )
 from diffkd_study.stage_output import StageRecord
 from diffkd_study.training.data import EpochPlan, ImageTensors, class_weights_from_counts, concat, load_images
+from diffkd_study.training.initialisation import DISTILLED
 
 __all__ = [
     "StageData", "TrainingStageResult", "ablation_table", "fits_table", "history_frame", "load_stage_data", "model_name",
@@ -382,11 +382,14 @@ def student_initialisation(cfg: StudentStageConfig, data: StageData, params: Map
     Unlabeled images: the training rows as the students see them (lesion crops for ``crop: lesion``) and, when
     ``initialisation.whole_images`` and the students see crops, the same rows' whole frames. Returns the
     initialisation's record (``weights`` holds its ``distilled:PATH#sha256=HEX`` source) with ``probe``: the
-    linear-probe table (:func:`~diffkd_study.distill.probe.linear_probe`) of the student's features at random
+    linear-probe table (:func:`~diffkd_study.metrics.probe.linear_probe`) of the student's features at random
     weights and after general distillation, and of the ImageNet teacher's, on every evaluated split.
     """
-    from diffkd_study.distill.general import general_distillation
-    from diffkd_study.distill.probe import probe_representations, starting_points
+    from diffkd_study.training.general_distillation import (
+        general_distillation,
+        probe_representations,
+        starting_points,
+    )
 
     manifest = data.manifest
     split_of = dict(zip(manifest.df["image_id"], manifest.df["split"], strict=True))

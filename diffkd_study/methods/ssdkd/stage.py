@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from diffkd_study.devices import check_device_name
-from diffkd_study.distill.initialisation import WEIGHT_PREFIXES, InitialisationConfig, check_student_weights
 from diffkd_study.profiles import Profiles
+from diffkd_study.training.initialisation import WEIGHT_PREFIXES, InitialisationConfig, check_student_weights
 from diffkd_study.training.presets import AUGMENTATION_PRESETS, CLASS_WEIGHTINGS, check_choice
 
 __all__ = [

@@ -28,7 +28,7 @@ Protocol (where we depart from the official settings of docs/methods/ssdkd.md §
     * Teacher: fine-tuned end to end from its ImageNet weights (the paper's ResNet-50 has no offline
       weights here: ``teacher_model: resnet50`` with ``file:PATH#sha256=HEX`` uses one); student: every
       method starts from one general-distillation initialisation (``student_weights: distilled``;
-      :mod:`diffkd_study.distill.general`): the packaged ImageNet EfficientNet-Lite2 distilled into the
+      :mod:`diffkd_study.training.general_distillation`): the packaged ImageNet EfficientNet-Lite2 distilled into the
       MobileNetV2 on every *training* image, unlabeled, before any student trains (``init/``). The official
       MobileNetV2 starts from ImageNet weights, which do not exist offline; ``none`` is the ablation "from
       scratch".
@@ -58,7 +58,6 @@ import pandas as pd
 import torch
 
 from diffkd_study.data.schema import Manifest, read_manifest
-from diffkd_study.distill.initialisation import DISTILLED
 from diffkd_study.io import atomic_path, sha256_file, write_json
 from diffkd_study.methods.ssdkd.data import lesion_subsample
 from diffkd_study.methods.ssdkd.metrics import (
@@ -74,6 +73,7 @@ from diffkd_study.nbutil import format_p
 from diffkd_study.sections import section_from_parameters
 from diffkd_study.stage_output import StageRecord
 from diffkd_study.training.data import ImageTensors, class_weights, load_images
+from diffkd_study.training.initialisation import DISTILLED
 
 __all__ = [
     "GOAL_ACCURACY_MARGIN", "GOAL_BALANCED_ACCURACY_GAIN", "GOAL_COMPARISONS", "GOAL_STATEMENT", "SSDKDStageResult",
@@ -200,8 +200,11 @@ def student_initialisation(cfg: SSDKDStageConfig, data: StageData, out_dir: Path
     the linear-probe table (macro AUC and balanced accuracy on validation and test; C chosen on validation) of
     the student's features at random weights and after general distillation, and of the ImageNet teacher's.
     """
-    from diffkd_study.distill.general import general_distillation
-    from diffkd_study.distill.probe import probe_representations, starting_points
+    from diffkd_study.training.general_distillation import (
+        general_distillation,
+        probe_representations,
+        starting_points,
+    )
 
     df = data.manifest.df
     split_of = dict(zip(df["image_id"].astype(str), df["split"], strict=True))

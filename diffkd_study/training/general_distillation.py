@@ -1,7 +1,7 @@
 """General distillation: a compact student learns the packaged ImageNet teacher's representation on the study's
 training images, without labels, and becomes the starting point of every student of the stage.
 
-The settings and the objective are :class:`~diffkd_study.distill.initialisation.InitialisationConfig`'s (its
+The settings and the objective are :class:`~diffkd_study.training.initialisation.InitialisationConfig`'s (its
 module docstring states them). :func:`general_distillation` runs it:
 
 1. every image may be a *training* image only (:func:`check_training_only` against the manifest's splits;
@@ -40,7 +40,6 @@ from safetensors.torch import save_file
 from torch import nn
 
 from diffkd_study.codedigest import code_digest
-from diffkd_study.distill.initialisation import InitialisationConfig
 from diffkd_study.io import atomic_path, set_aside, sha256_file, write_json, write_text
 from diffkd_study.models.classifier import create_classifier
 from diffkd_study.models.pretrained import DISTILLED_FORMAT
@@ -48,6 +47,7 @@ from diffkd_study.progress import progress_bar
 from diffkd_study.repro import derive_seed
 from diffkd_study.training.augment import augmentation
 from diffkd_study.training.data import ImageTensors
+from diffkd_study.training.initialisation import InitialisationConfig
 from diffkd_study.training.trainer import MEMORY_FORMATS, input_normalisation, warmup_cosine_factor
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ IMAGES = "images.csv"
 IMAGENET_CLASSES = 1000
 
 __all__ = ["IMAGES", "Initialisation", "RECORD", "WEIGHTS", "check_training_only", "general_distillation",
-           "pre_logits"]
+           "pre_logits", "probe_features", "probe_representations", "starting_points"]
 
 
 @dataclass(frozen=True)
@@ -267,3 +267,31 @@ def probe_features(model: nn.Module, data: ImageTensors, *, batch_size: int = 64
         for start in range(0, len(data), batch_size):
             out.append(pre_logits(model, _normalised(data.images[start:start + batch_size], normalisation, layout)))
     return torch.cat(out).float().numpy().astype(np.float64)
+
+
+def starting_points(student_model: str, init_weights: str, teacher_model: str, teacher_weights: str
+                    ) -> dict[str, tuple[str, str]]:
+    """The three representations a stage probes: the student at random weights (the floor), the student after
+    general distillation, and the ImageNet teacher it imitated (label -> (timm model, weight source))."""
+    return {"student, random weights": (student_model, "none"),
+            "student, general distillation": (student_model, init_weights),
+            "teacher, ImageNet weights": (teacher_model, teacher_weights)}
+
+
+def probe_representations(representations: Mapping[str, tuple[str, str]], parts: Mapping[str, ImageTensors],
+                          groups: Mapping[str, np.ndarray], *, n_classes: int, positive_index: int = 1,
+                          batch_size: int = 64) -> pd.DataFrame:
+    """:func:`~diffkd_study.metrics.probe.linear_probe` of each representation (label -> (timm model, weight
+    source)) on ``parts`` (split -> images; ``train`` and ``val`` required), ``groups`` the patient or lesion id
+    of every image of each part."""
+    from diffkd_study.metrics.probe import linear_probe
+
+    tables = []
+    for label, (model_name, weights) in representations.items():
+        torch.manual_seed(0)
+        channels = next(iter(parts.values())).channels
+        model = create_classifier(model_name, n_classes, channels, weights)
+        tables.append(linear_probe({s: probe_features(model, part, batch_size=batch_size) for s, part in parts.items()},
+                                   {s: part.labels.numpy() for s, part in parts.items()}, groups,
+                                   positive_index=positive_index, representation=label))
+    return pd.concat(tables, ignore_index=True)

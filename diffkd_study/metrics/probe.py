@@ -11,7 +11,6 @@ get the macro one-vs-rest AUC and the balanced accuracy, without an interval.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,12 +20,9 @@ from sklearn.preprocessing import StandardScaler
 
 from diffkd_study.metrics.roc import auc_delong
 
-if TYPE_CHECKING:
-    from diffkd_study.training.data import ImageTensors
-
 PROBE_C: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
 
-__all__ = ["PROBE_C", "linear_probe", "probe_representations", "starting_points"]
+__all__ = ["PROBE_C", "linear_probe"]
 
 
 def _auc(labels: np.ndarray, probabilities: np.ndarray, positive_index: int) -> float:
@@ -75,32 +71,3 @@ def linear_probe(features: Mapping[str, np.ndarray], labels: Mapping[str, np.nda
         rows.append(row)
     return pd.DataFrame(rows)
 
-
-def starting_points(student_model: str, init_weights: str, teacher_model: str, teacher_weights: str
-                    ) -> dict[str, tuple[str, str]]:
-    """The three representations a stage probes: the student at random weights (the floor), the student after
-    general distillation, and the ImageNet teacher it imitated (label -> (timm model, weight source))."""
-    return {"student, random weights": (student_model, "none"),
-            "student, general distillation": (student_model, init_weights),
-            "teacher, ImageNet weights": (teacher_model, teacher_weights)}
-
-
-def probe_representations(representations: Mapping[str, tuple[str, str]], parts: Mapping[str, ImageTensors],
-                          groups: Mapping[str, np.ndarray], *, n_classes: int, positive_index: int = 1,
-                          batch_size: int = 64) -> pd.DataFrame:
-    """:func:`linear_probe` of each representation (label -> (timm model, weight source)) on ``parts`` (split ->
-    images; ``train`` and ``val`` required), ``groups`` the patient or lesion id of every image of each part."""
-    import torch
-
-    from diffkd_study.distill.general import probe_features
-    from diffkd_study.models.classifier import create_classifier
-
-    tables = []
-    for label, (model_name, weights) in representations.items():
-        torch.manual_seed(0)
-        channels = next(iter(parts.values())).channels
-        model = create_classifier(model_name, n_classes, channels, weights)
-        tables.append(linear_probe({s: probe_features(model, part, batch_size=batch_size) for s, part in parts.items()},
-                                   {s: part.labels.numpy() for s, part in parts.items()}, groups,
-                                   positive_index=positive_index, representation=label))
-    return pd.concat(tables, ignore_index=True)

@@ -9,11 +9,17 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffkd_study.distill.general import IMAGES, RECORD, WEIGHTS, check_training_only, general_distillation
-from diffkd_study.distill.initialisation import InitialisationConfig
 from diffkd_study.models.classifier import create_classifier
 from diffkd_study.models.pretrained import parse_weight_source
 from diffkd_study.training.data import ImageTensors
+from diffkd_study.training.general_distillation import (
+    IMAGES,
+    RECORD,
+    WEIGHTS,
+    check_training_only,
+    general_distillation,
+)
+from diffkd_study.training.initialisation import InitialisationConfig
 
 TINY = InitialisationConfig(views=3, epochs=2, batch_size=8, lr=1e-3)
 

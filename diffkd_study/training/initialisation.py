@@ -4,7 +4,7 @@ No offline ImageNet weights exist for the compact students (PP-LCNet x0.35, Mobi
 random weights left a 0.2 AUC gap to the ImageNet teacher on BUS-BRA, which made the distillation comparison
 meaningless. General distillation (as TinyBERT's and DistilBERT's task-agnostic stage; Sanh et al. 2019, Jiao
 et al. 2020) gives them a starting point offline: the student learns the packaged ImageNet EfficientNet-Lite2's
-representation on the study's own *training* images, without labels. :mod:`diffkd_study.distill.general` runs
+representation on the study's own *training* images, without labels. :mod:`diffkd_study.training.general_distillation` runs
 it; this module holds its section (:class:`InitialisationConfig`) and the weight words the stages accept.
 
 Student weights in a stage section:
