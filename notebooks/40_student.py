@@ -189,6 +189,8 @@ teacher_net = create_classifier(teacher_records.config["model"], classes, in_cha
 student_net = create_classifier(config.model, classes, in_chans, "none")
 efficiency = compare_models(teacher_net, student_net, (1, in_chans, image_size, image_size), threads=1, warmup=5,
                             runs=efficiency_runs)
+display(Markdown(f"Latency measured in the {efficiency.attrs.get('memory_format', 'contiguous')} memory layout, "
+                 "the one the networks train in."))
 show_table(efficiency.rename_axis("Measure"), {"Measure": "Measure", "teacher": "Teacher", "student": "Student",
                                               "student_to_teacher": "Student / teacher"})
 

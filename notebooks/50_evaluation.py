@@ -457,7 +457,8 @@ networks = {kind: create_classifier(name, num_classes=2, in_chans=1, pretrained=
 efficiency = compare_models(networks["teacher"], networks["student"], (1, 1, image_size, image_size),
                             threads=efficiency_threads, warmup=5, runs=efficiency_runs)
 display(Markdown(f"Teacher **{architectures['teacher']}**, student **{architectures['student']}**, input 1 x "
-                 f"{image_size} x {image_size} pixels, {efficiency_threads} CPU thread(s), {efficiency_runs} timed runs."))
+                 f"{image_size} x {image_size} pixels, {efficiency_threads} CPU thread(s), {efficiency_runs} timed runs, "
+                 f"memory layout {efficiency.attrs.get('memory_format', 'contiguous')} (as in training)."))
 show_table(efficiency.rename_axis("Measure"), {"Measure": "Measure", "teacher": "Teacher", "student": "Student",
                                               "student_to_teacher": "Student / teacher"})
 

@@ -13,6 +13,11 @@ Conventions, stated once:
   ``warmup`` untimed passes; median and inter-quartile range over ``runs`` timed passes. CPU latency runs
   with ``torch.set_num_threads(threads)`` (restored afterwards); for single-thread figures also start the
   process with ``OMP_NUM_THREADS=1``, as ``benchmarks/model_efficiency.py`` does.
+- Memory layout: latency and throughput are measured on a copy of the model and an input in
+  ``memory_format``, by default :data:`MEMORY_FORMAT` (channels-last, NHWC: the layout the classifiers are
+  trained in; ``torch.contiguous_format`` measures NCHW); each result names it (``memory_format``) and so
+  do the tables' ``attrs``. The layout changes speed, not the outputs (equal to float rounding); it does
+  not apply to ONNX Runtime, which is fed an NCHW array and picks its own internal layout.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from safetensors.torch import save
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from diffkd_study.layout import MEMORY_FORMAT, layout_name
+
+#: the layout latency is measured in by default: the one the classifiers are trained in
 
 @dataclass(frozen=True)
 class ParameterCount:
@@ -61,7 +69,7 @@ class FlopCount:
 @dataclass(frozen=True)
 class LatencyResult:
     """Forward-pass latency: median and inter-quartile range in ms over ``runs`` timed passes, the thread count
-    (None on the GPU), the input shape and the device.
+    (None on the GPU), the input shape, the device and the memory layout of the model and input.
     """
 
     median_ms: float
@@ -70,17 +78,20 @@ class LatencyResult:
     threads: int | None  # None on the GPU
     input_shape: tuple[int, ...]
     device: str = "cpu"
+    memory_format: str = "channels_last"  # "channels_last" or "contiguous" (NCHW)
 
 
 @dataclass(frozen=True)
 class ThroughputResult:
-    """Images per second at batch size ``batch`` (median batch time over ``runs``), threads and per-image shape."""
+    """Images per second at batch size ``batch`` (median batch time over ``runs``), threads, per-image shape and
+    memory layout."""
 
     images_per_s: float
     batch: int
     runs: int
     threads: int
     image_shape: tuple[int, ...]
+    memory_format: str = "channels_last"
 
 
 @dataclass(frozen=True)
@@ -112,11 +123,19 @@ def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-def _probe(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+def _probe(model: nn.Module, input_shape: tuple[int, ...],
+           memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     reference = next(model.parameters(), None)
     device = reference.device if reference is not None else torch.device("cpu")
     dtype = reference.dtype if reference is not None else torch.float32
-    return torch.randn(input_shape, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+    probe = torch.randn(input_shape, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+    return probe.contiguous(memory_format=memory_format) if probe.dim() == 4 else probe
+
+
+def in_layout(model: nn.Module, memory_format: torch.memory_format) -> nn.Module:
+    """A copy of ``model`` whose 4-D weights are in ``memory_format`` (the caller's model is left as it is)."""
+    layout_name(memory_format)
+    return copy.deepcopy(model).to(memory_format=memory_format)
 
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> FlopCount:
@@ -166,10 +185,12 @@ def _time_calls(call: Callable[[], object], warmup: int, runs: int) -> list[floa
 
 
 def cpu_latency(
-    model: nn.Module, input_shape: tuple[int, ...], threads: int = 1, warmup: int = 10, runs: int = 30
+    model: nn.Module, input_shape: tuple[int, ...], threads: int = 1, warmup: int = 10, runs: int = 30,
+    memory_format: torch.memory_format = MEMORY_FORMAT,
 ) -> LatencyResult:
-    """Median and IQR of CPU forward time in ms for a tensor of ``input_shape`` (model must be on the CPU)."""
-    return cpu_latencies({"model": model}, input_shape, threads, warmup, runs)["model"]
+    """Median and IQR of CPU forward time in ms for a tensor of ``input_shape`` (model must be on the CPU), model
+    and input in ``memory_format``."""
+    return cpu_latencies({"model": model}, input_shape, threads, warmup, runs, memory_format)["model"]
 
 
 def cpu_latencies(
@@ -178,22 +199,25 @@ def cpu_latencies(
     threads: int = 1,
     warmup: int = 10,
     runs: int = 30,
+    memory_format: torch.memory_format = MEMORY_FORMAT,
 ) -> dict[str, LatencyResult]:
-    """:func:`cpu_latency` of several models, timed in turn run by run.
+    """:func:`cpu_latency` of several models, timed in turn run by run, each a copy in ``memory_format``.
 
     Interleaving makes a slow spell of a shared machine hit every model alike, so ratios between the
     models stay fair even when the absolute times drift. Each timed pass follows an untimed pass of the
     same model, so it runs with warm caches as it would when deployed alone.
     """
     input_shape = tuple(input_shape)
+    layout = layout_name(memory_format)
     if runs < 2:
         raise ValueError(f"runs must be >= 2 to give a spread (got {runs})")
+    models = {name: in_layout(model, memory_format) for name, model in models.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
     with _threads(threads), contextlib.ExitStack() as stack, torch.inference_mode():
         inputs = {}
         for name, model in models.items():
             stack.enter_context(_eval_mode(model))
-            inputs[name] = _probe(model, input_shape)
+            inputs[name] = _probe(model, input_shape, memory_format)
             if inputs[name].device.type != "cpu":
                 raise ValueError(f"cpu latency needs {name} on the CPU (it is on {inputs[name].device})")
             for _ in range(warmup):
@@ -206,7 +230,7 @@ def cpu_latencies(
                 model(inputs[name])
                 times[name].append(time.perf_counter() - start)
     return {
-        name: LatencyResult(*_summarise(t), runs, threads, input_shape, "cpu") for name, t in times.items()
+        name: LatencyResult(*_summarise(t), runs, threads, input_shape, "cpu", layout) for name, t in times.items()
     }
 
 
@@ -217,23 +241,31 @@ def cpu_throughput(
     threads: int | None = None,
     warmup: int = 2,
     runs: int = 10,
+    memory_format: torch.memory_format = MEMORY_FORMAT,
 ) -> ThroughputResult:
-    """Images per second at batch size ``batch`` (median batch time), with ``threads`` (default: all set)."""
+    """Images per second at batch size ``batch`` (median batch time), with ``threads`` (default: all set), model
+    and input in ``memory_format``."""
     threads = torch.get_num_threads() if threads is None else threads
-    latency = cpu_latency(model, (batch, *image_shape), threads=threads, warmup=warmup, runs=runs)
-    return ThroughputResult(batch / (latency.median_ms / 1e3), batch, runs, threads, tuple(image_shape))
+    latency = cpu_latency(model, (batch, *image_shape), threads=threads, warmup=warmup, runs=runs,
+                          memory_format=memory_format)
+    return ThroughputResult(batch / (latency.median_ms / 1e3), batch, runs, threads, tuple(image_shape),
+                            latency.memory_format)
 
 
 def gpu_latency(
-    model: nn.Module, input_shape: tuple[int, ...], warmup: int = 10, runs: int = 30
+    model: nn.Module, input_shape: tuple[int, ...], warmup: int = 10, runs: int = 30,
+    memory_format: torch.memory_format = MEMORY_FORMAT,
 ) -> LatencyResult | None:
-    """Forward time on the first CUDA device, timed with CUDA events on a copy of the model; None without CUDA."""
+    """Forward time on the first CUDA device, timed with CUDA events on a copy of the model in ``memory_format``;
+    None without CUDA."""
     if not torch.cuda.is_available():
         return None
     input_shape = tuple(input_shape)
+    layout = layout_name(memory_format)
     device = torch.device("cuda")
-    replica = copy.deepcopy(model).to(device).eval()
+    replica = in_layout(model, memory_format).to(device).eval()
     x = torch.randn(input_shape, device=device)
+    x = x.contiguous(memory_format=memory_format) if x.dim() == 4 else x
     times = []
     with torch.inference_mode():
         for _ in range(warmup):
@@ -246,7 +278,7 @@ def gpu_latency(
             torch.cuda.synchronize()
             times.append(start.elapsed_time(end) / 1e3)
     median, iqr = _summarise(times)
-    return LatencyResult(median, iqr, runs, None, input_shape, torch.cuda.get_device_name(device))
+    return LatencyResult(median, iqr, runs, None, input_shape, torch.cuda.get_device_name(device), layout)
 
 
 def onnxruntime_available() -> bool:
@@ -284,20 +316,22 @@ def onnx_cpu_latency(
         feed = {"input": x.numpy()}
         times = _time_calls(lambda: session.run(None, feed), warmup, runs)
     median, iqr = _summarise(times)
-    return LatencyResult(median, iqr, runs, threads, input_shape, "cpu-onnxruntime")
+    return LatencyResult(median, iqr, runs, threads, input_shape, "cpu-onnxruntime", "contiguous")  # NCHW feed
 
 
 def measure_efficiency(
-    model: nn.Module, input_shape: tuple[int, ...], threads: int = 1, warmup: int = 10, runs: int = 30
+    model: nn.Module, input_shape: tuple[int, ...], threads: int = 1, warmup: int = 10, runs: int = 30,
+    memory_format: torch.memory_format = MEMORY_FORMAT,
 ) -> ModelEfficiency:
     """Parameters, FLOPs, serialised size and CPU latency of ``model`` for a tensor of ``input_shape``
-    (batch first), with ``threads`` CPU threads, ``warmup`` untimed and ``runs`` timed passes.
+    (batch first), with ``threads`` CPU threads, ``warmup`` untimed and ``runs`` timed passes, in ``memory_format``.
     """
     return ModelEfficiency(
         params=count_parameters(model),
         flops=count_flops(model, input_shape),
         file_bytes=model_file_size(model),
-        cpu_latency=cpu_latency(model, input_shape, threads=threads, warmup=warmup, runs=runs),
+        cpu_latency=cpu_latency(model, input_shape, threads=threads, warmup=warmup, runs=runs,
+                                memory_format=memory_format),
     )
 
 
@@ -326,6 +360,7 @@ def efficiency_table(teacher: ModelEfficiency, student: ModelEfficiency) -> pd.D
         "input_shape": teacher.flops.input_shape,
         "threads": teacher.cpu_latency.threads,
         "runs": teacher.cpu_latency.runs,
+        "memory_format": teacher.cpu_latency.memory_format,
     }
     return table
 
@@ -338,12 +373,15 @@ def compare_models(
     warmup: int = 10,
     runs: int = 30,
     onnx: bool = False,
+    memory_format: torch.memory_format = MEMORY_FORMAT,
 ) -> pd.DataFrame:
-    """Teacher vs student on one input shape: sizes, FLOPs, CPU latency (interleaved) and their ratios.
+    """Teacher vs student on one input shape: sizes, FLOPs, CPU latency (interleaved, in ``memory_format``, named
+    in the table's ``attrs["memory_format"]``) and their ratios.
 
     ``onnx=True`` adds onnxruntime latency rows when onnxruntime is installed (left out otherwise).
     """
-    latency = cpu_latencies({"teacher": teacher, "student": student}, input_shape, threads, warmup, runs)
+    latency = cpu_latencies({"teacher": teacher, "student": student}, input_shape, threads, warmup, runs,
+                            memory_format)
     measured = {
         role: ModelEfficiency(
             params=count_parameters(model),

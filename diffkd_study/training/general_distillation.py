@@ -41,6 +41,7 @@ from torch import nn
 
 from diffkd_study.codedigest import code_digest
 from diffkd_study.io import atomic_path, set_aside, sha256_file, write_json, write_text
+from diffkd_study.layout import MEMORY_FORMATS
 from diffkd_study.models.classifier import create_classifier
 from diffkd_study.models.pretrained import DISTILLED_FORMAT
 from diffkd_study.progress import progress_bar
@@ -48,7 +49,7 @@ from diffkd_study.repro import derive_seed
 from diffkd_study.training.augment import augmentation
 from diffkd_study.training.data import ImageTensors
 from diffkd_study.training.initialisation import InitialisationConfig
-from diffkd_study.training.trainer import MEMORY_FORMATS, input_normalisation, warmup_cosine_factor
+from diffkd_study.training.trainer import input_normalisation, warmup_cosine_factor
 
 logger = logging.getLogger(__name__)
 

@@ -73,6 +73,7 @@ from torch import nn
 from diffkd_study.codedigest import PACKAGE, code_digest
 from diffkd_study.devices import resolve_device
 from diffkd_study.io import atomic_path, first_line, read_safetensors, set_aside, sha256_file, write_json
+from diffkd_study.layout import MEMORY_FORMATS
 from diffkd_study.progress import progress_bar
 from diffkd_study.repro import derive_seed
 from diffkd_study.training.augment import augmentation
@@ -86,12 +87,9 @@ BEST_WEIGHTS = "best.safetensors"
 HISTORY = "history.json"
 #: FitConfig fields that say when checkpoints are written, not what is trained: not in the signature
 SCHEDULE_FIELDS: tuple[str, ...] = ("checkpoint_minutes",)
-#: the memory layouts a fit can train in (FitConfig.memory_format) and their torch formats
-MEMORY_FORMATS: dict[str, torch.memory_format] = {"channels_last": torch.channels_last,
-                                                  "contiguous": torch.contiguous_format}
 
 __all__ = [
-    "ClassifierTask", "FitConfig", "FitResult", "MEMORY_FORMATS", "fit", "fit_code_modules", "input_normalisation", "load_best",
+    "ClassifierTask", "FitConfig", "FitResult", "fit", "fit_code_modules", "input_normalisation", "load_best",
     "make_batch", "predict_proba", "tidy_history", "validation_metrics", "VALIDATION_TERMS",
 ]
 

@@ -126,7 +126,7 @@ FORBIDDEN = {
                                  "diffkd_study.viz", "diffkd_study.training"),
 }
 LEAVES = ("diffkd_study.registry", "diffkd_study.sections", "diffkd_study.profiles", "diffkd_study.stage_output",
-          "diffkd_study.devices", "diffkd_study.training.presets", "diffkd_study.methods.diffkd.diffusion.names")
+          "diffkd_study.devices", "diffkd_study.layout", "diffkd_study.training.presets", "diffkd_study.methods.diffkd.diffusion.names")
 
 
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))

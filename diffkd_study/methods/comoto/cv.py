@@ -193,6 +193,7 @@ def train_teachers(
                 "median_step_seconds": median_step_seconds(history), "n_train_images": len(train),
                 "n_train_lesion_images": int(train.has_lesion.sum()), "n_holdout_images": len(holdout),
                 "holdout": None if result is None else result.summary(),
+                "memory_format": history.attrs.get("memory_format"),
             })
         teachers[kind] = Teacher(kind, model.cpu(), history, result, seconds, steps, reused, key)
     return teachers

@@ -28,6 +28,10 @@ Optimisation
     number of steps (``steps_for``) rather than epochs, so that every method of a fold and regime
     makes the same number of updates on the same batches (same seed).
 
+Memory layout: the student, the frozen teacher and inference run channels-last (NHWC,
+:data:`~diffkd_study.layout.MEMORY_FORMAT`, 1.39x faster on one CPU thread; see
+:mod:`~diffkd_study.methods.comoto.detector`); the history's ``attrs["memory_format"]`` names the layout.
+
 Model selection: the official code keeps the checkpoint with the best validation mAP. With 50 DBT
 patients there is no room for a validation split inside each training fold, so the final weights are
 used (a deliberate deviation).
@@ -51,6 +55,7 @@ from torchvision.models.detection import RetinaNet
 
 from diffkd_study.distill.hooks import FeatureHooks
 from diffkd_study.io import atomic_path, read_safetensors
+from diffkd_study.layout import MEMORY_FORMAT
 from diffkd_study.methods.comoto.data import BatchStream, DetectionData, network_batch
 from diffkd_study.methods.comoto.detector import FEATURE_MODULE
 from diffkd_study.methods.comoto.lesion import ImageLevelKDLoss, ImPALoss, LesionKDLoss
@@ -127,19 +132,21 @@ def fit_detector(
     distill: Distillation | None = None,
     progress: bool = True,
     desc: str = "train",
+    memory_format: torch.memory_format = MEMORY_FORMAT,
 ) -> pd.DataFrame:
     """Train ``model`` in place for ``steps`` steps; returns the history (one row per step, one column per term).
 
     Columns: ``step``, ``classification``, ``bbox_regression``, the ImPA / KD term if any (its value
-    *after* its weight), ``total``, ``lr`` and ``seconds`` (wall time of the step).
+    *after* its weight), ``total``, ``lr`` and ``seconds`` (wall time of the step). The model (and a
+    teacher) are moved to ``memory_format``, named in ``history.attrs["memory_format"]``.
     """
     if impa is not None and distill is not None:
         raise ValueError("ImPA trains the teacher and KD the student: give one of impa / distill")
-    model.to(device).train()
+    model.to(device, memory_format=memory_format).train()
     size = data.image_size
     kd_params = list(distill.loss.parameters()) if distill is not None else []
     if distill is not None:
-        distill.teacher.to(device)
+        distill.teacher.to(device, memory_format=memory_format)
         distill.loss.to(device)
     optimizer, schedule = make_optimizer(list(model.parameters()) + kd_params, config, steps)
     stream = BatchStream(len(data), config.batch_size, seed, config.flip_prob)
@@ -190,13 +197,17 @@ def fit_detector(
         if hooks is not None:
             hooks.close()
     model.eval()
-    return pd.DataFrame(rows)
+    history = pd.DataFrame(rows)
+    history.attrs["memory_format"] = "channels_last" if memory_format == torch.channels_last else "contiguous"
+    return history
 
 
 @torch.no_grad()
-def predict(model: RetinaNet, data: DetectionData, device: torch.device, batch_size: int = 8) -> pd.DataFrame:
-    """Detections on every image of ``data`` in stored-image pixels (columns ``DETECTION_COLUMNS``)."""
-    model.to(device).eval()
+def predict(model: RetinaNet, data: DetectionData, device: torch.device, batch_size: int = 8,
+            memory_format: torch.memory_format = MEMORY_FORMAT) -> pd.DataFrame:
+    """Detections on every image of ``data`` in stored-image pixels (columns ``DETECTION_COLUMNS``), the model
+    moved to ``memory_format``."""
+    model.to(device, memory_format=memory_format).eval()
     frames = []
     for start in range(0, len(data), batch_size):
         indices = list(range(start, min(start + batch_size, len(data))))

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from diffkd_study.layout import layout_name
 from diffkd_study.metrics import efficiency
 from diffkd_study.metrics.efficiency import (
     LatencyResult,
@@ -19,6 +20,7 @@ from diffkd_study.metrics.efficiency import (
     cpu_latency,
     cpu_throughput,
     gpu_latency,
+    in_layout,
     model_file_size,
     onnx_cpu_latency,
     onnxruntime_available,
@@ -82,6 +84,31 @@ def test_cpu_latency_result_is_sane_and_settings_are_restored():
     assert 0 < result.median_ms < 1000 and 0 <= result.iqr_ms < 1000
     assert torch.get_num_threads() == previous
     assert net.training
+
+
+def test_latency_is_measured_channels_last_by_default_and_contiguous_on_request():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    default = cpu_latency(net, (1, 1, 16, 16), warmup=1, runs=3)
+    contiguous = cpu_latency(net, (1, 1, 16, 16), warmup=1, runs=3, memory_format=torch.contiguous_format)
+    assert (default.memory_format, contiguous.memory_format) == ("channels_last", "contiguous")
+    assert cpu_throughput(net, (1, 16, 16), batch=2, warmup=1, runs=3).memory_format == "channels_last"
+    assert net[3].weight.is_contiguous()  # the caller's model keeps its layout: a copy is timed
+    assert not net[3].weight.is_contiguous(memory_format=torch.channels_last)
+    table = compare_models(net, net, (1, 1, 16, 16), warmup=1, runs=3)
+    assert table.attrs["memory_format"] == "channels_last"
+
+
+def test_the_channels_last_copy_gives_the_contiguous_outputs():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8)).eval()
+    x = torch.randn(2, 3, 12, 12)
+    copy = in_layout(net, torch.channels_last)
+    assert copy[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.allclose(copy(x.contiguous(memory_format=torch.channels_last)), net(x), rtol=1e-4, atol=1e-6)
+    assert layout_name(torch.channels_last) == "channels_last"
+    with pytest.raises(ValueError, match="memory_format"):
+        layout_name(torch.preserve_format)
 
 
 def test_summary_is_median_and_interquartile_range():

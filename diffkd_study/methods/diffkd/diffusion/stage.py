@@ -107,6 +107,10 @@ class DiffusionStageConfig:
         "smoke": {"diffusion_image_size": 32, "batch_size": 4, "max_steps": 6, "learning_rate": 2e-4,
                   "warmup_steps": 0, "ema_decay": 0.999, "checkpoint_every": 3},
         "demo": {},  # the field defaults
+        # full: 128 px, channels-last (diffkd_study.layout.MEMORY_FORMAT). Expected time not measured on a GPU (none available);
+        # on one CPU thread (loaded 2-core machine) the full UNet (26.7 M parameters) trains at ~0.2 images/s
+        # (channels-last 1.1x contiguous; the demo UNet 1.06-1.09x, benchmarks/training_throughput.py): 60,000
+        # steps of 64 images would take months on a CPU, so this profile needs the GPU.
         "full": {"diffusion_image_size": 128, "batch_size": 64, "max_steps": 60_000, "learning_rate": 1e-4,
                  "warmup_steps": 1000, "ema_decay": 0.9999, "checkpoint_every": 5000},
     })

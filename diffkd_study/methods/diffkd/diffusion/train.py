@@ -9,6 +9,14 @@ Optimisation: AdamW, linear warm-up then cosine decay of the learning rate (per 
 clipping, EMA of all weights with the warm-up ``decay_t = min(decay, (1 + n) / (10 + n))`` (as diffusers'
 ``EMAModel``); bf16 autocast only on CUDA (no grad scaler needed), fp32 on CPU.
 
+Memory layout: the UNet's weights and the batches are channels-last (NHWC, :data:`MEMORY_FORMAT`), which
+gives the same losses to float rounding. Measured on the ``demo`` UNet (64 px, mask-conditioned, batch 16,
+one CPU thread, ``benchmarks/training_throughput.py``, layouts interleaved): training step 28.1 -> 29.8
+images/s (1.06x), sampling forward pass (batch 32) 86.7 -> 99.9 images/s (1.15x): the GroupNorm and
+attention layers gain little, the convolutions more. ``train_diffusion(memory_format=torch.contiguous_format)``
+trains NCHW; checkpoints are stored contiguous either way, and ``config.json`` and :class:`TrainResult` name
+the layout. A resume is exact only in the layout the run started in.
+
 Data: the rows of the ``train`` split (every row when the manifest has no ``split`` column) are read once
 into memory as uint8 at the training resolution, with their masks and encoded conditions. No
 augmentation. Batch ``k`` of epoch ``e`` is a slice of a permutation drawn from
@@ -58,6 +66,7 @@ from diffkd_study.data.cache import ImageCache
 from diffkd_study.data.datasets import ManifestDataset
 from diffkd_study.data.schema import Manifest
 from diffkd_study.io import atomic_dir, read_safetensors, set_aside, sha256_file
+from diffkd_study.layout import MEMORY_FORMAT, layout_name
 from diffkd_study.methods.diffkd.diffusion.conditioning import (
     ConditionBatch,
     ConditionDropout,
@@ -146,6 +155,7 @@ class TrainResult:
     steps: int
     images_per_second: float  # over the steps run in this call
     resumed_from: int = 0  # step this call continued from (0: trained from scratch)
+    memory_format: str = "channels_last"  # layout of the weights and batches: "channels_last" or "contiguous"
 
 
 @dataclass
@@ -234,13 +244,14 @@ def _contiguous(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def save_checkpoint(out_dir: Path, *, step: int, model: ConditionalUNet, ema: EMA, optimizer: torch.optim.Optimizer,
                     lr_scheduler: torch.optim.lr_scheduler.LRScheduler, noise_scheduler: DDPMScheduler,
                     config: TrainConfig, losses: Sequence[float], data_sha256: str | None = None,
-                    code_sha256: str | None = None) -> Path:
+                    code_sha256: str | None = None, memory_format: torch.memory_format = MEMORY_FORMAT) -> Path:
     """Write ``out_dir/checkpoint-<step>/`` atomically and return it.
 
-    It holds the model, EMA and optimizer tensors (safetensors), torch's and numpy's RNG states, and as JSON
-    the step, the losses so far, the optimizer and LR-scheduler states, Python's RNG state, the data and
-    code digests the run is tied to (``trainer_state.json``) and the model, noise-scheduler and training
-    configuration (``config.json``): everything a resume needs to continue exactly.
+    It holds the model, EMA and optimizer tensors (safetensors, contiguous), torch's and numpy's RNG states,
+    and as JSON the step, the losses so far, the optimizer and LR-scheduler states, Python's RNG state, the
+    data and code digests the run is tied to (``trainer_state.json``) and the model, noise-scheduler and
+    training configuration with the training layout ``memory_format`` (``config.json``): everything a resume
+    needs to continue exactly.
     """
     path = out_dir / f"{CHECKPOINT_PREFIX}{step:06d}"
     opt_state = optimizer.state_dict()
@@ -275,7 +286,7 @@ def save_checkpoint(out_dir: Path, *, step: int, model: ConditionalUNet, ema: EM
         }
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1), encoding="utf-8")
         config_json = {"model": model.config(), "noise_scheduler": dict(noise_scheduler.config),
-                       "train": config.to_dict()}
+                       "train": config.to_dict(), "memory_format": layout_name(memory_format)}
         (tmp / "config.json").write_text(json.dumps(config_json, indent=1, default=str), encoding="utf-8")
     return path
 
@@ -380,22 +391,25 @@ def build_model(manifest: Manifest, config: TrainConfig, image_channels: int = 1
 
 
 def diffusion_loss(model: ConditionalUNet, noise_scheduler: DDPMScheduler, data: TrainingData, rows: np.ndarray,
-                   config: TrainConfig, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+                   config: TrainConfig, generator: torch.Generator, device: torch.device, *,
+                   memory_format: torch.memory_format = MEMORY_FORMAT) -> torch.Tensor:
     """The denoising MSE of the batch ``rows``: images scaled to [-1, 1] are noised at random timesteps and the
     model, with conditions dropped at random (classifier-free guidance), predicts the noise or the velocity.
 
     Every random draw (noise, timesteps, drops) comes from ``generator``, in that order; bf16 autocast on CUDA.
+    The images, noise and masks are laid out in ``memory_format`` (the same values in either layout).
     """
     index = torch.from_numpy(rows)
-    x0 = data.images[index].float().div(127.5).sub(1.0)
+    x0 = data.images[index].float().div(127.5).sub(1.0).contiguous(memory_format=memory_format)
     n = x0.shape[0]
-    noise = torch.randn(x0.shape, generator=generator)
+    noise = torch.randn(x0.shape, generator=generator).contiguous(memory_format=memory_format)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (n,), generator=generator)
     drop = config.dropout.sample(n, model.encoder.categorical_names, generator, device)
     x0, noise, timesteps = x0.to(device), noise.to(device), timesteps.to(device)
     noisy = noise_scheduler.add_noise(x0, noise, timesteps)
     target = noise if config.prediction_type == "epsilon" else noise_scheduler.get_velocity(x0, noise, timesteps)
-    mask = None if data.masks is None else data.masks[index].float().to(device)
+    mask = None if data.masks is None else data.masks[index].float().to(device).contiguous(
+        memory_format=memory_format)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
     with autocast:
@@ -406,13 +420,17 @@ def diffusion_loss(model: ConditionalUNet, noise_scheduler: DDPMScheduler, data:
 def train_diffusion(manifest: Manifest, out_dir: str | os.PathLike[str], config: TrainConfig, *,
                     root: str | os.PathLike[str] | None = None, cache: ImageCache | None = None,
                     resume: str | os.PathLike[str] | None = None, device: str | torch.device | None = None,
-                    progress: bool = True) -> TrainResult:
-    """Train (or, with ``resume``, continue) a conditional diffusion model; checkpoints go to ``out_dir``."""
+                    progress: bool = True, memory_format: torch.memory_format = MEMORY_FORMAT) -> TrainResult:
+    """Train (or, with ``resume``, continue) a conditional diffusion model; checkpoints go to ``out_dir``.
+
+    The UNet and its batches are in ``memory_format`` (channels-last by default; see the module notes).
+    """
     out_dir = Path(out_dir)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     mode = cache.preprocessing.mode if cache is not None else "L"
     seed_everything(config.seed)
-    model = build_model(manifest, config, image_channels=3 if mode == "RGB" else 1).to(device)
+    model = build_model(manifest, config, image_channels=3 if mode == "RGB" else 1).to(device,
+                                                                                       memory_format=memory_format)
     data = load_training_data(manifest, model, root=root, cache=cache, image_size=config.image_size)
     data_sha256 = training_data_sha256(data)
     noise_scheduler = make_noise_scheduler(config)
@@ -452,7 +470,8 @@ def train_diffusion(manifest: Manifest, out_dir: str | os.PathLike[str], config:
     for step in bar:
         rows = batch_indices(n, config.batch_size, config.seed, step)
         generator = torch.Generator().manual_seed(derive_seed(config.seed, "step", step))
-        loss = diffusion_loss(model, noise_scheduler, data, rows, config, generator, device)
+        loss = diffusion_loss(model, noise_scheduler, data, rows, config, generator, device,
+                              memory_format=memory_format)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -474,8 +493,9 @@ def train_diffusion(manifest: Manifest, out_dir: str | os.PathLike[str], config:
             last_checkpoint = save_checkpoint(out_dir, step=done, model=model, ema=ema, optimizer=optimizer,
                                               lr_scheduler=lr_scheduler, noise_scheduler=noise_scheduler,
                                               config=config, losses=losses, data_sha256=data_sha256,
-                                              code_sha256=code_sha256)
+                                              code_sha256=code_sha256, memory_format=memory_format)
             last_saved = time.monotonic()
     elapsed = time.perf_counter() - began
     return TrainResult(losses=losses, checkpoint=last_checkpoint, steps=len(losses),
-                       images_per_second=images_seen / elapsed if images_seen else 0.0, resumed_from=start)
+                       images_per_second=images_seen / elapsed if images_seen else 0.0, resumed_from=start,
+                       memory_format=layout_name(memory_format))

@@ -83,6 +83,7 @@ class TrainingSummary:
     checkpoint_sha256: str
     losses: list[float]
     config: TrainConfig
+    memory_format: str = "channels_last"  # the layout the UNet trained in (diffkd_study.layout)
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as JSON-ready data, without the losses (they go to ``loss.csv``)."""
@@ -134,7 +135,8 @@ def run_training(manifest: Manifest, out_dir: str | os.PathLike[str], config: Tr
         steps=result.steps, steps_run=steps_run, resumed_from=resumed_from, wall_s=round(wall, 2),
         wall_s_total=round(previous_wall + (wall if steps_run else 0.0), 2),
         images_per_second=round(result.images_per_second, 2), checkpoint=result.checkpoint,
-        checkpoint_sha256=checkpoint_sha256(result.checkpoint), losses=result.losses, config=config)
+        checkpoint_sha256=checkpoint_sha256(result.checkpoint), losses=result.losses, config=config,
+        memory_format=result.memory_format)
     with atomic_path(out_dir / LOSS_FILE) as tmp:
         pd.DataFrame({"step": np.arange(1, len(result.losses) + 1), "loss": result.losses}).to_csv(tmp, index=False)
     write_json(out_dir / TRAINING_FILE, summary.to_dict())

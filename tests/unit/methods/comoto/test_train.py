@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -78,6 +79,28 @@ def test_teacher_with_impa_is_deterministic_and_logs_every_term(tiny_data):
     assert np.allclose(terms, history["total"], rtol=1e-5)
     assert np.isfinite(history.drop(columns="seconds").to_numpy()).all()
     assert runs[0].drop(columns="seconds").equals(runs[1].drop(columns="seconds"))
+
+
+def test_channels_last_training_and_inference_match_contiguous(tiny_data):
+    dbt, mammo = tiny_data
+    layouts = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+    models, histories, detections = {}, {}, {}
+    for layout, fmt in layouts.items():
+        models[layout] = _detector()
+        histories[layout] = fit_detector(models[layout], mammo, steps=2, config=TINY, seed=4, device=CPU,
+                                         impa=ImPALoss(seed=1), progress=False, memory_format=fmt)
+        detections[layout] = predict(models[layout], dbt, CPU, batch_size=4, memory_format=fmt)
+        assert histories[layout].attrs["memory_format"] == layout
+    terms = ["classification", "bbox_regression", "impa", "total"]
+    assert np.allclose(histories["channels_last"][terms], histories["contiguous"][terms], rtol=1e-4, atol=1e-6)
+    # AdamW moves a weight by about lr whatever its gradient's size, so a gradient that rounding sends across zero
+    # may end 2 lr away: the weights agree to a few learning rates, the losses and scores to rounding
+    a, b = (m.state_dict() for m in models.values())
+    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=4 * TINY.lr) for k in a)
+    assert np.allclose(np.sort(detections["channels_last"]["score"]), np.sort(detections["contiguous"]["score"]),
+                       atol=1e-3)
+    assert models["channels_last"].backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert inspect.signature(fit_detector).parameters["memory_format"].default == torch.channels_last  # the adopted default
 
 
 @pytest.mark.parametrize("kind", ["lskd", "image_kd"])

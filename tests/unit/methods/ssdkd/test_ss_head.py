@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 
 import numpy as np
@@ -40,6 +42,16 @@ def test_rotation_embeddings_are_the_pooled_embeddings_of_each_rotation(teacher)
             assert torch.allclose(embeddings[:, k], direct, atol=1e-5)
 
 
+def test_channels_last_embeddings_match_contiguous(teacher):
+    data = _images(4, 3)
+    embeddings = {fmt: rotation_embeddings(copy.deepcopy(teacher), data, "global_pool", augment="dermoscopy", seed=5,
+                                           batch_images=4, memory_format=fmt)
+                  for fmt in (torch.contiguous_format, torch.channels_last)}
+    contiguous, channels_last = embeddings.values()
+    assert torch.allclose(channels_last, contiguous, rtol=1e-4, atol=1e-5)
+    assert inspect.signature(rotation_embeddings).parameters["memory_format"].default == torch.channels_last  # the adopted default
+
+
 def test_ss_batches_are_seeded_permutations_without_singletons():
     batches = ss_batches(9, 4, seed=1, epoch=0)
     assert [len(b) for b in batches] == [4, 4]  # the last batch of 1 image is dropped
@@ -66,7 +78,7 @@ def test_train_ss_head_keeps_the_best_epoch_and_reloads(teacher, tmp_path):
     stored = load_file(tmp_path / "head.safetensors")
     assert all(torch.equal(stored[k], v) for k, v in result.head.state_dict().items())
     record = json.loads((tmp_path / "ss_head.json").read_text())
-    assert record["n_train_images"] == 12 and record["dim"] == 1280
+    assert record["n_train_images"] == 12 and record["dim"] == 1280 and record["memory_format"] == "channels_last"
     again = train_ss_head(teacher, "global_pool", train, val, config, tmp_path, progress=False)
     assert again.loaded and again.best_epoch == result.best_epoch
     assert all(torch.equal(a, b) for a, b in zip(again.head.state_dict().values(),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import shutil
@@ -52,6 +53,21 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(phantom_cohort, tmp_pat
     for name in ("model", "ema"):
         a, b = (load_model(run.checkpoint, ema=name == "ema")[0].state_dict() for run in (full, resumed))
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_channels_last_training_matches_contiguous_and_is_recorded(phantom_cohort, tmp_path):
+    manifest, root = phantom_cohort
+    config = smoke_config(max_steps=2, mask_conditioning=True)
+    runs = {layout: train_diffusion(manifest, tmp_path / layout, config, root=root, progress=False,
+                                    memory_format=fmt)
+            for layout, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last))}
+    assert runs["channels_last"].losses == pytest.approx(runs["contiguous"].losses, rel=1e-4)
+    for layout, run in runs.items():
+        assert run.memory_format == layout
+        assert json.loads((run.checkpoint / "config.json").read_text())["memory_format"] == layout
+    a, b = (load_model(run.checkpoint, ema=False)[0].state_dict() for run in runs.values())
+    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5) for k in a)
+    assert inspect.signature(train_diffusion).parameters["memory_format"].default == torch.channels_last  # the adopted default
 
 
 def test_resume_with_another_configuration_is_refused(phantom_cohort, tmp_path):
