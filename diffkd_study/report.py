@@ -396,7 +396,10 @@ def _visible_files(folder: Path) -> list[Path]:
 def stage_artifacts(stage: PlannedStage, run_dir: Path, report_dir: Path, since: float) -> dict[str, str]:
     """sha256 of what a stage produced: the manifests, tables, records and weights it wrote under the run
     folder, its report pages, metrics JSON and figures, plus what its previous run recorded and is still
-    there (a re-used fit is not rewritten, yet still belongs to the stage)."""
+    there (a re-used fit is not rewritten, yet still belongs to the stage). Prediction tables
+    (``run/predictions/*.csv``) are not carried over: every execution of a stage writes those of the models it
+    has now, so a table only an earlier execution wrote (a variant renamed or dropped since) is stale and must
+    not reach the evaluation as one of the stage's models."""
     names = {f"run/{p.relative_to(run_dir).as_posix()}" for p in _visible_files(run_dir)
              if p.suffix in (".csv", ".json", ".safetensors") and p.name != LEDGER and p.stat().st_mtime >= since}
     names |= {f"report/figures/{p.relative_to(report_dir / 'figures').as_posix()}"
@@ -404,15 +407,20 @@ def stage_artifacts(stage: PlannedStage, run_dir: Path, report_dir: Path, since:
     names |= {f"report/{stage.notebook}{suffix}" for suffix in (".ipynb", ".html", ".clinician.html", ".metrics.json")
               if (report_dir / f"{stage.notebook}{suffix}").is_file()}
     names |= {n for n in ((stage.previous or {}).get("artifacts") or {})
-              if _artifact_path(n, run_dir, report_dir).is_file()}
+              if _artifact_path(n, run_dir, report_dir).is_file() and not _is_prediction_table(n)}
     return {n: sha256_file(_artifact_path(n, run_dir, report_dir)) for n in sorted(names)}
+
+
+def _is_prediction_table(name: str) -> bool:
+    prefix = "run/predictions/"
+    return name.startswith(prefix) and name.endswith(".csv") and "/" not in name[len(prefix):]
 
 
 def produced_models(ledger: dict[str, Any], stages: tuple[str, ...]) -> list[str]:
     """The models whose predictions the given stages recorded (``run/predictions/<model>.csv``)."""
     prefix = "run/predictions/"
     return sorted({n[len(prefix):-len(".csv")] for stage in stages for n in (ledger.get(stage, {}).get("artifacts") or {})
-                   if n.startswith(prefix) and n.endswith(".csv") and "/" not in n[len(prefix):]})
+                   if _is_prediction_table(n)})
 
 
 def _default_models(config: StudyConfig, stage: str, parameters: dict[str, Any], ledger: dict[str, Any]) -> None:

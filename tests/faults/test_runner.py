@@ -95,6 +95,30 @@ def test_produced_models_come_from_the_recorded_prediction_tables():
     assert produced_models(ledger, ("baselines",)) == ["clinical"]
 
 
+def test_a_prediction_table_only_an_earlier_execution_wrote_is_not_carried_over(tmp_path):
+    """A student variant renamed since the last run (``scratch`` -> ``alone``) left its old table behind: the
+    stage's new artifacts keep the re-used weights it did not rewrite, but not that table, so the evaluation
+    never takes the old model for one of the stage's."""
+    import time
+
+    from diffkd_study.report import PlannedStage, stage_artifacts
+
+    run_dir, report_dir = tmp_path / "run", tmp_path / "report"
+    for name in ("predictions/student_scratch.csv", "student/alone/seed0/best.safetensors"):
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("old")
+    previous = {"artifacts": {"run/predictions/student_scratch.csv": "x",
+                              "run/student/alone/seed0/best.safetensors": "y"}}
+    since = time.time() + 1
+    time.sleep(1.1)
+    (run_dir / "predictions" / "student_alone.csv").write_text("new")
+    stage = PlannedStage("student", "40_student", "k", "run", "", {}, previous)
+    artifacts = stage_artifacts(stage, run_dir, report_dir, since)
+    assert "run/student/alone/seed0/best.safetensors" in artifacts
+    assert "run/predictions/student_alone.csv" in artifacts and "run/predictions/student_scratch.csv" not in artifacts
+    assert produced_models({"student": {"artifacts": artifacts}}, ("student",)) == ["student_alone"]
+
+
 @pytest.mark.parametrize("flag", ["--force", "--from"])
 def test_unknown_force_or_from_stage_fails_before_any_work(study, tmp_path, flag):
     code, err = study(TINY_STUDY, flag, "teacher")
