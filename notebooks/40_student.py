@@ -143,9 +143,9 @@ else:
     import pandas as pd
 
     probe = pd.DataFrame(init["probe"])
-    show_table(probe, {"representation": "Features", "split": "Set", "images": "Images", "patients": "Patients",
+    display(show_table(probe, {"representation": "Features", "split": "Set", "images": "Images", "patients": "Patients",
                        "auc": "AUC", "ci_low": "95% CI low", "ci_high": "95% CI high", "C": "Chosen C"},
-               digits={"auc": 3, "ci_low": 3, "ci_high": 3})
+               digits={"auc": 3, "ci_low": 3, "ci_high": 3}))
 
 # %% [markdown]
 # ## Training runs and loss terms

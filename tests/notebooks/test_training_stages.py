@@ -119,3 +119,5 @@ def test_every_student_starts_from_the_general_distillation_of_training_images(s
     assert set(probe["split"]) == {"val", "test", "external"} and probe["auc"].between(0, 1).all()
     metrics = json.loads((report / "40_student.metrics.json").read_text())
     assert len(metrics["initialisation_probe"]) == 9
+    for page in ("40_student.html", "40_student.clinician.html"):  # the probe table is on the page, not only in JSON
+        assert "student, general distillation" in (report / page).read_text(), page
