@@ -296,7 +296,13 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
     skipped: dict[str, str] = {}
     init_source, initialisation = cfg.weights, None
     if kind == "student" and cfg.weights == DISTILLED:
+        # several processes (torchrun): rank 0 makes the initialisation, the others then find it and re-use it
+        ranked = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if ranked and rank != 0:
+            torch.distributed.barrier()
         initialisation = student_initialisation(cfg, data, params, stage_dir / "init", progress=progress and rank == 0)
+        if ranked and rank == 0:
+            torch.distributed.barrier()
         init_source = initialisation["weights"]
     # (variant, folder and model-name suffix, weight source, what the records say the weights are)
     runs = [(v, "", init_source, cfg.weights) for v in cfg.variants]
