@@ -66,7 +66,9 @@ def test_channels_last_training_matches_contiguous_and_is_recorded(phantom_cohor
         assert run.memory_format == layout
         assert json.loads((run.checkpoint / "config.json").read_text())["memory_format"] == layout
     a, b = (load_model(run.checkpoint, ema=False)[0].state_dict() for run in runs.values())
-    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5) for k in a)
+    # AdamW moves a weight by about lr whatever its gradient's size, so a near-zero gradient whose sign rounding
+    # flips can leave that weight up to 2 x lr apart after two steps: the tolerance is 4 x lr, as for the detector
+    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=4 * config.learning_rate) for k in a)
     assert inspect.signature(train_diffusion).parameters["memory_format"].default == torch.channels_last  # the adopted default
 
 
