@@ -113,17 +113,22 @@ def _normalised(images: torch.Tensor, normalisation: tuple[float, float], layout
 
 
 @torch.no_grad()
+def _frozen_pre_logits(model: nn.Module, images: torch.Tensor, batch_size: int, layout: torch.memory_format, *,
+                       progress: bool = False, desc: str = "features") -> torch.Tensor:
+    """Pooled pre-logit features (float32) of ``model`` in eval mode on uint8 ``images``, batch by batch."""
+    model.eval()
+    normalisation = input_normalisation(model)
+    starts = range(0, len(images), batch_size)
+    return torch.cat([pre_logits(model, _normalised(images[start:start + batch_size], normalisation, layout)).float()
+                      for start in progress_bar(starts, desc=desc, unit="batch", disable=not progress, leave=False)])
+
+
+@torch.no_grad()
 def _teacher_targets(teacher: nn.Module, views: torch.Tensor, batch_size: int, layout: torch.memory_format,
                      progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    teacher.eval()
-    normalisation = input_normalisation(teacher)
-    features, logits = [], []
-    starts = range(0, len(views), batch_size)
-    for start in progress_bar(starts, desc="teacher targets", unit="batch", disable=not progress, leave=False):
-        f = pre_logits(teacher, _normalised(views[start:start + batch_size], normalisation, layout))
-        features.append(f.float())
-        logits.append(teacher.get_classifier()(f).float())
-    return torch.cat(features), torch.cat(logits)
+    features = _frozen_pre_logits(teacher, views, batch_size, layout, progress=progress, desc="teacher targets")
+    logits = [teacher.get_classifier()(f).float() for f in features.split(batch_size)]
+    return features, torch.cat(logits)
 
 
 def _signature(student_model: str, sets: Mapping[str, ImageTensors], config: InitialisationConfig, augment: str,
@@ -261,13 +266,8 @@ def probe_features(model: nn.Module, data: ImageTensors, *, batch_size: int = 64
                    memory_format: str = "channels_last") -> np.ndarray:
     """The pooled pre-logit features ``(N, D)`` of ``model`` (eval mode) on every image of ``data``."""
     layout = MEMORY_FORMATS[memory_format]
-    model = model.eval().to(memory_format=layout)
-    normalisation = input_normalisation(model)
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(data), batch_size):
-            out.append(pre_logits(model, _normalised(data.images[start:start + batch_size], normalisation, layout)))
-    return torch.cat(out).float().numpy().astype(np.float64)
+    features = _frozen_pre_logits(model.to(memory_format=layout), data.images, batch_size, layout)
+    return features.numpy().astype(np.float64)
 
 
 def starting_points(student_model: str, init_weights: str, teacher_model: str, teacher_weights: str
