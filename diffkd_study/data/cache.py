@@ -21,12 +21,23 @@ the manifest does not matter either.
 
 Aspect ratio (``resize_mode``): ``stretch`` resizes to the target size regardless of aspect (what most
 classification papers do); ``pad`` letterboxes: the image is scaled to fit inside the target size and
-centred on a black (0) background, so shapes keep their proportions; ``lesion`` crops the lesion's
-region of interest first: the square centred on the bounding box of the row's mask, with sides
-``(1 + 2 * roi_margin)`` times the box's longer side (parts outside the image are black), then resizes
-it (image bilinear, mask nearest). A row without a mask, or with an empty one, keeps the whole image
-(``stretch``). The crop uses the mask of every row, test rows included: a model trained on lesion
-crops classifies a lesion someone has outlined, which is how the ultrasound datasets are annotated.
+centred on a black (0) background, so shapes keep their proportions (the study's ``crop: whole``);
+``lesion`` crops the lesion's region of interest first: the square centred on the bounding box of the
+row's mask, with sides ``(1 + 2 * roi_margin)`` times the box's longer side, then resizes it (image
+bilinear, mask nearest). The window is moved to lie inside the image (:func:`window_inside`); only a
+window larger than the image is filled beyond the border, by mirroring the image, never with black: 44%
+of the BUS-BRA windows ran past the border, and the amount of black padding was a feature that tracked
+the lesion's size and position. ``jittered`` is ``lesion`` with the window perturbed like a rough manual
+box (:func:`jittered_window`: centre shift up to ``JITTER_SHIFT`` of the box's longer side per axis, side
+scaled log-uniformly within ``JITTER_SCALE``, seeded per image by ``jitter_seed`` and the image_id). A row
+without a mask, or with an empty one, keeps the whole image (``stretch``). The crop uses the mask of every
+row, test rows included: a ``lesion`` model classifies a lesion someone has outlined, which is how the
+ultrasound datasets are annotated; ``jittered`` and ``pad`` need no exact outline.
+
+Resize chain (``via``): with ``via > 0`` every image (after its crop) is resized to ``via x via`` and then
+to the target size. The classifier stages set ``via`` to the diffusion resolution, so a real lesion crop
+and a synthetic one (generated at ``via`` px) reach the network through the same two resizes: neither set
+carries a resolution cue the other lacks.
 
 Image resizing is bilinear with antialiasing (Pillow's resampling filter widens with the scale factor
 when downsampling); masks use nearest neighbour, so their values stay the values of the file.
@@ -66,10 +77,16 @@ from diffkd_study.data.schema import OUTSIDE_ROOT_REMEDY, Manifest, path_outside
 from diffkd_study.io import atomic_dir, sha256_bytes, write_json
 from diffkd_study.progress import progress_bar
 
-CACHE_FORMAT = 2  # part of the key; 2: images deeper than 8 bits scaled by bit depth (1 clipped them)
+CACHE_FORMAT = 3  # part of the key; 3: lesion windows kept inside the image; 2: bit-depth scaling (1 clipped)
 CACHE_DIR_ENV = "DIFFKD_CACHE_DIR"
 MODES: tuple[str, ...] = ("L", "RGB")
-RESIZE_MODES: tuple[str, ...] = ("stretch", "pad", "lesion")
+RESIZE_MODES: tuple[str, ...] = ("stretch", "pad", "lesion", "jittered")
+#: resize modes that crop a window around the lesion's mask box
+WINDOW_MODES: tuple[str, ...] = ("lesion", "jittered")
+#: the rough manual box of ``resize_mode="jittered"``: the window's centre moves by up to this fraction of the
+#: box's longer side along each axis (uniform), and its side is scaled by a factor log-uniform in JITTER_SCALE
+JITTER_SHIFT = 0.15
+JITTER_SCALE: tuple[float, float] = (0.8, 1.25)
 
 logger = logging.getLogger(__name__)
 
@@ -85,15 +102,17 @@ class Preprocessing:
     size: tuple[int, int]
     mode: str = "L"
     resize_mode: str = "stretch"
-    roi_margin: float = 0.25  # resize_mode "lesion" only
+    roi_margin: float = 0.25  # resize modes "lesion" and "jittered" only
+    via: int = 0  # > 0: resize to via x via first, then to ``size`` (the shared chain of real and synthetic inputs)
+    jitter_seed: int = 0  # resize_mode "jittered" only
 
     @classmethod
     def make(cls, size: int | tuple[int, int] | list[int], mode: str = "L", resize_mode: str = "stretch",
-             roi_margin: float = 0.25) -> Preprocessing:
+             roi_margin: float = 0.25, via: int = 0, jitter_seed: int = 0) -> Preprocessing:
         """A checked :class:`Preprocessing`: ``size`` as an int (square) or (height, width).
 
-        Raises ``ValueError`` for a non-positive size, an unknown ``mode`` or ``resize_mode``, or a ``roi_margin``
-        outside [0, 4].
+        Raises ``ValueError`` for a non-positive size, an unknown ``mode`` or ``resize_mode``, a ``roi_margin``
+        outside [0, 4] or a negative ``via``.
         """
         if isinstance(size, int):
             size = (size, size)
@@ -106,7 +125,10 @@ class Preprocessing:
             raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
         if not 0 <= roi_margin <= 4:
             raise ValueError(f"roi_margin must lie in [0, 4], got {roi_margin!r}")
-        return cls(size=size, mode=mode, resize_mode=resize_mode, roi_margin=float(roi_margin))  # type: ignore[arg-type]
+        if int(via) < 0:
+            raise ValueError(f"via must be >= 0 (0: resize once), got {via!r}")
+        return cls(size=size, mode=mode, resize_mode=resize_mode, roi_margin=float(roi_margin),  # type: ignore[arg-type]
+                   via=int(via), jitter_seed=int(jitter_seed))
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -114,15 +136,26 @@ class Preprocessing:
         return self.size if self.mode == "L" else (*self.size, 3)
 
     def to_dict(self) -> dict[str, Any]:
-        """The parameters as JSON-ready data (part of the cache key); ``roi_margin`` only in ``lesion`` mode."""
+        """The parameters as JSON-ready data (part of the cache key); each only where it changes the pixels:
+        ``roi_margin`` in the window modes, ``jitter_seed`` in ``jittered``, ``via`` when it is not 0."""
         out = asdict(self)
         out["size"] = list(self.size)
-        if self.resize_mode != "lesion":  # the margin changes nothing then (and older cache keys stay valid)
+        if self.resize_mode not in WINDOW_MODES:
             out.pop("roi_margin")
+        if self.resize_mode != "jittered":
+            out.pop("jitter_seed")
+        if not self.via:
+            out.pop("via")
         return out
 
 
 def _resize(img: Image.Image, prep: Preprocessing, resample: Image.Resampling) -> np.ndarray:
+    """``img`` at ``prep.size`` by ``prep.resize_mode`` (``stretch`` or ``pad``), through ``via`` x ``via`` first when
+    ``prep.via`` is set: the one resize chain of every classifier input, real or synthetic."""
+    if prep.via:
+        first = Preprocessing(size=(prep.via, prep.via), mode=prep.mode, resize_mode=prep.resize_mode)
+        img = Image.fromarray(_resize(img, first, resample))
+        prep = Preprocessing(size=prep.size, mode=prep.mode, resize_mode="stretch")
     height, width = prep.size
     if prep.resize_mode == "stretch":
         return np.array(img.resize((width, height), resample, reducing_gap=None))
@@ -190,7 +223,7 @@ def _decode(path: Path, mode: str) -> Image.Image:
     return to_8bit(open_image(path)).convert(mode)
 
 
-def _decode_mask(path: Path) -> Image.Image:
+def decode_mask(path: Path) -> Image.Image:
     """A mask as 8-bit ``L`` without rescaling (label values are not intensities)."""
     return open_image(path).convert("L")
 
@@ -202,7 +235,7 @@ def load_image(path: str | os.PathLike[str], prep: Preprocessing) -> np.ndarray:
 
 def load_mask(path: str | os.PathLike[str], prep: Preprocessing) -> np.ndarray:
     """Decode a mask as 8-bit grayscale and resize it with nearest neighbour."""
-    return _resize(_decode_mask(Path(path)), prep, Image.Resampling.NEAREST)
+    return _resize(decode_mask(Path(path)), prep, Image.Resampling.NEAREST)
 
 
 def _has_value(value: Any) -> bool:
@@ -269,6 +302,53 @@ def lesion_window(mask: np.ndarray, margin: float) -> tuple[int, int, int, int] 
     return round(cx - half), round(cy - half), round(cx + half), round(cy + half)
 
 
+def jittered_window(mask: np.ndarray, margin: float, seed: int, image_id: str) -> tuple[int, int, int, int] | None:
+    """:func:`lesion_window` perturbed like a rough manual box, the same for an image on every run: the centre moves
+    by up to ``JITTER_SHIFT`` of the box's longer side along each axis (uniform) and the side is scaled by a
+    factor log-uniform in ``JITTER_SCALE``, drawn from a generator seeded by ``seed`` and the ``image_id``."""
+    window = lesion_window(mask, margin)
+    if window is None:
+        return None
+    ys, xs = np.nonzero(mask)
+    longer = max(int(xs.max()) + 1 - int(xs.min()), int(ys.max()) + 1 - int(ys.min()))
+    digest = int(sha256_bytes(image_id.encode("utf-8"))[:16], 16)
+    rng = np.random.default_rng([seed, digest])
+    dx, dy = rng.uniform(-JITTER_SHIFT, JITTER_SHIFT, size=2) * longer
+    factor = float(np.exp(rng.uniform(np.log(JITTER_SCALE[0]), np.log(JITTER_SCALE[1]))))
+    left, top, right, bottom = window
+    half = (right - left) * factor / 2
+    cx, cy = (left + right) / 2 + dx, (top + bottom) / 2 + dy
+    return round(cx - half), round(cy - half), round(cx + half), round(cy + half)
+
+
+def window_inside(window: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
+    """``window`` moved (not resized) to lie inside a ``width`` x ``height`` image along every axis it fits; along
+    an axis it does not fit it covers the whole image, as near its place as possible (the rest is then
+    reflected, :func:`crop_window`)."""
+    def place(low: int, high: int, extent: int) -> tuple[int, int]:
+        side = high - low
+        low = min(max(low, 0), extent - side) if side <= extent else min(max(low, extent - side), 0)
+        return low, low + side
+
+    left, right = place(window[0], window[2], width)
+    top, bottom = place(window[1], window[3], height)
+    return left, top, right, bottom
+
+
+def crop_window(img: Image.Image, window: tuple[int, int, int, int]) -> Image.Image:
+    """The ``window`` of ``img`` after :func:`window_inside`: no part of it lies outside the image unless the
+    window is larger than the image, and that part is the image mirrored at its border (never black padding,
+    whose amount would otherwise tell the model how large the lesion is)."""
+    left, top, right, bottom = window_inside(window, img.width, img.height)
+    if left >= 0 and top >= 0 and right <= img.width and bottom <= img.height:
+        return img.crop((left, top, right, bottom))
+    array = np.asarray(img)
+    before_y, before_x = max(0, -top), max(0, -left)
+    pad = [(before_y, max(0, bottom - img.height)), (before_x, max(0, right - img.width))] + [(0, 0)] * (array.ndim - 2)
+    array = np.pad(array, pad, mode="symmetric")
+    return Image.fromarray(array[top + before_y:bottom + before_y, left + before_x:right + before_x])
+
+
 def _load_row(source: PixelSource, root: Path, image_loader: Callable[[Path], Any],
               mask_loader: Callable[[Path], Any]) -> tuple[Any, Any]:
     """``image_loader`` / ``mask_loader`` applied to the row's files (mask None when the row has none);
@@ -291,16 +371,20 @@ def _load_row(source: PixelSource, root: Path, image_loader: Callable[[Path], An
 
 def load_source(source: PixelSource, root: Path, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray | None]:
     """The preprocessed image and mask (or None) of one row; an error names the file and the row."""
-    if prep.resize_mode != "lesion":
+    if prep.resize_mode not in WINDOW_MODES:
         return _load_row(source, root, lambda path: load_image(path, prep), lambda path: load_mask(path, prep))
-    image, mask = _load_row(source, root, lambda path: _decode(path, prep.mode), _decode_mask)
+    image, mask = _load_row(source, root, lambda path: _decode(path, prep.mode), decode_mask)
     if mask is not None and mask.size != image.size:
         raise ImageDecodeError(f"{source.where}: mask {source.mask_path} is {mask.size[0]}x{mask.size[1]} pixels, the "
                                f"image {image.size[0]}x{image.size[1]}: a lesion crop needs them aligned")
-    window = None if mask is None else lesion_window(np.asarray(mask) > 0, prep.roi_margin)
+    box = None if mask is None else np.asarray(mask) > 0
+    if prep.resize_mode == "jittered":
+        window = None if box is None else jittered_window(box, prep.roi_margin, prep.jitter_seed, source.image_id)
+    else:
+        window = None if box is None else lesion_window(box, prep.roi_margin)
     if window is not None:
-        image, mask = image.crop(window), mask.crop(window)  # outside the image: black (0)
-    stretch = Preprocessing.make(prep.size, prep.mode, "stretch")
+        image, mask = crop_window(image, window), crop_window(mask, window)
+    stretch = Preprocessing.make(prep.size, prep.mode, "stretch", via=prep.via)
     return (_resize(image, stretch, Image.Resampling.BILINEAR),
             None if mask is None else _resize(mask, stretch, Image.Resampling.NEAREST))
 
@@ -432,6 +516,8 @@ def build_cache(
     mode: str = "L",
     resize_mode: str = "stretch",
     roi_margin: float = 0.25,
+    via: int = 0,
+    jitter_seed: int = 0,
     cache_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
     progress: bool = True,
@@ -447,7 +533,7 @@ def build_cache(
     read unless ``allow_outside_root`` (default: the study's opt-in, :func:`outside_root_allowed`); the cache
     does not run the validator.
     """
-    prep = Preprocessing.make(size, mode, resize_mode, roi_margin)
+    prep = Preprocessing.make(size, mode, resize_mode, roi_margin, via, jitter_seed)
     root = Path(root)
     if manifest.df.empty:
         raise ValueError("the manifest has no rows to cache")

@@ -69,6 +69,7 @@ class ManifestDataset(Dataset):
         size: int | tuple[int, int] | None = None,
         mode: str | None = None,
         resize_mode: str | None = None,
+        roi_margin: float | None = None,
         allow_outside_root: bool | None = None,
     ) -> None:
         self.manifest = manifest
@@ -76,7 +77,7 @@ class ManifestDataset(Dataset):
         self.root = None if root is None else Path(root)
         self.transform = transform
         self.split = split
-        self.preprocessing = self._preprocessing(size, mode, resize_mode)
+        self.preprocessing = self._preprocessing(size, mode, resize_mode, roi_margin)
 
         df = manifest.df
         keep = np.ones(len(df), dtype=bool)
@@ -103,11 +104,12 @@ class ManifestDataset(Dataset):
         self._sources = sources
         self._positions = cache.positions(sources) if cache is not None else None
 
-    def _preprocessing(self, size: Any, mode: str | None, resize_mode: str | None) -> Preprocessing:
+    def _preprocessing(self, size: Any, mode: str | None, resize_mode: str | None,
+                       roi_margin: float | None) -> Preprocessing:
         if self.cache is not None:
             prep = self.cache.preprocessing
             wanted = {"size": None if size is None else Preprocessing.make(size).size,
-                      "mode": mode, "resize_mode": resize_mode}
+                      "mode": mode, "resize_mode": resize_mode, "roi_margin": roi_margin}
             conflicts = {k: (v, getattr(prep, k)) for k, v in wanted.items() if v is not None and v != getattr(prep, k)}
             if conflicts:
                 raise ValueError(
@@ -117,7 +119,8 @@ class ManifestDataset(Dataset):
             return prep
         if self.root is None or size is None:
             raise ValueError("without a cache, ManifestDataset needs root (the data folder) and size")
-        return Preprocessing.make(size, mode or "L", resize_mode or "stretch")
+        return Preprocessing.make(size, mode or "L", resize_mode or "stretch",
+                                  Preprocessing.roi_margin if roi_margin is None else roi_margin)
 
     @property
     def classes(self) -> list[str]:

@@ -101,14 +101,15 @@ def load_images(
     mode: str = "L",
     resize_mode: str = "stretch",
     roi_margin: float = 0.25,
+    via: int = 0,
     cache_dir: str | os.PathLike[str] | None = None,
     synthetic: bool = False,
     progress: bool = False,
 ) -> ImageTensors:
     """The rows of ``splits`` (all rows when ``None``) at ``size`` x ``size``, through the preprocessing cache.
 
-    ``resize_mode``/``roi_margin`` as in :class:`diffkd_study.data.cache.Preprocessing` (``lesion``:
-    lesion-centred crops from the masks). ``synthetic=True`` marks every row synthetic (a stage-1 manifest) and requires them all to be
+    ``resize_mode``/``roi_margin``/``via`` as in :class:`diffkd_study.data.cache.Preprocessing` (``lesion``:
+    lesion-centred crops from the masks; ``via``: through that size first). ``synthetic=True`` marks every row synthetic (a stage-1 manifest) and requires them all to be
     training rows. Labels are positions in the manifest's ``label_set``.
     """
     df = manifest.df
@@ -131,7 +132,7 @@ def load_images(
     if unknown:
         raise ValueError(f"{manifest.path}: label(s) {unknown} are not in the label set {list(classes)}")
     # The cache holds every row of the manifest (all splits), so every stage re-uses one cache.
-    cache = build_cache(manifest, root, size=size, mode=mode, resize_mode=resize_mode, roi_margin=roi_margin,
+    cache = build_cache(manifest, root, size=size, mode=mode, resize_mode=resize_mode, roi_margin=roi_margin, via=via,
                         cache_dir=cache_dir, progress=progress)
     sources = [s for s, k in zip(pixel_sources(manifest), keep, strict=True) if k]
     positions = cache.positions(sources)

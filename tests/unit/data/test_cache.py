@@ -30,7 +30,7 @@ from .conftest import write_png
 def _count_decodes(monkeypatch) -> list[str]:
     """Every image and mask decode (masks have their own decoder: they are not rescaled by bit depth)."""
     calls: list[str] = []
-    for name in ("_decode", "_decode_mask"):
+    for name in ("_decode", "decode_mask"):
         real = getattr(cache_module, name)
 
         def counting(path, *args, real=real):
