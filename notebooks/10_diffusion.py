@@ -39,6 +39,8 @@ image_size = 128
 seed = 0
 profile = "demo"  # the UNet; in a study config it also sets the training values below (here: demo's)
 diffusion_image_size = 64
+crop = "auto"
+crop_margin = 0.25
 conditions = []
 mask_conditioning = True
 max_steps = 500
@@ -59,6 +61,8 @@ sampler = "dpmsolver++"
 sampling_steps = 20
 guidance_scale = 2.0
 sample_batch_size = 32
+label_mix = "prior"
+n_synthetic = 0
 n_per_class = 0
 class_counts = []
 condition_table = ""
@@ -145,12 +149,14 @@ display(Markdown(loss_caption))
 # %% [markdown]
 # ## Synthetic images
 # Conditions (and lesion outlines) are whole training images' records, drawn at random within each
-# class, so the synthetic set keeps the combinations seen in real patients. The number per class is
-# set so that the classes are balanced unless the configuration says otherwise.
+# class, so the synthetic set keeps the combinations seen in real patients. By default the classes
+# come in the real training proportions (so synthetic images add data without changing how often
+# each class is seen); a balanced mix is an option of the configuration.
 
 # %%
 per_class = None if table is not None else workflow.resolve_class_counts(
-    manifest, n_per_class=section.n_per_class, class_counts=section.class_counts)
+    manifest, n_per_class=section.n_per_class, class_counts=section.class_counts, label_mix=section.label_mix,
+    n_synthetic=section.n_synthetic)
 synthetic = workflow.ensure_synthetic(
     summary.checkpoint, manifest, synthetic_dir, root=paths["data_root"], per_class=per_class, table=table,
     sampler=section.sampler, steps=section.sampling_steps, guidance_scale=section.guidance_scale, seed=seed,

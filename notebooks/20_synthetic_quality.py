@@ -61,6 +61,7 @@ from IPython.display import Markdown, display
 
 from diffkd_study.data.schema import read_manifest
 from diffkd_study.devices import resolve_device
+from diffkd_study.io import write_json
 from diffkd_study.methods.diffkd.diffusion import augment, quality, workflow
 from diffkd_study.methods.diffkd.diffusion import plots as dplots
 from diffkd_study.methods.diffkd.diffusion.stage import SyntheticQualityStageConfig
@@ -93,6 +94,10 @@ synthetic_manifest = read_manifest(synthetic_dir / "synthetic.csv")
 generation, checkpoint = quality.read_generation(synthetic_dir, paths["run_dir"])
 model_config = read_checkpoint_config(checkpoint)
 size = int(model_config["train"]["image_size"])
+domain_crop = model_config["train"].get("crop", "none")  # lesion: the classifier's lesion-centred squares
+domain_margin = float(model_config["train"].get("roi_margin", 0.25))
+domain_words = (f"lesion-centred squares (the mask's box + {domain_margin:.0%} margin, the classifier's input)"
+                if domain_crop == "lesion" else "whole frames")
 categorical = list(model_config["model"]["encoder"]["categorical"])
 missing_splits = [s for s in section.reference_splits if not (manifest.df["split"] == s).any()]
 if missing_splits:
@@ -107,7 +112,8 @@ display(Markdown(provenance_markdown(provenance_path)))
 display(Markdown(
     f"Synthetic set: {len(synthetic_manifest.df)} images from checkpoint `{checkpoint.name}` "
     f"(sha256 {generation['checkpoint_sha256'][:12]}…), sampler {generation['sampler']}, {generation['steps']} "
-    f"steps, guidance {generation['guidance_scale']:g}. All comparisons at the model's resolution, {size} px."))
+    f"steps, guidance {generation['guidance_scale']:g}. All comparisons at the model's resolution, {size} px, "
+    f"in its domain: {domain_words}."))
 
 # %% [markdown]
 # ## Image sets
@@ -115,9 +121,10 @@ display(Markdown(
 # saw) and the synthetic images, all at the same resolution.
 
 # %%
-training = quality.load_image_set(manifest, paths["data_root"], size, name="real training", splits=["train"])
+domain = {"crop": domain_crop, "roi_margin": domain_margin}
+training = quality.load_image_set(manifest, paths["data_root"], size, name="real training", splits=["train"], **domain)
 reference = quality.load_image_set(manifest, paths["data_root"], size, name="real reference",
-                                   splits=section.reference_splits)
+                                   splits=section.reference_splits, **domain)
 synthetic = quality.load_image_set(synthetic_manifest, synthetic_dir, size, name="synthetic")
 for image_set in (training, reference, synthetic):
     for extractor in quality.EXTRACTORS.values():
@@ -289,6 +296,65 @@ plt.show()
 display(Markdown(pairs_caption))
 
 # %% [markdown]
+# ## Can a simple classifier tell synthetic from real?
+# A classifier two-sample test (Lopez-Paz and Oquab, 2017): the real training images and the synthetic
+# images the teacher trains on, exactly as the teacher receives them (same crop, same resize chain, the
+# study's resolution), are described by simple image statistics that catch trivial cues (blur and
+# resolution through the power spectrum and gradients, intensity histograms, black borders, a 16 x 16
+# thumbnail), and a logistic regression learns to tell the two sets apart in 5-fold cross-validation,
+# grouped by patient (a synthetic image counts for the patient whose record it was generated from). Its
+# area under the ROC curve (AUC) is near 0.5 when nothing trivial separates them and near 1 when a cue
+# does; the goal is at most 0.70. Also within each class.
+
+# %%
+from diffkd_study.metrics import two_sample
+from diffkd_study.training.data import load_images
+
+if domain_crop == "lesion":  # the classifier's chain: crop, then the diffusion resolution, then the study's
+    real_options = {"resize_mode": "lesion", "roi_margin": domain_margin, "via": size}
+    synthetic_options = {"resize_mode": "stretch", "via": size}
+else:  # whole frames: compared as whole frames at the study resolution
+    real_options = synthetic_options = {"resize_mode": "stretch"}
+real_inputs = load_images(manifest, paths["data_root"], size=image_size, splits=("train",), **real_options)
+synthetic_inputs = load_images(augmentation, synthetic_dir, size=image_size, synthetic=True, **synthetic_options)
+patient_of = dict(zip(manifest.df["image_id"].astype(str), manifest.df["patient_id"].astype(str), strict=True))
+synthetic_rows = augmentation.df.set_index("image_id").loc[synthetic_inputs.image_ids]
+two_sample_results = two_sample.c2st_images(
+    real_inputs.images.float() / 255, synthetic_inputs.images.float() / 255,
+    [patient_of[i] for i in real_inputs.image_ids],
+    [patient_of.get(str(s), f"synthetic:{i}") for i, s in zip(synthetic_inputs.image_ids,
+                                                              synthetic_rows["source_image_id"], strict=True)],
+    labels_a=[real_inputs.classes[k] for k in real_inputs.labels.tolist()],
+    labels_b=[synthetic_inputs.classes[k] for k in synthetic_inputs.labels.tolist()], seed=seed)
+two_sample_frame = two_sample.two_sample_table(two_sample_results)
+show_table(two_sample_frame[["scope", "n_a", "n_b", "groups_a", "auc", "ci_low", "ci_high", "verdict"]],
+           {"scope": "Images compared", "n_a": "Real", "n_b": "Synthetic", "groups_a": "Patients", "auc": "AUC",
+            "CI": "95% CI (patient-clustered)", "verdict": f"Goal: AUC <= {two_sample.C2ST_GOAL:.2f}"}, digits=3,
+           intervals={"CI": ("ci_low", "ci_high")})
+overall = two_sample_results[0]
+display(Markdown(
+    f"Real vs synthetic classifier inputs ({image_size} px, {'lesion crops through ' + str(size) + ' px' if domain_crop == 'lesion' else 'whole frames'}): "
+    f"AUC {overall.auc:.3f} (95% CI {format_interval(overall.ci_low, overall.ci_high, 3)}). "
+    + ("A value this close to 0.5 means these simple statistics do not tell the sets apart." if overall.auc <= 0.6
+       else "Simple image statistics do tell the sets apart to this degree: the synthetic images carry a cue real "
+            "ones lack, and a model trained on both could learn it.")))
+
+# %%
+fid_goal = headline[["extractor", "FID", "FID floor"]].assign(ratio=lambda t: t["FID"] / t["FID floor"])
+goals = pd.DataFrame(
+    [{"goal": f"FID within 2x the real-vs-real floor ({row.extractor})",
+      "measured": f"FID {row.FID:.2f} vs floor {row['FID floor']:.2f} (ratio {row.ratio:.2f})",
+      "met": bool(row.ratio <= 2.0)} for _, row in fid_goal.iterrows()]
+    + [{"goal": f"real-vs-synthetic two-sample AUC <= {two_sample.C2ST_GOAL:.2f}",
+        "measured": f"AUC {overall.auc:.3f} (95% CI {format_interval(overall.ci_low, overall.ci_high, 3)})",
+        "met": bool(overall.estimable and overall.auc <= two_sample.C2ST_GOAL)}])
+show_table(goals, {"goal": "Goal", "measured": "Measured", "met": "Met"})
+# beside the synthetic set, for the pooled cross-validation report (which reads every fold's run folder)
+write_json(synthetic_dir / quality.SUMMARY_FILE, {
+    "domain": {"crop": domain_crop, "roi_margin": domain_margin, "resolution_px": size},
+    "fidelity_vs_floor": records(headline), "two_sample": records(two_sample_frame), "goals": records(goals)})
+
+# %% [markdown]
 # ## Sample images
 # Synthetic images next to the real training image whose record (diagnosis, conditions and, where
 # used, lesion outline in yellow) they were generated from.
@@ -345,16 +411,27 @@ write_metrics(metrics_path, {
                      "memorization_csv": str(synthetic_dir / quality.MEMORIZATION_FILE),
                      "augmentation_csv": str(synthetic_dir / augment.AUGMENTATION_FILE)},
     "generation": generation,
+    "domain": {"crop": domain_crop, "roi_margin": domain_margin, "resolution_px": size},
+    "two_sample": records(two_sample_frame),
+    "goals": records(goals),
     "index_section": IndexSection(
         title="Stage 1: quality of the synthetic images",
-        text=[f"{len(synthetic)} synthetic images ({size} px) compared with {len(reference)} real reference images "
+        text=[f"{len(synthetic)} synthetic images ({size} px, {domain_words}) compared with {len(reference)} real reference images "
               f"({', '.join(section.reference_splits)} split) using {n_eval} images per set. FID/KID: lower is "
               "better; the floor is the value of real training images of other patients at the same sample size.",
               f"Memorization audit: {len(flagged_ids)} of {len(synthetic)} synthetic images flagged as near-copies "
               f"(threshold: the closest {section.memorization_percentile:g}% of real-vs-real nearest-neighbour "
               f"distances between images of different patients); {len(augmentation.df)} images go to the "
               "teacher's training data."],
-        tables=[IndexTable(title="Synthetic vs real: FID and KID against the floor",
+        tables=[IndexTable(title="Goals of the synthetic set",
+                           caption="FID of the synthetic set within twice the real-vs-real floor (same n, same "
+                                   "domain); a classifier two-sample test on the teacher's inputs at most 0.70.",
+                           records=records(goals)),
+                IndexTable(title="Real vs synthetic: classifier two-sample test",
+                           caption="Logistic regression on simple image statistics, 5-fold patient-grouped "
+                                   "cross-validation; AUC with a patient-clustered 95% CI. 0.5: not separable.",
+                           records=records(two_sample_frame.round(3))),
+                IndexTable(title="Synthetic vs real: FID and KID against the floor",
                            caption="n = images per set (reference n_reference); both extractors. FID - floor near 0 "
                                    "means as close to the real images as other real images are. KID CI: 95% "
                                    "bootstrap interval over images.",

@@ -31,6 +31,7 @@ RAW = {
     "synthetic_quality": {"reference_splits": ["val", "test"], "kid_subsets": 5, "guidance_sweep": [1, 3],
                           "sweep_images": 4, "min_group_size": 3, "faithfulness_min_per_level": 2,
                           "grid_images": 2},
+    "teacher": {"crop": "lesion"},  # so the diffusion model makes the classifier's lesion crops (crop: auto)
 }
 
 
@@ -123,6 +124,19 @@ def test_quality_metrics_memorization_and_augmentation(study_run):
     dataset = ManifestDataset(augmentation, run / "synthetic", size=48)
     assert len(dataset) == len(augmentation.df) > 0  # the smoke model's noise images are never near-copies
     assert tuple(dataset[0]["image"].shape) == (1, 48, 48)
+
+
+def test_synthesis_is_in_the_classifier_domain_and_audited_by_a_two_sample_test(study_run):
+    _, _, report, run = study_run
+    synthetic = read_manifest(run / "synthetic" / "synthetic.csv").df
+    assert set(synthetic["synthetic_crop"]) == {"lesion"}  # the teacher crops the lesion: so does the diffusion model
+    summary = json.loads((run / "synthetic" / "quality.json").read_text())
+    assert summary["domain"] == {"crop": "lesion", "roi_margin": 0.25, "resolution_px": 32}
+    scopes = {r["scope"]: r for r in summary["two_sample"]}
+    assert "all" in scopes and {"class=benign", "class=malignant"} <= set(scopes)
+    assert {g["goal"].split(" (")[0] for g in summary["goals"]} >= {"FID within 2x the real-vs-real floor"}
+    metrics = json.loads((report / "20_synthetic_quality.metrics.json").read_text())
+    assert metrics["two_sample"] == summary["two_sample"]
 
 
 def test_rerun_resumes_and_keeps_the_synthetic_set(study_run, tmp_path):

@@ -9,9 +9,12 @@ without importing torch, and without putting the section module into the code di
 
 from __future__ import annotations
 
-__all__ = ["BETA_SCHEDULES", "NUM_TRAIN_TIMESTEPS", "PREDICTION_TYPES", "SAMPLERS"]
+__all__ = ["BETA_SCHEDULES", "DOMAIN_RESIZE_MODES", "NUM_TRAIN_TIMESTEPS", "PREDICTION_TYPES", "SAMPLERS"]
 
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmsolver++")
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction")
 BETA_SCHEDULES: tuple[str, ...] = ("squaredcos_cap_v2", "linear")
 NUM_TRAIN_TIMESTEPS = 1000
+#: the diffusion model's domain (TrainConfig.crop) -> the preprocessing's resize mode: whole frames stretched to
+#: the diffusion resolution, or the classifier's lesion-centred squares
+DOMAIN_RESIZE_MODES: dict[str, str] = {"none": "stretch", "lesion": "lesion"}

@@ -44,12 +44,14 @@ import torch
 from diffkd_study.data.datasets import ManifestDataset
 from diffkd_study.data.schema import Manifest
 from diffkd_study.io import atomic_path
+from diffkd_study.methods.diffkd.diffusion.names import DOMAIN_RESIZE_MODES
 from diffkd_study.metrics import fidelity
 from diffkd_study.repro import derive_seed
 
 EXTRACTORS: dict[str, str] = {"TF-Inception (pool3)": fidelity.INCEPTION_EXTRACTOR,
                               "EfficientNet-Lite0 (domain)": fidelity.DOMAIN_EXTRACTOR}
 MEMORIZATION_FILE = "memorization.csv"
+SUMMARY_FILE = "quality.json"  # the headline numbers beside the synthetic set (FID vs floor, two-sample test, goals)
 
 
 @dataclass
@@ -80,8 +82,11 @@ class ImageSet:
 
 
 def load_image_set(manifest: Manifest, root: str | os.PathLike[str], size: int, *, name: str,
-                   splits: Sequence[str] | None = None, progress: bool = False) -> ImageSet:
-    """The rows of ``splits`` (all rows when ``None``) decoded at ``size`` px (the study's preprocessing)."""
+                   splits: Sequence[str] | None = None, crop: str = "none", roi_margin: float = 0.25,
+                   progress: bool = False) -> ImageSet:
+    """The rows of ``splits`` (all rows when ``None``) decoded at ``size`` px in the diffusion model's domain:
+    whole frames (``crop: none``) or the lesion-centred squares (``crop: lesion``, the classifier's input), so
+    that real and synthetic images are compared as the model made them."""
     from diffkd_study.progress import progress_bar
 
     df = manifest.df
@@ -92,7 +97,7 @@ def load_image_set(manifest: Manifest, root: str | os.PathLike[str], size: int, 
     if df.empty:
         raise ValueError(f"{manifest.path}: no rows in split(s) {list(splits or [])} for the {name} set")
     subset = Manifest(df.reset_index(drop=True), manifest.schema, manifest.path)
-    dataset = ManifestDataset(subset, root, size=size)
+    dataset = ManifestDataset(subset, root, size=size, resize_mode=DOMAIN_RESIZE_MODES[crop], roi_margin=roi_margin)
     images, masks = [], []
     for index in progress_bar(range(len(dataset)), desc=f"loading {name}", unit="img", disable=not progress):
         sample = dataset[index]

@@ -44,12 +44,12 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from PIL import Image
 
-from diffkd_study.data.cache import ImageCache, Preprocessing, load_mask
+from diffkd_study.data.cache import ImageCache, PixelSource, Preprocessing, load_mask, load_source
 from diffkd_study.data.schema import Manifest, ManifestSchema, write_manifest
 from diffkd_study.io import atomic_dir, write_json
 from diffkd_study.layout import MEMORY_FORMAT
 from diffkd_study.methods.diffkd.diffusion.conditioning import ConditionBatch, ConditionDrop
-from diffkd_study.methods.diffkd.diffusion.names import SAMPLERS
+from diffkd_study.methods.diffkd.diffusion.names import DOMAIN_RESIZE_MODES, SAMPLERS
 from diffkd_study.methods.diffkd.diffusion.train import checkpoint_sha256, load_model
 from diffkd_study.methods.diffkd.diffusion.unet import ConditionalUNet
 from diffkd_study.progress import progress_bar
@@ -162,19 +162,26 @@ def draw_conditions(manifest: Manifest, *, n: int | None = None, per_class: Mapp
 
 
 def _load_masks(rows: pd.DataFrame, root: str | os.PathLike[str] | None, cache: ImageCache | None,
-                size: int) -> tuple[torch.Tensor, np.ndarray]:
-    """Masks of the rows (``mask_path`` under ``root``, or the cache's mask of ``image_id``), {0, 1}."""
+                size: int, *, crop: str = "none", roi_margin: float = 0.25) -> tuple[torch.Tensor, np.ndarray]:
+    """Masks of the rows (``mask_path`` under ``root``, or the cache's mask of ``image_id``), {0, 1}: the whole
+    frame's (``crop: none``), or cut from the row's lesion-centred square as the model was trained (``crop: lesion``,
+    which needs ``root`` and the row's ``image_path``)."""
     masks = torch.zeros(len(rows), 1, size, size)
     has_mask = np.zeros(len(rows), dtype=bool)
     if "mask_path" not in rows.columns:
         return masks, has_mask
-    prep = Preprocessing.make(size)
+    prep = Preprocessing.make(size, resize_mode=DOMAIN_RESIZE_MODES[crop], roi_margin=roi_margin)
     loaded: dict[str, np.ndarray] = {}
     for i, (image_id, mask_path) in enumerate(zip(rows["image_id"], rows["mask_path"], strict=True)):
         if not isinstance(mask_path, str) or not mask_path:
             continue
         if mask_path not in loaded:
-            if root is not None:
+            if crop != "none":
+                if root is None:
+                    raise ValueError(f"{image_id}: a lesion-crop mask needs root (the data folder)")
+                source = PixelSource(str(image_id), str(rows["image_path"].iloc[i]), mask_path, f"row {i} [{image_id}]")
+                loaded[mask_path] = load_source(source, Path(root), prep)[1]
+            elif root is not None:
                 loaded[mask_path] = load_mask(Path(root) / mask_path, prep)
             elif cache is not None and cache.masks is not None and image_id in cache:
                 if cache.preprocessing.size != prep.size:
@@ -207,7 +214,8 @@ def generate_synthetic(checkpoint: str | os.PathLike[str], train_manifest: Manif
     if "image_id" not in rows.columns:
         rows = rows.assign(image_id=[f"row{i}" for i in range(len(rows))])
     if model.mask_conditioning:
-        masks, has_mask = _load_masks(rows, root, cache, image_size)
+        masks, has_mask = _load_masks(rows, root, cache, image_size, crop=config["train"].get("crop", "none"),
+                                      roi_margin=config["train"].get("roi_margin", 0.25))
     else:
         masks, has_mask = None, np.zeros(len(rows), dtype=bool)
     conditions = model.encoder.encode_rows(rows, has_mask=has_mask)
@@ -235,6 +243,7 @@ def generate_synthetic(checkpoint: str | os.PathLike[str], train_manifest: Manif
                      "split": "train", "synthetic": "1", "source_image_id": row["image_id"],
                      "source_center": row["center"] if isinstance(row.get("center"), str) else np.nan,
                      "sampler": sampler, "steps": str(steps), "guidance": str(guidance_scale), "seed": str(seed),
+                     "synthetic_crop": config["train"].get("crop", "none"),
                      "checkpoint_sha256": digest}
             if masks is not None and has_mask[i]:
                 mask = (masks[i, 0].numpy() > 0.5).astype(np.uint8) * 255

@@ -28,6 +28,19 @@ Artifacts (all under the run folder ``runs/NAME``)
     ``exclude_flagged: false``, all rows). Its paths are relative to ``synthetic/``, like those of
     ``synthetic.csv``. **This is the table the teacher stage mixes with the real training images.**
 
+Domain
+------
+``crop: lesion`` trains and samples the classifier's own input: the lesion-centred square of
+every training image (the mask's box widened by ``crop_margin`` of its longer side, kept inside the image as
+:mod:`diffkd_study.data.cache` does for the classifier), with the lesion mask in the square's coordinates as
+the mask condition. The synthetic rows say so (``synthetic_crop=lesion``), and the classifier stages read them
+as they are (no second crop) through the same resize chain as the real crops (``via`` = this resolution,
+:class:`diffkd_study.methods.diffkd.stage.TrainingSection`). ``crop: none`` trains on whole frames stretched to
+the diffusion resolution (the figures' option; a classifier on lesion crops then cuts the box out of a small
+synthetic frame and upsamples it, so synthetic crops are blurrier than real ones: a resolution cue).
+``crop: auto`` (the default) is resolved by the study config: ``lesion`` with the teacher's ``crop_margin`` when
+the teacher section has ``crop: lesion``, else ``none`` (also ``none`` for a section read outside a study).
+
 Resolution
 ----------
 The diffusion model trains and samples at its own resolution (``diffusion_image_size``; the profile's:
@@ -42,9 +55,12 @@ loaded at that size), so neither set has an advantage of detail.
 
 Class counts
 ------------
-``class_counts`` (``["benign=120", "malignant=120"]``) fixes the number per label; otherwise
-``n_per_class`` images per label of the training split; ``n_per_class: 0`` (the default) balances the
-classes: every label gets as many images as the most frequent label has training images. Conditions and
+``class_counts`` (``["benign=120", "malignant=120"]``) fixes the number per label. Otherwise ``label_mix``
+decides: ``prior`` (the default) follows the real training split's label proportions (largest-remainder
+rounding), ``n_synthetic`` images in all (0: as many as the real training images), so synthetic images
+change the amount of data but not the class prior a classifier learns; ``balanced`` gives every label
+``n_per_class`` images (0: as many as the most frequent label has training images), which shifts the prior
+(with a blurrier synthetic set that once made blur a malignancy cue). Conditions and
 masks are whole training rows drawn with replacement within each label (the empirical joint
 distribution), or the rows of ``condition_table`` (a CSV with ``label``, the ``cond_*`` columns and, for
 mask-conditioned models, ``mask_path`` relative to the study's data folder).
@@ -59,12 +75,17 @@ from typing import ClassVar
 from diffkd_study.devices import check_device_name
 from diffkd_study.methods.diffkd.diffusion.names import (
     BETA_SCHEDULES,
+    DOMAIN_RESIZE_MODES,
     NUM_TRAIN_TIMESTEPS,
     PREDICTION_TYPES,
     SAMPLERS,
 )
 from diffkd_study.profiles import Profiles
 
+#: the diffusion section's crops: auto (resolved by the study config) or a domain of DOMAIN_RESIZE_MODES
+DIFFUSION_CROPS: tuple[str, ...] = ("auto", *DOMAIN_RESIZE_MODES)
+#: how the synthetic set's labels are mixed (see "Class counts")
+LABEL_MIXES: tuple[str, ...] = ("prior", "balanced")
 _CLASS_COUNT = re.compile(r"^\s*(?P<label>[^=]+?)\s*=\s*(?P<count>\d+)\s*$")
 
 
@@ -117,6 +138,8 @@ class DiffusionStageConfig:
 
     profile: str = "demo"
     diffusion_image_size: int = 64  # px
+    crop: str = "auto"  # lesion: the classifier's lesion-centred square; none: whole frames (see "Domain")
+    crop_margin: float = 0.25  # crop: lesion; must equal the classifier stages' crop_margin
     conditions: tuple[str, ...] = ()  # cond_* columns; empty = every condition the manifest declares
     mask_conditioning: bool = True  # the lesion mask as an extra input channel (rows without one: none)
     max_steps: int = 500
@@ -138,7 +161,9 @@ class DiffusionStageConfig:
     sampling_steps: int = 20
     guidance_scale: float = 2.0
     sample_batch_size: int = 32
-    n_per_class: int = 0  # 0: balance the classes (each as many as the largest training class)
+    label_mix: str = "prior"  # prior: the real training proportions; balanced: n_per_class per label
+    n_synthetic: int = 0  # label_mix prior: images in all (0: as many as the real training images)
+    n_per_class: int = 0  # label_mix balanced: per label (0: as many as the largest training class)
     class_counts: tuple[str, ...] = ()  # "label=count" entries; override n_per_class
     condition_table: str = ""  # CSV of conditions to sample (relative to the project root or absolute)
     device: str = "auto"
@@ -181,6 +206,16 @@ class DiffusionStageConfig:
         parse_class_counts(self.class_counts)
         if self.condition_table and (self.class_counts or self.n_per_class):
             raise ValueError("give either condition_table or class_counts / n_per_class, not both")
+        if self.crop not in DIFFUSION_CROPS or not 0 <= self.crop_margin <= 4:
+            raise ValueError(f"crop must be one of {DIFFUSION_CROPS} and crop_margin in [0, 4]")
+        if self.label_mix not in LABEL_MIXES:
+            raise ValueError(f"label_mix must be one of {LABEL_MIXES}, got {self.label_mix!r}")
+        if self.n_synthetic < 0:
+            raise ValueError(f"n_synthetic must be >= 0, got {self.n_synthetic}")
+        if self.label_mix == "prior" and self.n_per_class:
+            raise ValueError("n_per_class is the balanced mix's count: with label_mix: prior give n_synthetic")
+        if self.label_mix == "balanced" and self.n_synthetic:
+            raise ValueError("n_synthetic is the prior mix's count: with label_mix: balanced give n_per_class")
         check_device_name(self.device)
 
 

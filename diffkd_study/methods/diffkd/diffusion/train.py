@@ -72,7 +72,12 @@ from diffkd_study.methods.diffkd.diffusion.conditioning import (
     ConditionDropout,
     encoder_spec_from_manifest,
 )
-from diffkd_study.methods.diffkd.diffusion.names import BETA_SCHEDULES, NUM_TRAIN_TIMESTEPS, PREDICTION_TYPES
+from diffkd_study.methods.diffkd.diffusion.names import (
+    BETA_SCHEDULES,
+    DOMAIN_RESIZE_MODES,
+    NUM_TRAIN_TIMESTEPS,
+    PREDICTION_TYPES,
+)
 from diffkd_study.methods.diffkd.diffusion.unet import ConditionalUNet, create_conditional_unet, unet_profile
 from diffkd_study.progress import progress_bar
 from diffkd_study.repro import derive_seed, seed_everything
@@ -94,6 +99,8 @@ class TrainConfig:
 
     profile: str = "smoke"  # UNet architecture (diffkd_study.methods.diffkd.diffusion.unet.UNET_PROFILES)
     image_size: int = 32
+    crop: str = "none"  # none: whole frames stretched to image_size; lesion: the classifier's lesion-centred square
+    roi_margin: float = 0.25  # crop: lesion only (the classifier's crop_margin)
     conditions: tuple[str, ...] | None = None  # cond_* names; None = every condition the schema declares
     mask_conditioning: bool = False
     dropout: ConditionDropout = field(default_factory=ConditionDropout)
@@ -119,6 +126,8 @@ class TrainConfig:
         if unet_profile(self.profile).image_size != self.image_size:
             logger.info("UNet profile %s is designed for %d px, training at %d px", self.profile,
                         unet_profile(self.profile).image_size, self.image_size)
+        if self.crop not in DOMAIN_RESIZE_MODES:
+            raise ValueError(f"crop must be one of {DOMAIN_RESIZE_MODES}, got {self.crop!r}")
         if min(self.batch_size, self.max_steps, self.checkpoint_every) < 1:
             raise ValueError("batch_size, max_steps and checkpoint_every must be >= 1")
         if not self.checkpoint_minutes >= 0:
@@ -192,11 +201,14 @@ class EMA:
 
 # -- data ---------------------------------------------------------------------------------------------------
 def load_training_data(manifest: Manifest, model: ConditionalUNet, *, root: str | os.PathLike[str] | None = None,
-                       cache: ImageCache | None = None, image_size: int, split: str | None = "train") -> TrainingData:
-    """The train split in memory (uint8), with masks (mask-conditioned models) and encoded conditions."""
+                       cache: ImageCache | None = None, image_size: int, split: str | None = "train",
+                       crop: str = "none", roi_margin: float = 0.25) -> TrainingData:
+    """The train split in memory (uint8), with masks (mask-conditioned models) and encoded conditions: whole frames
+    (``crop: none``) or the lesion-centred squares the classifier sees (``crop: lesion``, masks in their coordinates)."""
     if split is not None and "split" not in manifest.df.columns:
         split = None
-    dataset = ManifestDataset(manifest, root, cache=cache, split=split, size=image_size)
+    dataset = ManifestDataset(manifest, root, cache=cache, split=split, size=image_size,
+                              resize_mode=DOMAIN_RESIZE_MODES[crop], roi_margin=roi_margin)
     if len(dataset) == 0:
         raise ValueError(f"no training rows (split={split!r}) in {manifest.path}")
     images, masks, has_mask = [], [], []
@@ -431,7 +443,8 @@ def train_diffusion(manifest: Manifest, out_dir: str | os.PathLike[str], config:
     seed_everything(config.seed)
     model = build_model(manifest, config, image_channels=3 if mode == "RGB" else 1).to(device,
                                                                                        memory_format=memory_format)
-    data = load_training_data(manifest, model, root=root, cache=cache, image_size=config.image_size)
+    data = load_training_data(manifest, model, root=root, cache=cache, image_size=config.image_size, crop=config.crop,
+                              roi_margin=config.roi_margin)
     data_sha256 = training_data_sha256(data)
     noise_scheduler = make_noise_scheduler(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)

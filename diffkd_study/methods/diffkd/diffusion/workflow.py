@@ -53,7 +53,9 @@ def train_config_from_section(section: DiffusionStageConfig, manifest: Manifest,
     dropout = ConditionDropout(label=section.label_dropout, categorical=section.condition_dropout,
                                numeric=section.numeric_dropout, mask=section.mask_dropout,
                                default_categorical=section.condition_dropout)
-    return TrainConfig(profile=section.profile, image_size=section.diffusion_image_size, conditions=conditions,
+    crop = "none" if section.crop == "auto" else section.crop
+    return TrainConfig(profile=section.profile, image_size=section.diffusion_image_size, crop=crop,
+                       roi_margin=section.crop_margin, conditions=conditions,
                        mask_conditioning=section.mask_conditioning, dropout=dropout, batch_size=section.batch_size,
                        max_steps=section.max_steps, learning_rate=section.learning_rate,
                        warmup_steps=section.warmup_steps, ema_decay=section.ema_decay,
@@ -167,8 +169,8 @@ def training_label_counts(manifest: Manifest) -> dict[str, int]:
     return {label: int(counts.get(label, 0)) for label in manifest.schema.label_set if counts.get(label, 0)}
 
 
-def resolve_class_counts(manifest: Manifest, *, n_per_class: int = 0,
-                         class_counts: tuple[str, ...] | list[str] = ()) -> dict[str, int]:
+def resolve_class_counts(manifest: Manifest, *, n_per_class: int = 0, class_counts: tuple[str, ...] | list[str] = (),
+                         label_mix: str = "balanced", n_synthetic: int = 0) -> dict[str, int]:
     """How many synthetic images per label (see "Class counts" in :mod:`diffkd_study.methods.diffkd.diffusion.stage`)."""
     present = training_label_counts(manifest)
     if not present:
@@ -184,8 +186,22 @@ def resolve_class_counts(manifest: Manifest, *, n_per_class: int = 0,
             raise ValueError(f"class_counts asks for label(s) {absent} that the training split does not contain "
                              f"(training labels: {present})")
         return {label: n for label, n in explicit.items() if n > 0}
+    if label_mix == "prior":
+        return prior_counts(present, n_synthetic or sum(present.values()))
     per_class = n_per_class or max(present.values())
     return {label: per_class for label in present}
+
+
+def prior_counts(present: Mapping[str, int], total: int) -> dict[str, int]:
+    """``total`` images split in the proportions of ``present`` (label -> training images), by largest remainder
+    (ties to the label listed first), so the counts sum to ``total`` exactly."""
+    n = sum(present.values())
+    exact = {label: total * count / n for label, count in present.items()}
+    counts = {label: int(value) for label, value in exact.items()}
+    order = sorted(present, key=lambda label: (-(exact[label] - counts[label]), list(present).index(label)))
+    for label in order[:total - sum(counts.values())]:
+        counts[label] += 1
+    return {label: count for label, count in counts.items() if count > 0}
 
 
 def read_condition_table(path: str | os.PathLike[str]) -> pd.DataFrame:
