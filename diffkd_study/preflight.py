@@ -230,15 +230,15 @@ def _baseline_warnings(config: StudyConfig, origin: str, rows: pd.DataFrame) -> 
             warnings += [f"{origin}: baseline 'clinical' has no inputs on {test_set} ({', '.join(inputs)} all "
                          "missing): it will be reported as not applicable there"
                          for test_set, part in test_sets if part[inputs].isna().all().all()]
-    if "image_features" in baselines.models:
+    for mask_baseline in (m for m in ("image_features", "box_geometry") if m in baselines.models):
         no_mask = rows["mask_path"].isna() | (rows["mask_path"].astype(str).str.strip() == "")
         if no_mask[~is_external].any():
             counts = rows.loc[no_mask & ~is_external, "source"].value_counts(sort=False)
-            warnings.append(f"{origin}: baseline 'image_features' needs a lesion mask for every training and "
+            warnings.append(f"{origin}: baseline {mask_baseline!r} needs a lesion mask for every training and "
                             f"validation image, but {int(counts.sum())} of {len(internal)} internal images have none "
                             f"({', '.join(f'{source}: {n}' for source, n in counts.items())}): it will be skipped "
                             "unless they all fall in the test split")
-        warnings += [f"{origin}: baseline 'image_features' has no inputs on {test_set} "
+        warnings += [f"{origin}: baseline {mask_baseline!r} has no inputs on {test_set} "
                      f"({int(no_mask[part.index].sum())} of {len(part)} images have no lesion mask): it will be "
                      "reported as not applicable there" for test_set, part in test_sets if no_mask[part.index].any()]
     return warnings

@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 45 · Baselines
 #
-# Before any deep network is trained, two simple models set the bar it has to clear. Both are
+# Before any deep network is trained, simple models set the bar it has to clear. All are
 # logistic regressions fitted on the training patients only; their settings are chosen on the
 # validation patients only, and they then predict the validation, internal test and external test
 # images. The prediction tables they write are what the evaluation and reader-study stages read.
@@ -33,6 +33,13 @@
 # * **image features**: a handful of measurements of the lesion in the image and its outline (mask):
 #   brightness and its variation, contrast to the surrounding tissue, darkening or brightening
 #   behind the lesion, size, irregularity of the outline, taller-than-wide shape and texture.
+# * **box geometry**: the lesion's bounding box alone, measured on the original outline at the image's own
+#   resolution: how much taller than wide it is, how large it is relative to the image, and how much of the
+#   square cut around it for the networks (the lesion crop) would fall outside the image. It sees no pixel
+#   of the lesion. It is a check for a shortcut: the shape of the outlined box alone separates malignant from
+#   benign lesions well (on BUS-BRA about as well as the teacher network), and a network shown a lesion-centred
+#   crop can read that shape from the crop. The evaluation therefore shows every image model beside it; it is
+#   never chosen as *the* best baseline.
 #
 # A model is *not applicable* on a test set whose images do not record its inputs (for example a
 # dataset released without clinical conditions, or without lesion outlines): it makes no predictions
@@ -47,7 +54,7 @@ figures_dir = "figures"
 metrics_path = "45_baselines.metrics.json"
 provenance_path = ""
 run_dir = ""
-models = ["clinical", "image_features"]
+models = ["clinical", "image_features", "box_geometry"]
 clinical_conditions = []
 image_size = 128
 seed = 0
@@ -104,7 +111,9 @@ for name, sets in not_applicable.items():
         display(Markdown(f"**{name} is not applicable on {test_set}:** {reason}; it makes no predictions there."))
 display(Markdown(
     f"The model with the highest validation AUC, **{best}**, is used as *the model* in the reader study "
-    "until the teacher and student networks exist."))
+    "until the teacher and student networks exist"
+    + (" (the box geometry is a shortcut check, not a candidate)." if len(fits) > 1 and "box_geometry" in fits
+       else ".")))
 
 # %% [markdown]
 # ## What the models learnt

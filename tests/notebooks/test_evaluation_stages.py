@@ -43,7 +43,7 @@ def test_predictions_hold_no_training_rows(study_run):
     _, _, run = study_run
     study = pd.read_csv(run / "data" / "study.csv")
     train = set(study.loc[study["split"] == "train", "image_id"])
-    for name in ("clinical", "image_features"):
+    for name in ("clinical", "image_features", "box_geometry"):
         pred = pd.read_csv(run / "predictions" / f"{name}.csv")
         assert set(pred["split"]) == {"val", "test", "external"} and not train & set(pred["image_id"])
 
@@ -52,7 +52,8 @@ def test_evaluation_metrics_have_aucs_with_cis_and_n(study_run):
     _, report, _ = study_run
     metrics = json.loads((report / "50_evaluation.metrics.json").read_text())
     rows = {(r["model"], r["test_set"]): r for r in metrics["auc"]}
-    assert set(rows) == {(m, t) for m in ("clinical", "image_features") for t in ("internal test", "external: center_C")}
+    models = ("clinical", "image_features", "box_geometry")  # the baselines stage's default models
+    assert set(rows) == {(m, t) for m in models for t in ("internal test", "external: center_C")}
     for row in rows.values():
         assert row["n"] == row["n_pos"] + row["n_neg"] and row["n_pos"] >= 2
         assert row["ci_low"] < row["auc"] < row["ci_high"]
@@ -63,6 +64,24 @@ def test_evaluation_metrics_have_aucs_with_cis_and_n(study_run):
     assert {r["subgroup"] for r in metrics["subgroups"]} >= {"center", "birads", "age_band"}
     index = (report / "index.html").read_text()
     assert "AUC per test set" in index and "figures/roc_internal_test.png" in index
+
+
+def test_every_model_is_shown_beside_the_box_geometry(study_run):
+    _, report, _ = study_run
+    metrics = json.loads((report / "50_evaluation.metrics.json").read_text())
+    reference = {(r["model"], r["test_set"]): r for r in metrics["box_geometry_reference"]}
+    assert set(reference) == {(m, t) for m in ("clinical", "image_features") for t in ("internal test",
+                                                                                       "external: center_C")}
+    aucs = {(r["model"], r["test_set"]): r for r in metrics["auc"]}
+    for key, row in reference.items():
+        assert row["difference"] == pytest.approx(row["auc"] - row["auc_box_geometry"])
+        assert row["ci_low"] < row["difference"] < row["ci_high"] and 0 <= row["p_value"] <= 1
+        assert aucs[key]["box_geometry_auc"] == pytest.approx(row["auc_box_geometry"])
+        assert aucs[key]["vs_box_geometry"].startswith(f"{row['difference']:+.3f}")
+    headline = metrics["index_section"]["tables"][0]["records"]
+    assert all("vs_box_geometry" in r for r in headline)
+    baselines = json.loads((report / "45_baselines.metrics.json").read_text())
+    assert "box_geometry" in baselines["models"] and baselines["best_model"] != "box_geometry"
 
 
 def test_reader_study_is_labelled_simulated(study_run):

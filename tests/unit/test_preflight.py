@@ -235,3 +235,10 @@ def test_image_feature_baseline_without_masks_is_a_warning(project):
         "study.yaml: baseline 'image_features' needs a lesion mask for every training and validation image, but 4 "
         "of 11 internal images have none (data_manifests/b.csv: 4): it will be skipped unless they all fall in the "
         "test split"]
+
+
+def test_box_geometry_baseline_without_masks_is_a_warning_too(project):
+    external = _config(data__external={"dataset": ["b"]}, baselines__models=["box_geometry"])
+    assert _check(project, external) == [
+        "study.yaml: baseline 'box_geometry' has no inputs on external set center=b1 (4 of 4 images have no "
+        "lesion mask): it will be reported as not applicable there"]

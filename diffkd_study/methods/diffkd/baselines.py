@@ -19,11 +19,16 @@ in the report as the yardstick a deep model has to beat.
   lesion mask (``IMAGE_FEATURES``), computed from the preprocessing cache. It needs a mask for every
   training and validation image and raises ``MissingMaskError`` otherwise (the stage then skips it and
   says why).
+* ``box_geometry``: logistic regression on the lesion box's shape, size and crop position alone
+  (:data:`~diffkd_study.methods.diffkd.box_geometry.BOX_FEATURES`, from the original mask files at native
+  resolution; :mod:`~diffkd_study.methods.diffkd.box_geometry`): a shortcut audit, the reference every image
+  model is shown beside. Its masks are needed as for ``image_features``. It is never *the* best baseline
+  (:func:`best_by_validation` picks among the others), since it reads no pixels of the lesion.
 
 A baseline is *not applicable* on a test set (the internal test split, or one external center) whose
 images lack its inputs: for ``clinical`` when none of the conditions it uses is recorded for any image of
-the set (a dataset that released no conditions), for ``image_features`` when an image of the set has no
-mask. It then writes no prediction for that set, rather than one constant score for every image, and
+the set (a dataset that released no conditions), for ``image_features`` and ``box_geometry`` when an image
+of the set has no mask. It then writes no prediction for that set, rather than one constant score for every image, and
 ``BaselineFit.not_applicable`` says why; the stage records it in ``summary.json`` next to the
 prediction tables (``read_not_applicable``), where the evaluation finds the reason. Within a set that
 records some of the conditions, missing values are encoded as described above and ``BaselineFit.notes``
@@ -49,6 +54,7 @@ import pandas as pd
 from scipy import ndimage
 
 from diffkd_study.data.schema import Manifest
+from diffkd_study.methods.diffkd.box_geometry import BOX_GEOMETRY, DEFAULT_CROP_MARGIN, box_geometry_table
 from diffkd_study.methods.diffkd.stage import BASELINE_MODELS
 from diffkd_study.metrics.roc import roc_auc
 from diffkd_study.predictions import (
@@ -72,6 +78,10 @@ IMAGE_FEATURES: dict[str, str] = {
     "height_width_ratio": "lesion height / width (> 1 = taller than wide)",
     "texture_energy": "mean squared difference between neighbouring lesion pixels",
 }
+#: the baselines that audit a shortcut rather than model the lesion: never chosen by :func:`best_by_validation`
+REFERENCE_ONLY: tuple[str, ...] = (BOX_GEOMETRY,)
+#: what each mask-based baseline is called in its messages
+_MASK_USERS: dict[str, str] = {"image_features": "the image features need", BOX_GEOMETRY: "the box geometry needs"}
 
 
 class BaselineError(ValueError):
@@ -247,16 +257,7 @@ def image_feature_table(
     from diffkd_study.data.cache import build_cache
 
     df = manifest.df
-    if "mask_path" not in df.columns:
-        raise MissingMaskError(f"{manifest.path}: the manifest has no mask_path column; the image-feature "
-                               "baseline needs lesion masks")
-    needed = df["split"].isin(["train", "val"]) if "split" in df.columns else pd.Series(True, index=df.index)
-    absent = df.loc[~_has_mask(df) & needed, "image_id"]
-    if len(absent):
-        fitted = "" if "split" not in df.columns else " training or validation"
-        raise MissingMaskError(f"{manifest.path}: {len(absent)} of {int(needed.sum())}{fitted} image(s) have no lesion "
-                               f"mask, e.g. {list(absent.astype(str)[:5])}; the image-feature baseline needs one for "
-                               f"every{fitted} image")
+    require_masks(manifest, "the image-feature baseline")
     cache = build_cache(manifest, root, size=image_size, mode="L", cache_dir=cache_dir, progress=progress)
     ids = df["image_id"].astype(str).tolist()
     rows = []
@@ -264,6 +265,20 @@ def image_feature_table(
         i = cache.index_of(image_id)
         rows.append(lesion_features(cache.images[i], cache.masks[i]))  # type: ignore[index]
     return pd.DataFrame(rows, index=pd.Index(ids, name="image_id"), columns=list(IMAGE_FEATURES))
+
+
+def require_masks(manifest: Manifest, who: str) -> None:
+    """Raise ``MissingMaskError`` (naming ``who`` needs them) unless every image a fit would use has a lesion
+    mask: every image of a manifest without a split column, else those of the training and validation splits."""
+    df = manifest.df
+    if "mask_path" not in df.columns:
+        raise MissingMaskError(f"{manifest.path}: the manifest has no mask_path column; {who} needs lesion masks")
+    needed = df["split"].isin(["train", "val"]) if "split" in df.columns else pd.Series(True, index=df.index)
+    absent = df.loc[~_has_mask(df) & needed, "image_id"]
+    if len(absent):
+        fitted = "" if "split" not in df.columns else " training or validation"
+        raise MissingMaskError(f"{manifest.path}: {len(absent)} of {int(needed.sum())}{fitted} image(s) have no lesion "
+                               f"mask, e.g. {list(absent.astype(str)[:5])}; {who} needs one for every{fitted} image")
 
 
 def _has_mask(df: pd.DataFrame) -> pd.Series:
@@ -301,8 +316,9 @@ def _condition_coverage(df: pd.DataFrame, columns: Sequence[str]) -> tuple[dict[
     return not_applicable, notes
 
 
-def _mask_coverage(df: pd.DataFrame) -> dict[str, str]:
-    """Test sets (-> reason) with an image that has no lesion mask: the image features need one for every image."""
+def _mask_coverage(df: pd.DataFrame, users: str) -> dict[str, str]:
+    """Test sets (-> reason) with an image that has no lesion mask; ``users`` says who needs one for every image
+    (e.g. "the image features need")."""
     test_sets = label_test_sets(df)
     without = ~_has_mask(df)
     out = {}
@@ -310,7 +326,7 @@ def _mask_coverage(df: pd.DataFrame) -> dict[str, str]:
         rows = (test_sets == test_set).to_numpy()
         if without[rows].any():
             out[test_set] = (f"{int(without[rows].sum())} of {int(rows.sum())} images of this test set have no lesion "
-                             "mask (the image features need one for every image)")
+                             f"mask ({users} one for every image)")
     return out
 
 
@@ -378,9 +394,11 @@ def fit_baseline(
     cache_dir: str | Path | None = None,
     seed: int = 0,
     progress: bool = False,
+    crop_margin: float = DEFAULT_CROP_MARGIN,
 ) -> BaselineFit:
     """Fit baseline ``name`` (``BASELINES``) on the training split; predict val, test and external rows,
-    except those of the test sets it is not applicable on (``BaselineFit.not_applicable``)."""
+    except those of the test sets it is not applicable on (``BaselineFit.not_applicable``). ``image_size`` is
+    the image features' resolution, ``crop_margin`` the box geometry's lesion-window margin."""
     if name not in BASELINES:
         raise BaselineError(f"unknown baseline {name!r}; known: {list(BASELINES)}")
     df = manifest.df.reset_index(drop=True)
@@ -398,12 +416,19 @@ def fit_baseline(
         inputs = tuple(encoder.columns)
     else:
         if root is None:
-            raise BaselineError("the image-feature baseline needs the data root of the images")
-        features = image_feature_table(manifest, root, image_size=image_size, cache_dir=cache_dir, progress=progress)
-        not_applicable = _mask_coverage(df)
+            raise BaselineError(f"the {name} baseline needs the data root of the images")
+        if name == BOX_GEOMETRY:
+            require_masks(manifest, "the box-geometry baseline")
+            features = box_geometry_table(manifest, root, margin=crop_margin, progress=progress)
+            where = ""
+        else:
+            features = image_feature_table(manifest, root, image_size=image_size, cache_dir=cache_dir,
+                                           progress=progress)
+            where = f" at {image_size} px"
+        not_applicable = _mask_coverage(df, _MASK_USERS[name])
         empty = features.isna().any(axis=1).to_numpy() & _has_mask(df).to_numpy()
         if empty.any():
-            notes.append(f"{int(empty.sum())} image(s) whose mask is empty at {image_size} px get the training median features")
+            notes.append(f"{int(empty.sum())} image(s) whose mask is empty{where} get the training median features")
         medians = features[split == "train"].median()
         x, names = features.fillna(medians).to_numpy(), list(features.columns)
         inputs = ("image_path", "mask_path")
@@ -427,6 +452,7 @@ def run_baselines(
     cache_dir: str | Path | None = None,
     seed: int = 0,
     progress: bool = False,
+    crop_margin: float = DEFAULT_CROP_MARGIN,
 ) -> tuple[dict[str, BaselineFit], dict[str, str]]:
     """Fit every baseline in ``models`` and write ``out_dir/<model>.csv``; return (fits, skipped with reasons).
 
@@ -440,7 +466,8 @@ def run_baselines(
     for name in models:
         try:
             fit = fit_baseline(name, manifest, root=root, clinical_conditions=clinical_conditions,
-                               image_size=image_size, cache_dir=cache_dir, seed=seed, progress=progress)
+                               image_size=image_size, cache_dir=cache_dir, seed=seed, progress=progress,
+                               crop_margin=crop_margin)
         except BaselineError as err:
             skipped[name] = str(err)
             continue
@@ -472,14 +499,16 @@ def read_baseline_inputs(predictions_dir: str | Path) -> dict[str, list[str]]:
 
 
 def best_by_validation(fits: Mapping[str, BaselineFit]) -> str:
-    """The model with the highest validation AUC (first listed on a tie)."""
+    """The model with the highest validation AUC (first listed on a tie) among those that model the lesion
+    (not :data:`REFERENCE_ONLY`); a reference-only one only when nothing else was fitted."""
     if not fits:
         raise BaselineError("no baseline could be fitted")
-    return max(fits, key=lambda name: fits[name].val_auc)
+    candidates = [name for name in fits if name not in REFERENCE_ONLY] or list(fits)
+    return max(candidates, key=lambda name: fits[name].val_auc)
 
 
 __all__ = [
     "BASELINES", "C_GRID", "IMAGE_FEATURES", "SUMMARY_FILE", "BaselineError", "BaselineFit", "ConditionEncoder",
-    "MissingMaskError", "best_by_validation", "birads_ordinal", "fit_baseline", "image_feature_table", "lesion_features",
-    "read_baseline_inputs", "read_not_applicable", "run_baselines",
+    "MissingMaskError", "REFERENCE_ONLY", "best_by_validation", "birads_ordinal", "fit_baseline", "image_feature_table", "lesion_features",
+    "read_baseline_inputs", "read_not_applicable", "require_masks", "run_baselines",
 ]

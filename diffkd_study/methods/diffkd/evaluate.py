@@ -19,6 +19,11 @@ A model with no predictions on a test set (a baseline whose inputs that set does
 applicable* there: :func:`not_applicable_pairs` lists such pairs with their reason, the tables that take
 ``not_applicable`` show each as a row with n = 0 and the note ``not applicable: <reason>``, and
 :func:`not_applicable_note` says which models a test set's figures leave out.
+
+Every model's AUC is also shown beside the box-geometry baseline's on the same images (the lesion box's
+shape, size and crop position alone; a shortcut audit), with the paired clustered difference:
+:func:`~diffkd_study.methods.diffkd.box_geometry.box_geometry_reference` (it lives there because it uses the
+paired tests of :mod:`~diffkd_study.methods.diffkd.comparisons`, which build on this module).
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ MODEL_DESCRIPTIONS: dict[str, str] = {
     "student_diffkd+syn": "full DiffKD student that also trains on synthetic images",
     "image_features": "logistic regression on hand-crafted lesion features",
     "clinical": "logistic regression on the recorded clinical conditions",
+    "box_geometry": "logistic regression on the lesion box's shape, size and crop position alone (no pixels)",
 }
 # ordered so that tables and figures list the bands by age (<40 first), not alphabetically; missing last
 AGE_BAND_DTYPE = pd.CategoricalDtype([label for *_, label in AGE_BANDS] + [MISSING], ordered=True)
