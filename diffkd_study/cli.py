@@ -226,7 +226,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     result = run_study(resolve_config(args.config, root), data_root=args.data_root, project_root=root,
                        reports_dir=_project_dir(args.reports_dir, "reports"),
                        runs_dir=_project_dir(args.runs_dir, "runs"), force=tuple(args.force),
-                       from_stage=args.from_stage, dry_run=args.dry_run, verbose=args.verbose)
+                       from_stage=args.from_stage, dry_run=args.dry_run, verbose=args.verbose, fold=args.fold)
     if args.dry_run:
         return 0
     failed = [s.stage for s in result.stages if s.status == "failed"]
@@ -311,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--from", dest="from_stage", metavar="STAGE",
                      help="re-execute this stage and every stage after it (training re-uses its fits when their "
                           "code, config and data are unchanged; --force retrains). STAGE: as for --force")
+    run.add_argument("--fold", type=int, metavar="K",
+                     help="a config with a cv section: run fold K's stages only (no pooled report), e.g. two folds "
+                          "side by side in two shells; the plain command then re-uses them and pools")
     run.add_argument("--dry-run", action="store_true", help="print which stages would run or be re-used, and stop")
     run.add_argument("--verbose", action="store_true", help="stream every notebook cell's output to the terminal")
     run.set_defaults(func=_cmd_run)

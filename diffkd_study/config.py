@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +241,7 @@ def parse_config(raw: Any, origin: str = "<config>") -> StudyConfig:
     sections = {name: parse_section(top.get(name), STAGES[name].section, f"{origin}: {name}")
                 for name in _TOP_LEVEL_SECTIONS}
     sections["data_audit"] = _parse_audit(data_raw, origin)
+    _link_synthesis_domain(sections, stages, top, origin)
     reader_study = sections["reader_study"]
     if reader_study.simulate is not None and data.phantom is None:
         raise ConfigError(f"{origin}: reader_study.simulate: readers are simulated only for the phantom cohort; for "
@@ -257,6 +258,34 @@ def parse_config(raw: Any, origin: str = "<config>") -> StudyConfig:
     )
     _check_needs(config, origin)
     return config
+
+
+def _link_synthesis_domain(sections: dict[str, Any], stages: list[str], top: Mapping[str, Any], origin: str) -> None:
+    """``diffusion.crop: auto`` (the default) becomes ``lesion`` when the teacher crops the lesion (with its margin),
+    else ``none``. With a diffusion stage making lesion crops, the classifier stages take them as their own input: the
+    same ``crop: lesion`` and margin, and ``via`` (unset: set here) equal to the diffusion resolution, so real
+    and synthetic crops share one resize chain. A contradicting value is a ``ConfigError`` naming it."""
+    diffusion = sections["diffusion"]
+    if diffusion.crop == "auto":  # the classifier's own input: lesion crops when the teacher crops the lesion
+        lesion = sections["teacher"].crop == "lesion"
+        given_margin = isinstance(top.get("diffusion"), Mapping) and "crop_margin" in top["diffusion"]
+        diffusion = replace(diffusion, crop="lesion" if lesion else "none", crop_margin=(
+            diffusion.crop_margin if given_margin or not lesion else sections["teacher"].crop_margin))
+        sections["diffusion"] = diffusion
+    if "diffusion" not in stages or diffusion.crop != "lesion":
+        return
+    for stage in (s for s in ("teacher", "student") if s in stages):
+        section = sections[stage]
+        if section.crop != "lesion" or section.crop_margin != diffusion.crop_margin:
+            raise ConfigError(f"{origin}: {stage}.crop: the diffusion model makes lesion crops (diffusion.crop: lesion, "
+                              f"crop_margin {diffusion.crop_margin:g}); set crop: lesion and crop_margin "
+                              f"{diffusion.crop_margin:g} here (now {section.crop}, {section.crop_margin:g}), or "
+                              "diffusion.crop: none for whole-frame synthesis")
+        given = isinstance(top.get(stage), Mapping) and "via" in top[stage]
+        if given and section.via != diffusion.diffusion_image_size:
+            raise ConfigError(f"{origin}: {stage}.via: {section.via} differs from diffusion_image_size "
+                              f"{diffusion.diffusion_image_size}: real and synthetic crops must share one resize chain")
+        sections[stage] = replace(section, via=diffusion.diffusion_image_size)
 
 
 def _parse_data(data_raw: Mapping[str, Any], origin: str) -> DataConfig:

@@ -16,6 +16,11 @@ in order and the first failed fold stops the run (the same command resumes). The
 (``cv_pooled``, ``notebooks/55_cv_pooled``) runs in the study's own folder; its key follows every fold's
 ledger, so it re-runs whenever a fold's results change.
 
+One fold alone (``diffkd-study run CONFIG --fold k``, ``only_fold``): the study's data and folds are prepared
+(under the study folder's lock, briefly), then fold k's sub-study runs under the lock of its own folder and the
+pooled stage is not run. Two folds can so run side by side, one per core; the plain command afterwards finds
+their stages cached and runs the pooled stage. Every fold, in either way, holds its folder's lock while it runs.
+
 The runner (:func:`diffkd_study.report.run_study`) calls :func:`run_cross_validation` with a function that
 runs one (sub-)study into given folders; this module imports nothing of the runner.
 """
@@ -77,7 +82,7 @@ def _prefixed(fold: int, stages: list[StageResult]) -> list[StageResult]:
 
 def run_cross_validation(config: StudyConfig, run_dir: Path, report_dir: Path, run_one: StudyRunner, *,
                          data_root: str | Path | None = None, project_root: str | Path = ".", progress: bool = True,
-                         dry_run: bool = False) -> Any:
+                         dry_run: bool = False, only_fold: int | None = None) -> Any:
     """Prepare the folds, run every fold's sub-study with ``run_one``, then the pooled stage; return the result.
 
     The result is the pooled run's (``run_one``'s type), with every fold's stage results in front, named
@@ -87,20 +92,32 @@ def run_cross_validation(config: StudyConfig, run_dir: Path, report_dir: Path, r
     """
     if config.cv is None:
         raise ValueError("run_cross_validation needs a config with a cv section")
+    from diffkd_study.runlock import RunLock
+
     started = time.perf_counter()
     folds = config.cv.folds
+    if only_fold is not None and not 1 <= only_fold <= folds:
+        raise ValueError(f"--fold {only_fold}: this study has folds 1..{folds} (cv: {{folds: {folds}}})")
     if not dry_run:
         _log(f"cross-validation: {folds} patient-grouped folds; preparing the study's data and folds")
-        prepare_study_data(config, run_dir, data_root=data_root, project_root=project_root, progress=progress)
+        if only_fold is None:
+            prepare_study_data(config, run_dir, data_root=data_root, project_root=project_root, progress=progress)
+        else:
+            with RunLock(run_dir):
+                prepare_study_data(config, run_dir, data_root=data_root, project_root=project_root, progress=progress)
     stages: list[StageResult] = []
     last = None
-    for fold in range(1, folds + 1):
+    for fold in range(1, folds + 1) if only_fold is None else (only_fold,):
         if not dry_run:
             _log(f"cross-validation fold {fold}/{folds}: {run_dir / fold_folder(fold)}")
         else:
             print(f"fold {fold}/{folds}:")
         fold_started = time.perf_counter()
-        last = run_one(fold_config(config, fold), run_dir / fold_folder(fold), report_dir / fold_folder(fold))
+        if dry_run:
+            last = run_one(fold_config(config, fold), run_dir / fold_folder(fold), report_dir / fold_folder(fold))
+        else:
+            with RunLock(run_dir / fold_folder(fold)):
+                last = run_one(fold_config(config, fold), run_dir / fold_folder(fold), report_dir / fold_folder(fold))
         stages += _prefixed(fold, last.stages)
         if dry_run:
             continue
@@ -115,6 +132,9 @@ def run_cross_validation(config: StudyConfig, run_dir: Path, report_dir: Path, r
             write_index(report_dir, pooled_config(config), provenance, [skipped])
             return dataclasses.replace(last, name=config.name, report_dir=report_dir, stages=[*stages, skipped],
                                        wall_s=time.perf_counter() - started)
+    if only_fold is not None:
+        assert last is not None
+        return dataclasses.replace(last, stages=stages, wall_s=time.perf_counter() - started)
     if dry_run:
         print(f"pooled analysis ({POOLED_STAGE}):")
     pooled = run_one(pooled_config(config), run_dir, report_dir)

@@ -455,6 +455,7 @@ def run_study(
     from_stage: str | None = None,
     dry_run: bool = False,
     verbose: bool = False,
+    fold: int | None = None,
 ) -> RunResult:
     """Run the stages of a study config; raises ``DataPreparationError`` (nothing written) on bad data.
 
@@ -475,7 +476,8 @@ def run_study(
     runs its stages once per fold into ``fold-k/`` sub-folders, then the pooled report (:mod:`diffkd_study.cvrun`).
     The first failed stage
     stops the run: its executed notebook is kept, its error is shown in the index, later stages are not
-    run, and the command exits non-zero. ``dry_run`` prints the plan and changes nothing.
+    run, and the command exits non-zero. ``dry_run`` prints the plan and changes nothing. ``fold`` (a config with a
+    ``cv`` section) runs that fold's sub-study alone, without the pooled stage, so folds can run side by side.
 
     Returns a :class:`RunResult` (one :class:`~diffkd_study.stage_output.StageResult` per stage). Raises
     ``ConfigError`` for a bad config or ``--force``/``--from`` name, ``RunLockedError`` when another run
@@ -485,6 +487,8 @@ def run_study(
 
     config = load_config(config_path)
     check_stage_names(config, tuple(force), from_stage)
+    if fold is not None and config.cv is None:
+        raise ConfigError(f"{config_path}: --fold {fold} needs a config with a cv section (cv: {{folds: K}})")
     project_root = Path(project_root)
     for warning in preflight(config, project_root=project_root,
                              data_root=None if data_root is None else Path(data_root)):
@@ -511,9 +515,9 @@ def run_study(
         from diffkd_study.cvrun import run_cross_validation
 
         return run_cross_validation(config, run_dir, report_dir, run_one, data_root=data_root,
-                                    project_root=project_root, progress=progress, dry_run=dry_run)
+                                    project_root=project_root, progress=progress, dry_run=dry_run, only_fold=fold)
 
-    if dry_run:
+    if dry_run or fold is not None:  # one fold locks its own folder (cvrun), so that folds can run side by side
         return dispatch()
     with RunLock(run_dir) as lock:
         if lock.stale:

@@ -57,6 +57,9 @@ launcher = "inline"
 nproc = 1
 crop = "none"
 crop_margin = 0.25
+via = 0
+extra_crops = []
+crop_variants = []
 checkpoint_minutes = 10.0
 
 # %% tags=["reviewer-only"]
@@ -91,9 +94,7 @@ display(Markdown(
     f"Teacher network **{config.model}** (initial weights: {Path(config.weights).name}), {image_size} x {image_size} "
     f"pixels, variants {', '.join(config.variants)}, seeds {list(config.seeds)}, at most {config.epochs} epochs "
     f"(early stop after {config.patience} epochs without a better validation AUC). Input: "
-    + ("the whole image." if config.crop == "none" else
-       f"the lesion's region of interest (the square around the expert lesion outline, {config.crop_margin:.0%} "
-       "margin on each side), also for the test images: the networks classify a lesion someone has outlined.")))
+    + study.input_sentence(config)))
 
 # %% [markdown]
 # ## Training

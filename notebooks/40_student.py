@@ -62,6 +62,9 @@ launcher = "inline"
 nproc = 1
 crop = "none"
 crop_margin = 0.25
+via = 0
+extra_crops = []
+crop_variants = []
 checkpoint_minutes = 10.0
 loss = {"ce": {"weight": 0.5, "params": {}}, "kd": {"weight": 0.5, "params": {"temperature": 4.0}}}
 efficiency_runs = 30
@@ -107,7 +110,8 @@ start = ("general distillation from the ImageNet " + config.initialisation.teach
 display(Markdown(
     f"Student network **{config.model}** (initial weights: {start}), {image_size} x {image_size} pixels; "
     f"distillation objective: {objective}. Variants {', '.join(config.variants)}; seeds {list(config.seeds)}"
-    + (f"; also from random weights: {', '.join(config.scratch_variants)}." if config.scratch_variants else ".")))
+    + (f"; also from random weights: {', '.join(config.scratch_variants)}." if config.scratch_variants else ".")
+    + " Input: " + study.input_sentence(config)))
 
 # %% [markdown]
 # ## Training

@@ -26,6 +26,13 @@
 # predictions on a test set (a baseline whose inputs that set does not record) is listed there as *not
 # applicable*, with the reason, and left out of that set's figures.
 #
+# **Beside the box geometry.** The shape of the outlined lesion box alone (how much taller than wide, how
+# large, how much of the lesion crop falls outside the image) separates malignant from benign lesions well,
+# and a network can read it from a lesion-centred crop without learning anything about the tissue. Every
+# model's AUC is therefore shown beside that of the box-geometry baseline on the same images, with the
+# difference (model minus box geometry) and its confidence interval by DeLong's paired test clustered by
+# patient: a model is shown to use more than the box only where the interval lies above zero.
+#
 # **Patients, not images, are the unit.** A patient may contribute several images of the same lesion;
 # those images are not independent evidence. Every confidence interval and test below therefore treats
 # the patient as the unit: AUC intervals and paired tests by DeLong's method clustered by patient
@@ -88,6 +95,7 @@ from diffkd_study.data.schema import read_manifest
 from diffkd_study.methods.diffkd import comparisons as cmp
 from diffkd_study.methods.diffkd import evaluate as ev
 from diffkd_study.methods.diffkd.baselines import read_baseline_inputs, read_not_applicable
+from diffkd_study.methods.diffkd.box_geometry import BOX_GEOMETRY, box_geometry_reference, with_box_geometry
 from diffkd_study.metrics import dca
 from diffkd_study.metrics.calibration import calibration_summary
 from diffkd_study.metrics.roc_band import roc_summary
@@ -164,16 +172,25 @@ for row in not_applicable.itertuples():
 # Images and patients are counted separately; positives are images with a malignant lesion.
 
 # %%
+geometry = BOX_GEOMETRY in model_names  # the box-geometry baseline, the reference every model is shown beside
+GEOMETRY_ABSENT = ("The box-geometry baseline was not run in this study (add box_geometry to the baselines "
+                   "stage's models), so the models cannot be shown beside it.")
+reference = box_geometry_reference(tests)
 auc = ev.auc_table(tests, bootstrap=bootstrap, seed=seed, not_applicable=not_applicable)
+if geometry:
+    auc = with_box_geometry(auc, reference)
 AUC_COLUMNS = {"model": "Model", "description": "What it is", "test_set": "Test set", "n": "Images",
                "n_patients": "Patients", "n_pos": positives, "n_seeds": "Seeds averaged", "auc": "AUC",
                "ci": "95% CI (DeLong, clustered by patient)", "bootstrap_ci": "95% CI (bootstrap of patients)",
-               "note": "Note"}
+               "box_geometry_auc": "Box-geometry AUC (same images)",
+               "vs_box_geometry": "Model - box geometry (95% CI, clustered by patient)", "note": "Note"}
 AUC_INTERVALS = {"ci": ("ci_low", "ci_high"), "bootstrap_ci": ("bootstrap_ci_low", "bootstrap_ci_high")}
 show_table(auc.assign(description=auc["model"].map(descriptions)), AUC_COLUMNS, intervals=AUC_INTERVALS)
 
 # %%
 footnote(auc)
+if not geometry:
+    display(Markdown(GEOMETRY_ABSENT))
 
 # %% tags=["reviewer-only"]
 # how much treating the images as independent would narrow each interval (reviewer information)
@@ -191,6 +208,8 @@ verified_tests, verified_sentence = ev.verified_subset(tests, manifest, verifica
 display(Markdown(verified_sentence))
 verified_auc = (ev.auc_table(verified_tests, bootstrap=bootstrap, seed=seed) if verified_tests is not None
                 else auc.iloc[0:0])
+if geometry and verified_tests is not None:
+    verified_auc = with_box_geometry(verified_auc, box_geometry_reference(verified_tests))
 if len(verified_auc):
     display(show_table(verified_auc.assign(description=verified_auc["model"].map(descriptions)), AUC_COLUMNS,
                        intervals=AUC_INTERVALS))
@@ -200,6 +219,27 @@ if len(verified_auc):
 fig = plots.plot_auc_forest(auc)
 plots.save_figure(fig, figures_dir, "auc_forest")
 display(Markdown(plots.caption("auc_forest", condition=condition)))
+
+# %% [markdown]
+# ## Beside the box-geometry baseline
+# Each model against the box-geometry baseline (the lesion box's shape, size and crop position alone) on each
+# test set, on the images both scored: both AUCs, the difference (model minus box geometry) with its 95%
+# confidence interval and p by DeLong's paired test clustered by patient, and the smallest difference the
+# comparison could detect. One reference per model, not a family of claims: no multiplicity adjustment.
+
+# %%
+REFERENCE_COLUMNS = {"test_set": "Test set", "model": "Model", "n": "Images", "n_patients": "Patients",
+                     "n_pos": positives, "auc": "AUC of the model", "auc_box_geometry": "AUC of the box geometry",
+                     "difference": "Difference (model - box geometry)", "ci": "95% CI (clustered by patient)",
+                     "p_value": "p", "mdd": "Detectable difference (80% power)", "note": "Note"}
+if geometry:
+    display(show_table(reference, REFERENCE_COLUMNS, intervals={"ci": ("ci_low", "ci_high")}, p_values=["p_value"],
+                       empty="No other model has predictions on the test sets the box geometry scored."))
+    if len(reference):
+        display(Markdown(cmp.MDD_SENTENCE))
+        footnote(reference)
+else:
+    display(Markdown(GEOMETRY_ABSENT))
 
 # %% [markdown]
 # ## ROC curves
@@ -273,8 +313,10 @@ if len(ablation):
 # Rules written down before the run: a student is within 0.03 AUC of its teacher when teacher minus student is
 # at most 0.03; distillation helps when the distilled student minus the student alone (same starting weights) is
 # at least 0.02; the general-distillation starting point helps when a student minus its twin trained from random
-# weights (`-scratch`) is at least 0. "Met" reads the point estimate; "with confidence" asks the 95% bound
-# (clustered by patient) to satisfy the rule too. No multiplicity adjustment: each goal is read on its own.
+# weights (`-scratch`) is at least 0; a model trained and tested without the expert outline (`-jittered`: a
+# rough box; `-whole`: the full frame) is within 0.05 AUC of the same model on the outline crop. "Met" reads
+# the point estimate; "with confidence" asks the 95% bound (clustered by patient) to satisfy the rule too. No
+# multiplicity adjustment: each goal is read on its own.
 
 # %%
 goals = cmp.student_goals(tests)
@@ -284,6 +326,18 @@ GOAL_COLUMNS = {"goal": "Goal", "test_set": "Test set", "model_a": "Model A", "m
                 "met": "Met", "with_confidence": "Met with confidence", "note": "Note"}
 display(show_table(goals, GOAL_COLUMNS, intervals={"ci": ("ci_low", "ci_high")}, p_values=["p_value"],
                    empty="This run has no distilled student with its teacher, student alone or from-scratch twin."))
+
+# %% [markdown]
+# ## Without the expert outline, against the radiologists' BI-RADS
+# The radiologists assigned BI-RADS without anyone's outline of the lesion, so the like-for-like comparison
+# uses the models whose input needs no expert outline: trained and tested on a rough box (`-jittered`) or on
+# the whole frame (`-whole`). Model minus BI-RADS, clustered by patient; exploratory (no adjustment).
+
+# %%
+reader_mode = cmp.outline_free_vs_birads(tests)
+display(show_table(reader_mode, TEST_COLUMNS, intervals={"ci": ("ci_low", "ci_high")}, p_values=["p_value"],
+                   empty="This run has no model without the expert outline (teacher/student extra_crops) or no "
+                         "BI-RADS baseline (clinical on cond_birads), so this comparison is not drawn."))
 
 # %% [markdown]
 # ## All pairs of models (exploratory)
@@ -464,6 +518,8 @@ show_table(efficiency.rename_axis("Measure"), {"Measure": "Measure", "teacher": 
 
 # %% tags=["reviewer-only"]
 headline = auc.assign(auc_95ci=auc.apply(ev.format_auc, axis=1))
+headline_columns = ["model", "test_set", "n", "n_patients", "n_pos", "auc_95ci"] + (
+    ["box_geometry_auc", "vs_box_geometry"] if geometry else [])
 limitations = [f"ROC bands use {band_resamples} bootstrap resamples, bootstrap AUC intervals {bootstrap}."]
 if not any(m.startswith(("teacher_", "student_")) for m in model_names):
     limitations.insert(0, "The models are simple baselines (logistic regressions), not the teacher and student "
@@ -481,6 +537,8 @@ if not planned["p_value"].notna().any():
                        "trained): the comparisons shown are secondary or exploratory.")
 if "phantom" in set(manifest.df["dataset"]):
     limitations.insert(0, SIMULATED_DATA)
+if not geometry:
+    limitations.append(GEOMETRY_ABSENT)
 for row in not_applicable.itertuples():
     limitations.append(f"{row.model} is not applicable on {row.test_set}, so it has no results there: {row.reason}.")
 for _, row in auc[auc["n"] > 0].drop_duplicates("test_set").iterrows():
@@ -492,6 +550,7 @@ write_metrics(metrics_path, {
     "auc": records(auc),
     "auc_verified": records(verified_auc),
     "verification": verified_sentence,
+    "box_geometry_reference": records(reference),
     "planned_comparisons": records(planned),
     "paired_delong": records(paired),
     "ablation_vs_full": records(ablation),
@@ -509,6 +568,7 @@ write_metrics(metrics_path, {
     "bootstrap": bootstrap,
     "band_resamples": band_resamples,
     "student_goals": records(goals),
+    "outline_free_vs_birads": records(reader_mode),
     "index_section": IndexSection(
         title="Diagnostic performance",
         text=["AUC with its 95% confidence interval clustered by patient (DeLong's method, Obuchowski's extension) "
@@ -516,11 +576,13 @@ write_metrics(metrics_path, {
               "fixed on validation data. Differences are called significant only when the Holm-adjusted p of "
               "their family is below 0.05. Full tables in 50_evaluation."]
              + ([ev.reading_footnote(model_names, descriptions)] if ev.reading_footnote(model_names, descriptions)
-                else []),
+                else [])
+             + (["Each model's AUC is shown beside the box-geometry baseline's on the same images (the lesion box's "
+                 "shape, size and crop position alone), with the difference model minus box geometry and its 95% "
+                 "CI clustered by patient."] if geometry else [GEOMETRY_ABSENT]),
         tables=[
             IndexTable(title="AUC per test set", records=records(
-                headline[["model", "test_set", "n", "n_patients", "n_pos", "auc_95ci"]]
-                .set_index(["model", "test_set"]))),
+                headline[headline_columns].round(4).set_index(["model", "test_set"]))),
             IndexTable(title="Planned comparisons (primary family, Holm over the three per test set)",
                        caption="Difference in AUC (first minus second model) with its 95% CI clustered by patient, "
                                "p and Holm p. " + cmp.MDD_SENTENCE,

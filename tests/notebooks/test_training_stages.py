@@ -34,10 +34,12 @@ def study_run(tmp_path_factory):
         "name": "trainsmoke", "seed": 0, "stages": STAGES,
         "data": {"phantom": {"n_per_center": 20, "image_size": 64}, "external": {"center": ["center_C"]},
                  "split": {"val_frac": 0.25, "test_frac": 0.25}},
-        "teacher": {**TRAINING, "seeds": [0], "model": "tf_efficientnet_lite0", "weights": "none"},
+        "teacher": {**TRAINING, "seeds": [0], "model": "tf_efficientnet_lite0", "weights": "none",
+                    "extra_crops": ["whole"]},
         "student": {**TRAINING, "loss": {"ce": {"weight": 0.5}, "kd": {"weight": 0.5, "params": {"temperature": 4.0}},
                                          "at": {"weight": 10.0}},
-                    "initialisation": {"views": 2, "epochs": 1, "batch_size": 16}, "scratch_variants": ["alone"]},
+                    "initialisation": {"views": 2, "epochs": 1, "batch_size": 16}, "scratch_variants": ["alone"],
+                    "extra_crops": ["whole"], "crop_variants": ["kd_real"]},
         "evaluation": {"bootstrap": 200, "band_resamples": 100, "efficiency_runs": 3},
         "reader_study": {"simulate": {"n_junior": 2, "n_senior": 2}},
         "summary": {"band_resamples": 100},
@@ -121,3 +123,17 @@ def test_every_student_starts_from_the_general_distillation_of_training_images(s
     assert len(metrics["initialisation_probe"]) == 9
     for page in ("40_student.html", "40_student.clinician.html"):  # the probe table is on the page, not only in JSON
         assert "student, general distillation" in (report / page).read_text(), page
+
+
+def test_a_standalone_reader_crop_trains_and_is_judged_against_the_outline_crop(study_run):
+    _, report, run = study_run
+    teacher = json.loads((run / "teacher" / "records.json").read_text())
+    student = json.loads((run / "student" / "records.json").read_text())
+    whole = [f for f in teacher["fits"] if f["variant"] == "real-whole"]
+    assert whole and whole[0]["crop"] == "whole"
+    kd = [f for f in student["fits"] if f["variant"] == "kd_real-whole"]
+    assert kd and {f["teacher_variant"] for f in kd} == {"real-whole"}  # the teacher of the same crop
+    assert {f["teacher_weights_sha256"] for f in kd} == {whole[0]["weights_sha256"]}
+    metrics = json.loads((report / "50_evaluation.metrics.json").read_text())
+    goals = [g for g in metrics["student_goals"] if g["model_b"] == "teacher_real-whole"]
+    assert goals and all("within 0.05 AUC of the outline crop" in g["goal"] for g in goals)

@@ -153,3 +153,32 @@ def test_pooled_tables(cv_run):
     assert (pd.read_csv(run / "cv" / "external_auc.csv")["test_set"] == "external: center_C").all()
     metrics = json.loads((report / "55_cv_pooled.metrics.json").read_text())
     assert metrics["folds"] == 2 and metrics["index_section"]["title"] == "Cross-validation: pooled results"
+
+
+def test_one_fold_runs_alone_under_its_own_lock_without_the_pooled_stage(tmp_path, monkeypatch):
+    import dataclasses
+
+    from diffkd_study import cvrun
+    from diffkd_study.runlock import RunLock, RunLockedError
+
+    @dataclasses.dataclass
+    class Result:
+        stages: list
+        wall_s: float = 0.0
+        ok: bool = True
+
+    prepared, ran = [], []
+    monkeypatch.setattr(cvrun, "prepare_study_data", lambda config, run_dir, **_: prepared.append(run_dir))
+
+    def run_one(config, run_dir, report_dir):
+        with pytest.raises(RunLockedError):  # the fold's folder is held while it runs
+            RunLock(run_dir).acquire()
+        RunLock(run_dir.parent).acquire().release()  # the study folder is free: the other fold can prepare
+        ran.append((config.fold, run_dir.name))
+        return Result(stages=[])
+
+    config = parse_config(RAW)
+    result = cvrun.run_cross_validation(config, tmp_path / "runs", tmp_path / "reports", run_one, only_fold=2)
+    assert ran == [(2, "fold-2")] and prepared == [tmp_path / "runs"] and result.stages == []
+    with pytest.raises(ValueError, match=r"--fold 3: this study has folds 1..2"):
+        cvrun.run_cross_validation(config, tmp_path / "runs", tmp_path / "reports", run_one, only_fold=3)

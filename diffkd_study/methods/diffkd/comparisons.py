@@ -21,7 +21,11 @@ own rule) were written down before the run: a student is *within 0.03 AUC of its
 student is at most 0.03 (``met``; ``with confidence`` when the upper 95% bound is too); *distillation helps by at
 least 0.02* when the KD student minus the student alone (same initialisation) is at least 0.02 (``with
 confidence`` when the lower bound is); *the initialisation helps* a variant when the student minus its
-from-scratch twin is at least 0 (``with confidence`` when the lower bound is).
+from-scratch twin is at least 0 (``with confidence`` when the lower bound is). The **standalone-reader goal** (issue
+25, same rules): a model trained and tested on an input without the expert outline (``-jittered``, ``-whole``) is
+*within 0.05 AUC of the outline mode* when the outline model minus it is at most 0.05, for the real-only teacher
+and, where run, the students alone and distilled. :func:`outline_free_vs_birads` draws the comparison with the
+radiologists' BI-RADS in those modes only: BI-RADS was read without an expert outline, so the models are too.
 
 The primary analysis uses the seed-averaged scores (``evaluate.evaluation_rows``); :func:`per_seed_tests`
 repeats the comparisons with each training seed the two models share (seeds paired by number).
@@ -37,13 +41,14 @@ import numpy as np
 import pandas as pd
 
 from diffkd_study.methods.diffkd.evaluate import PATIENT, evaluation_rows
+from diffkd_study.methods.diffkd.stage import OUTLINE_FREE_CROPS
 from diffkd_study.metrics.clustered import holm_adjust, minimal_detectable_difference
 from diffkd_study.metrics.roc import delong_test
 from diffkd_study.metrics.tables import too_few_for_auc
 from diffkd_study.predictions import INTERNAL_TEST
 
-__all__ = ["FULL_MODEL", "MDD_SENTENCE", "PLANNED_COMPARISONS", "TEST_COLUMNS", "GoalComparison",
-           "PlannedComparison", "paired_delong_tests", "student_goals", "paired_scores", "paired_test_row", "per_seed_tests", "planned_comparisons", "tested_pairs"]
+__all__ = ["FULL_MODEL", "MDD_SENTENCE", "PLANNED_COMPARISONS", "TEST_COLUMNS", "GoalComparison", "OUTLINE_FREE_SUFFIXES",
+           "PlannedComparison", "outline_free_vs_birads", "paired_delong_tests", "student_goals", "paired_scores", "paired_test_row", "per_seed_tests", "planned_comparisons", "tested_pairs"]
 
 #: the full three-stage method's student: the reference of the partial-combinations table
 FULL_MODEL = "student_diffkd"
@@ -191,6 +196,10 @@ def per_seed_tests(pred: pd.DataFrame, pairs: Sequence[tuple[str, str]], *, leve
     return table.sort_values("test_set", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
 
+#: model-name suffixes of the standalone-reader crops (diffkd_study.methods.diffkd.stage.OUTLINE_FREE_CROPS)
+OUTLINE_FREE_SUFFIXES: tuple[str, ...] = tuple(f"-{crop}" for crop in OUTLINE_FREE_CROPS)
+
+
 @dataclass(frozen=True)
 class GoalComparison:
     """One student goal: ``model_a`` minus ``model_b`` against ``margin``; ``at_most`` (the difference must not
@@ -219,7 +228,28 @@ def _goal_plan(models: Sequence[str]) -> list[GoalComparison]:
         if model.endswith("-scratch") and model.removesuffix("-scratch") in present:
             plan.append(GoalComparison(model.removesuffix("-scratch"), model,
                                        "the general-distillation initialisation helps", 0.0, False))
+    for model in models:
+        for suffix in OUTLINE_FREE_SUFFIXES:
+            if model.endswith(suffix) and model.removesuffix(suffix) in present:
+                plan.append(GoalComparison(model.removesuffix(suffix), model,
+                                           f"without the expert outline ({suffix[1:]}) within 0.05 AUC of the "
+                                           "outline crop", 0.05, True))
     return plan
+
+
+def outline_free_vs_birads(tests: pd.DataFrame, *, level: float = 0.95, reference: str = "clinical") -> pd.DataFrame:
+    """Every model whose input needs no expert outline (names ending in :data:`OUTLINE_FREE_SUFFIXES`) against the
+    radiologists' BI-RADS (the ``clinical`` baseline on BI-RADS alone) on each test set: the clustered paired
+    DeLong row (model minus BI-RADS); exploratory, no multiplicity adjustment. Empty when either is absent."""
+    models = [m for m in pd.unique(tests["model"]) if m.endswith(OUTLINE_FREE_SUFFIXES)]
+    rows = []
+    for test_set in pd.unique(tests["test_set"]):
+        for model in models:
+            both = paired_scores(tests, test_set, model, reference)
+            if not both.empty:
+                rows.append({"test_set": test_set, "model_a": model, "model_b": reference,
+                             **paired_test_row(both, level)})
+    return pd.DataFrame(rows, columns=["test_set", "model_a", "model_b", *TEST_COLUMNS[3:]])
 
 
 def student_goals(tests: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:

@@ -28,19 +28,27 @@ Variants that need synthetic images are skipped, with the reason in the report, 
 and ``synthetic`` is ``auto`` (an error when it is ``required``). A student of seed ``s`` learns from
 the teacher of seed ``s`` when the teacher stage trained that seed, else from its first seed.
 
-Input: the whole image resized to the study resolution (``crop: none``), or the lesion's region of
+Input: the whole image resized to the study resolution (``crop: none``); the lesion's region of
 interest (``crop: lesion``): the square around the bounding box of the lesion mask, widened by
-``crop_margin`` of its longer side on every side, resized to the study resolution (rows without a mask
-keep the whole image). The crop uses the expert mask of every image, test images included, so a
-lesion-crop model classifies a lesion that a reader has outlined (how BUS-BRA and BrEaST are
-annotated); the report says so. Teacher and student must use the same input (the student stage
-checks it against the teacher's records): the teacher sees what the student sees during distillation.
+``crop_margin`` of its longer side on every side, kept inside the image, resized to the study resolution
+(rows without a mask keep the whole image); ``crop: jittered``, that square perturbed like a rough manual
+box (seeded per image; centre shift up to 15% of the box's longer side per axis, side x 0.8-1.25,
+:data:`diffkd_study.data.cache.JITTER_SHIFT`/``JITTER_SCALE``); or ``crop: whole``, the full frame with its
+aspect kept (letterboxed). ``lesion`` uses the expert mask of every image, test images included, so such a
+model classifies a lesion that a reader has outlined (how BUS-BRA and BrEaST are annotated); ``jittered``
+and ``whole`` (:data:`OUTLINE_FREE_CROPS`) are the standalone-reader modes. ``extra_crops`` trains the
+``crop_variants`` again in other crops (models ``teacher_real-whole``, ``student_alone-jittered``, ...), so one
+study reports every mode; variants that use synthetic images stay in ``crop`` (the synthetic lesion crops are
+centred on the outline's box). ``via`` (set by the study to the diffusion resolution when the diffusion
+model makes lesion crops) resizes every input to ``via`` px first: real and synthetic crops then reach the
+network through the same chain. Teacher and student must use the same input (the student stage checks it
+against the teacher's records): the teacher sees what the student sees during distillation.
 
 Synthetic images come from ``{run_dir}/synthetic/augmentation.csv`` (the synthetic set without the
 images the memorization audit flagged) or, when the synthetic-quality stage has not run, from
 ``{run_dir}/synthetic/synthetic.csv`` (the report then says that they were not audited). They are
-read at the study resolution through the preprocessing cache (a 64 px synthetic image is upsampled to
-a 128 px study with the same bilinear filter as every real image).
+read through the preprocessing cache: lesion-crop synthetic images (``synthetic_crop=lesion``) as they are,
+through the same ``via`` chain as the real crops; whole-frame ones are cropped like real frames.
 """
 
 from __future__ import annotations
@@ -66,9 +74,13 @@ STUDENT_VARIANTS: dict[str, tuple[str | None, bool]] = {
 SCRATCH_SUFFIX = "-scratch"
 SYNTHETIC_MODES: tuple[str, ...] = ("auto", "none", "required")
 LAUNCHERS: tuple[str, ...] = ("inline", "torchrun")
-CROPS: tuple[str, ...] = ("none", "lesion")
+CROPS: tuple[str, ...] = ("none", "lesion", "jittered", "whole")
+#: crop -> the preprocessing's resize mode (diffkd_study.data.cache): whole keeps the frame's aspect (letterbox)
+CROP_RESIZE_MODES: dict[str, str] = {"none": "stretch", "lesion": "lesion", "jittered": "jittered", "whole": "pad"}
+#: crops that need no expert outline at test time (a standalone reader's input; jittered uses a rough box)
+OUTLINE_FREE_CROPS: tuple[str, ...] = ("jittered", "whole")
 #: the baselines of :mod:`diffkd_study.methods.diffkd.baselines` (its ``BASELINES`` is this tuple)
-BASELINE_MODELS: tuple[str, ...] = ("clinical", "image_features")
+BASELINE_MODELS: tuple[str, ...] = ("clinical", "image_features", "box_geometry")
 
 
 @dataclass(frozen=True)
@@ -101,8 +113,11 @@ class TrainingSection:
     device: str = "auto"
     launcher: str = "inline"  # inline: in the notebook's kernel; torchrun: `torchrun --nproc-per-node nproc`
     nproc: int = 1
-    crop: str = "none"  # none: the whole image; lesion: the lesion-centred square from the mask (see below)
+    crop: str = "none"  # none | lesion | jittered | whole (see "Input" above)
     crop_margin: float = 0.25
+    via: int = 0  # > 0: every input resized to via x via first (the diffusion resolution; 0: one resize)
+    extra_crops: tuple[str, ...] = ()  # also trained and scored in these crops: <kind>_<variant>-<crop>
+    crop_variants: tuple[str, ...] = ()  # the variants of extra_crops (empty: those needing no synthetic image)
     checkpoint_minutes: float = 10.0  # also checkpoint mid-epoch after this much wall-clock time; 0 = off
 
     def _check(self, known: dict) -> None:
@@ -124,6 +139,15 @@ class TrainingSection:
             raise ValueError(f"launcher must be one of {LAUNCHERS} and nproc >= 1")
         if self.crop not in CROPS or not 0 <= self.crop_margin <= 4:
             raise ValueError(f"crop must be one of {CROPS} and crop_margin in [0, 4]")
+        if self.via < 0:
+            raise ValueError(f"via must be >= 0 (0: resize once), got {self.via}")
+        bad = [c for c in self.extra_crops if c not in CROPS or c == self.crop]
+        if bad or len(set(self.extra_crops)) != len(self.extra_crops):
+            raise FieldError("extra_crops", f"{list(self.extra_crops)}: name crops of {list(CROPS)} other than "
+                             f"crop ({self.crop!r}), each once")
+        unknown = [v for v in self.crop_variants if v not in self.variants]
+        if unknown:
+            raise FieldError("crop_variants", f"{unknown} are not variants of this stage ({list(self.variants)})")
         if self.launcher == "inline" and self.nproc != 1:
             raise ValueError("nproc > 1 needs launcher: torchrun")
         for name in ("epochs", "batch_size", "eval_batch_size", "min_epochs"):

@@ -44,6 +44,7 @@ from diffkd_study.distill.distiller import build_objective
 from diffkd_study.io import sha256_file, write_json
 from diffkd_study.loss_catalog import build_loss, describe_objective
 from diffkd_study.methods.diffkd.stage import (
+    CROP_RESIZE_MODES,
     SCRATCH_SUFFIX,
     STUDENT_VARIANTS,
     TEACHER_VARIANTS,
@@ -144,12 +145,18 @@ class TrainingStageResult(StageRecord):
 
 def load_stage_data(manifest_path: str | os.PathLike[str], data_root: str | os.PathLike[str], run_dir: str | os.PathLike[str],
                     image_size: int, *, use_synthetic: str = "auto", mode: str = "L", crop: str = "none",
-                    crop_margin: float = 0.25, cache_dir: str | os.PathLike[str] | None = None,
+                    crop_margin: float = 0.25, via: int = 0, cache_dir: str | os.PathLike[str] | None = None,
                     progress: bool = False) -> StageData:
-    """The study's training, validation and evaluated rows, plus the synthetic set when there is one."""
+    """The study's training, validation and evaluated rows, plus the synthetic set when there is one.
+
+    Every image goes through one preprocessing: ``crop`` (:data:`~diffkd_study.methods.diffkd.stage.CROP_RESIZE_MODES`),
+    then ``via`` px, then ``image_size``. Lesion-crop synthetic images (``synthetic_crop=lesion``) are that crop
+    already: they are read without a second crop, through the same ``via`` chain, and need ``crop: lesion`` and
+    ``via`` equal to their size (a ``ValueError`` otherwise: their resize chain would differ from the real crops').
+    """
     manifest = read_manifest(manifest_path)
-    options = {"size": image_size, "mode": mode, "cache_dir": cache_dir, "progress": progress,
-               "resize_mode": "lesion" if crop == "lesion" else "stretch", "roi_margin": crop_margin}
+    options = {"size": image_size, "mode": mode, "cache_dir": cache_dir, "progress": progress, "via": via,
+               "resize_mode": CROP_RESIZE_MODES[crop], "roi_margin": crop_margin}
     train = load_images(manifest, data_root, splits=("train",), **options)
     val = load_images(manifest, data_root, splits=("val",), **options)
     present = tuple(s for s in EVALUATED_SPLITS if (manifest.df["split"] == s).any())
@@ -165,8 +172,29 @@ def load_stage_data(manifest_path: str | os.PathLike[str], data_root: str | os.P
             raise ValueError(f"{synthetic_path}: label set {list(synthetic_manifest.schema.label_set)} differs from the "
                              f"study's {list(manifest.schema.label_set)}")
         if len(synthetic_manifest.df):
-            synthetic = load_images(synthetic_manifest, synthetic_path.parent, synthetic=True, **options)
+            synthetic = load_images(synthetic_manifest, synthetic_path.parent, synthetic=True,
+                                    **_synthetic_options(synthetic_manifest, synthetic_path, options, crop))
     return StageData(manifest, train, val, evaluated, synthetic, synthetic_path, audited)
+
+
+def _synthetic_options(synthetic: Manifest, path: Path, options: dict[str, Any], crop: str) -> dict[str, Any]:
+    """How to read a synthetic set so that it meets the real images' preprocessing (see :func:`load_stage_data`)."""
+    crops = set(synthetic.df["synthetic_crop"].astype(str)) if "synthetic_crop" in synthetic.df.columns else {"none"}
+    if crops == {"none"}:
+        return options
+    if crops != {"lesion"}:
+        raise ValueError(f"{path}: synthetic_crop must be one value, lesion or none; found {sorted(crops)}")
+    if crop != "lesion":
+        raise ValueError(f"{path}: the synthetic images are lesion crops, the stage's crop is {crop!r}: a real+synthetic "
+                         "model needs crop: lesion (or diffusion.crop: none for whole-frame synthesis)")
+    from PIL import Image
+
+    with Image.open(path.parent / str(synthetic.df["image_path"].iloc[0])) as first:
+        size = first.width
+    if options["via"] != size:
+        raise ValueError(f"{path}: the synthetic lesion crops are {size} px; set via: {size} in the teacher and student "
+                         f"sections (now {options['via']}) so that real crops take the same resize chain")
+    return {**options, "resize_mode": "stretch"}
 
 
 RUN_PARAMETERS: tuple[str, ...] = ("manifest_path", "data_root", "predictions_dir", "run_dir", "image_size")
@@ -279,15 +307,19 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
     if kind == "student":
         teacher_config = _stored_records(run_dir, "teacher")["config"]
         # records written before these keys existed mean the defaults (the whole image)
-        teacher_inputs = {k: teacher_config.get(k, getattr(TrainingSection, k)) for k in ("crop", "crop_margin")}
+        teacher_inputs = {k: teacher_config.get(k, getattr(TrainingSection, k)) for k in ("crop", "crop_margin", "via")}
         mismatch = {k: (t, getattr(cfg, k)) for k, t in teacher_inputs.items() if t != getattr(cfg, k)}
         if mismatch:
             raise ValueError("student: the teacher was trained on other inputs ("
                              + ", ".join(f"{k}: teacher {t!r}, student {s!r}" for k, (t, s) in mismatch.items())
                              + "); set the same crop in both sections: distillation feeds both networks one image")
     data = load_stage_data(params["manifest_path"], params["data_root"], run_dir, image_size,
-                           use_synthetic=cfg.synthetic, crop=cfg.crop, crop_margin=cfg.crop_margin,
+                           use_synthetic=cfg.synthetic, crop=cfg.crop, crop_margin=cfg.crop_margin, via=cfg.via,
                            progress=progress and rank == 0)
+    per_crop = {cfg.crop: data} | {
+        crop: load_stage_data(params["manifest_path"], params["data_root"], run_dir, image_size, use_synthetic="none",
+                              crop=crop, crop_margin=cfg.crop_margin, via=cfg.via, progress=progress and rank == 0)
+        for crop in cfg.extra_crops}
     binary = data.n_classes == 2
     in_chans = data.train.channels
     device = resolve_device(cfg.device)
@@ -304,10 +336,13 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
         if ranked and rank == 0:
             torch.distributed.barrier()
         init_source = initialisation["weights"]
-    # (variant, folder and model-name suffix, weight source, what the records say the weights are)
-    runs = [(v, "", init_source, cfg.weights) for v in cfg.variants]
-    runs += [(v, SCRATCH_SUFFIX, "none", "none") for v in getattr(cfg, "scratch_variants", ())]
-    for variant, suffix, source, source_word in runs:
+    # (variant, folder and model-name suffix, weight source, what the records say the weights are, crop)
+    runs = [(v, "", init_source, cfg.weights, cfg.crop) for v in cfg.variants]
+    runs += [(v, SCRATCH_SUFFIX, "none", "none", cfg.crop) for v in getattr(cfg, "scratch_variants", ())]
+    runs += [(v, f"-{crop}", init_source, cfg.weights, crop) for crop in cfg.extra_crops
+             for v in extra_crop_variants(kind, cfg)]
+    for variant, suffix, source, source_word, crop in runs:
+        data = per_crop[crop]
         uses_synthetic = variants[variant]
         teacher_variant = STUDENT_VARIANTS[variant][0] if kind == "student" else None
         needs_synthetic = uses_synthetic or teacher_variant == "real+syn"
@@ -325,6 +360,7 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
             torch.manual_seed(seed)
             model = create_classifier(cfg.model, data.n_classes, in_chans, source)
             description: dict[str, Any] = {"kind": kind, "variant": variant + suffix, "seed": seed, "model": cfg.model,
+                                           "crop": crop,
                                            "init": source_word, "class_weights": weights,
                                            "synthetic_manifest": None if not uses_synthetic else str(data.synthetic_path)}
             if source_word == DISTILLED:
@@ -336,7 +372,8 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
                 from diffkd_study.distill.distiller import DistillationTask
                 from diffkd_study.training.trainer import load_best
 
-                teacher_record, teacher_seed = _teacher_weights(run_dir, teacher_variant, seed)
+                teacher_name = teacher_variant + ("" if suffix == SCRATCH_SUFFIX else suffix)  # the same crop's
+                teacher_record, teacher_seed = _teacher_weights(run_dir, teacher_name, seed)
                 teacher = create_classifier(teacher_record["model"], data.n_classes, in_chans, "none")
                 # the recorded digest: a teacher file changed since the teacher stage ran is an error, not used
                 load_best(teacher, Path(teacher_record["weights"]).parent,
@@ -345,7 +382,7 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
                                             input_shape=(in_chans, image_size, image_size))
                 task = DistillationTask(model, teacher, objective.loss, student_features=objective.student_features,
                                         teacher_features=objective.teacher_features)
-                description.update({"teacher_variant": teacher_variant, "teacher_seed": teacher_seed,
+                description.update({"teacher_variant": teacher_name, "teacher_seed": teacher_seed,
                                     "teacher_weights_sha256": teacher_record["weights_sha256"],
                                     "loss": {name: asdict(term) for name, term in cfg.loss.items()}})
             result = fit(task, train, data.val, fit_config, out_dir, positive_index=data.positive_index,
@@ -379,6 +416,45 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
     if rank == 0:
         write_json(stage_dir / RECORDS, result.to_dict())
     return result
+
+
+def input_sentence(cfg: TeacherStageConfig | StudentStageConfig) -> str:
+    """What the networks of a stage see, in words for a report: the crop, the resize chain and the other crops."""
+    words = {"none": "the whole image (stretched)",
+             "lesion": f"the lesion's region of interest (the square around the expert lesion outline, "
+                       f"{cfg.crop_margin:.0%} margin on each side, kept inside the image), also for the test images: "
+                       "the networks classify a lesion someone has outlined",
+             "jittered": "a rough box around the lesion, as a reader would draw it (the outline's square, its centre "
+                         "moved by up to 15% of the lesion's longer side and its side scaled by 0.8-1.25, drawn once "
+                         "per image)",
+             "whole": "the whole frame with its proportions kept (no outline needed)"}
+    text = words[cfg.crop] + (f"; every image passes through {cfg.via} px first (the diffusion model's resolution), "
+                              "so real and synthetic images share one resize chain" if cfg.via else "") + "."
+    if cfg.extra_crops:
+        text += (f" Trained again on inputs that need no exact outline ({', '.join(extra_crop_variants_names(cfg))}): "
+                 + "; ".join(f"`-{c}`: {words[c]}" for c in cfg.extra_crops) + ".")
+    return text
+
+
+def extra_crop_variants_names(cfg: TeacherStageConfig | StudentStageConfig) -> list[str]:
+    """The variants retrained in ``extra_crops`` (:func:`extra_crop_variants`), for the stage's kind."""
+    kind = "teacher" if isinstance(cfg, TeacherStageConfig) else "student"
+    return list(extra_crop_variants(kind, cfg))
+
+
+def extra_crop_variants(kind: str, cfg: TeacherStageConfig | StudentStageConfig) -> tuple[str, ...]:
+    """The variants trained again in each of ``extra_crops``: ``crop_variants``, or by default every variant that
+    needs no synthetic image (teacher ``real``; students ``alone`` and ``kd_real``). A variant needing synthetic
+    images is a ``ValueError``: the synthetic lesion crops exist in the stage's ``crop`` only."""
+    def synthetic(v: str) -> bool:
+        return TEACHER_VARIANTS[v] if kind == "teacher" else (
+            STUDENT_VARIANTS[v][1] or STUDENT_VARIANTS[v][0] == "real+syn")
+
+    chosen = cfg.crop_variants or tuple(v for v in cfg.variants if not synthetic(v))
+    bad = [v for v in chosen if synthetic(v)]
+    if bad:
+        raise ValueError(f"crop_variants: {bad} need synthetic images, which exist in crop {cfg.crop!r} only")
+    return chosen
 
 
 def student_initialisation(cfg: StudentStageConfig, data: StageData, params: Mapping[str, Any], out_dir: Path, *,

@@ -107,3 +107,39 @@ def test_student_refuses_teacher_weights_changed_since_the_teacher_stage(tmp_pat
               "weights": "none"}
     with pytest.raises(ValueError, match=r"best.safetensors has sha256 .*not the recorded .*--force STAGE"):
         run_stage("student", params, progress=False)
+
+
+def test_extra_crops_retrain_the_variants_without_synthetic_images():
+    from diffkd_study.methods.diffkd.study import extra_crop_variants
+
+    teacher = TeacherStageConfig(crop="lesion", extra_crops=("jittered", "whole"))
+    student = StudentStageConfig(crop="lesion", extra_crops=("whole",))
+    assert extra_crop_variants("teacher", teacher) == ("real",)
+    assert extra_crop_variants("student", student) == ("alone", "kd_real")
+    with pytest.raises(ValueError, match=r"crop_variants: \['diffkd'\] need synthetic images"):
+        extra_crop_variants("student", StudentStageConfig(crop="lesion", extra_crops=("whole",),
+                                                          crop_variants=("alone", "diffkd")))
+    with pytest.raises(ValueError, match="extra_crops"):
+        TeacherStageConfig(crop="lesion", extra_crops=("lesion",))
+
+
+def test_lesion_crop_synthetic_images_need_the_same_crop_and_resize_chain(tmp_path):
+    import pandas as pd
+    from PIL import Image
+
+    from diffkd_study.data.schema import Manifest
+    from diffkd_study.methods.diffkd.study import _synthetic_options
+    from tests.unit.data.conftest import BINARY_SCHEMA
+
+    (tmp_path / "images").mkdir()
+    Image.new("L", (16, 16)).save(tmp_path / "images" / "s.png")
+    frame = pd.DataFrame({"image_id": ["s"], "image_path": ["images/s.png"], "synthetic_crop": ["lesion"]})
+    synthetic, path = Manifest(frame, BINARY_SCHEMA), tmp_path / "synthetic.csv"
+    options = {"size": 32, "via": 16, "resize_mode": "lesion", "roi_margin": 0.25}
+    assert _synthetic_options(synthetic, path, options, "lesion") == {**options, "resize_mode": "stretch"}
+    with pytest.raises(ValueError, match="set via: 16 in the teacher and student sections"):
+        _synthetic_options(synthetic, path, {**options, "via": 0}, "lesion")
+    with pytest.raises(ValueError, match="the stage's crop is 'whole'"):
+        _synthetic_options(synthetic, path, options, "whole")
+    frames = Manifest(frame.drop(columns="synthetic_crop"), BINARY_SCHEMA)  # whole-frame synthesis: cropped as real
+    assert _synthetic_options(frames, path, options, "lesion") == options
