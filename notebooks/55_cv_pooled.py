@@ -48,6 +48,7 @@ power = 0.8
 # %% tags=["reviewer-only"]
 from pathlib import Path
 
+import pandas as pd
 from IPython.display import Markdown, display
 
 from diffkd_study.data.folds import FOLD_COLUMN
@@ -145,6 +146,71 @@ for row in comparisons.itertuples():
         display(Markdown(f"**{row.comparison}**: {row.note}"))
 
 # %% [markdown]
+# ## Shortcut audits and goals
+# Every result of the folds, pooled as above (internal: out of fold; external: the score averaged over the fold
+# models), beside the checks that could explain it without the method: the synthetic images' realism and
+# separability (per fold), the lesion box's geometry alone, and the same networks without the expert outline.
+
+# %%
+from diffkd_study.cvrun import fold_timings
+from diffkd_study.methods.diffkd import comparisons as cmp
+from diffkd_study.methods.diffkd.box_geometry import box_geometry_reference
+
+pooled = cv.pooled_tests(oof, ext)
+synthetic_fidelity, synthetic_two_sample, synthetic_missing = cv.synthetic_summaries(run_dir, folds)
+if len(synthetic_fidelity):
+    display(Markdown("**Synthetic images, per fold** (in the classifier's domain; FID against the real-vs-real "
+                     "floor at the same number of images; goal: within 2x the floor)."))
+    display(show_table(synthetic_fidelity.assign(ratio=synthetic_fidelity["FID"] / synthetic_fidelity["FID floor"]),
+                       {"fold": "Fold", "extractor": "Feature network", "n": "Images", "FID": "FID",
+                        "FID floor": "FID floor", "ratio": "FID / floor", "KID": "KID", "KID floor": "KID floor"}))
+if len(synthetic_two_sample):
+    display(Markdown("**Can a classifier tell synthetic from real?** Two-sample test on the teacher's inputs, per fold "
+                     "(AUC 0.5: not separable; goal: at most 0.70)."))
+    display(show_table(synthetic_two_sample, {"fold": "Fold", "scope": "Images compared", "n_a": "Real",
+                                              "n_b": "Synthetic", "auc": "AUC", "CI": "95% CI (patient-clustered)",
+                                              "verdict": "Goal"}, intervals={"CI": ("ci_low", "ci_high")}))
+for line in synthetic_missing:
+    display(Markdown(line))
+
+# %%
+geometry = box_geometry_reference(pooled, level=section.level)
+display(Markdown("**Beside the box-geometry baseline**: each model's AUC and the baseline's (the lesion box's aspect "
+                 "ratio, size and the share of its crop outside the image, nothing else) on the same images, and the "
+                 "difference with its patient-clustered interval."))
+display(show_table(geometry, {"test_set": "Test set", "model": "Model", "n": "Images", "n_patients": "Patients",
+                              "auc": "AUC", "auc_box_geometry": "Box-geometry AUC", "difference": "Difference",
+                              "CI": f"{section.level:.0%} CI", "p_value": "p", "note": "Note"},
+                   intervals={"CI": ("ci_low", "ci_high")}, p_values=["p_value"],
+                   empty="The box-geometry baseline was not run in these folds."))
+
+# %%
+goals = cmp.student_goals(pooled, level=section.level)
+display(Markdown("**Goals** (rules written before the run; *met*: the point estimate; *with confidence*: the "
+                 "95% bound): a student within 0.03 AUC of its teacher; distillation adds at least 0.02; the "
+                 "general-distillation start helps; without the expert outline within 0.05 of the outline crop."))
+display(show_table(goals, {"goal": "Goal", "test_set": "Test set", "model_a": "Model A", "model_b": "Model B",
+                           "auc_a": "AUC A", "auc_b": "AUC B", "difference": "A - B", "CI": f"{section.level:.0%} CI",
+                           "met": "Met", "with_confidence": "With confidence", "note": "Note"},
+                   intervals={"CI": ("ci_low", "ci_high")}, empty="No goal's models are in this study."))
+reader_mode = cmp.outline_free_vs_birads(pooled, level=section.level)
+display(Markdown("**Without the expert outline, against the radiologists' BI-RADS** (model minus BI-RADS; "
+                 "exploratory)."))
+display(show_table(reader_mode, {"test_set": "Test set", "model_a": "Model", "n": "Images", "auc_a": "AUC",
+                                 "auc_b": "BI-RADS AUC", "difference": "Difference", "CI": f"{section.level:.0%} CI",
+                                 "p_value": "p", "note": "Note"},
+                   intervals={"CI": ("ci_low", "ci_high")}, p_values=["p_value"],
+                   empty="No model without the expert outline, or no BI-RADS baseline, in these folds."))
+
+# %% [markdown]
+# ## Wall time
+# Seconds per stage and fold (the last successful run of each stage, from the folds' ledgers).
+
+# %%
+timings = pd.DataFrame(fold_timings(run_dir))
+display(show_table(timings, digits=0))
+
+# %% [markdown]
 # ## Seeds
 # The pooled out-of-fold AUC of each training seed on its own: how much the seed alone moves the result.
 
@@ -165,6 +231,12 @@ write_metrics(metrics_path, {
     "external_auc": records(external) if external is not None else [],
     "comparisons": records(comparisons),
     "seeds": records(seeds),
+    "synthetic_fidelity": records(synthetic_fidelity),
+    "synthetic_two_sample": records(synthetic_two_sample),
+    "box_geometry_reference": records(geometry),
+    "goals": records(goals),
+    "outline_free_vs_birads": records(reader_mode),
+    "wall_s": records(timings),
     "index_section": IndexSection(
         title="Cross-validation: pooled results",
         text=[f"{folds}-fold patient-grouped cross-validation: {len(internal)} internal images of "
@@ -178,6 +250,17 @@ write_metrics(metrics_path, {
                           records=records(external.drop(columns=["fold_aucs"]).round(3)))] if external is not None else []),
             IndexTable(title="Planned comparisons (pooled out-of-fold, Holm-adjusted)",
                        records=records(comparisons.drop(columns=["model_a", "model_b"]).round(4))),
+            *([IndexTable(title="Synthetic images per fold: FID against the real-vs-real floor (goal: within 2x)",
+                          records=records(synthetic_fidelity.round(4)))] if len(synthetic_fidelity) else []),
+            *([IndexTable(title="Real vs synthetic two-sample test per fold (goal: AUC at most 0.70)",
+                          records=records(synthetic_two_sample.round(3)))] if len(synthetic_two_sample) else []),
+            *([IndexTable(title="Every model beside the box-geometry baseline (same images, clustered difference)",
+                          records=records(geometry.round(3)))] if len(geometry) else []),
+            *([IndexTable(title="Goals (met: point estimate; with confidence: the 95% bound)",
+                          records=records(goals.round(3)))] if len(goals) else []),
+            *([IndexTable(title="Without the expert outline vs the radiologists' BI-RADS",
+                          records=records(reader_mode.round(3)))] if len(reader_mode) else []),
+            IndexTable(title="Wall time per stage and fold (s)", records=records(timings.round(0))),
         ],
         limitations=limitations,
     ).to_dict(),

@@ -25,7 +25,7 @@ RAW = {
                   "sample_batch_size": 6},
     "teacher": {**TRAIN, "seeds": [0], "model": "tf_efficientnet_lite0", "weights": "none"},
     "student": {**TRAIN, "seeds": [0, 1], "variants": ["alone", "kd_real", "diffkd"]},
-    "baselines": {"models": ["image_features"]},
+    "baselines": {"models": ["image_features", "box_geometry"]},
 }
 
 
@@ -153,6 +153,11 @@ def test_pooled_tables(cv_run):
     assert (pd.read_csv(run / "cv" / "external_auc.csv")["test_set"] == "external: center_C").all()
     metrics = json.loads((report / "55_cv_pooled.metrics.json").read_text())
     assert metrics["folds"] == 2 and metrics["index_section"]["title"] == "Cross-validation: pooled results"
+    # every model beside the box geometry, pooled; the goals on the pooled scores; the wall time of every stage
+    beside = {(r["test_set"], r["model"]) for r in metrics["box_geometry_reference"]}
+    assert ("internal (pooled out of fold)", "teacher_real") in beside and ("external: center_C", "student_diffkd") in beside
+    assert {g["goal"] for g in metrics["goals"]} >= {"distillation adds at least 0.02 AUC (same initialisation)"}
+    assert [t["fold"] for t in metrics["wall_s"]] == ["fold-1", "fold-2"]
 
 
 def test_one_fold_runs_alone_under_its_own_lock_without_the_pooled_stage(tmp_path, monkeypatch):

@@ -31,6 +31,7 @@ A number that cannot be computed (one class only, fewer than 2 patients of a cla
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,8 +46,9 @@ from diffkd_study.metrics.clustered import holm_adjust
 from diffkd_study.metrics.roc import auc_delong, roc_auc
 from diffkd_study.predictions import label_test_sets, read_predictions
 
-__all__ = ["PLANNED_PAIRS", "auc_tables", "external_per_fold", "external_table", "out_of_fold",
-           "planned_comparisons", "read_fold_predictions", "seed_mean", "seed_table"]
+__all__ = ["PLANNED_PAIRS", "POOLED_INTERNAL", "auc_tables", "external_per_fold", "external_table", "out_of_fold",
+           "planned_comparisons", "pooled_tests", "read_fold_predictions", "seed_mean", "seed_table",
+           "synthetic_summaries"]
 
 #: The planned comparisons (model A, model B), those of the single-split evaluation
 #: (:data:`~diffkd_study.methods.diffkd.comparisons.PLANNED_COMPARISONS`).
@@ -204,3 +206,40 @@ def seed_table(oof_by_seed: pd.DataFrame) -> pd.DataFrame:
                      "seed_auc_sd": values.std(ddof=1) if len(values) > 1 else np.nan,
                      "per_seed": " ".join(f"{s}: {v:.3f}" for s, v in per_seed.items())})
     return pd.DataFrame(rows)
+
+
+#: the test-set name of the pooled out-of-fold internal predictions in :func:`pooled_tests`
+POOLED_INTERNAL = "internal (pooled out of fold)"
+_TEST_ROW = ["model", "test_set", "image_id", "y_true", "patient_id", "y_score"]
+
+
+def pooled_tests(oof: pd.DataFrame, ext: pd.DataFrame) -> pd.DataFrame:
+    """The pooled predictions as evaluation rows (``evaluate.evaluation_rows``' columns), so that the single-split
+    comparisons (goals, box-geometry reference, BI-RADS) apply unchanged: the out-of-fold internal scores as test
+    set :data:`POOLED_INTERNAL`, and each external image's score averaged over the K fold models (the score of
+    :func:`external_table`) under its external test-set name. Both seed-averaged (:func:`seed_mean` first)."""
+    parts = [oof.assign(test_set=POOLED_INTERNAL)[_TEST_ROW]]
+    if len(ext):
+        named = ext.assign(test_set=label_test_sets(ext))
+        parts.append(named.groupby(["model", "test_set", "image_id"], sort=False).agg(
+            y_true=("y_true", "first"), patient_id=("patient_id", "first"), y_score=("y_score", "mean")).reset_index()[
+            _TEST_ROW])
+    return pd.concat(parts, ignore_index=True)
+
+
+def synthetic_summaries(run_dir: str | Path, folds: int) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Every fold's synthetic-set audit (``fold-k/synthetic/quality.json``, written by the synthetic-quality stage):
+    the FID-vs-floor goal rows and the two-sample test rows, each with a ``fold`` column, and one line per fold
+    that has none (the stage did not run there, or ran before the file existed)."""
+    from diffkd_study.methods.diffkd.diffusion.quality import SUMMARY_FILE
+
+    fidelity, two_sample, missing = [], [], []
+    for fold in range(1, folds + 1):
+        path = Path(run_dir) / fold_folder(fold) / "synthetic" / SUMMARY_FILE
+        if not path.is_file():
+            missing.append(f"fold {fold}: no {SUMMARY_FILE} (the synthetic-quality stage did not run in this fold)")
+            continue
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        fidelity += [{"fold": fold, **row} for row in summary["fidelity_vs_floor"]]
+        two_sample += [{"fold": fold, **row} for row in summary["two_sample"]]
+    return pd.DataFrame(fidelity), pd.DataFrame(two_sample), missing

@@ -156,3 +156,29 @@ def test_seed_table(data):
     study, pred, _ = data
     table = cv.seed_table(cv.out_of_fold(pred, study)).set_index("model")
     assert table.loc["teacher_real", "n_seeds"] == 2 and np.isfinite(table.loc["teacher_real", "seed_auc_sd"])
+
+
+def test_pooled_tests_carry_the_out_of_fold_and_fold_averaged_scores(data):
+    study, _, rows = data
+    oof, ext = cv.out_of_fold(rows, study), cv.external_per_fold(rows, FOLDS)
+    pooled = cv.pooled_tests(oof, ext)
+    internal = pooled[pooled["test_set"] == cv.POOLED_INTERNAL]
+    assert len(internal) == len(oof)
+    external = pooled[(pooled["test_set"] == "external: C") & (pooled["model"] == "teacher_real")].set_index("image_id")
+    expected = ext[ext["model"] == "teacher_real"].groupby("image_id")["y_score"].mean()
+    assert external["y_score"].sort_index().to_numpy() == pytest.approx(expected.sort_index().to_numpy())
+    table = cv.external_table(ext).set_index("model")
+    assert roc_auc(external["y_true"], external["y_score"]) == pytest.approx(table.loc["teacher_real", "auc"])
+
+
+def test_synthetic_summaries_read_every_fold_and_name_the_missing_one(tmp_path):
+    import json
+
+    folder = tmp_path / "fold-1" / "synthetic"
+    folder.mkdir(parents=True)
+    (folder / "quality.json").write_text(json.dumps({
+        "fidelity_vs_floor": [{"extractor": "x", "FID": 4.0, "FID floor": 2.0}],
+        "two_sample": [{"scope": "all", "auc": 0.6}], "goals": []}))
+    fidelity, two_sample, missing = cv.synthetic_summaries(tmp_path, 2)
+    assert fidelity.to_dict("records") == [{"fold": 1, "extractor": "x", "FID": 4.0, "FID floor": 2.0}]
+    assert two_sample["auc"].tolist() == [0.6] and len(missing) == 1 and missing[0].startswith("fold 2:")
