@@ -435,16 +435,25 @@ def verified_subset(tests: pd.DataFrame, manifest: Manifest, column: str = "cond
     return chosen.reset_index(drop=True), sentence
 
 
+#: what a model-name suffix adds to the base model's description (the from-scratch ablation, the other crops)
+CROP_AND_START_WORDS: dict[str, str] = {
+    "-scratch": ", from random weights (ablation)",
+    "-jittered": ", on a rough box around the lesion instead of the expert outline",
+    "-whole": ", on the whole image (no outline of the lesion needed)",
+}
+
+
 def model_descriptions(models: Sequence[str], clinical_inputs: Sequence[str] | None = None) -> dict[str, str]:
     """What each model is, in words (``MODEL_DESCRIPTIONS``; the model's own name when unknown). The clinical
     baseline whose only input is BI-RADS (``clinical_inputs``, the condition columns the baselines stage
     recorded for it) is :data:`BIRADS_READING`: the radiologists' reading of the same images, not a clinical
     covariate; with other inputs besides BI-RADS it says that BI-RADS is among them."""
     out = {m: MODEL_DESCRIPTIONS.get(m, m) for m in models}
-    for m in models:  # the from-scratch ablation of a student variant (stage.SCRATCH_SUFFIX)
-        base = m.removesuffix("-scratch")
-        if m != base and base in MODEL_DESCRIPTIONS:
-            out[m] = MODEL_DESCRIPTIONS[base] + ", from random weights (ablation)"
+    for m in models:  # the from-scratch ablation (stage.SCRATCH_SUFFIX) and the other crops (stage.extra_crops)
+        for suffix, words in CROP_AND_START_WORDS.items():
+            base = m.removesuffix(suffix)
+            if m != base and base in MODEL_DESCRIPTIONS:
+                out[m] = MODEL_DESCRIPTIONS[base] + words
     inputs = list(clinical_inputs or [])
     if "clinical" in out and inputs == ["cond_birads"]:
         out["clinical"] = BIRADS_READING
@@ -491,7 +500,7 @@ def describe_test_set(name: str) -> str:
 
 
 __all__ = [
-    "AGE_BANDS", "BIRADS_FOOTNOTE", "BIRADS_READING", "MODEL_DESCRIPTIONS", "NOT_APPLICABLE", "ORACLE", "PATIENT",
+    "AGE_BANDS", "BIRADS_FOOTNOTE", "BIRADS_READING", "CROP_AND_START_WORDS", "MODEL_DESCRIPTIONS", "NOT_APPLICABLE", "ORACLE", "PATIENT",
     "TRUE_RISK", "add_subgroups", "age_band", "auc_table", "calibration_table", "describe_test_set", "display_table",
     "evaluation_rows", "format_auc", "manifest_test_sets", "model_descriptions", "not_applicable_note",
     "not_applicable_pairs", "operating_point_table", "oracle_auc_table", "reading_footnote",

@@ -249,3 +249,12 @@ def test_the_clinical_baseline_with_birads_is_named_the_radiologists_reading(tes
     among = ev.model_descriptions(["clinical"], ["cond_age", "cond_birads"])["clinical"]
     assert "(age) and BI-RADS, the radiologists' reading" in among and ev.reading_footnote(["clinical"], {
         "clinical": among}) == ""
+
+
+def test_the_other_crops_and_the_scratch_ablation_are_described_in_words():
+    words = ev.model_descriptions(["teacher_real-whole", "student_kd_real-jittered", "student_alone-scratch",
+                                   "mystery-whole"])
+    assert words["teacher_real-whole"] == ev.MODEL_DESCRIPTIONS["teacher_real"] + ev.CROP_AND_START_WORDS["-whole"]
+    assert words["student_kd_real-jittered"].endswith("on a rough box around the lesion instead of the expert outline")
+    assert words["student_alone-scratch"].endswith("from random weights (ablation)")
+    assert words["mystery-whole"] == "mystery-whole"  # unknown base: its own name
