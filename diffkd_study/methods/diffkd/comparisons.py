@@ -48,7 +48,7 @@ from diffkd_study.metrics.tables import too_few_for_auc
 from diffkd_study.predictions import INTERNAL_TEST
 
 __all__ = ["FULL_MODEL", "MDD_SENTENCE", "PLANNED_COMPARISONS", "TEST_COLUMNS", "GoalComparison", "OUTLINE_FREE_SUFFIXES",
-           "PlannedComparison", "outline_free_vs_birads", "paired_delong_tests", "student_goals", "paired_scores", "paired_test_row", "per_seed_tests", "planned_comparisons", "tested_pairs"]
+           "PlannedComparison", "goal_plan", "outline_free_vs_birads", "paired_delong_tests", "student_goals", "paired_scores", "paired_test_row", "per_seed_tests", "planned_comparisons", "tested_pairs"]
 
 #: the full three-stage method's student: the reference of the partial-combinations table
 FULL_MODEL = "student_diffkd"
@@ -212,7 +212,9 @@ class GoalComparison:
     at_most: bool
 
 
-def _goal_plan(models: Sequence[str]) -> list[GoalComparison]:
+def goal_plan(models: Sequence[str]) -> list[GoalComparison]:
+    """The goals (module docstring) that the models present allow, in order: students vs teachers, KD vs alone,
+    initialised vs scratch, outline-free crops vs the outline crop."""
     present, plan = set(models), []
     for student, teacher in (("student_kd_real", "teacher_real"), ("student_diffkd", "teacher_real+syn")):
         for suffix in ("", "-scratch"):
@@ -255,7 +257,7 @@ def outline_free_vs_birads(tests: pd.DataFrame, *, level: float = 0.95, referenc
 def student_goals(tests: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:
     """The students' goals (module docstring) on each test set: the clustered paired test of each pair the run
     has, with ``met`` (the point estimate satisfies the goal) and ``with_confidence`` (the CI bound does)."""
-    plan = _goal_plan(list(pd.unique(tests["model"])))
+    plan = goal_plan(list(pd.unique(tests["model"])))
     rows = []
     for test_set in pd.unique(tests["test_set"]):
         for goal in plan:

@@ -46,7 +46,8 @@ from diffkd_study.metrics.clustered import holm_adjust
 from diffkd_study.metrics.roc import auc_delong, roc_auc
 from diffkd_study.predictions import label_test_sets, read_predictions
 
-__all__ = ["PLANNED_PAIRS", "POOLED_INTERNAL", "auc_tables", "external_per_fold", "external_table", "out_of_fold",
+__all__ = ["PLANNED_PAIRS", "POOLED_INTERNAL", "auc_tables", "external_per_fold", "external_table",
+           "fold_stratified_pairs", "out_of_fold", "stratified_goals",
            "planned_comparisons", "pooled_tests", "read_fold_predictions", "seed_mean", "seed_table",
            "synthetic_summaries"]
 
@@ -243,3 +244,60 @@ def synthetic_summaries(run_dir: str | Path, folds: int) -> tuple[pd.DataFrame, 
         fidelity += [{"fold": fold, **row} for row in summary["fidelity_vs_floor"]]
         two_sample += [{"fold": fold, **row} for row in summary["two_sample"]]
     return pd.DataFrame(fidelity), pd.DataFrame(two_sample), missing
+
+
+def fold_stratified_pairs(oof: pd.DataFrame, pairs: Sequence[tuple[str, str]], *, level: float = 0.95) -> pd.DataFrame:
+    """Paired AUC differences A - B on the out-of-fold internal images, *within* each fold and then combined:
+    each fold's patient-clustered DeLong difference and SE (:func:`paired_test_row`), combined by inverse-variance
+    weighting (a fixed-effect combination: the folds hold different patients, so their differences are
+    independent given the trained models; Fleiss 1993, Stat Methods Med Res 2:121). Unlike the pooled test it
+    never ranks one fold model's scores against another's, which are not on one scale: a comparison whose
+    pooled and stratified answers differ is a pooling artefact. One row per pair: the per-fold differences, the
+    combined difference with its Wald interval and two-sided p (Holm over the pairs that could be tested), and
+    a note where a fold or a model is missing."""
+    from scipy.stats import norm
+
+    z = norm.ppf(0.5 + level / 2)
+    rows = []
+    for a, b in pairs:
+        row: dict[str, object] = {"comparison": f"{a} vs {b}", "model_a": a, "model_b": b}
+        per_fold, notes = [], []
+        for fold, part in oof.groupby("fold", sort=True):
+            test = paired_test_row(paired_scores(part.assign(test_set="oof"), None, a, b), level)
+            if not np.isfinite(test.get("se", np.nan)) or test.get("se", 0) <= 0:
+                notes.append(f"fold {fold}: {test.get('note') or 'no pair'}")
+                continue
+            per_fold.append((int(fold), float(test["difference"]), float(test["se"])))
+        if not per_fold:
+            rows.append({**row, "note": "not estimable: " + "; ".join(notes)})
+            continue
+        weights = np.array([1 / se ** 2 for _, _, se in per_fold])
+        diffs = np.array([d for _, d, _ in per_fold])
+        combined, se = float((weights * diffs).sum() / weights.sum()), float(1 / np.sqrt(weights.sum()))
+        rows.append({**row, "fold_differences": " ".join(f"{d:+.3f}" for _, d, _ in per_fold),
+                     "difference": combined, "ci_low": combined - z * se, "ci_high": combined + z * se, "se": se,
+                     "p_value": float(2 * norm.sf(abs(combined) / se)), "note": "; ".join(notes)})
+    table = pd.DataFrame(rows)
+    for column in ("fold_differences", "difference", "ci_low", "ci_high", "se", "p_value"):
+        if column not in table:
+            table[column] = np.nan
+    table["p_holm"] = holm_adjust(table["p_value"].to_numpy(dtype=float))
+    return table
+
+
+def stratified_goals(oof: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:
+    """The goals of :func:`~diffkd_study.methods.diffkd.comparisons.goal_plan` on the internal out-of-fold images,
+    fold-stratified (:func:`fold_stratified_pairs`), each with ``met`` (the combined difference satisfies the goal's
+    margin) and ``with_confidence`` (its interval bound does); no multiplicity adjustment (``p_holm`` dropped)."""
+    from diffkd_study.methods.diffkd.comparisons import goal_plan
+
+    plan = goal_plan(list(pd.unique(oof["model"])))
+    table = fold_stratified_pairs(oof, [(g.model_a, g.model_b) for g in plan], level=level).drop(columns="p_holm")
+    table.insert(0, "goal", [g.goal for g in plan])
+    table.insert(1, "margin", [g.margin for g in plan])
+    finite = table["difference"].notna()
+    at_most = np.array([g.at_most for g in plan], dtype=bool)
+    d, low, high, margin = (table[c].to_numpy(dtype=float) for c in ("difference", "ci_low", "ci_high", "margin"))
+    table["met"] = np.where(finite, np.where(at_most, d <= margin, d >= margin), None)
+    table["with_confidence"] = np.where(finite, np.where(at_most, high <= margin, low >= margin), None)
+    return table

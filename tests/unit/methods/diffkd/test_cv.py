@@ -182,3 +182,37 @@ def test_synthetic_summaries_read_every_fold_and_name_the_missing_one(tmp_path):
     fidelity, two_sample, missing = cv.synthetic_summaries(tmp_path, 2)
     assert fidelity.to_dict("records") == [{"fold": 1, "extractor": "x", "FID": 4.0, "FID floor": 2.0}]
     assert two_sample["auc"].tolist() == [0.6] and len(missing) == 1 and missing[0].startswith("fold 2:")
+
+
+def test_fold_stratified_pairs_are_immune_to_a_fold_models_scale(data):
+    from diffkd_study.methods.diffkd.comparisons import paired_scores, paired_test_row
+
+    study, _, rows = data
+    oof = cv.out_of_fold(rows, study)
+    pair = [("student_diffkd", "student_alone")]
+    before = cv.fold_stratified_pairs(oof, pair).iloc[0]
+    fold1 = paired_test_row(paired_scores(oof[oof["fold"] == 1], None, *pair[0]))
+    fold2 = paired_test_row(paired_scores(oof[oof["fold"] == 2], None, *pair[0]))
+    w1, w2 = 1 / fold1["se"] ** 2, 1 / fold2["se"] ** 2
+    assert before["difference"] == pytest.approx((w1 * fold1["difference"] + w2 * fold2["difference"]) / (w1 + w2))
+    assert before["se"] == pytest.approx((w1 + w2) ** -0.5)
+    # fold 2's student_diffkd model scores on another scale: the pooled test moves, the stratified one does not
+    shifted = oof.copy()
+    moved = (shifted["fold"] == 2) & (shifted["model"] == "student_diffkd")
+    shifted.loc[moved, "y_score"] += 10
+    after = cv.fold_stratified_pairs(shifted, pair).iloc[0]
+    assert after["difference"] == pytest.approx(before["difference"])
+    pooled_before = cv.planned_comparisons(oof, pair).iloc[0]["difference"]
+    pooled_after = cv.planned_comparisons(shifted, pair).iloc[0]["difference"]
+    assert abs(pooled_after - pooled_before) > 0.05
+
+
+def test_stratified_goals_apply_each_goals_margin(data):
+    study, _, rows = data
+    oof = cv.out_of_fold(rows, study)
+    goals = cv.stratified_goals(oof)
+    teacher = goals[(goals["model_a"] == "teacher_real") & (goals["model_b"] == "student_kd_real")].iloc[0]
+    assert teacher["margin"] == 0.03 and teacher["met"] == (teacher["difference"] <= 0.03)
+    assert teacher["with_confidence"] == (teacher["ci_high"] <= 0.03)
+    kd = goals[goals["goal"].str.startswith("distillation")].iloc[0]
+    assert kd["met"] == (kd["difference"] >= 0.02)
