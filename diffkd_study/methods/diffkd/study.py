@@ -431,15 +431,10 @@ def input_sentence(cfg: TeacherStageConfig | StudentStageConfig) -> str:
     text = words[cfg.crop] + (f"; every image passes through {cfg.via} px first (the diffusion model's resolution), "
                               "so real and synthetic images share one resize chain" if cfg.via else "") + "."
     if cfg.extra_crops:
-        text += (f" Trained again on inputs that need no exact outline ({', '.join(extra_crop_variants_names(cfg))}): "
+        variants = extra_crop_variants("teacher" if isinstance(cfg, TeacherStageConfig) else "student", cfg)
+        text += (f" Trained again on inputs that need no exact outline ({', '.join(variants)}): "
                  + "; ".join(f"`-{c}`: {words[c]}" for c in cfg.extra_crops) + ".")
     return text
-
-
-def extra_crop_variants_names(cfg: TeacherStageConfig | StudentStageConfig) -> list[str]:
-    """The variants retrained in ``extra_crops`` (:func:`extra_crop_variants`), for the stage's kind."""
-    kind = "teacher" if isinstance(cfg, TeacherStageConfig) else "student"
-    return list(extra_crop_variants(kind, cfg))
 
 
 def extra_crop_variants(kind: str, cfg: TeacherStageConfig | StudentStageConfig) -> tuple[str, ...]:
