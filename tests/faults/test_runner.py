@@ -66,7 +66,7 @@ def test_deleted_or_altered_artifacts_rerun_their_stage(study, tmp_path):
     assert code == 0 and "run/predictions/clinical.csv is missing" in err
     assert statuses(tmp_path) == {"data_audit": "cached", "baselines": "ok", "evaluation": "ok"}
     params = json.loads((report / "50_evaluation.provenance.json").read_text())["parameters"]
-    assert params["models"] == ["clinical", "image_features"]  # named explicitly: a missing one is an error
+    assert params["models"] == ["box_geometry", "clinical", "image_features"]  # named explicitly: a missing one is an error
     (report / "45_baselines.metrics.json").unlink()
     with (run_dir / "predictions" / "image_features.csv").open("a") as handle:
         handle.write("tampered\n")
