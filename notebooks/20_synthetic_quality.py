@@ -327,10 +327,11 @@ two_sample_results = two_sample.c2st_images(
     labels_a=[real_inputs.classes[k] for k in real_inputs.labels.tolist()],
     labels_b=[synthetic_inputs.classes[k] for k in synthetic_inputs.labels.tolist()], seed=seed)
 two_sample_frame = two_sample.two_sample_table(two_sample_results)
-show_table(two_sample_frame[["scope", "n_a", "n_b", "groups_a", "auc", "ci_low", "ci_high", "verdict"]],
-           {"scope": "Images compared", "n_a": "Real", "n_b": "Synthetic", "groups_a": "Patients", "auc": "AUC",
-            "CI": "95% CI (patient-clustered)", "verdict": f"Goal: AUC <= {two_sample.C2ST_GOAL:.2f}"}, digits=3,
-           intervals={"CI": ("ci_low", "ci_high")})
+display(show_table(two_sample_frame[["scope", "n_a", "n_b", "groups_a", "auc", "ci_low", "ci_high", "verdict"]],
+                   {"scope": "Images compared", "n_a": "Real", "n_b": "Synthetic", "groups_a": "Patients",
+                    "auc": "AUC", "CI": "95% CI (patient-clustered)",
+                    "verdict": f"Goal: AUC <= {two_sample.C2ST_GOAL:.2f}"}, digits=3,
+                   intervals={"CI": ("ci_low", "ci_high")}))
 overall = two_sample_results[0]
 display(Markdown(
     f"Real vs synthetic classifier inputs ({image_size} px, {'lesion crops through ' + str(size) + ' px' if domain_crop == 'lesion' else 'whole frames'}): "
@@ -348,7 +349,7 @@ goals = pd.DataFrame(
     + [{"goal": f"real-vs-synthetic two-sample AUC <= {two_sample.C2ST_GOAL:.2f}",
         "measured": f"AUC {overall.auc:.3f} (95% CI {format_interval(overall.ci_low, overall.ci_high, 3)})",
         "met": bool(overall.estimable and overall.auc <= two_sample.C2ST_GOAL)}])
-show_table(goals, {"goal": "Goal", "measured": "Measured", "met": "Met"})
+display(show_table(goals, {"goal": "Goal", "measured": "Measured", "met": "Met"}))
 # beside the synthetic set, for the pooled cross-validation report (which reads every fold's run folder)
 write_json(synthetic_dir / quality.SUMMARY_FILE, {
     "domain": {"crop": domain_crop, "roi_margin": domain_margin, "resolution_px": size},

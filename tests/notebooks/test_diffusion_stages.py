@@ -137,6 +137,8 @@ def test_synthesis_is_in_the_classifier_domain_and_audited_by_a_two_sample_test(
     assert {g["goal"].split(" (")[0] for g in summary["goals"]} >= {"FID within 2x the real-vs-real floor"}
     metrics = json.loads((report / "20_synthetic_quality.metrics.json").read_text())
     assert metrics["two_sample"] == summary["two_sample"]
+    html = (report / "20_synthetic_quality.clinician.html").read_text()  # outputs only: both tables are shown
+    assert "Images compared" in html and "FID within 2x the real-vs-real floor" in html
 
 
 def test_rerun_resumes_and_keeps_the_synthetic_set(study_run, tmp_path):
