@@ -208,7 +208,8 @@ display(show_table(reader_mode, {"test_set": "Test set", "model_a": "Model", "n"
 
 # %% [markdown]
 # ## Wall time
-# Seconds per stage and fold (the last successful run of each stage, from the folds' ledgers).
+# Seconds per stage and fold: the last successful run of each stage, from the folds' ledgers. A stage that
+# ran again and re-used its trained fits (after a change to report code, say) shows only that re-run's time.
 
 # %%
 timings = pd.DataFrame(fold_timings(run_dir))
@@ -282,7 +283,8 @@ write_metrics(metrics_path, {
                           records=records(goals.round(3)))] if len(goals) else []),
             *([IndexTable(title="Without the expert outline vs the radiologists' BI-RADS",
                           records=records(reader_mode.round(3)))] if len(reader_mode) else []),
-            IndexTable(title="Wall time per stage and fold (s)", records=records(timings.round(0))),
+            IndexTable(title="Wall time per stage and fold (s; each stage's last run, which may have re-used its fits)",
+                       records=records(timings.round(0))),
         ],
         limitations=limitations,
     ).to_dict(),
