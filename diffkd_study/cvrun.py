@@ -32,6 +32,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +101,8 @@ def run_cross_validation(config: StudyConfig, run_dir: Path, report_dir: Path, r
         raise ValueError(f"--fold {only_fold}: this study has folds 1..{folds} (cv: {{folds: {folds}}})")
     if not dry_run:
         _log(f"cross-validation: {folds} patient-grouped folds; preparing the study's data and folds")
-        if only_fold is None:
+        with RunLock(run_dir) if only_fold is not None else nullcontext():
             prepare_study_data(config, run_dir, data_root=data_root, project_root=project_root, progress=progress)
-        else:
-            with RunLock(run_dir):
-                prepare_study_data(config, run_dir, data_root=data_root, project_root=project_root, progress=progress)
     stages: list[StageResult] = []
     last = None
     for fold in range(1, folds + 1) if only_fold is None else (only_fold,):
@@ -113,11 +111,8 @@ def run_cross_validation(config: StudyConfig, run_dir: Path, report_dir: Path, r
         else:
             print(f"fold {fold}/{folds}:")
         fold_started = time.perf_counter()
-        if dry_run:
+        with nullcontext() if dry_run else RunLock(run_dir / fold_folder(fold)):
             last = run_one(fold_config(config, fold), run_dir / fold_folder(fold), report_dir / fold_folder(fold))
-        else:
-            with RunLock(run_dir / fold_folder(fold)):
-                last = run_one(fold_config(config, fold), run_dir / fold_folder(fold), report_dir / fold_folder(fold))
         stages += _prefixed(fold, last.stages)
         if dry_run:
             continue

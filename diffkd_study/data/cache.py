@@ -377,11 +377,11 @@ def load_source(source: PixelSource, root: Path, prep: Preprocessing) -> tuple[n
     if mask is not None and mask.size != image.size:
         raise ImageDecodeError(f"{source.where}: mask {source.mask_path} is {mask.size[0]}x{mask.size[1]} pixels, the "
                                f"image {image.size[0]}x{image.size[1]}: a lesion crop needs them aligned")
-    box = None if mask is None else np.asarray(mask) > 0
-    if prep.resize_mode == "jittered":
-        window = None if box is None else jittered_window(box, prep.roi_margin, prep.jitter_seed, source.image_id)
-    else:
-        window = None if box is None else lesion_window(box, prep.roi_margin)
+    window = None
+    if mask is not None:
+        box = np.asarray(mask) > 0
+        window = (jittered_window(box, prep.roi_margin, prep.jitter_seed, source.image_id)
+                  if prep.resize_mode == "jittered" else lesion_window(box, prep.roi_margin))
     if window is not None:
         image, mask = crop_window(image, window), crop_window(mask, window)
     stretch = Preprocessing.make(prep.size, prep.mode, "stretch", via=prep.via)
@@ -504,7 +504,9 @@ class ImageCache:
         return positions
 
 
-def _default_workers() -> int:
+def default_workers() -> int:
+    """Threads for decoding a dataset's files: one per core, at most 8 (Pillow holds the GIL for much of PNG
+    decoding, so more threads would not pay)."""
     return min(8, os.cpu_count() or 1)
 
 
@@ -572,7 +574,7 @@ def build_cache(
             if masks is not None and mask is not None:
                 masks[position] = mask
 
-        pool = ThreadPoolExecutor(max_workers=workers or _default_workers())
+        pool = ThreadPoolExecutor(max_workers=workers or default_workers())
         try:
             jobs = pool.map(fill, range(len(sources)))  # yields in order, re-raises the first error
             for _ in progress_bar(jobs, total=len(sources), unit="img", disable=not progress,

@@ -30,7 +30,6 @@ images both scored and the difference (model minus box geometry) by DeLong's pai
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from diffkd_study.data.cache import (
     ImageDecodeError,
     check_inside_root,
     decode_mask,
+    default_workers,
     lesion_window,
     outside_root_allowed,
     pixel_sources,
@@ -127,7 +127,7 @@ def box_geometry_table(
             raise ImageDecodeError(f"{source.where}: mask_path {path} does not decode: {err}") from err
         return box_features(mask, margin)
 
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
         rows = list(progress_bar(pool.map(features, range(len(sources))), total=len(sources), unit="mask",
                                  disable=not progress, desc=f"box geometry of {len(sources)} masks"))
     ids = pd.Index([source.image_id for source in sources], name="image_id")

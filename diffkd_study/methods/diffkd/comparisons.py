@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from diffkd_study.methods.diffkd.evaluate import PATIENT, evaluation_rows
-from diffkd_study.methods.diffkd.stage import OUTLINE_FREE_CROPS
+from diffkd_study.methods.diffkd.stage import OUTLINE_FREE_CROPS, crop_suffix
 from diffkd_study.metrics.clustered import holm_adjust, minimal_detectable_difference
 from diffkd_study.metrics.roc import delong_test
 from diffkd_study.metrics.tables import too_few_for_auc
@@ -197,7 +197,7 @@ def per_seed_tests(pred: pd.DataFrame, pairs: Sequence[tuple[str, str]], *, leve
 
 
 #: model-name suffixes of the standalone-reader crops (diffkd_study.methods.diffkd.stage.OUTLINE_FREE_CROPS)
-OUTLINE_FREE_SUFFIXES: tuple[str, ...] = tuple(f"-{crop}" for crop in OUTLINE_FREE_CROPS)
+OUTLINE_FREE_SUFFIXES: tuple[str, ...] = tuple(crop_suffix(crop) for crop in OUTLINE_FREE_CROPS)
 
 
 @dataclass(frozen=True)

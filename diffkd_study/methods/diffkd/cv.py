@@ -263,7 +263,7 @@ def fold_stratified_pairs(oof: pd.DataFrame, pairs: Sequence[tuple[str, str]], *
         row: dict[str, object] = {"comparison": f"{a} vs {b}", "model_a": a, "model_b": b}
         per_fold, notes = [], []
         for fold, part in oof.groupby("fold", sort=True):
-            test = paired_test_row(paired_scores(part.assign(test_set="oof"), None, a, b), level)
+            test = paired_test_row(paired_scores(part, None, a, b), level)
             if not np.isfinite(test.get("se", np.nan)) or test.get("se", 0) <= 0:
                 notes.append(f"fold {fold}: {test.get('note') or 'no pair'}")
                 continue

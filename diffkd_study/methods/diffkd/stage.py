@@ -72,6 +72,11 @@ STUDENT_VARIANTS: dict[str, tuple[str | None, bool]] = {
 }
 #: the name suffix of a student variant trained from random weights (``scratch_variants``): student_alone-scratch
 SCRATCH_SUFFIX = "-scratch"
+
+
+def crop_suffix(crop: str) -> str:
+    """The name suffix of a variant trained in one of ``extra_crops``: ``teacher_real-whole``, ``student_alone-jittered``."""
+    return f"-{crop}"
 SYNTHETIC_MODES: tuple[str, ...] = ("auto", "none", "required")
 LAUNCHERS: tuple[str, ...] = ("inline", "torchrun")
 CROPS: tuple[str, ...] = ("none", "lesion", "jittered", "whole")

@@ -51,6 +51,7 @@ from diffkd_study.methods.diffkd.stage import (
     StudentStageConfig,
     TeacherStageConfig,
     TrainingSection,
+    crop_suffix,
 )
 from diffkd_study.stage_output import StageRecord
 from diffkd_study.training.data import EpochPlan, ImageTensors, class_weights_from_counts, concat, load_images
@@ -339,7 +340,7 @@ def run_stage(kind: str, params: Mapping[str, Any], *, progress: bool = True) ->
     # (variant, folder and model-name suffix, weight source, what the records say the weights are, crop)
     runs = [(v, "", init_source, cfg.weights, cfg.crop) for v in cfg.variants]
     runs += [(v, SCRATCH_SUFFIX, "none", "none", cfg.crop) for v in getattr(cfg, "scratch_variants", ())]
-    runs += [(v, f"-{crop}", init_source, cfg.weights, crop) for crop in cfg.extra_crops
+    runs += [(v, crop_suffix(crop), init_source, cfg.weights, crop) for crop in cfg.extra_crops
              for v in extra_crop_variants(kind, cfg)]
     for variant, suffix, source, source_word, crop in runs:
         data = per_crop[crop]

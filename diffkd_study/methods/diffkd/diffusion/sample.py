@@ -209,12 +209,13 @@ def generate_synthetic(checkpoint: str | os.PathLike[str], train_manifest: Manif
     """
     model, config = load_model(checkpoint)
     image_size = int(config["train"]["image_size"])
+    domain = config["train"].get("crop", "none")  # checkpoints from before the lesion-crop domain: whole frames
     rows = table.reset_index(drop=True) if table is not None else draw_conditions(
         train_manifest, n=n, per_class=per_class, seed=seed)
     if "image_id" not in rows.columns:
         rows = rows.assign(image_id=[f"row{i}" for i in range(len(rows))])
     if model.mask_conditioning:
-        masks, has_mask = _load_masks(rows, root, cache, image_size, crop=config["train"].get("crop", "none"),
+        masks, has_mask = _load_masks(rows, root, cache, image_size, crop=domain,
                                       roi_margin=config["train"].get("roi_margin", 0.25))
     else:
         masks, has_mask = None, np.zeros(len(rows), dtype=bool)
@@ -243,7 +244,7 @@ def generate_synthetic(checkpoint: str | os.PathLike[str], train_manifest: Manif
                      "split": "train", "synthetic": "1", "source_image_id": row["image_id"],
                      "source_center": row["center"] if isinstance(row.get("center"), str) else np.nan,
                      "sampler": sampler, "steps": str(steps), "guidance": str(guidance_scale), "seed": str(seed),
-                     "synthetic_crop": config["train"].get("crop", "none"),
+                     "synthetic_crop": domain,
                      "checkpoint_sha256": digest}
             if masks is not None and has_mask[i]:
                 mask = (masks[i, 0].numpy() > 0.5).astype(np.uint8) * 255
