@@ -17,7 +17,7 @@ in order and the first failed fold stops the run (the same command resumes). The
 ledger, so it re-runs whenever a fold's results change.
 
 One fold alone (``diffkd-study run CONFIG --fold k``, ``only_fold``): the study's data and folds are prepared
-(under the study folder's lock, briefly), then fold k's sub-study runs under the lock of its own folder and the
+(under the study folder's lock, briefly; a fold run started at the same moment waits for it), then fold k's sub-study runs under the lock of its own folder and the
 pooled stage is not run. Two folds can so run side by side, one per core; the plain command afterwards finds
 their stages cached and runs the pooled stage. Every fold, in either way, holds its folder's lock while it runs.
 
@@ -48,6 +48,8 @@ __all__ = ["fold_config", "fold_timings", "pooled_config", "run_cross_validation
 
 #: runs one (sub-)study: (config, its run folder, its report folder) -> the runner's RunResult
 StudyRunner = Callable[[StudyConfig, Path, Path], Any]
+#: the purpose a fold run records in the study folder's lock while it prepares the data and folds
+PREPARING = "preparing the study's data and folds"
 
 
 def _log(message: str) -> None:
@@ -101,7 +103,10 @@ def run_cross_validation(config: StudyConfig, run_dir: Path, report_dir: Path, r
         raise ValueError(f"--fold {only_fold}: this study has folds 1..{folds} (cv: {{folds: {folds}}})")
     if not dry_run:
         _log(f"cross-validation: {folds} patient-grouped folds; preparing the study's data and folds")
-        with RunLock(run_dir) if only_fold is not None else nullcontext():
+        # a fold run started beside another waits while that one prepares (seconds), instead of failing
+        preparing = RunLock(run_dir, purpose=PREPARING, wait_while=PREPARING, on_wait=lambda holder: _log(
+            f"waiting for pid {holder.get('pid', '?')} to finish preparing the study's data and folds"))
+        with preparing if only_fold is not None else nullcontext():
             prepare_study_data(config, run_dir, data_root=data_root, project_root=project_root, progress=progress)
     stages: list[StageResult] = []
     last = None

@@ -187,3 +187,34 @@ def test_one_fold_runs_alone_under_its_own_lock_without_the_pooled_stage(tmp_pat
     assert ran == [(2, "fold-2")] and prepared == [tmp_path / "runs"] and result.stages == []
     with pytest.raises(ValueError, match=r"--fold 3: this study has folds 1..2"):
         cvrun.run_cross_validation(config, tmp_path / "runs", tmp_path / "reports", run_one, only_fold=3)
+
+
+def test_two_fold_runs_started_together_wait_for_each_others_preparation(tmp_path, monkeypatch, capsys):
+    """``--fold 1 & --fold 2`` started in the same second: the second waits for the first's data preparation
+    instead of stopping with "in use by another run"; a whole-study run holding the folder is still refused."""
+    import dataclasses
+    import threading
+
+    from diffkd_study import cvrun
+    from diffkd_study.runlock import RunLock, RunLockedError
+
+    @dataclasses.dataclass
+    class Result:
+        stages: list
+        wall_s: float = 0.0
+        ok: bool = True
+
+    monkeypatch.setattr(cvrun, "prepare_study_data", lambda config, run_dir, **_: None)
+    config = parse_config(RAW)
+    runs = tmp_path / "runs"
+    held = RunLock(runs, purpose=cvrun.PREPARING).acquire()  # another fold run, preparing
+    threading.Timer(1.0, held.release).start()
+    ran = []
+    result = cvrun.run_cross_validation(config, runs, tmp_path / "reports",
+                                        lambda c, r, _: ran.append(c.fold) or Result(stages=[]), only_fold=1)
+    assert ran == [1] and result.stages == []
+    assert "waiting for pid" in capsys.readouterr().err
+    with RunLock(runs):  # a whole-study run holds the folder: a fold run is refused at once, naming it
+        with pytest.raises(RunLockedError, match="in use by another run"):
+            cvrun.run_cross_validation(config, runs, tmp_path / "reports",
+                                       lambda c, r, _: Result(stages=[]), only_fold=2)
