@@ -18,7 +18,7 @@ from diffkd_study.config import StudyConfig
 from diffkd_study.io import write_text
 from diffkd_study.nbutil import P_VALUE_COLUMNS, format_p, human_column
 from diffkd_study.stage_output import IndexSection, StageResult
-from diffkd_study.stages import STAGE_NOTEBOOKS
+from diffkd_study.stages import POOLED_STAGE, STAGE_NOTEBOOKS
 
 __all__ = ["NO_FAVICON", "anchor_id", "write_index"]
 
@@ -151,6 +151,19 @@ def _headline_box_html(config: StudyConfig, results: list[StageResult]) -> str:
     return headline_html(headline, simulated=simulated, missing=missing)
 
 
+def _cv_headline_html(config: StudyConfig, results: list[StageResult]) -> str:
+    """A cross-validation study's headline box, from the pooled stage (``summary.headline_from_cv``), or a
+    sentence saying why it has none."""
+    from diffkd_study.summary import headline_from_cv, headline_html
+
+    pooled = next((r for r in results if r.stage == POOLED_STAGE), None)
+    ok = pooled is not None and pooled.status in ("ok", "cached")
+    headline = headline_from_cv(pooled.metrics, simulated=config.data.phantom is not None) if ok else None
+    missing = ("No headline numbers: " + ("the pooled stage wrote no AUC." if ok else
+               "the pooled stage has not run (run every fold, then the same command without --fold)."))
+    return headline_html(headline, simulated=config.data.phantom is not None, missing=missing)
+
+
 def _folds_html(report_dir: Path, config: StudyConfig) -> str:
     """A cross-validation study's box: one row per fold (the status of its stages, its wall time and a link to
     its index page, read from ``fold-k/provenance.json``) and a sentence on what the pooled report below holds."""
@@ -191,8 +204,10 @@ def write_index(report_dir: Path, config: StudyConfig, provenance: dict[str, Any
         parts.append(f"<p class='warn'>One fold of a cross-validation study: its internal test set is fold "
                      f"{config.fold}'s patients. The study's pooled report: <a href='../index.html'>../index.html</a>"
                      "</p>")
-    parts.append(_folds_html(report_dir, config) if config.cv is not None and config.fold is None
-                 else _headline_box_html(config, results))
+    if config.cv is not None and config.fold is None:  # the pooled report: its headline, then the folds
+        parts += [_cv_headline_html(config, results), _folds_html(report_dir, config)]
+    else:
+        parts.append(_headline_box_html(config, results))
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
         # the page that shows the error in context, if the notebook got as far as being executed and exported

@@ -85,6 +85,12 @@ COLUMN_NAMES: dict[str, str] = {
     "n_reference": "Reference images", "n_agree": "Agreeing", "n_levels": "Levels", "fid": "FID",
     "kid_mean": "KID", "kid_std": "KID SD over subsets", "student_to_teacher": "Student / teacher",
     "teacher_to_student": "Teacher / student", "std": "SD",
+    # the cross-validation tables (notebook 55)
+    "n_images": "Images", "n_patients": "Patients", "folds_estimable": "Folds with both classes",
+    "fold_auc_mean": "Mean of the folds' AUCs", "fold_auc_sd": "SD of the folds' AUCs", "fold_aucs": "AUC in each fold",
+    "fold_differences": "Difference in each fold", "comparison": "Comparison", "auc_a": "AUC of A", "auc_b": "AUC of B",
+    "p_holm": "p (Holm)", "mdd": "Smallest detectable difference", "se": "SE", "significant": "Significant",
+    "description": "What it is", "fold": "Fold", "note": "Note",
 }
 #: Columns that hold p-values: shown with :func:`format_p` (never 0.000).
 P_VALUE_COLUMNS: frozenset[str] = frozenset({"p_value", "p"})
@@ -151,6 +157,7 @@ def table_frame(
     p_values: Sequence[str] = (),
     n_column: str | None = None,
     min_n: int = MIN_CASES,
+    human: bool = False,
 ) -> pd.DataFrame:
     """The cells a report shows for ``df``, as text, with human column names and no row index.
 
@@ -158,7 +165,7 @@ def table_frame(
     (:func:`format_interval`), in the place of ``low``; where ``n_column`` is below ``min_n`` it reads
     "too few cases". ``p_values`` are formatted by :func:`format_p`. ``columns`` {code: human name}
     picks and orders the columns shown (those ``df`` lacks are left out; default: all, underscores as
-    spaces). Numbers are rounded to
+    spaces, or with ``human`` the headings of :data:`COLUMN_NAMES`). Numbers are rounded to
     ``digits`` (one for all, or per code name), integers and counts (``n``, ``n_*``, ``*_n``) stay whole,
     large whole numbers get thousands separators, missing cells are a dash, and
     rows with no value at all (every numeric cell missing) are dropped.
@@ -194,7 +201,7 @@ def table_frame(
     out = pd.DataFrame(shown, dtype=object)
     if columns is not None:  # a column the table lacks (an optional statistic) is left out
         return out[[c for c in columns if c in out.columns]].rename(columns=dict(columns))
-    return out.rename(columns=lambda c: c.replace("_", " "))
+    return out.rename(columns=human_column if human else lambda c: c.replace("_", " "))
 
 
 def show_table(

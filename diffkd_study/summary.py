@@ -32,7 +32,7 @@ from diffkd_study.nbutil import format_p
 from diffkd_study.stage_output import IndexSection
 
 __all__ = ["INTENDED_USE", "SIMULATED_BANNER", "SummaryStageConfig", "collect_limitations", "comparison_sentence",
-           "headline_box", "headline_from_evaluation", "headline_html", "headline_models", "main_role",
+           "headline_box", "headline_from_cv", "headline_from_evaluation", "headline_html", "headline_models", "main_role",
            "read_stage_metrics", "share_of_attainable", "stage_section"]
 
 TEACHER_PREFERENCE: tuple[str, ...] = ("teacher_real+syn", "teacher_real")
@@ -226,6 +226,28 @@ def headline_from_evaluation(evaluation: Mapping[str, Any], *, simulated: bool =
         + " not shown; the numbers come from the evaluation stage."])
 
 
+def headline_from_cv(pooled: Mapping[str, Any], *, simulated: bool = False) -> dict[str, Any] | None:
+    """The headline box of a cross-validation study's index, from the pooled stage's metrics
+    (``notebooks/55_cv_pooled``): the teacher's and the student's pooled out-of-fold AUC on the internal
+    patients and the AUC of their fold-averaged score on each external set, with patient-clustered CIs and
+    n. None when the metrics hold no AUC."""
+    internal = pooled.get("internal_test_set") or "internal (pooled out of fold)"
+    rows = [{**r, "test_set": r.get("test_set") or internal}
+            for r in [*pooled.get("pooled_auc", []), *pooled.get("external_auc", [])] if (r.get("n_images") or 0) > 0]
+    if not rows:
+        return None
+    available = list(dict.fromkeys(str(r["model"]) for r in rows))
+    models = headline_models(available) or {"model": available[0]}
+    sizes = list({str(r["test_set"]): {"test_set": r["test_set"], "n_images": r["n_images"], "n_pos": r["n_pos"],
+                                       "n_patients": r.get("n_patients")}
+                  for r in rows if r["model"] in models.values()}.values())
+    return headline_box(models, rows, sizes, positive_class=str(pooled.get("positive_class") or "positive"),
+                        simulated=simulated, missing=[
+        f"Cross-validation over {pooled.get('folds', 'K')} patient-grouped folds: the internal AUC pools every "
+        "internal patient's out-of-fold prediction; an external image's score is the mean of the folds' models. "
+        "The planned comparisons are in the pooled report below."])
+
+
 def _auc_text(row: Mapping[str, Any]) -> str:
     if row.get("auc") is None:
         return "AUC not estimable" + (f" ({row['note']})" if row.get("note") else "")
@@ -237,6 +259,9 @@ def _auc_text(row: Mapping[str, Any]) -> str:
 def _test_set_words(name: str) -> str:
     if name == "internal test":
         return "Internal test set (new patients from the training centres)"
+    if name.startswith("internal"):  # a cross-validation study's pooled out-of-fold predictions
+        return ("Internal patients, every one predicted by the fold models that never saw them "
+                "(pooled out of fold)")
     return f"External test set {name.removeprefix('external: ')} (a centre never used for training)"
 
 

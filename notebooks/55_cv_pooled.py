@@ -89,7 +89,7 @@ display(Markdown(provenance_markdown(provenance_path)))
 internal = manifest.df.loc[manifest.df["split"] != "external"]
 fold_sizes = internal.groupby(FOLD_COLUMN).agg(images=("image_id", "size"), patients=("patient_id", "nunique"),
                                                malignant=("label", lambda s: int((s == manifest.schema.positive_class).sum())))
-display(show_table(fold_sizes.reset_index().rename(columns={FOLD_COLUMN: "fold"})))
+display(show_table(fold_sizes.reset_index().rename(columns={FOLD_COLUMN: "fold"}), human=True))
 n_external = int((manifest.df["split"] == "external").sum())
 display(Markdown(f"{len(internal)} internal images of {internal['patient_id'].nunique()} patients in {folds} folds; "
                  f"{n_external} external images."))
@@ -107,15 +107,15 @@ for name, table in (("oof_predictions", oof), ("external_predictions", ext)):
 
 # %% [markdown]
 # ## Internal: pooled out-of-fold AUC and per-fold AUC
-# The pooled AUC's interval is Obuchowski's patient-clustered DeLong interval; *folds estimable* counts the
-# folds whose test patients hold both classes.
+# The pooled AUC's interval is Obuchowski's patient-clustered DeLong interval (on the logit scale); *folds with
+# both classes* counts the folds whose test patients hold both classes.
 
 # %%
 internal_table = cv.auc_tables(oof, level=section.level)
 with atomic_path(out_dir / "pooled_auc.csv") as tmp:
     internal_table.to_csv(tmp, index=False)
 CI = {f"{section.level:.0%} CI": ("ci_low", "ci_high")}
-display(show_table(internal_table, intervals=CI))
+display(show_table(cv.for_reading(internal_table), intervals=CI, human=True))
 
 # %% [markdown]
 # ## External: per-fold AUC and the AUC of the fold-averaged score
@@ -125,7 +125,7 @@ external = cv.external_table(ext, level=section.level) if len(ext) else None
 if external is not None:
     with atomic_path(out_dir / "external_auc.csv") as tmp:
         external.to_csv(tmp, index=False)
-    display(show_table(external, intervals=CI))
+    display(show_table(cv.for_reading(external), intervals=CI, human=True))
 else:
     display(Markdown("This study has no external test set."))
 
@@ -140,7 +140,8 @@ else:
 comparisons = cv.planned_comparisons(oof, level=section.level, alpha=section.alpha, power=section.power)
 with atomic_path(out_dir / "comparisons.csv") as tmp:
     comparisons.to_csv(tmp, index=False)
-display(show_table(comparisons.drop(columns=["model_a", "model_b"]), intervals=CI, p_values=["p_value", "p_holm"]))
+display(show_table(comparisons.drop(columns=["model_a", "model_b"]), intervals=CI, p_values=["p_value", "p_holm"],
+                   human=True))
 for row in comparisons.itertuples():
     if row.note.startswith("not estimable"):
         display(Markdown(f"**{row.comparison}**: {row.note}"))
@@ -227,7 +228,8 @@ display(show_table(timings, digits=0))
 stratified = cv.fold_stratified_pairs(oof, cv.PLANNED_PAIRS, level=section.level)
 with atomic_path(out_dir / "comparisons_stratified.csv") as tmp:
     stratified.to_csv(tmp, index=False)
-display(show_table(stratified.drop(columns=["model_a", "model_b"]), intervals=CI, p_values=["p_value", "p_holm"]))
+display(show_table(stratified.drop(columns=["model_a", "model_b"]), intervals=CI, p_values=["p_value", "p_holm"],
+                   human=True))
 
 # %% [markdown]
 # ## Seeds
@@ -235,7 +237,7 @@ display(show_table(stratified.drop(columns=["model_a", "model_b"]), intervals=CI
 
 # %%
 seeds = cv.seed_table(oof_by_seed)
-display(show_table(seeds))
+display(show_table(seeds, human=True))
 
 # %% tags=["reviewer-only"]
 limitations = [
@@ -246,6 +248,8 @@ limitations = [
 ]
 write_metrics(metrics_path, {
     "folds": folds,
+    "positive_class": manifest.schema.positive_class,
+    "internal_test_set": cv.POOLED_INTERNAL,
     "pooled_auc": records(internal_table),
     "external_auc": records(external) if external is not None else [],
     "comparisons": records(comparisons),

@@ -91,6 +91,8 @@ def test_every_fold_and_the_pooled_report_run(cv_run):
     index = (report / "index.html").read_text()
     assert "fold-1/index.html" in index and "fold-2/index.html" in index and "55_cv_pooled.html" in index
     assert "Cross-validation: pooled results" in index
+    assert index.index("id='headline'") < index.index("fold-1/index.html")  # the pooled headline comes first
+    assert "What it is" in (report / "55_cv_pooled.clinician.html").read_text()  # models described in words
     assert "../index.html" in (report / "fold-1" / "index.html").read_text()
     timings = fold_timings(run)
     assert [t["fold"] for t in timings] == ["fold-1", "fold-2"] and all(t["diffusion"] > 0 for t in timings)

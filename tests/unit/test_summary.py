@@ -48,3 +48,39 @@ def test_the_headline_lists_each_test_sets_planned_comparisons_in_words():
     page = headline_html(headline_from_evaluation(evaluation), simulated=False)
     assert "375 images of 213 patients" in page and "detectable difference at 80% power 0.07" in page
     assert "The summary stage did not run: the oracle AUC" in page
+
+
+def test_a_cross_validation_index_opens_with_the_pooled_headline(tmp_path):
+    """The pooled report of a K-fold study starts, like any index, with the headline box: the student's and the
+    teacher's pooled out-of-fold AUC on the internal patients and on the external set, with CI and n; the
+    folds' box comes after it."""
+    from diffkd_study.config import parse_config
+    from diffkd_study.index_page import write_index
+    from diffkd_study.stage_output import StageResult
+    from diffkd_study.stages import POOLED_STAGE, STAGE_NOTEBOOKS
+    from diffkd_study.summary import headline_from_cv
+
+    def row(model, auc, **extra):
+        return {"model": model, "n_images": 1875, "n_patients": 1064, "n_pos": 607, "auc": auc,
+                "ci_low": auc - 0.03, "ci_high": auc + 0.03, **extra}
+
+    pooled = {"folds": 4, "positive_class": "malignant",
+              "pooled_auc": [row("teacher_real", 0.70), row("student_diffkd", 0.68), row("box_geometry", 0.85)],
+              "external_auc": [row("student_diffkd", 0.66, test_set="external: breast-lesions-usg", n_images=252,
+                                   n_patients=252, n_pos=98)]}
+    headline = headline_from_cv(pooled)
+    assert headline["main_model"] == "student_diffkd" and headline["models"]["teacher"] == "teacher_real"
+    page = headline_html(headline, simulated=False)
+    assert "1875 images of 1064 patients (607 malignant)" in page and "pooled out of fold" in page
+    assert "AUC 0.680 (95% CI 0.650\u20130.710)" in page and "252 images of 252 patients (98 malignant)" in page
+    assert "External test set breast-lesions-usg" in page and "External test set internal" not in page
+    assert "4 patient-grouped folds" in page
+    assert headline_from_cv({"pooled_auc": [], "external_auc": []}) is None
+
+    config = parse_config({"name": "cvidx", "stages": ["baselines"], "cv": {"folds": 4}, "data": {"phantom": {}}})
+    result = StageResult(POOLED_STAGE, STAGE_NOTEBOOKS[POOLED_STAGE], "ok", 1.0, metrics=pooled)
+    index = write_index(tmp_path, config, {}, [result]).read_text()
+    assert index.index("id='headline'") < index.index("Cross-validation: 4 patient-grouped folds")
+    assert "simulated data" in index.lower()  # the phantom cohort's banner
+    missing = write_index(tmp_path, config, {}, []).read_text()
+    assert "No headline numbers: the pooled stage has not run" in missing

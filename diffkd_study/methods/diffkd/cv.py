@@ -41,12 +41,12 @@ import pandas as pd
 from diffkd_study.data.folds import FOLD_COLUMN, fold_folder
 from diffkd_study.data.schema import Manifest, read_manifest
 from diffkd_study.methods.diffkd.comparisons import PLANNED_COMPARISONS, paired_scores, paired_test_row
-from diffkd_study.methods.diffkd.evaluate import seed_averaged
+from diffkd_study.methods.diffkd.evaluate import model_descriptions, seed_averaged
 from diffkd_study.metrics.clustered import holm_adjust
 from diffkd_study.metrics.roc import auc_delong, roc_auc
 from diffkd_study.predictions import label_test_sets, read_predictions
 
-__all__ = ["PLANNED_PAIRS", "POOLED_INTERNAL", "auc_tables", "external_per_fold", "external_table",
+__all__ = ["PLANNED_PAIRS", "POOLED_INTERNAL", "auc_tables", "external_per_fold", "external_table", "for_reading",
            "fold_stratified_pairs", "out_of_fold", "stratified_goals",
            "planned_comparisons", "pooled_tests", "read_fold_predictions", "seed_mean", "seed_table",
            "synthetic_summaries"]
@@ -159,6 +159,19 @@ def external_table(ext: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
                                                 y_score=("y_score", "mean"))
         rows.append({"model": model, "test_set": test_set, **_auc(averaged, level), **_mean_sd(_fold_aucs(part))})
     return pd.DataFrame(rows)
+
+
+def for_reading(table: pd.DataFrame) -> pd.DataFrame:
+    """An AUC table (:func:`auc_tables`, :func:`external_table`) as the report shows it: what each model is,
+    in words, beside its name; the note only on rows that are not estimable (the interval's method is named
+    in the text above the table, not repeated on every row)."""
+    out = table.copy()
+    out.insert(out.columns.get_loc("model") + 1, "description",
+               out["model"].map(model_descriptions(list(out["model"]))))
+    if "note" in out.columns:
+        notes = out["note"].where(out["note"].astype(str).str.startswith("not estimable"))
+        out = out.drop(columns=["note"]) if notes.isna().all() else out.assign(note=notes.fillna(""))
+    return out
 
 
 def planned_comparisons(oof: pd.DataFrame, pairs: Sequence[tuple[str, str]] = PLANNED_PAIRS, *, level: float = 0.95,

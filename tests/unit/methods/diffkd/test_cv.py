@@ -216,3 +216,20 @@ def test_stratified_goals_apply_each_goals_margin(data):
     assert teacher["with_confidence"] == (teacher["ci_high"] <= 0.03)
     kd = goals[goals["goal"].str.startswith("distillation")].iloc[0]
     assert kd["met"] == (kd["difference"] >= 0.02)
+
+
+def test_the_auc_tables_a_reader_sees_say_what_each_model_is_and_drop_the_repeated_method():
+    from diffkd_study.methods.diffkd.evaluate import model_descriptions
+    from diffkd_study.nbutil import table_frame
+
+    table = pd.DataFrame({"model": ["teacher_real", "student_kd_real-jittered"], "auc": [0.7, 0.6],
+                          "note": ["Obuchowski clustered (logit scale)"] * 2, "fold_auc_sd": [0.01, 0.02]})
+    shown = cv.for_reading(table)
+    assert list(shown.columns) == ["model", "description", "auc", "fold_auc_sd"]  # the method is named above
+    words = model_descriptions(["teacher_real", "student_kd_real-jittered"])
+    assert shown["description"].tolist() == [words["teacher_real"], words["student_kd_real-jittered"]]
+    assert shown["description"].iloc[1] != "student_kd_real-jittered"  # words, not the code name again
+    mixed = table.assign(note=["Obuchowski clustered (logit scale)", "not estimable: one class only"])
+    assert cv.for_reading(mixed)["note"].tolist() == ["", "not estimable: one class only"]
+    headers = list(table_frame(shown, human=True).columns)
+    assert headers == ["Model", "What it is", "AUC", "SD of the folds' AUCs"] and not any("_" in h for h in headers)
