@@ -268,10 +268,11 @@ write_metrics(metrics_path, {
               "images predicted by every fold's models. Intervals are patient-clustered (Obuchowski 1997); the "
               "planned comparisons are Holm-adjusted."],
         tables=[
-            IndexTable(title="Internal: pooled out-of-fold AUC and per-fold AUC", records=records(internal_table.drop(
-                columns=["fold_aucs"]).round(3))),
+            IndexTable(title="Internal: pooled out-of-fold AUC and per-fold AUC",
+                       records=records(cv.for_reading(internal_table).drop(columns=["fold_aucs"]).round(3))),
             *([IndexTable(title="External: fold-averaged score AUC and per-fold AUC",
-                          records=records(external.drop(columns=["fold_aucs"]).round(3)))] if external is not None else []),
+                          records=records(cv.for_reading(external).drop(columns=["fold_aucs"]).round(3)))]
+              if external is not None else []),
             IndexTable(title="Planned comparisons (pooled out-of-fold, Holm-adjusted)",
                        records=records(comparisons.drop(columns=["model_a", "model_b"]).round(4))),
             IndexTable(title="Planned comparisons within each fold, combined (fold-stratified; read these where the "

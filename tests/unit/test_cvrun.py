@@ -93,6 +93,7 @@ def test_every_fold_and_the_pooled_report_run(cv_run):
     assert "Cross-validation: pooled results" in index
     assert index.index("id='headline'") < index.index("fold-1/index.html")  # the pooled headline comes first
     assert "What it is" in (report / "55_cv_pooled.clinician.html").read_text()  # models described in words
+    assert "What it is" in index and "Obuchowski clustered (logit scale)</td>" not in index  # not on every row
     assert "../index.html" in (report / "fold-1" / "index.html").read_text()
     timings = fold_timings(run)
     assert [t["fold"] for t in timings] == ["fold-1", "fold-2"] and all(t["diffusion"] > 0 for t in timings)
