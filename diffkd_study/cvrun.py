@@ -17,9 +17,10 @@ in order and the first failed fold stops the run (the same command resumes). The
 ledger, so it re-runs whenever a fold's results change.
 
 One fold alone (``diffkd-study run CONFIG --fold k``, ``only_fold``): the study's data and folds are prepared
-(under the study folder's lock, briefly; a fold run started at the same moment waits for it), then fold k's sub-study runs under the lock of its own folder and the
-pooled stage is not run. Two folds can so run side by side, one per core; the plain command afterwards finds
-their stages cached and runs the pooled stage. Every fold, in either way, holds its folder's lock while it runs.
+(under the study folder's lock, briefly; a fold run started at the same moment waits for it), then fold k's
+sub-study runs under the lock of its own folder and the pooled stage is not run. Two folds can so run side by
+side, one per core; the plain command afterwards finds their stages cached and runs the pooled stage. Every
+fold, in either way, holds its folder's lock while it runs.
 
 The runner (:func:`diffkd_study.report.run_study`) calls :func:`run_cross_validation` with a function that
 runs one (sub-)study into given folders; this module imports nothing of the runner.
