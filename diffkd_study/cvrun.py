@@ -106,7 +106,7 @@ def run_cross_validation(config: StudyConfig, run_dir: Path, report_dir: Path, r
         _log(f"cross-validation: {folds} patient-grouped folds; preparing the study's data and folds")
         # a fold run started beside another waits while that one prepares (seconds), instead of failing
         preparing = RunLock(run_dir, purpose=PREPARING, wait_while=PREPARING, on_wait=lambda holder: _log(
-            f"waiting for pid {holder.get('pid', '?')} to finish preparing the study's data and folds"))
+            f"waiting for pid {holder.get('pid', '?')} to finish {PREPARING}"))
         with preparing if only_fold is not None else nullcontext():
             prepare_study_data(config, run_dir, data_root=data_root, project_root=project_root, progress=progress)
     stages: list[StageResult] = []

@@ -156,12 +156,13 @@ def _cv_headline_html(config: StudyConfig, results: list[StageResult]) -> str:
     sentence saying why it has none."""
     from diffkd_study.summary import headline_from_cv, headline_html
 
+    simulated = config.data.phantom is not None
     pooled = next((r for r in results if r.stage == POOLED_STAGE), None)
     ok = pooled is not None and pooled.status in ("ok", "cached")
-    headline = headline_from_cv(pooled.metrics, simulated=config.data.phantom is not None) if ok else None
+    headline = headline_from_cv(pooled.metrics, simulated=simulated) if ok else None
     missing = ("No headline numbers: " + ("the pooled stage wrote no AUC." if ok else
                "the pooled stage has not run (run every fold, then the same command without --fold)."))
-    return headline_html(headline, simulated=config.data.phantom is not None, missing=missing)
+    return headline_html(headline, simulated=simulated, missing=missing)
 
 
 def _folds_html(report_dir: Path, config: StudyConfig) -> str:

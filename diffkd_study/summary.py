@@ -202,6 +202,21 @@ def headline_box(models: Mapping[str, str], auc: Sequence[Mapping[str, Any]], si
             "simulated": simulated, "test_sets": test_sets, "intended_use": INTENDED_USE, "missing": list(missing)}
 
 
+def _headline_models_and_sizes(rows: Sequence[Mapping[str, Any]], n_key: str,
+                               student: str | None = None) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """The headline's models (:func:`headline_models`; ``student`` when it has rows; else the first model as the
+    stand-in) and its test sets' sizes (images from ``n_key``, positives, patients where known), in row order."""
+    available = list(dict.fromkeys(str(r["model"]) for r in rows))
+    models = headline_models(available)
+    if student in available:
+        models["student"] = str(student)
+    models = models or {"model": available[0]}
+    sizes = list({str(r["test_set"]): {"test_set": r["test_set"], "n_images": r[n_key], "n_pos": r["n_pos"],
+                                       "n_patients": r.get("n_patients")}
+                  for r in rows if r["model"] in models.values()}.values())
+    return models, sizes
+
+
 def headline_from_evaluation(evaluation: Mapping[str, Any], *, simulated: bool = False) -> dict[str, Any] | None:
     """The headline box from the evaluation stage's metrics alone (when the summary stage did not run): its AUC
     rows, n and n_pos (and patients where the rows have them), and its planned comparisons, without the oracle AUC,
@@ -209,15 +224,7 @@ def headline_from_evaluation(evaluation: Mapping[str, Any], *, simulated: bool =
     rows = [r for r in evaluation.get("auc", []) if (r.get("n") or 0) > 0]
     if not rows:
         return None
-    available = list(dict.fromkeys(str(r["model"]) for r in rows))
-    models = headline_models(available)
-    if evaluation.get("full_model") in available:
-        models["student"] = str(evaluation["full_model"])
-    if not models:
-        models = {"model": available[0]}
-    sizes = list({str(r["test_set"]): {"test_set": r["test_set"], "n_images": r["n"], "n_pos": r["n_pos"],
-                                       "n_patients": r.get("n_patients")}
-                  for r in rows if r["model"] in models.values()}.values())
+    models, sizes = _headline_models_and_sizes(rows, "n", student=evaluation.get("full_model"))
     patients = all(s["n_patients"] is not None for s in sizes)
     return headline_box(models, rows, sizes, simulated=simulated,
                         comparisons=evaluation.get("planned_comparisons", []), missing=[
@@ -236,11 +243,7 @@ def headline_from_cv(pooled: Mapping[str, Any], *, simulated: bool = False) -> d
             for r in [*pooled.get("pooled_auc", []), *pooled.get("external_auc", [])] if (r.get("n_images") or 0) > 0]
     if not rows:
         return None
-    available = list(dict.fromkeys(str(r["model"]) for r in rows))
-    models = headline_models(available) or {"model": available[0]}
-    sizes = list({str(r["test_set"]): {"test_set": r["test_set"], "n_images": r["n_images"], "n_pos": r["n_pos"],
-                                       "n_patients": r.get("n_patients")}
-                  for r in rows if r["model"] in models.values()}.values())
+    models, sizes = _headline_models_and_sizes(rows, "n_images")
     return headline_box(models, rows, sizes, positive_class=str(pooled.get("positive_class") or "positive"),
                         simulated=simulated, missing=[
         f"Cross-validation over {pooled.get('folds', 'K')} patient-grouped folds: the internal AUC pools every "

@@ -115,7 +115,8 @@ internal_table = cv.auc_tables(oof, level=section.level)
 with atomic_path(out_dir / "pooled_auc.csv") as tmp:
     internal_table.to_csv(tmp, index=False)
 CI = {f"{section.level:.0%} CI": ("ci_low", "ci_high")}
-display(show_table(cv.for_reading(internal_table), intervals=CI, human=True))
+internal_shown = cv.for_reading(internal_table)  # shown here and in the index
+display(show_table(internal_shown, intervals=CI, human=True))
 
 # %% [markdown]
 # ## External: per-fold AUC and the AUC of the fold-averaged score
@@ -125,7 +126,8 @@ external = cv.external_table(ext, level=section.level) if len(ext) else None
 if external is not None:
     with atomic_path(out_dir / "external_auc.csv") as tmp:
         external.to_csv(tmp, index=False)
-    display(show_table(cv.for_reading(external), intervals=CI, human=True))
+    external_shown = cv.for_reading(external)
+    display(show_table(external_shown, intervals=CI, human=True))
 else:
     display(Markdown("This study has no external test set."))
 
@@ -269,9 +271,9 @@ write_metrics(metrics_path, {
               "planned comparisons are Holm-adjusted."],
         tables=[
             IndexTable(title="Internal: pooled out-of-fold AUC and per-fold AUC",
-                       records=records(cv.for_reading(internal_table).drop(columns=["fold_aucs"]).round(3))),
+                       records=records(internal_shown.drop(columns=["fold_aucs"]).round(3))),
             *([IndexTable(title="External: fold-averaged score AUC and per-fold AUC",
-                          records=records(cv.for_reading(external).drop(columns=["fold_aucs"]).round(3)))]
+                          records=records(external_shown.drop(columns=["fold_aucs"]).round(3)))]
               if external is not None else []),
             IndexTable(title="Planned comparisons (pooled out-of-fold, Holm-adjusted)",
                        records=records(comparisons.drop(columns=["model_a", "model_b"]).round(4))),
