@@ -54,7 +54,7 @@ from IPython.display import Markdown, display
 from diffkd_study.data.folds import FOLD_COLUMN
 from diffkd_study.data.schema import read_manifest
 from diffkd_study.io import atomic_path
-from diffkd_study.methods.diffkd import cv
+from diffkd_study.methods.diffkd import cv, cv_reading
 from diffkd_study.nbutil import (
     NotebookParameterError,
     provenance_markdown,
@@ -241,6 +241,22 @@ display(show_table(stratified.drop(columns=["model_a", "model_b"]), intervals=CI
 seeds = cv.seed_table(oof_by_seed)
 display(show_table(seeds, human=True))
 
+# %% [markdown]
+# ## What this study can and cannot conclude
+# Read from the tables above by rules fixed before the results (``diffkd_study.methods.diffkd.cv_reading``):
+# a planned comparison is concluded when its fold-stratified Holm p is below 0.05; an effect of training on
+# synthetic images is credited to realistic images only when they pass both realism goals in every fold; the
+# networks beat the box geometry only when every interval says so; the teacher keeps its AUC without the expert
+# outline when its interval stays within the goal's 0.05; one seed per fit and one external centre limit the rest.
+
+# %%
+reading = cv_reading.study_reading(
+    stratified=stratified, goals=goals, synthetic_fidelity=synthetic_fidelity,
+    synthetic_two_sample=synthetic_two_sample, geometry=geometry, reader_mode=reader_mode, seeds=seeds,
+    external_sets=list(pd.unique(external["test_set"])) if external is not None else [], level=section.level)
+READING_HEADINGS = {"question": "Question", "measured": "Measured", "verdict": "Verdict", "reading": "Reading"}
+display(show_table(reading, READING_HEADINGS))
+
 # %% tags=["reviewer-only"]
 limitations = [
     "The pooled out-of-fold AUC combines scores of K different fold models, which are not calibrated to one "
@@ -263,6 +279,7 @@ write_metrics(metrics_path, {
     "goals": records(goals),
     "outline_free_vs_birads": records(reader_mode),
     "wall_s": records(timings),
+    "reading": records(reading),
     "index_section": IndexSection(
         title="Cross-validation: pooled results",
         text=[f"{folds}-fold patient-grouped cross-validation: {len(internal)} internal images of "
@@ -270,6 +287,8 @@ write_metrics(metrics_path, {
               "images predicted by every fold's models. Intervals are patient-clustered (Obuchowski 1997); the "
               "planned comparisons are Holm-adjusted."],
         tables=[
+            IndexTable(title="What this study can and cannot conclude (rules fixed before the results)",
+                       records=records(reading.rename(columns=READING_HEADINGS))),
             IndexTable(title="Internal: pooled out-of-fold AUC and per-fold AUC",
                        records=records(internal_shown.drop(columns=["fold_aucs"]).round(3))),
             *([IndexTable(title="External: fold-averaged score AUC and per-fold AUC",
