@@ -161,6 +161,11 @@ def test_pooled_tables(cv_run):
     assert ("internal (pooled out of fold)", "teacher_real") in beside and ("external: center_C", "student_diffkd") in beside
     assert {g["goal"] for g in metrics["goals"]} >= {"distillation adds at least 0.02 AUC (same initialisation)"}
     assert [t["fold"] for t in metrics["wall_s"]] == ["fold-1", "fold-2"]
+    # what the study can and cannot conclude: one row per planned comparison, first in the index section
+    questions = [r["question"] for r in metrics["reading"]]
+    assert sum(q.startswith("Does the") and "differ from" in q for q in questions) == 3
+    assert {r["verdict"] for r in metrics["reading"]} <= {"can conclude", "cannot conclude"}
+    assert metrics["index_section"]["tables"][0]["title"].startswith("What this study can and cannot conclude")
 
 
 def test_one_fold_runs_alone_under_its_own_lock_without_the_pooled_stage(tmp_path, monkeypatch):
