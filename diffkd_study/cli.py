@@ -454,10 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except StudyInterrupted as err:
         print(f"stopped: {err}", file=sys.stderr)
-        return 130
+        return _interrupted()
     except KeyboardInterrupt:
         print("stopped: interrupted by the user; nothing half-written was kept", file=sys.stderr)
-        return 130
+        return _interrupted()
     except RunLockedError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
@@ -469,6 +469,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         print(f"error: {_os_error(err)}", file=sys.stderr)
         return 3
+
+
+def _interrupted() -> int:
+    """Exit status 130 after a Ctrl-C, with the one ``stopped:`` line as the last word: the notebook client's
+    tasks that the interruption left behind (a dead kernel's cell, a closed zmq socket) would otherwise be logged
+    by asyncio, with their tracebacks, when they are garbage-collected at exit."""
+    import logging
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
+    return 130
 
 
 if __name__ == "__main__":
