@@ -149,10 +149,9 @@ def test_a_real_ctrl_c_stops_in_one_line_and_the_same_command_resumes(tmp_path):
         # handler and every press is lost: the CI failures at d63fc60 and 43a2a0d (replayed: fails before, passes after)
         first = subprocess.Popen(command, cwd=PROJECT, env=env, stderr=handle, stdout=handle, start_new_session=True,
                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        # a cell of the evaluation notebook has run: its kernel is up. A Ctrl-C can still be lost (while the kernel
-        # starts, or between two cells, ipykernel ignores SIGINT and nbclient's own handler does not stop the run;
-        # README, "When something goes wrong": press it again), so the test presses again, as a user would, every
-        # 3 s until the run stops; a fixed single press failed under load (CI).
+        # a cell of the evaluation notebook has run: its kernel is up. By nbclient's and ipykernel's signal handling
+        # a press between two cells can go unseen (README, "When something goes wrong": press it again), so the
+        # test presses again, as a user would, every 3 s until the run stops.
         cell_done = re.compile(r"stage 3/3 evaluation: executing.*?Executing:\s+\d+%\|[^|]*\|\s+[1-9]\d*/\d+", re.S)
         deadline = time.monotonic() + 300
         while not cell_done.search(log.read_text()) and time.monotonic() < deadline:
